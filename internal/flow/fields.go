@@ -85,9 +85,12 @@ type Query struct {
 	Limit int
 	// Filter is nil to match every flow.
 	Filter *filter.Filter
-	// Class is the highest class among the filter's fields.
-	Class FieldClass
+	// Classes has bit 1<<c set for each class c among the filter's fields.
+	Classes uint8
 }
+
+// Has reports whether the filter refers to a field of class c.
+func (q *Query) Has(c FieldClass) bool { return q.Classes&(1<<c) != 0 }
 
 // NewQuery parses src as a flow filter. Errors are *filter.Error with the
 // position of the offending token.
@@ -102,9 +105,7 @@ func NewQuery(src string, from, to int64, limit int) (Query, error) {
 	}
 	q.Filter = f
 	for _, name := range f.Fields() {
-		if c := ClassOf(name); c > q.Class {
-			q.Class = c
-		}
+		q.Classes |= 1 << ClassOf(name)
 	}
 	return q, nil
 }

@@ -85,3 +85,22 @@ func (s Seqs) Merge(o Seqs) {
 		}
 	}
 }
+
+// Covers reports whether every number of r is in the set.
+func (s *SeqSet) Covers(r SeqRange) bool {
+	i := sort.Search(len(s.r), func(i int) bool { return s.r[i].Hi >= r.Lo })
+	return i < len(s.r) && s.r[i].Lo <= r.Lo && s.r[i].Hi >= r.Hi
+}
+
+// Covers reports whether every record of o is in s.
+func (s Seqs) Covers(o Seqs) bool {
+	for agent, set := range o {
+		t := s[agent]
+		for _, r := range set.r {
+			if t == nil || !t.Covers(r) {
+				return false
+			}
+		}
+	}
+	return true
+}

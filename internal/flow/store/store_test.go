@@ -1,0 +1,249 @@
+package store
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/inventory"
+)
+
+var t0 = time.Date(2025, 11, 25, 10, 0, 0, 0, time.UTC)
+
+func testFlow(i int, at time.Time) flow.Flow {
+	ns := []string{"shop", "db", "web"}[i%3]
+	f := flow.Flow{
+		ID:    flow.MakeID(at, uint64(i)+1),
+		Mode:  flow.DetailedMode,
+		Proto: "tcp",
+		Src: flow.Endpoint{IP: fmt.Sprintf("10.244.1.%d", i%50), Port: uint16(30000 + i%1000), Workload: "c/pod/" + ns + "/client",
+			Kind: "pod", Name: fmt.Sprintf("client-%d", i%50), Namespace: ns,
+			Labels: map[string]string{"app": "client", "tier": ns}, Owner: &inventory.Owner{Kind: "Deployment", Name: "client"}},
+		Dst:   flow.Endpoint{IP: "10.244.2.7", Port: uint16(80 + i%3), Kind: "pod", Name: "server", Namespace: "db", Service: "db/server"},
+		Start: at, End: at.Add(time.Second),
+		FwdPackets: 10, FwdBytes: uint64(1000 + i), RevPackets: 5, RevBytes: 500, Conns: 1,
+		Flags:   []string{flow.FlagSYN, flow.FlagSYNACK},
+		Replied: i%2 == 0,
+		Points:  []flow.ObservationPoint{{Node: "node1", Interface: "veth1", Kind: "pod", Pod: ns + "/client"}},
+	}
+	return f
+}
+
+func open(t *testing.T, dir string, o Options) *Store {
+	t.Helper()
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func query(t *testing.T, src string, limit int) flow.Query {
+	t.Helper()
+	q, err := flow.NewQuery(src, t0.Add(-time.Hour).UnixNano(), t0.Add(time.Hour).UnixNano(), limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+func TestDurableReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	var flows []flow.Flow
+	for i := range 100 {
+		flows = append(flows, testFlow(i, t0.Add(time.Duration(i)*time.Second)))
+	}
+	flows[1].Related = []flow.Related{{ID: flows[2].ID, Reason: flow.ReasonClusterIP}}
+	flows[2].Related = []flow.Related{{ID: flows[1].ID, Reason: flow.ReasonClusterIP}}
+	obs := flow.Seqs{}
+	for i := range uint64(100) {
+		obs.Add("agent-1", i+1)
+	}
+	if err := s.Append(flows[:50], flow.Seqs{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(flows[50:], obs); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, Options{})
+	defer s.Close()
+	if st := s.Stats(); st.Flows != 100 {
+		t.Fatalf("reopened: %+v", st)
+	}
+	if !s.Done("agent-1", 42) || s.Done("agent-1", 101) || s.Done("agent-2", 1) {
+		t.Fatalf("done set not restored")
+	}
+	got, ok, err := s.Get(flows[1].ID)
+	if err != nil || !ok {
+		t.Fatalf("get: %v %v", ok, err)
+	}
+	want := flows[1]
+	if got.ID != want.ID || got.Src.Labels["tier"] != want.Src.Labels["tier"] || got.Src.Owner.Name != "client" ||
+		got.Src.Port != want.Src.Port || got.Dst.Port != want.Dst.Port || got.FwdBytes != want.FwdBytes ||
+		!got.Start.Equal(want.Start) || !got.End.Equal(want.End) || got.Replied != want.Replied ||
+		len(got.Related) != 1 || got.Related[0].ID != flows[2].ID || got.Related[0].Reason != flow.ReasonClusterIP ||
+		len(got.Points) != 1 || got.Points[0] != want.Points[0] || len(got.Flags) != 2 || got.Dst.Service != "db/server" {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, want)
+	}
+	// Appending after reopen reuses the dictionaries.
+	if err := s.Append([]flow.Flow{testFlow(200, t0)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if fs, _ := s.Search(query(t, "", 1000)); len(fs) != 101 {
+		t.Fatalf("after append: %d", len(fs))
+	}
+}
+
+func TestTornTailAndIncompleteTransaction(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{Partition: time.Minute})
+	if err := s.Append([]flow.Flow{testFlow(1, t0)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// A crash in the middle of a two-part transaction: the first part is
+	// whole, the second never written; then a torn block.
+	seg := newSegment(t0.UnixNano(), "")
+	s2 := open(t, t.TempDir(), Options{Partition: time.Minute}) // to build blocks
+	_ = s2
+	w := seg.writer()
+	f := testFlow(2, t0)
+	idt, idn, _ := flow.ParseID(f.ID)
+	w.add(&f, idt.UnixMilli(), idn, nil)
+	path := filepath.Join(dir, fmt.Sprintf("seg-%d.pfs", t0.UnixNano()/int64(time.Minute)*int64(time.Minute)))
+	fh, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fh.Write(w.block(99, 0, 2, flow.Seqs{"a": {}}))
+	fh.Write([]byte("PFB1\x50\x00\x00\x00garbage"))
+	fh.Close()
+	s = open(t, dir, Options{Partition: time.Minute})
+	defer s.Close()
+	if st := s.Stats(); st.Flows != 1 {
+		t.Fatalf("want only the complete transaction's flow: %+v", st)
+	}
+	if err := s.Append([]flow.Flow{testFlow(3, t0)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dir, Options{Partition: time.Minute})
+	if st := s.Stats(); st.Flows != 2 {
+		t.Fatalf("after truncation and append: %+v", st)
+	}
+}
+
+func TestSearchFilters(t *testing.T) {
+	s := open(t, t.TempDir(), Options{Partition: time.Minute})
+	defer s.Close()
+	var flows []flow.Flow
+	for i := range 300 {
+		flows = append(flows, testFlow(i, t0.Add(time.Duration(i)*time.Second)))
+	}
+	flows[7].Related = []flow.Related{{ID: flows[8].ID, Reason: flow.ReasonEgress}}
+	if err := s.Append(flows, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		filter string
+		want   int
+	}{
+		{"", 300},
+		{`src.namespace = "shop"`, 100},
+		{`src.namespace = shop and dst.port = 80`, 100},
+		{`src.namespace = shop and dst.port = 81`, 0},
+		{`src.label.tier in (db, web)`, 200},
+		{`src.ip in 10.244.1.0/28`, 96},
+		{`replied = true`, 150},
+		{`replied = true and src.namespace = db`, 50},
+		{`related contains "egress-snat"`, 1},
+		{`related exists`, 1},
+		{`observed_at contains node1 and flags contains SYN-ACK`, 300},
+		{`src.port = 30005`, 1},
+		{`fwd.bytes > 1250`, 49},
+		{`src.owner.name = client and dst.service = "db/server"`, 300},
+	} {
+		fs, err := s.Search(query(t, c.filter, 1000))
+		if err != nil || len(fs) != c.want {
+			t.Errorf("%s: got %d flows (%v), want %d", c.filter, len(fs), err, c.want)
+		}
+	}
+	// Newest first, limited, time range.
+	fs, _ := s.Search(query(t, "", 10))
+	if len(fs) != 10 || fs[0].ID != flows[299].ID {
+		t.Fatalf("limit/newest first: %d %v", len(fs), fs[0].ID)
+	}
+	q := query(t, "", 1000)
+	q.From, q.To = t0.Add(100*time.Second).UnixNano(), t0.Add(109*time.Second).UnixNano()
+	if fs, _ := s.Search(q); len(fs) != 11 { // overlapping [100s,109s]: starts 99..109
+		t.Fatalf("time range: %d", len(fs))
+	}
+	top, _ := s.Top(query(t, "", 0), "dst.port", 2)
+	if len(top) != 2 || top[0].Flows != 100 {
+		t.Fatalf("top: %+v", top)
+	}
+	top, _ = s.Top(query(t, "", 0), "src.namespace", 0)
+	if len(top) != 3 {
+		t.Fatalf("top ns: %+v", top)
+	}
+}
+
+func TestRetention(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{Partition: time.Minute, MaxAge: time.Hour})
+	defer s.Close()
+	now := time.Now()
+	old := testFlow(1, now.Add(-3*time.Hour))
+	if err := s.Append([]flow.Flow{old, testFlow(2, now)}, flow.Seqs{"a": {}}); err != nil {
+		t.Fatal(err)
+	}
+	obs := flow.Seqs{}
+	obs.Add("a", 7)
+	if err := s.Append(nil, obs); err != nil {
+		t.Fatal(err)
+	}
+	s.Retain(now)
+	if st := s.Stats(); st.Flows != 1 || st.Segments != 1 {
+		t.Fatalf("retention: %+v", st)
+	}
+	s.Close()
+	s = open(t, dir, Options{Partition: time.Minute})
+	if !s.Done("a", 7) {
+		t.Fatalf("done set lost by retention")
+	}
+}
+
+func TestWALPending(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	b := flow.Batch{Agent: "a", Node: "n", Observations: []flow.Observation{{Agent: "a", Seq: 1}, {Agent: "a", Seq: 2}}}
+	if err := s.Log(&b); err != nil {
+		t.Fatal(err)
+	}
+	obs := flow.Seqs{}
+	obs.Add("a", 1)
+	if err := s.Append([]flow.Flow{testFlow(1, t0)}, obs); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dir, Options{})
+	p, err := s.Pending()
+	if err != nil || len(p) != 1 || len(p[0].Observations) != 1 || p[0].Observations[0].Seq != 2 {
+		t.Fatalf("pending: %+v %v", p, err)
+	}
+	obs.Add("a", 2)
+	if err := s.Append(nil, obs); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := s.Pending(); len(p) != 0 {
+		t.Fatalf("pending after done: %+v", p)
+	}
+	s.Close()
+}
