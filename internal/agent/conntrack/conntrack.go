@@ -1,0 +1,272 @@
+// Package conntrack reads a node namespace's connection tracking over
+// netlink and reports NAT mappings: a connection whose reply tuple is not
+// the mirror of its original tuple was DNAT'd (ClusterIP, NodePort) or
+// SNAT'd (masquerade). The server relates the flows on either side of the
+// translation with these mappings.
+//
+// Conntrack does nothing in a namespace until a rule needs it, so Enable
+// adds one harmless `-m conntrack` rule in a chain of Palisade's own and
+// switches on per-connection accounting and timestamps.
+package conntrack
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	ct "github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
+
+	"github.com/palisade-dev/palisade/internal/flow"
+)
+
+// Chain is the iptables chain (filter table) that holds the rule keeping
+// conntrack on. Nothing jumps to it: the rule's existence is what counts.
+const Chain = "PALISADE-CONNTRACK"
+
+// Enable turns conntrack on in the namespace at nsPath ("" = the agent's
+// own) and sets nf_conntrack_acct and nf_conntrack_timestamp there.
+func Enable(nsPath string) error {
+	// -N fails if the chain exists; that is fine.
+	_, _ = inNS(nsPath, "iptables", "-w", "-t", "filter", "-N", Chain)
+	rule := []string{"-m", "conntrack", "--ctstate", "INVALID", "-j", "RETURN"}
+	if _, err := inNS(nsPath, "iptables", append([]string{"-w", "-t", "filter", "-C", Chain}, rule...)...); err != nil {
+		if out, err := inNS(nsPath, "iptables", append([]string{"-w", "-t", "filter", "-A", Chain}, rule...)...); err != nil {
+			return fmt.Errorf("conntrack rule in %s: %w: %s", nsName(nsPath), err, out)
+		}
+	}
+	for _, s := range []string{"net.netfilter.nf_conntrack_acct=1", "net.netfilter.nf_conntrack_timestamp=1"} {
+		if out, err := inNS(nsPath, "sysctl", "-qw", s); err != nil {
+			return fmt.Errorf("sysctl %s in %s: %w: %s", s, nsName(nsPath), err, out)
+		}
+	}
+	return nil
+}
+
+// Disable removes Palisade's chain (conntrack stays on while other rules
+// need it).
+func Disable(nsPath string) error {
+	_, _ = inNS(nsPath, "iptables", "-w", "-t", "filter", "-F", Chain)
+	_, err := inNS(nsPath, "iptables", "-w", "-t", "filter", "-X", Chain)
+	return err
+}
+
+func inNS(nsPath, name string, args ...string) ([]byte, error) {
+	if nsPath != "" {
+		args = append([]string{"--net=" + nsPath, "--", name}, args...)
+		name = "nsenter"
+	}
+	return exec.Command(name, args...).CombinedOutput()
+}
+
+func nsName(p string) string {
+	if p == "" {
+		return "the agent's namespace"
+	}
+	return p
+}
+
+// Config configures a Watcher.
+type Config struct {
+	Node   string
+	NSPath string // "" = the agent's own namespace
+	Log    *slog.Logger
+}
+
+// Counters are the watcher's health numbers.
+type Counters struct {
+	Events   uint64 `json:"ctEvents"`
+	NAT      uint64 `json:"ctNAT"`
+	Overruns uint64 `json:"ctOverruns"` // socket overflows (events lost, recovered by a dump)
+}
+
+// Watcher follows conntrack NEW events and collects NAT mappings.
+type Watcher struct {
+	cfg Config
+
+	mu      sync.Mutex
+	pending []flow.NAT
+	seen    map[seenKey]time.Time
+
+	events, nat, overruns atomic.Uint64
+}
+
+type seenKey struct {
+	id   uint32
+	orig flow.Tuple
+}
+
+// NewWatcher returns a watcher; call Run.
+func NewWatcher(cfg Config) *Watcher {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Watcher{cfg: cfg, seen: map[seenKey]time.Time{}}
+}
+
+// Run listens until ctx ends. It dumps the table first (and again after a
+// socket overflow), so mappings made while not listening are not missed.
+func (w *Watcher) Run(ctx context.Context) error {
+	for {
+		err := w.listen(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		w.overruns.Add(1)
+		w.cfg.Log.Warn("conntrack events interrupted; resyncing", "node", w.cfg.Node, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (w *Watcher) dial() (*ct.Conn, error) {
+	var nc netlink.Config
+	if w.cfg.NSPath != "" {
+		f, err := os.Open(w.cfg.NSPath)
+		if err != nil {
+			return nil, fmt.Errorf("open netns: %w", err)
+		}
+		defer f.Close()
+		nc.NetNS = int(f.Fd())
+	}
+	c, err := ct.Dial(&nc)
+	if err != nil {
+		return nil, fmt.Errorf("conntrack netlink in %s: %w", nsName(w.cfg.NSPath), err)
+	}
+	return c, nil
+}
+
+func (w *Watcher) listen(ctx context.Context) error {
+	lc, err := w.dial()
+	if err != nil {
+		return err
+	}
+	defer lc.Close()
+	_ = lc.SetReadBuffer(16 << 20)
+	evs := make(chan ct.Event, 4096)
+	errc, err := lc.Listen(evs, 2, []netfilter.NetlinkGroup{netfilter.GroupCTNew})
+	if err != nil {
+		return fmt.Errorf("conntrack listen: %w", err)
+	}
+	// Dump after subscribing, so nothing falls between the two.
+	if err := w.Dump(); err != nil {
+		w.cfg.Log.Warn("conntrack dump", "err", err)
+	}
+	prune := time.NewTicker(time.Minute)
+	defer prune.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			return err
+		case ev := <-evs:
+			w.events.Add(1)
+			if ev.Flow != nil {
+				w.add(ev.Flow)
+			}
+		case <-prune.C:
+			w.prune(10 * time.Minute)
+		}
+	}
+}
+
+// Dump reads the whole table once and records the NAT mappings in it.
+func (w *Watcher) Dump() error {
+	c, err := w.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	flows, err := c.Dump(nil)
+	if err != nil {
+		return fmt.Errorf("conntrack dump: %w", err)
+	}
+	for i := range flows {
+		w.add(&flows[i])
+	}
+	return nil
+}
+
+func (w *Watcher) add(f *ct.Flow) {
+	orig, reply := tuple(f.TupleOrig), tuple(f.TupleReply)
+	if !isNAT(orig, reply) {
+		return
+	}
+	k := seenKey{id: f.ID, orig: orig}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, dup := w.seen[k]; dup {
+		return
+	}
+	w.seen[k] = time.Now()
+	w.nat.Add(1)
+	w.pending = append(w.pending, flow.NAT{Node: w.cfg.Node, ConnID: f.ID, Original: orig, Reply: reply})
+}
+
+func (w *Watcher) prune(age time.Duration) {
+	cut := time.Now().Add(-age)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k, t := range w.seen {
+		if t.Before(cut) {
+			delete(w.seen, k)
+		}
+	}
+}
+
+// Take returns and forgets the mappings collected since the last Take.
+func (w *Watcher) Take() []flow.NAT {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p := w.pending
+	w.pending = nil
+	return p
+}
+
+// Counters returns the watcher's health numbers.
+func (w *Watcher) Counters() Counters {
+	return Counters{Events: w.events.Load(), NAT: w.nat.Load(), Overruns: w.overruns.Load()}
+}
+
+// isNAT: the reply is not the mirror of the original.
+func isNAT(o, r flow.Tuple) bool {
+	return o.SrcIP != r.DstIP || o.DstIP != r.SrcIP || o.SrcPort != r.DstPort || o.DstPort != r.SrcPort
+}
+
+func tuple(t ct.Tuple) flow.Tuple {
+	return flow.Tuple{
+		Proto:   ProtoName(t.Proto.Protocol),
+		SrcIP:   addrString(t.IP.SourceAddress),
+		DstIP:   addrString(t.IP.DestinationAddress),
+		SrcPort: t.Proto.SourcePort,
+		DstPort: t.Proto.DestinationPort,
+	}
+}
+
+func addrString(a netip.Addr) string { return a.Unmap().String() }
+
+// ProtoName is the wire contract's protocol name: "tcp", "udp", "icmp", or
+// the protocol number.
+func ProtoName(p uint8) string {
+	switch p {
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	case 1:
+		return "icmp"
+	}
+	return strconv.Itoa(int(p))
+}
