@@ -1,0 +1,338 @@
+package osv
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/palisade-dev/palisade/internal/vuln/version"
+)
+
+var (
+	bucketAdvisories = []byte("osv.advisories")
+	bucketIndex      = []byte("osv.index")
+	bucketMeta       = []byte("osv.meta")
+	keyGeneration    = []byte("generation")
+	keyCount         = []byte("count")
+)
+
+// Store is the vulnerability database inside a bbolt file shared with the
+// rest of the scanner. It is safe for concurrent use.
+type Store struct {
+	db *bolt.DB
+}
+
+// NewStore uses db, creating the store's buckets if needed.
+func NewStore(db *bolt.DB) (*Store, error) {
+	err := db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketAdvisories, bucketIndex, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("vulnerability database: %w", err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Info describes the database contents.
+type Info struct {
+	// Generation increases with every import that changed something;
+	// results computed at an older generation are stale.
+	Generation uint64 `json:"generation"`
+	Advisories int    `json:"advisories"`
+}
+
+// Info returns the current generation and record count.
+func (s *Store) Info() (Info, error) {
+	var info Info
+	err := s.db.View(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		info.Generation = getUint(m.Get(keyGeneration))
+		info.Advisories = int(getUint(m.Get(keyCount)))
+		return nil
+	})
+	return info, err
+}
+
+func getUint(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+func putUint(b *bolt.Bucket, k []byte, v uint64) error {
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], v)
+	return b.Put(k, buf[:])
+}
+
+var pypiNorm = regexp.MustCompile(`[-_.]+`)
+
+// NormalizeName returns the name under which the ecosystem compares package
+// names: PyPI folds case and separators (PEP 503), npm and the distributions
+// fold case, Go module paths are case-sensitive.
+func NormalizeName(ecosystem, name string) string {
+	base, _, _ := strings.Cut(ecosystem, ":")
+	switch base {
+	case "Go", "Maven", "crates.io":
+		return name
+	case "PyPI":
+		return pypiNorm.ReplaceAllString(strings.ToLower(name), "-")
+	}
+	return strings.ToLower(name)
+}
+
+func indexKey(ecosystem, name, id string) []byte {
+	return []byte(ecosystem + "\x00" + NormalizeName(ecosystem, name) + "\x00" + id)
+}
+
+func indexKeys(a *Advisory) [][]byte {
+	seen := map[string]bool{}
+	var keys [][]byte
+	for _, af := range a.Affected {
+		k := indexKey(af.Package.Ecosystem, af.Package.Name, a.ID)
+		if !seen[string(k)] {
+			seen[string(k)] = true
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// put stores a record, replacing the index entries of a previous version;
+// it reports whether anything changed.
+func put(tx *bolt.Tx, a *Advisory) (changed, added bool, err error) {
+	adv, idx := tx.Bucket(bucketAdvisories), tx.Bucket(bucketIndex)
+	data, err := json.Marshal(a)
+	if err != nil {
+		return false, false, err
+	}
+	old := adv.Get([]byte(a.ID))
+	if old != nil {
+		if bytes.Equal(old, data) {
+			return false, false, nil
+		}
+		var prev Advisory
+		if json.Unmarshal(old, &prev) == nil {
+			for _, k := range indexKeys(&prev) {
+				if err := idx.Delete(k); err != nil {
+					return false, false, err
+				}
+			}
+		}
+	}
+	if err := adv.Put([]byte(a.ID), data); err != nil {
+		return false, false, err
+	}
+	for _, k := range indexKeys(a) {
+		if err := idx.Put(k, nil); err != nil {
+			return false, false, err
+		}
+	}
+	return true, old == nil, nil
+}
+
+// Get returns the advisory with the given id.
+func (s *Store) Get(id string) (*Advisory, bool) {
+	var a *Advisory
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if data := tx.Bucket(bucketAdvisories).Get([]byte(id)); data != nil {
+			var x Advisory
+			if json.Unmarshal(data, &x) == nil {
+				a = &x
+			}
+		}
+		return nil
+	})
+	return a, a != nil
+}
+
+// Query is one installed package to match.
+type Query struct {
+	Ecosystem string // OSV ecosystem, e.g. "Debian:12", "Go"
+	Name      string // for distributions, the source package name
+	Version   string
+}
+
+// Match is one advisory affecting a queried package.
+type Match struct {
+	Advisory *Advisory
+	Affected *Affected
+	Fixed    string // the lowest fixed version above the installed one, if any
+	Score    Score
+}
+
+// Match returns, for each query, the advisories whose affected ranges or
+// versions include the queried version. Withdrawn advisories never match.
+func (s *Store) Match(qs []Query) ([][]Match, error) {
+	out := make([][]Match, len(qs))
+	err := s.db.View(func(tx *bolt.Tx) error {
+		adv, idx := tx.Bucket(bucketAdvisories), tx.Bucket(bucketIndex)
+		cache := map[string]*Advisory{}
+		for i, q := range qs {
+			prefix := []byte(q.Ecosystem + "\x00" + NormalizeName(q.Ecosystem, q.Name) + "\x00")
+			c := idx.Cursor()
+			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				id := string(k[len(prefix):])
+				a, ok := cache[id]
+				if !ok {
+					data := adv.Get([]byte(id))
+					if data == nil {
+						continue
+					}
+					a = new(Advisory)
+					if err := json.Unmarshal(data, a); err != nil {
+						return fmt.Errorf("advisory %s in the database: %w", id, err)
+					}
+					cache[id] = a
+				}
+				if a.Withdrawn != nil {
+					continue
+				}
+				if m, ok := matchAdvisory(a, q); ok {
+					m.Score = a.ScoreOf(m.Affected)
+					if m.Score.Severity == SeverityUnknown {
+						m.Score = aliasScore(adv, a, m.Score)
+					}
+					out[i] = append(out[i], m)
+				}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// aliasScore borrows the score of an aliased record (a CVE or GHSA record
+// in the same database) when the advisory itself carries none, as Debian and
+// Go advisories do.
+func aliasScore(adv *bolt.Bucket, a *Advisory, def Score) Score {
+	for _, id := range a.AllAliases() {
+		data := adv.Get([]byte(id))
+		if data == nil {
+			continue
+		}
+		var x Advisory
+		if json.Unmarshal(data, &x) == nil {
+			if s := x.ScoreOf(nil); s.Severity != SeverityUnknown {
+				return s
+			}
+		}
+	}
+	return def
+}
+
+func matchAdvisory(a *Advisory, q Query) (Match, bool) {
+	scheme := version.ForEcosystem(q.Ecosystem)
+	name := NormalizeName(q.Ecosystem, q.Name)
+	for i := range a.Affected {
+		af := &a.Affected[i]
+		if af.Package.Ecosystem != q.Ecosystem || NormalizeName(af.Package.Ecosystem, af.Package.Name) != name {
+			continue
+		}
+		if fixed, ok := Affects(scheme, af, q.Version); ok {
+			return Match{Advisory: a, Affected: af, Fixed: fixed}, true
+		}
+	}
+	return Match{}, false
+}
+
+// Affects evaluates an affected entry for version v following the OSV
+// specification's algorithm: explicit versions, then SEMVER and ECOSYSTEM
+// ranges (GIT ranges need commit data and are ignored). It returns the lowest
+// fixed version above v when one is known.
+func Affects(scheme version.Scheme, af *Affected, v string) (fixed string, affected bool) {
+	for _, x := range af.Versions {
+		if version.Compare(scheme, x, v) == 0 {
+			affected = true
+		}
+	}
+	for _, r := range af.Ranges {
+		if r.Type != "SEMVER" && r.Type != "ECOSYSTEM" {
+			continue
+		}
+		in, f := inRange(scheme, r.Events, v)
+		if in {
+			affected = true
+			if f != "" && (fixed == "" || version.Compare(scheme, f, fixed) < 0) {
+				fixed = f
+			}
+		}
+	}
+	if !affected {
+		return "", false
+	}
+	return fixed, true
+}
+
+// inRange walks the events in version order: introduced opens the range,
+// fixed (exclusive) and last_affected (inclusive) close it.
+func inRange(scheme version.Scheme, events []Event, v string) (bool, string) {
+	type ev struct {
+		kind byte // i, f, l
+		ver  string
+	}
+	var evs []ev
+	for _, e := range events {
+		switch {
+		case e.Introduced != "":
+			evs = append(evs, ev{'i', e.Introduced})
+		case e.Fixed != "":
+			evs = append(evs, ev{'f', e.Fixed})
+		case e.LastAffected != "":
+			evs = append(evs, ev{'l', e.LastAffected})
+		}
+	}
+	cmp := func(a, b string) int {
+		switch {
+		case a == "0" && b == "0":
+			return 0
+		case a == "0":
+			return -1
+		case b == "0":
+			return 1
+		}
+		return version.Compare(scheme, a, b)
+	}
+	// Insertion sort: event lists are short and this keeps cmp's lenience
+	// from ever breaking a sort invariant.
+	for i := 1; i < len(evs); i++ {
+		for j := i; j > 0 && cmp(evs[j-1].ver, evs[j].ver) > 0; j-- {
+			evs[j-1], evs[j] = evs[j], evs[j-1]
+		}
+	}
+	affected, fixed := false, ""
+	for _, e := range evs {
+		c := cmp(v, e.ver)
+		switch e.kind {
+		case 'i':
+			if c >= 0 {
+				affected = true
+			}
+		case 'f':
+			if c >= 0 {
+				affected = false
+			} else if affected && fixed == "" {
+				fixed = e.ver
+			}
+		case 'l':
+			if c > 0 {
+				affected = false
+			}
+		}
+	}
+	if !affected {
+		return false, ""
+	}
+	return true, fixed
+}

@@ -1,0 +1,91 @@
+package vuln
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/palisade-dev/palisade/internal/vuln/image"
+	"github.com/palisade-dev/palisade/internal/vuln/pkgdb"
+)
+
+// scanOne pulls (or opens) src, inventories it and matches it. remoteOpts
+// carry authentication for registries.
+func (s *Service) scanOne(ctx context.Context, src image.Source, remoteOpts []remote.Option) (*ImageReport, *storedInventory, error) {
+	scratch, err := os.MkdirTemp(s.scratchRoot, "scan-*")
+	if err != nil {
+		return nil, nil, fmt.Errorf("scratch directory: %w", err)
+	}
+	defer os.RemoveAll(scratch)
+	loader := &image.Loader{
+		Extractor: &image.Extractor{Keep: pkgdb.Keep, Probe: pkgdb.Probe, Limits: s.opts.Limits, ScratchDir: scratch},
+		Cache:     s.layers,
+		Remote:    append(append([]remote.Option{}, s.remoteBase...), remoteOpts...),
+		Platform:  s.opts.Platform,
+	}
+	loaded, err := loader.Load(ctx, src)
+	if err != nil {
+		return nil, nil, err
+	}
+	inv, err := pkgdb.Collect(loaded.FS)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", src, err)
+	}
+	stored := &storedInventory{
+		Image: src.String(), Digest: loaded.Digest, OS: loaded.OS, Arch: loaded.Arch,
+		Layers: loaded.Layers, Inventory: inv, ScannedAt: time.Now().UTC(),
+	}
+	if src.Kind == image.KindRegistry {
+		if ref, err := name.ParseReference(src.Ref); err == nil {
+			stored.Registry = ref.Context().RegistryStr()
+		}
+	}
+	rep, err := s.report(stored)
+	return rep, stored, err
+}
+
+// report matches a stored inventory against the current database.
+func (s *Service) report(inv *storedInventory) (*ImageReport, error) {
+	info, err := s.db.Info()
+	if err != nil {
+		return nil, err
+	}
+	findings, err := Match(s.db, inv.Inventory)
+	if err != nil {
+		return nil, err
+	}
+	if findings == nil {
+		findings = []Finding{}
+	}
+	pkgs := inv.Inventory.Packages
+	if pkgs == nil {
+		pkgs = []pkgdb.Package{}
+	}
+	return &ImageReport{
+		Image: inv.Image, Digest: inv.Digest, Registry: inv.Registry, OS: inv.OS, Arch: inv.Arch,
+		Distro: inv.Inventory.Distro, Layers: inv.Layers, Packages: pkgs, Findings: findings,
+		Summary: Summarize(findings), Warnings: inv.Inventory.Warnings, ScannedAt: inv.ScannedAt,
+		DBGeneration: info.Generation,
+	}, nil
+}
+
+// ScanSource scans one image outside the cluster inventory (the standalone
+// `palisade scan image` path): registry references use the stored
+// credentials of their registry, if any, else anonymous access. The result
+// is not added to the service's image inventory.
+func (s *Service) ScanSource(ctx context.Context, src image.Source) (*ImageReport, error) {
+	var opts []remote.Option
+	if src.Kind == image.KindRegistry {
+		if ref, err := name.ParseReference(src.Ref); err == nil {
+			if auth, ok := s.adminAuth(ref.Context().RegistryStr()); ok {
+				opts = append(opts, remote.WithAuth(auth))
+			}
+		}
+	}
+	rep, _, err := s.scanOne(ctx, src, opts)
+	return rep, err
+}

@@ -1,0 +1,756 @@
+package vuln
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/internal/vuln/image"
+	"github.com/palisade-dev/palisade/internal/vuln/osv"
+)
+
+// Options configure a Service. The zero value works for the standalone CLI.
+type Options struct {
+	// Concurrency is how many images are scanned at once (default 2). Each
+	// scan holds at most one layer's package metadata and one executable
+	// (up to 64 MiB) in memory, so memory grows with this number only.
+	Concurrency int
+	// OnAttrs is called when a workload's vuln.* attributes change: after
+	// a scan of one of its images, and after a database import changed
+	// results. Calls are serialised; they must not block for long.
+	OnAttrs func(workloadID string, attrs map[string][]string)
+	// Secrets, when set, lets the scanner use pods' imagePullSecrets and
+	// their service accounts' imagePullSecrets.
+	Secrets SecretGetter
+	// Transport is used for registry requests (default: go-containerregistry's).
+	Transport http.RoundTripper
+	// Platform chooses the image of multi-platform indexes (default linux/GOARCH).
+	Platform *v1.Platform
+	// Limits bound the work per layer (default image.DefaultLimits).
+	Limits image.Limits
+	// RetryAfter is how long a failed scan waits before Observe retries it
+	// (default 10 minutes). SetCredentials retries at once.
+	RetryAfter time.Duration
+	// ScratchDir receives temporary copies of large executables during
+	// scans (default: the system temporary directory).
+	ScratchDir string
+	Logger     *slog.Logger
+}
+
+// Service keeps the image inventory of the observed workloads, scans their
+// images, and publishes vuln.* attributes. All methods are safe for
+// concurrent use.
+type Service struct {
+	opts        Options
+	log         *slog.Logger
+	bolt        *bolt.DB
+	db          *osv.Store
+	layers      *layerCache
+	sealer      *sealer
+	scratchRoot string
+	remoteBase  []remote.Option
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	wake   chan struct{}
+	cbMu   sync.Mutex // serialises OnAttrs calls
+
+	mu         sync.Mutex
+	idle       *sync.Cond // signalled when pending and running drain
+	images     map[string]*imageState
+	workloads  map[string][]string // workload ID → image keys
+	registries map[string]*Registry
+	reports    map[string]*ImageReport // image key → report without Packages
+	sent       map[string]map[string][]string
+	pending    []string
+	queued     map[string]bool
+	running    int
+}
+
+type imageState struct {
+	key, ref, digest, registry string
+	workloads                  map[string]bool
+	secrets                    map[[2]string]bool // namespace, secret name
+	serviceAccounts            map[[2]string]bool // namespace, service account
+	lastAttempt                time.Time
+	unauthorized               bool // the last pull was refused with every credential
+}
+
+// Open opens (or creates) the data directory: vulnerability database, layer
+// cache, image inventories, registries and encrypted credentials.
+func Open(dataDir string, opts Options) (*Service, error) {
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 2
+	}
+	if opts.RetryAfter == 0 {
+		opts.RetryAfter = 10 * time.Minute
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	bdb, err := openDB(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	store, err := osv.NewStore(bdb)
+	if err != nil {
+		bdb.Close()
+		return nil, err
+	}
+	seal, err := loadSealer(dataDir)
+	if err != nil {
+		bdb.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{
+		opts: opts, log: log, bolt: bdb, db: store, layers: &layerCache{db: bdb, log: log}, sealer: seal,
+		scratchRoot: opts.ScratchDir, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
+		images: map[string]*imageState{}, workloads: map[string][]string{}, registries: map[string]*Registry{},
+		reports: map[string]*ImageReport{}, sent: map[string]map[string][]string{}, queued: map[string]bool{},
+	}
+	s.idle = sync.NewCond(&s.mu)
+	if opts.Transport != nil {
+		s.remoteBase = append(s.remoteBase, remote.WithTransport(opts.Transport))
+	}
+	if err := s.loadState(); err != nil {
+		bdb.Close()
+		return nil, err
+	}
+	for i := 0; i < opts.Concurrency; i++ {
+		s.wg.Add(1)
+		go s.worker()
+	}
+	return s, nil
+}
+
+// loadState restores registries and re-matches the stored inventories.
+func (s *Service) loadState() error {
+	err := s.bolt.View(func(tx *bolt.Tx) error {
+		creds := tx.Bucket(bucketCredentials)
+		return tx.Bucket(bucketRegistries).ForEach(func(k, v []byte) error {
+			var r Registry
+			if json.Unmarshal(v, &r) == nil {
+				r.HasCredentials = creds.Get(k) != nil
+				s.registries[string(k)] = &r
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	return s.rematch()
+}
+
+// rematch recomputes every stored image's findings against the database.
+func (s *Service) rematch() error {
+	reports := map[string]*ImageReport{}
+	var errs []error
+	err := loadInventories(s.bolt, func(inv *storedInventory) {
+		rep, err := s.report(inv)
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		rep.Packages = nil
+		reports[inv.Digest] = rep
+	})
+	if err != nil {
+		return err
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	s.mu.Lock()
+	for k, r := range reports {
+		s.reports[k] = r
+	}
+	// Images keyed by tag share the report of their digest.
+	for key, st := range s.images {
+		if st.digest != "" && key != st.digest {
+			if r, ok := reports[st.digest]; ok {
+				s.reports[key] = r
+			}
+		}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Close stops the workers (abandoning scans in flight) and closes the
+// database.
+func (s *Service) Close() error {
+	s.cancel()
+	s.wg.Wait()
+	return s.bolt.Close()
+}
+
+// DB is the vulnerability database.
+func (s *Service) DB() *osv.Store { return s.db }
+
+// ImportDB imports OSV data (a directory or zip, see osv.Store.Import). When
+// the database changed, every stored image is matched again and workloads
+// whose attributes changed are reported through OnAttrs.
+func (s *Service) ImportDB(ctx context.Context, path string, progress osv.Progress) (osv.ImportStats, error) {
+	before, err := s.db.Info()
+	if err != nil {
+		return osv.ImportStats{}, err
+	}
+	stats, err := s.db.Import(ctx, path, progress)
+	if err != nil {
+		return stats, err
+	}
+	if stats.Info.Generation != before.Generation {
+		if err := s.rematch(); err != nil {
+			return stats, err
+		}
+		s.mu.Lock()
+		ids := slices.Collect(maps.Keys(s.workloads))
+		calls := s.attrCallsLocked(ids)
+		s.mu.Unlock()
+		s.fire(calls)
+	}
+	return stats, nil
+}
+
+// Observe feeds workloads from the inventory. Pods are added or updated
+// (their containers' images, pull secrets and service account); a pod with
+// Deleted set is forgotten. Other kinds are ignored. New images are queued
+// for scanning by digest; attributes already known are published at once.
+func (s *Service) Observe(ws []inventory.Workload) {
+	s.mu.Lock()
+	var touched []string
+	for i := range ws {
+		w := &ws[i]
+		if w.Kind != inventory.KindPod {
+			continue
+		}
+		if w.Deleted != nil {
+			s.forgetLocked(w.ID)
+			continue
+		}
+		touched = append(touched, w.ID)
+		var keys []string
+		for _, c := range w.Containers {
+			st := s.imageLocked(c)
+			if st == nil {
+				continue
+			}
+			keys = append(keys, st.key)
+			st.workloads[w.ID] = true
+			for _, sec := range w.ImagePullSecrets {
+				st.secrets[[2]string{w.Namespace, sec}] = true
+			}
+			sa := w.ServiceAccount
+			if sa == "" {
+				sa = "default"
+			}
+			st.serviceAccounts[[2]string{w.Namespace, sa}] = true
+			s.maybeQueueLocked(st)
+		}
+		for _, old := range s.workloads[w.ID] {
+			if !slices.Contains(keys, old) {
+				if st := s.images[old]; st != nil {
+					delete(st.workloads, w.ID)
+				}
+			}
+		}
+		s.workloads[w.ID] = keys
+	}
+	calls := s.attrCallsLocked(touched)
+	s.mu.Unlock()
+	s.fire(calls)
+}
+
+// Forget removes a workload.
+func (s *Service) Forget(workloadID string) {
+	s.mu.Lock()
+	s.forgetLocked(workloadID)
+	s.mu.Unlock()
+}
+
+func (s *Service) forgetLocked(id string) {
+	for _, k := range s.workloads[id] {
+		if st := s.images[k]; st != nil {
+			delete(st.workloads, id)
+		}
+	}
+	delete(s.workloads, id)
+	delete(s.sent, id)
+}
+
+// imageKey parses a container's image: the key is the digest when the pod
+// spec pins one or the runtime reported it, else the normalised reference.
+func imageKey(c inventory.Container) (key, ref, digest, registry string, err error) {
+	r, err := name.ParseReference(c.Image)
+	if err != nil {
+		return "", "", "", "", fmt.Errorf("image %q: %w", c.Image, err)
+	}
+	registry = r.Context().RegistryStr()
+	digest = normalizeDigest(c.ImageDigest)
+	if d, ok := r.(name.Digest); ok {
+		digest = d.DigestStr()
+	}
+	if digest != "" {
+		return digest, r.Context().Name() + "@" + digest, digest, registry, nil
+	}
+	return r.Name(), r.Name(), "", registry, nil
+}
+
+// normalizeDigest accepts "sha256:…", "repo@sha256:…" and
+// "docker-pullable://repo@sha256:…" (what kubelet reports as imageID).
+func normalizeDigest(s string) string {
+	if i := strings.LastIndex(s, "@"); i >= 0 {
+		s = s[i+1:]
+	}
+	if strings.HasPrefix(s, "sha256:") && len(s) == len("sha256:")+64 {
+		return s
+	}
+	return ""
+}
+
+func (s *Service) imageLocked(c inventory.Container) *imageState {
+	key, ref, digest, registry, err := imageKey(c)
+	if err != nil {
+		s.log.Warn("vulnerability scanning: skipping container image", "err", err)
+		return nil
+	}
+	st := s.images[key]
+	if st == nil {
+		st = &imageState{key: key, ref: ref, digest: digest, registry: registry,
+			workloads: map[string]bool{}, secrets: map[[2]string]bool{}, serviceAccounts: map[[2]string]bool{}}
+		s.images[key] = st
+		s.registryLocked(registry)
+	}
+	return st
+}
+
+func (s *Service) registryLocked(name string) *Registry {
+	r := s.registries[name]
+	if r == nil {
+		r = &Registry{Name: name}
+		s.registries[name] = r
+		s.persistRegistryLocked(r)
+	}
+	return r
+}
+
+func (s *Service) persistRegistryLocked(r *Registry) {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return
+	}
+	err = s.bolt.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketRegistries).Put([]byte(r.Name), data) })
+	if err != nil {
+		s.log.Warn("storing registry state", "registry", r.Name, "err", err)
+	}
+}
+
+// maybeQueueLocked queues an image without a report, or whose last scan
+// failed long enough ago.
+func (s *Service) maybeQueueLocked(st *imageState) {
+	if s.queued[st.key] {
+		return
+	}
+	if r, ok := s.reports[st.key]; ok {
+		if r.Error == "" || time.Since(st.lastAttempt) < s.opts.RetryAfter {
+			return
+		}
+	}
+	s.queued[st.key] = true
+	s.pending = append(s.pending, st.key)
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) requeueRegistryLocked(registry string) {
+	for _, st := range s.images {
+		if st.registry == registry {
+			if r, ok := s.reports[st.key]; ok && r.Error != "" {
+				st.lastAttempt = time.Time{}
+				s.maybeQueueLocked(st)
+			}
+		}
+	}
+}
+
+// Wait blocks until no scan is queued or running, or ctx ends.
+func (s *Service) Wait(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.idle.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.pending) > 0 || s.running > 0 {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.idle.Wait()
+	}
+	return nil
+}
+
+func (s *Service) worker() {
+	defer s.wg.Done()
+	for {
+		s.mu.Lock()
+		if len(s.pending) == 0 {
+			s.mu.Unlock()
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-s.wake:
+				continue
+			}
+		}
+		key := s.pending[0]
+		s.pending = s.pending[1:]
+		if len(s.pending) > 0 { // let another worker pick the next one
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		}
+		st := s.images[key]
+		s.running++
+		job := scanJob{key: key}
+		if st != nil {
+			job.ref, job.registry = st.ref, st.registry
+			job.secrets = slices.Collect(maps.Keys(st.secrets))
+			job.serviceAccounts = slices.Collect(maps.Keys(st.serviceAccounts))
+			st.lastAttempt = time.Now()
+		}
+		s.mu.Unlock()
+
+		var rep *ImageReport
+		var stored *storedInventory
+		var err error
+		if st != nil {
+			rep, stored, err = s.scanJob(job)
+		}
+
+		s.mu.Lock()
+		delete(s.queued, key)
+		s.running--
+		var calls []attrCall
+		if st != nil {
+			calls = s.finishLocked(st, rep, stored, err)
+		}
+		if len(s.pending) == 0 && s.running == 0 {
+			s.idle.Broadcast()
+		}
+		s.mu.Unlock()
+		s.fire(calls)
+		if s.ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+type scanJob struct {
+	key, ref, registry string
+	secrets            [][2]string
+	serviceAccounts    [][2]string
+}
+
+// errUnauthorized marks pulls that every available credential failed.
+var errUnauthorized = errors.New("registry refused every available credential")
+
+func isUnauthorized(err error) bool {
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		return terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden
+	}
+	return false
+}
+
+// scanJob tries the candidate credentials in order — admin-set, the pods'
+// imagePullSecrets, their service accounts' — then anonymous access.
+func (s *Service) scanJob(job scanJob) (*ImageReport, *storedInventory, error) {
+	src := image.Source{Kind: image.KindRegistry, Ref: job.ref}
+	var lastErr error
+	tried := 0
+	for _, auth := range s.candidateAuths(job) {
+		tried++
+		rep, stored, err := s.scanOne(s.ctx, src, []remote.Option{remote.WithAuth(auth)})
+		if err == nil {
+			return rep, stored, nil
+		}
+		lastErr = err
+		if !isUnauthorized(err) {
+			return nil, nil, err
+		}
+	}
+	return nil, nil, fmt.Errorf("%w (%d tried): %v", errUnauthorized, tried, lastErr)
+}
+
+func (s *Service) candidateAuths(job scanJob) []authn.Authenticator {
+	var out []authn.Authenticator
+	if a, ok := s.adminAuth(job.registry); ok {
+		out = append(out, a)
+	}
+	if s.opts.Secrets != nil {
+		secrets := append([][2]string{}, job.secrets...)
+		for _, sa := range job.serviceAccounts {
+			names, err := s.opts.Secrets.ServiceAccountPullSecrets(s.ctx, sa[0], sa[1])
+			if err != nil {
+				continue
+			}
+			for _, n := range names {
+				secrets = append(secrets, [2]string{sa[0], n})
+			}
+		}
+		sort.Slice(secrets, func(i, j int) bool { return secrets[i][0]+"/"+secrets[i][1] < secrets[j][0]+"/"+secrets[j][1] })
+		for _, sec := range secrets {
+			data, err := s.opts.Secrets.SecretData(s.ctx, sec[0], sec[1])
+			if err != nil {
+				s.log.Debug("imagePullSecret unreadable", "secret", sec[0]+"/"+sec[1], "err", err)
+				continue
+			}
+			a, ok, err := DockerConfigAuth(data, job.registry)
+			if err != nil {
+				s.log.Warn("imagePullSecret malformed", "secret", sec[0]+"/"+sec[1], "err", err)
+				continue
+			}
+			if ok {
+				out = append(out, a)
+			}
+		}
+	}
+	return append(out, authn.Anonymous)
+}
+
+func (s *Service) finishLocked(st *imageState, rep *ImageReport, stored *storedInventory, err error) []attrCall {
+	reg := s.registryLocked(st.registry)
+	if err != nil {
+		if s.ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("image scan failed", "image", st.ref, "err", err)
+		s.reports[st.key] = &ImageReport{Image: st.ref, Digest: st.digest, Registry: st.registry,
+			Packages: nil, Findings: []Finding{}, ScannedAt: time.Now().UTC(), Error: err.Error()}
+		reg.LastError = err.Error()
+		st.unauthorized = errors.Is(err, errUnauthorized)
+		s.persistRegistryLocked(reg)
+		return nil
+	}
+	rep.Registry = st.registry
+	stored.Registry = st.registry
+	if st.digest == "" {
+		st.digest = stored.Digest
+	}
+	if perr := putInventory(s.bolt, stored); perr != nil {
+		s.log.Warn("storing image inventory", "image", st.ref, "err", perr)
+	}
+	rep.Packages = nil
+	s.reports[st.key] = rep
+	if stored.Digest != "" {
+		s.reports[stored.Digest] = rep
+	}
+	st.unauthorized = false
+	reg.LastError, reg.LastScan = "", time.Now().UTC()
+	s.persistRegistryLocked(reg)
+	return s.attrCallsLocked(slices.Collect(maps.Keys(st.workloads)))
+}
+
+type attrCall struct {
+	id    string
+	attrs map[string][]string
+}
+
+// attrCallsLocked computes the attributes of workloads and returns those
+// that changed since last published. Workloads none of whose images has
+// been scanned successfully publish nothing yet.
+func (s *Service) attrCallsLocked(ids []string) []attrCall {
+	sort.Strings(ids)
+	var calls []attrCall
+	for _, id := range ids {
+		keys, ok := s.workloads[id]
+		if !ok {
+			continue
+		}
+		var findings []Finding
+		scanned := false
+		for _, k := range keys {
+			if r := s.reports[k]; r != nil && r.Error == "" {
+				scanned = true
+				findings = append(findings, r.Findings...)
+			}
+		}
+		if !scanned {
+			continue
+		}
+		attrs := Summarize(findings).Attrs()
+		if prev, ok := s.sent[id]; ok && attrsEqual(prev, attrs) {
+			continue
+		}
+		s.sent[id] = attrs
+		calls = append(calls, attrCall{id, attrs})
+	}
+	return calls
+}
+
+func attrsEqual(a, b map[string][]string) bool {
+	return maps.EqualFunc(a, b, slices.Equal)
+}
+
+func (s *Service) fire(calls []attrCall) {
+	if s.opts.OnAttrs == nil || len(calls) == 0 {
+		return
+	}
+	s.cbMu.Lock()
+	defer s.cbMu.Unlock()
+	for _, c := range calls {
+		s.opts.OnAttrs(c.id, c.attrs)
+	}
+}
+
+// Attrs returns the vuln.* attributes last published for a workload.
+func (s *Service) Attrs(workloadID string) (map[string][]string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.sent[workloadID]
+	return a, ok
+}
+
+// Registries lists the registries of the observed images, sorted by name.
+func (s *Service) Registries() []Registry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	count := map[string]int{}
+	needs := map[string]bool{}
+	for _, st := range s.images {
+		if len(st.workloads) > 0 {
+			count[st.registry]++
+			needs[st.registry] = needs[st.registry] || st.unauthorized
+		}
+	}
+	out := make([]Registry, 0, len(s.registries))
+	for _, r := range s.registries {
+		c := *r
+		c.Images = count[r.Name]
+		c.NeedsCredentials = needs[r.Name]
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ImageSummary is one observed image in listings.
+type ImageSummary struct {
+	Image     string   `json:"image"`
+	Digest    string   `json:"digest,omitempty"`
+	Registry  string   `json:"registry"`
+	Workloads []string `json:"workloads"`
+	Scanned   bool     `json:"scanned"`
+	Error     string   `json:"error,omitempty"`
+	Summary   Summary  `json:"summary"`
+}
+
+// Images lists the observed images, grouped by registry (sorted by
+// registry, then image).
+func (s *Service) Images() []ImageSummary {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []ImageSummary
+	for _, st := range s.images {
+		if len(st.workloads) == 0 {
+			continue
+		}
+		is := ImageSummary{Image: st.ref, Digest: st.digest, Registry: st.registry, Workloads: sortedKeys(st.workloads)}
+		if r := s.reports[st.key]; r != nil {
+			is.Scanned, is.Error, is.Summary = r.Error == "", r.Error, r.Summary
+		}
+		out = append(out, is)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Registry != out[j].Registry {
+			return out[i].Registry < out[j].Registry
+		}
+		return out[i].Image < out[j].Image
+	})
+	return out
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := slices.Collect(maps.Keys(m))
+	sort.Strings(out)
+	return out
+}
+
+// Image returns the full report of an image by digest (or by the
+// reference it was observed under), packages included.
+func (s *Service) Image(digest string) (*ImageReport, bool) {
+	s.mu.Lock()
+	r, ok := s.reports[digest]
+	s.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	c := *r
+	c.Packages = nil
+	if r.Digest != "" && r.Error == "" {
+		_ = s.bolt.View(func(tx *bolt.Tx) error {
+			if v := tx.Bucket(bucketInventories).Get([]byte(r.Digest)); v != nil {
+				var inv storedInventory
+				if json.Unmarshal(v, &inv) == nil && inv.Inventory != nil {
+					c.Packages = inv.Inventory.Packages
+				}
+			}
+			return nil
+		})
+	}
+	return &c, true
+}
+
+// Vulnerabilities lists the findings of all observed images, each with its
+// image digest and workloads, that keep accepts (nil keeps all), worst first.
+func (s *Service) Vulnerabilities(keep func(*Finding) bool) []Finding {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Finding
+	for key, st := range s.images {
+		if len(st.workloads) == 0 {
+			continue
+		}
+		r := s.reports[key]
+		if r == nil || r.Error != "" {
+			continue
+		}
+		wl := sortedKeys(st.workloads)
+		for _, f := range r.Findings {
+			f.Image = r.Digest
+			f.Workloads = wl
+			if keep == nil || keep(&f) {
+				out = append(out, f)
+			}
+		}
+	}
+	sortFindings(out)
+	return out
+}

@@ -1,0 +1,145 @@
+package vuln
+
+import (
+	"bytes"
+	"encoding/gob"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/palisade-dev/palisade/internal/vuln/image"
+	"github.com/palisade-dev/palisade/internal/vuln/pkgdb"
+)
+
+// DBFile is the database file inside the data directory.
+const DBFile = "vuln.db"
+
+var (
+	bucketLayers      = []byte("vuln.layers")
+	bucketInventories = []byte("vuln.inventories")
+	bucketRegistries  = []byte("vuln.registries")
+	bucketCredentials = []byte("vuln.credentials")
+)
+
+// layerFormat versions the cached layer summaries: bump it when Keep or
+// Probe change what a summary holds, so stale summaries are re-read.
+const layerFormat = "v1:"
+
+// DefaultDataDir is where the standalone CLI keeps its database:
+// $XDG_DATA_HOME/palisade, else ~/.local/share/palisade.
+func DefaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "palisade")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "palisade")
+	}
+	return filepath.Join(home, ".local", "share", "palisade")
+}
+
+func openDB(dataDir string) (*bolt.DB, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	p := filepath.Join(dataDir, DBFile)
+	db, err := bolt.Open(p, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("%s is in use by another palisade process (the database allows one at a time)", p)
+		}
+		return nil, fmt.Errorf("opening %s: %w", p, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketLayers, bucketInventories, bucketRegistries, bucketCredentials} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("initialising %s: %w", p, err)
+	}
+	return db, nil
+}
+
+// layerCache implements image.LayerCache on bbolt, so a layer shared by
+// many images (a distribution base) is read once per data directory.
+type layerCache struct {
+	db  *bolt.DB
+	log *slog.Logger
+}
+
+func (c *layerCache) GetLayer(digest string) (*image.Layer, bool) {
+	var l *image.Layer
+	_ = c.db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucketLayers).Get([]byte(layerFormat + digest))
+		if data == nil {
+			return nil
+		}
+		var x image.Layer
+		if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&x); err == nil {
+			l = &x
+		}
+		return nil
+	})
+	return l, l != nil
+}
+
+func (c *layerCache) PutLayer(digest string, l *image.Layer) {
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(l); err != nil {
+		c.log.Warn("layer cache: encoding", "layer", digest, "err", err)
+		return
+	}
+	err := c.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLayers).Put([]byte(layerFormat+digest), buf.Bytes())
+	})
+	if err != nil {
+		c.log.Warn("layer cache: storing", "layer", digest, "err", err)
+	}
+}
+
+// storedInventory is what is kept per image digest: the package inventory,
+// which does not change, so a database update only needs a re-match.
+type storedInventory struct {
+	Image     string           `json:"image"`
+	Digest    string           `json:"digest"`
+	Registry  string           `json:"registry,omitempty"`
+	OS        string           `json:"os,omitempty"`
+	Arch      string           `json:"arch,omitempty"`
+	Layers    []string         `json:"layers,omitempty"`
+	Inventory *pkgdb.Inventory `json:"inventory"`
+	ScannedAt time.Time        `json:"scannedAt"`
+}
+
+func putInventory(db *bolt.DB, inv *storedInventory) error {
+	data, err := json.Marshal(inv)
+	if err != nil {
+		return err
+	}
+	return db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketInventories).Put([]byte(inv.Digest), data)
+	})
+}
+
+func loadInventories(db *bolt.DB, fn func(*storedInventory)) error {
+	return db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketInventories).ForEach(func(k, v []byte) error {
+			var inv storedInventory
+			if err := json.Unmarshal(v, &inv); err != nil || inv.Inventory == nil {
+				return nil // a stale format: the image is scanned again
+			}
+			fn(&inv)
+			return nil
+		})
+	})
+}
