@@ -501,9 +501,13 @@ func BenchmarkMatch50k(b *testing.B) {
 	}{
 		{"typical", mustParse(b, `namespace = "sock-shop" and label.app in ("carts","orders") and not annotation.skip exists`).Match},
 		{"cidr-regexp-number", mustParse(b, `ip in 10.244.0.0/20 and name matches "^(carts|orders)-" or vuln.max_cvss >= 9`).Match},
-		// The one Field lookup any filter needs: what is left when the
-		// filter's own work is taken away. With MapRecords it dominates.
-		{"lookup-only", func(r Record) bool { v, _ := r.Field("namespace"); return len(v.Strs) > 0 }},
+		// The first condition of "typical" written by hand: the least any
+		// filter must do. With MapRecords, the map lookup and the load of
+		// Strs dominate, not the filter's own work.
+		{"hand-written-first-condition", func(r Record) bool {
+			v, _ := r.Field("namespace")
+			return len(v.Strs) > 0 && v.Strs[0] == "sock-shop"
+		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			n := 0
