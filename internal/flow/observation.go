@@ -68,6 +68,10 @@ type Observation struct {
 	Flags      []string `json:"flags,omitempty"`
 	// Conns counts connections summarised (conversation mode), 1 in detailed mode.
 	Conns uint64 `json:"conns"`
+	// NewConns counts the connections among Conns that started in this
+	// record's window (a TCP SYN from the client, or a non-TCP flow's first
+	// packet), so summing it over records counts each connection once.
+	NewConns uint64 `json:"newConns,omitempty"`
 	// Tunnel is set for encapsulated traffic (e.g. VXLAN UDP 4789) and
 	// carries the inner tuples seen in this record's window, so the server
 	// can relate the tunnel flow with the pod flows it carried.

@@ -133,6 +133,7 @@ type Node struct {
 	Tunnel string // "vxlan0" in vxlan mode
 	Bridge string
 	Pods   []*Pod
+	mtu    int
 }
 
 // Cluster is two nodes joined by a veth uplink, pods on bridges.
@@ -162,6 +163,10 @@ func (l *Lab) TwoNodes(mode string) *Cluster {
 	n1 := l.node("node1", 1)
 	n2 := l.node("node2", 2)
 	c.Nodes = []*Node{n1, n2}
+	if mode == "vxlan" {
+		// Pod MTU leaves room for the 50-byte VXLAN header, as CNIs do.
+		n1.mtu, n2.mtu = 1450, 1450
+	}
 	l.pod(n1, "p1", 10)
 	l.pod(n1, "p2", 11)
 	l.pod(n2, "p3", 10)
@@ -211,6 +216,10 @@ func (l *Lab) pod(n *Node, name string, host int) *Pod {
 	l.Run("ip", "link", "add", p.HostVeth, "netns", n.NS, "type", "veth", "peer", "name", "eth0", "netns", p.NS)
 	l.Exec(n.NS, "ip", "link", "set", p.HostVeth, "master", "br0", "up")
 	l.Exec(p.NS, "ip", "addr", "add", p.IP+"/24", "dev", "eth0")
+	if n.mtu > 0 {
+		l.Exec(n.NS, "ip", "link", "set", p.HostVeth, "mtu", fmt.Sprint(n.mtu))
+		l.Exec(p.NS, "ip", "link", "set", "eth0", "mtu", fmt.Sprint(n.mtu))
+	}
 	l.Exec(p.NS, "ip", "link", "set", "eth0", "up")
 	l.Exec(p.NS, "ip", "route", "add", "default", "via", "10.244."+subnet+".1")
 	n.Pods = append(n.Pods, p)

@@ -74,7 +74,7 @@ type Conn struct {
 // Exchange dials dst from ns, sends `send` bytes, half-closes, reads the
 // reply to EOF (the server's FIN) and returns the kernel's counters.
 func Exchange(ns, dst string, send int) (Conn, error) {
-	tc, err := dialTCP(ns, dst)
+	tc, err := DialTCP(ns, dst)
 	if err != nil {
 		return Conn{}, err
 	}
@@ -107,7 +107,8 @@ func Exchange(ns, dst string, send int) (Conn, error) {
 	return out, nil
 }
 
-func dialTCP(ns, dst string) (*net.TCPConn, error) {
+// DialTCP dials dst from inside namespace ns.
+func DialTCP(ns, dst string) (*net.TCPConn, error) {
 	var c net.Conn
 	err := Do(ns, func() error {
 		var err error
@@ -135,7 +136,7 @@ func tcpInfo(c syscall.Conn) (*unix.TCPInfo, error) {
 
 // Reset dials dst from ns, sends `send` bytes and aborts with a RST.
 func Reset(ns, dst string, send int) (netip.AddrPort, error) {
-	tc, err := dialTCP(ns, dst)
+	tc, err := DialTCP(ns, dst)
 	if err != nil {
 		return netip.AddrPort{}, err
 	}

@@ -277,10 +277,10 @@ static __always_inline __u32 decode_vxlan(struct __sk_buff *skb, struct pkt *out
 	off += 8;
 	__u16 eth_proto;
 	if (bpf_skb_load_bytes(skb, off + 12, &eth_proto, 2) < 0)
-		return 0;
+		return vni; /* not IP inside (e.g. ARP): still a VXLAN flow */
 	struct pkt in = {};
 	if (parse_ip(skb, off + ETH_HLEN, eth_proto, &in) < 0)
-		return 0;
+		return vni; /* not IP inside (e.g. ARP): still a VXLAN flow */
 	struct inner_key ik = {};
 	__builtin_memcpy(&ik.outer, ok, sizeof(*ok));
 	__builtin_memcpy(&ik.inner, &in.t, sizeof(in.t));

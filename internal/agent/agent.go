@@ -1,0 +1,539 @@
+// Package agent is Palisade's node agent: it observes flows at a node's pod
+// and node interfaces (eBPF tc counters, package capture), reads NAT
+// mappings from conntrack (package conntrack), turns both into
+// flow.Observations in conversation or detailed mode, and delivers them
+// through a durable spool (package report).
+//
+// One Agent serves one node, i.e. one network namespace; several can run in
+// one process (the lab runs one per node namespace):
+//
+//	err := agent.Run(ctx, agent.Config{Server: url, Node: "node1", NetNS: "/run/netns/node1", SpoolDir: dir})
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/palisade-dev/palisade/internal/agent/capture"
+	"github.com/palisade-dev/palisade/internal/agent/conntrack"
+	"github.com/palisade-dev/palisade/internal/agent/report"
+	"github.com/palisade-dev/palisade/internal/flow"
+)
+
+// Config configures an Agent. Zero durations take the defaults noted.
+type Config struct {
+	Server string // base URL of the Palisade server
+	Node   string // node name; also the agent name unless Agent is set
+	Agent  string
+	Token  string // bearer token for the server
+	// NetNS is the node's network namespace (a path such as
+	// /run/netns/node1 or /proc/PID/ns/net); "" is the agent's own.
+	NetNS string
+	// Mode is the initial mode, flow.ConversationMode (default) or
+	// flow.DetailedMode; the server can change it at run time.
+	Mode string
+	// SpoolDir keeps unsent batches and the sequence number (default
+	// /var/lib/palisade/agent/NODE).
+	SpoolDir string
+	// BPFFS is where the flow maps are pinned, per node, so a restarted
+	// agent drains what was counted while it was down (default
+	// /run/palisade/bpffs; "-" disables pinning).
+	BPFFS string
+	// DetachOnExit removes the classifier and the pinned maps when Run
+	// returns. Without it they stay, and counting goes on until the next
+	// agent for the node takes over.
+	DetachOnExit bool
+	// Uplinks names the node interfaces; with it set, every other veth
+	// leading to another namespace is a pod interface. Without it, bridge
+	// ports are pod interfaces. Classify overrides both.
+	Uplinks  []string
+	Classify Classifier `json:"-"`
+
+	DetailedInterval     time.Duration // 1 s: drain and report cadence in detailed mode
+	ConversationInterval time.Duration // 15 s: summary window in conversation mode
+	DrainInterval        time.Duration // 1 s: how often the kernel maps are drained in conversation mode
+	ConfigPoll           time.Duration // 5 s
+	HeartbeatInterval    time.Duration // 10 s
+	MaxFlows             uint32        // flow map size (default 262144)
+	MaxBatch             int           // observations per batch (default 5000)
+	HTTPClient           *http.Client  `json:"-"`
+	Log                  *slog.Logger  `json:"-"`
+}
+
+func (c *Config) defaults() error {
+	if c.Node == "" {
+		return errors.New("agent: node name required")
+	}
+	if c.Server == "" {
+		return errors.New("agent: server URL required")
+	}
+	if c.Agent == "" {
+		c.Agent = c.Node
+	}
+	switch c.Mode {
+	case "":
+		c.Mode = flow.ConversationMode
+	case flow.ConversationMode, flow.DetailedMode:
+	default:
+		return fmt.Errorf("agent: mode %q: want %q or %q", c.Mode, flow.ConversationMode, flow.DetailedMode)
+	}
+	if c.SpoolDir == "" {
+		c.SpoolDir = filepath.Join("/var/lib/palisade/agent", c.Node)
+	}
+	if c.BPFFS == "" {
+		c.BPFFS = "/run/palisade/bpffs"
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.DetailedInterval, time.Second)
+	def(&c.ConversationInterval, 15*time.Second)
+	def(&c.DrainInterval, time.Second)
+	def(&c.ConfigPoll, 5*time.Second)
+	def(&c.HeartbeatInterval, 10*time.Second)
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	c.Log = c.Log.With("node", c.Node)
+	if c.Classify == nil {
+		c.Classify = DefaultClassifier(c.Uplinks)
+	}
+	return nil
+}
+
+// Health is the agent's state and counters.
+type Health struct {
+	Node       string                  `json:"node"`
+	Mode       string                  `json:"mode"`
+	Interfaces []flow.ObservationPoint `json:"interfaces"`
+	FlowsSeen  uint64                  `json:"flowsSeen"` // distinct 5-tuples per interface
+	Capture    capture.Stats           `json:"capture"`
+	Conntrack  conntrack.Counters      `json:"conntrack"`
+	Report     report.Counters         `json:"report"`
+}
+
+// Agent observes one node. Create with New, start with Run.
+type Agent struct {
+	cfg  Config
+	mode atomic.Value // string
+	// modeCh wakes the loop on a mode change.
+	modeCh chan struct{}
+
+	cap      *capture.Capture
+	rep      *report.Reporter
+	ct       *conntrack.Watcher
+	ifs      *ifaces
+	agg      *aggregator
+	seen     atomic.Uint64
+	ready    chan struct{}
+	statsMu  sync.Mutex
+	lastStat capture.Stats
+}
+
+// New validates the configuration.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, modeCh: make(chan struct{}, 1), ready: make(chan struct{})}
+	a.mode.Store(cfg.Mode)
+	return a, nil
+}
+
+// Run runs an agent until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	a, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// Ready is closed once the classifier is attached to the node's interfaces
+// present at start.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Mode is the current mode.
+func (a *Agent) Mode() string { return a.mode.Load().(string) }
+
+// SetMode switches mode; the current conversation window is reported first.
+func (a *Agent) SetMode(m string) error {
+	if m != flow.ConversationMode && m != flow.DetailedMode {
+		return fmt.Errorf("mode %q: want %q or %q", m, flow.ConversationMode, flow.DetailedMode)
+	}
+	if a.mode.Swap(m) != m {
+		a.cfg.Log.Info("mode changed", "mode", m)
+		select {
+		case a.modeCh <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// Health returns the agent's counters.
+func (a *Agent) Health() Health {
+	h := Health{Node: a.cfg.Node, Mode: a.Mode(), FlowsSeen: a.seen.Load()}
+	if a.ifs != nil {
+		h.Interfaces = a.ifs.snapshot()
+	}
+	a.statsMu.Lock()
+	h.Capture = a.lastStat
+	a.statsMu.Unlock()
+	if a.ct != nil {
+		h.Conntrack = a.ct.Counters()
+	}
+	if a.rep != nil {
+		h.Report = a.rep.Counters()
+	}
+	return h
+}
+
+// Run observes and reports until ctx ends, then reports what is left.
+func (a *Agent) Run(ctx context.Context) (err error) {
+	cfg := a.cfg
+	nsh, err := openNS(cfg.NetNS)
+	if err != nil {
+		return err
+	}
+	defer nsh.Close()
+	h, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		return fmt.Errorf("netlink in %s: %w", cfg.NetNS, err)
+	}
+	defer h.Close()
+
+	pin := ""
+	if cfg.BPFFS != "-" {
+		pin = capture.PinDirFor(cfg.BPFFS, cfg.Node)
+	}
+	a.cap, err = capture.Open(capture.Options{PinDir: pin, MaxFlows: cfg.MaxFlows})
+	if err != nil {
+		return err
+	}
+	defer a.cap.Close()
+
+	if err := conntrack.Enable(cfg.NetNS); err != nil {
+		return err
+	}
+	a.ct = conntrack.NewWatcher(conntrack.Config{Node: cfg.Node, NSPath: cfg.NetNS, Log: cfg.Log})
+
+	a.rep, err = report.Open(report.Config{
+		Server: cfg.Server, Node: cfg.Node, Agent: cfg.Agent, Token: cfg.Token,
+		SpoolDir: cfg.SpoolDir, MaxBatch: cfg.MaxBatch, Client: cfg.HTTPClient, Log: cfg.Log,
+		OnResponse: a.onIngestResponse,
+	})
+	if err != nil {
+		return err
+	}
+
+	a.ifs = &ifaces{
+		node: cfg.Node, h: h, ns: nsh, classify: cfg.Classify,
+		attach:   func(i int) error { return a.cap.Attach(h, i) },
+		points:   map[int]flow.ObservationPoint{},
+		attached: map[int]bool{},
+		nsNames:  map[int]string{},
+	}
+	a.agg = newAggregator(cfg.Node, a.ifs.point)
+
+	done := make(chan struct{})
+	defer close(done)
+	updates, err := a.followLinks(nsh, h, done)
+	if err != nil {
+		return err
+	}
+	close(a.ready)
+	if cfg.DetachOnExit {
+		defer a.detach(h)
+	}
+
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { stopBG(); wg.Wait() }()
+	for _, f := range []func(context.Context){
+		func(c context.Context) { a.rep.Run(c) },
+		func(c context.Context) { _ = a.ct.Run(c) },
+		a.pollConfig,
+		a.heartbeats,
+	} {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(bg) }()
+	}
+
+	drain := time.NewTicker(a.drainEvery())
+	defer drain.Stop()
+	windowEnd := time.Now().Add(cfg.ConversationInterval)
+	mode := a.Mode()
+	for {
+		select {
+		case <-ctx.Done():
+			a.tick(mode, true)
+			a.flush(2 * time.Second)
+			return nil
+		case u, ok := <-updates:
+			if !ok {
+				// The subscription broke (e.g. socket overrun): start
+				// over, listing links again so none is missed.
+				cfg.Log.Warn("link subscription lost; resubscribing")
+				time.Sleep(100 * time.Millisecond)
+				if updates, err = a.followLinks(nsh, h, done); err != nil {
+					return err
+				}
+				continue
+			}
+			a.onLink(u)
+		case <-a.modeCh:
+			if m := a.Mode(); m != mode {
+				a.tick(mode, true) // close the old mode's window
+				mode = m
+				windowEnd = time.Now().Add(cfg.ConversationInterval)
+				drain.Reset(a.drainEvery())
+			}
+		case now := <-drain.C:
+			closeWin := mode == flow.DetailedMode || !now.Before(windowEnd)
+			a.tick(mode, closeWin)
+			if closeWin && mode == flow.ConversationMode {
+				windowEnd = windowEnd.Add(cfg.ConversationInterval)
+				if windowEnd.Before(now) {
+					windowEnd = now.Add(cfg.ConversationInterval)
+				}
+			}
+		}
+	}
+}
+
+// followLinks subscribes to link changes in the node namespace, then lists
+// the links present and attaches to them (subscribing first, so no link
+// falls between the two).
+func (a *Agent) followLinks(nsh netns.NsHandle, h *netlink.Handle, done chan struct{}) (chan netlink.LinkUpdate, error) {
+	updates := make(chan netlink.LinkUpdate, 1024)
+	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
+		Namespace: &nsh,
+		ErrorCallback: func(err error) {
+			select {
+			case <-done:
+			default:
+				a.cfg.Log.Warn("link subscription", "err", err)
+			}
+		},
+		ReceiveBufferSize: 4 << 20,
+	}); err != nil {
+		return nil, fmt.Errorf("link subscription: %w", err)
+	}
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	for _, l := range links {
+		if err := a.ifs.update(l); err != nil {
+			a.cfg.Log.Warn("attach", "iface", l.Attrs().Name, "err", err)
+		}
+	}
+	return updates, nil
+}
+
+func (a *Agent) drainEvery() time.Duration {
+	if a.Mode() == flow.DetailedMode {
+		return a.cfg.DetailedInterval
+	}
+	return min(a.cfg.DrainInterval, a.cfg.ConversationInterval)
+}
+
+func (a *Agent) onLink(u netlink.LinkUpdate) {
+	switch u.Header.Type {
+	case unix.RTM_NEWLINK:
+		if err := a.ifs.update(u.Link); err != nil {
+			a.cfg.Log.Warn("attach", "iface", u.Link.Attrs().Name, "err", err)
+		}
+	case unix.RTM_DELLINK:
+		a.ifs.gone(int(u.Index))
+	}
+}
+
+// tick drains the kernel maps; emit reports the detailed records or the
+// closed conversation window.
+func (a *Agent) tick(mode string, emit bool) {
+	recs, inner, err := a.cap.Drain()
+	if err != nil {
+		a.cfg.Log.Error("drain flow maps", "err", err)
+	}
+	var obs []flow.Observation
+	if mode == flow.DetailedMode {
+		obs = a.agg.detailed(recs, inner)
+	} else {
+		a.agg.accumulate(recs, inner)
+		if emit {
+			obs = a.agg.closeWindow()
+		}
+	}
+	a.agg.prune(time.Now(), 5*time.Second, 2*time.Minute)
+	a.seen.Store(a.agg.seen)
+	if st, err := a.cap.Stats(); err == nil {
+		a.statsMu.Lock()
+		a.lastStat = st
+		a.statsMu.Unlock()
+	}
+	nat := a.ct.Take()
+	if err := a.rep.Submit(obs, nat); err != nil {
+		a.cfg.Log.Error("spool observations", "err", err, "observations", len(obs))
+	}
+}
+
+// flush gives the reporter a moment to deliver the last batches; what is
+// not delivered stays spooled for the next run.
+func (a *Agent) flush(wait time.Duration) {
+	deadline := time.Now().Add(wait)
+	for a.rep.Pending() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (a *Agent) detach(h *netlink.Handle) {
+	for idx := range a.ifs.attached {
+		_ = a.cap.Detach(h, idx)
+	}
+	if err := a.cap.Unpin(); err != nil {
+		a.cfg.Log.Warn("unpin flow maps", "err", err)
+	}
+}
+
+func (a *Agent) agentURL(suffix string) string {
+	return strings.TrimRight(a.cfg.Server, "/") + "/api/v1/agents/" + url.PathEscape(a.cfg.Node) + suffix
+}
+
+func (a *Agent) onIngestResponse(body []byte) {
+	var r flow.IngestResponse
+	if json.Unmarshal(body, &r) == nil && r.Config.Mode != "" {
+		_ = a.SetMode(r.Config.Mode)
+	}
+}
+
+func (a *Agent) pollConfig(ctx context.Context) {
+	every(ctx, a.cfg.ConfigPoll, true, func() {
+		var c flow.AgentConfig
+		if err := a.do(ctx, http.MethodGet, a.agentURL("/config"), nil, &c); err == nil && c.Mode != "" {
+			if err := a.SetMode(c.Mode); err != nil {
+				a.cfg.Log.Warn("server config", "err", err)
+			}
+		}
+	})
+}
+
+func (a *Agent) heartbeats(ctx context.Context) {
+	every(ctx, a.cfg.HeartbeatInterval, false, func() {
+		h := a.Health()
+		hb := flow.Heartbeat{
+			Agent:        a.cfg.Agent,
+			FlowsSeen:    h.FlowsSeen,
+			FlowsSent:    h.Report.ObservationsSent,
+			FlowsDropped: h.Report.ObservationsDropped + h.Capture.InsertFails,
+			Spooled:      h.Report.ObservationsSpooled,
+			Mode:         h.Mode,
+		}
+		if err := a.do(ctx, http.MethodPost, a.agentURL("/heartbeat"), hb, nil); err != nil {
+			a.cfg.Log.Debug("heartbeat", "err", err)
+		}
+	})
+}
+
+// every calls fn every d (and at once if now) until ctx ends.
+func every(ctx context.Context, d time.Duration, now bool, fn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	if now {
+		fn()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
+}
+
+// do sends a JSON request to the server and decodes a JSON answer.
+func (a *Agent) do(ctx context.Context, method, u string, in, out any) error {
+	return DoJSON(ctx, a.cfg.HTTPClient, a.cfg.Token, method, u, in, out)
+}
+
+// DoJSON sends in (if not nil) as JSON and decodes a 2xx answer into out
+// (if not nil).
+func DoJSON(ctx context.Context, c *http.Client, token, method, u string, in, out any) error {
+	var body *bytes.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	} else {
+		body = bytes.NewReader(nil)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return fmt.Errorf("%s %s: %s %s", method, u, resp.Status, e.Error)
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
+
+func openNS(path string) (netns.NsHandle, error) {
+	if path == "" {
+		h, err := netns.Get()
+		if err != nil {
+			return h, fmt.Errorf("own netns: %w", err)
+		}
+		return h, nil
+	}
+	if _, err := os.Stat(path); err != nil {
+		return netns.None(), fmt.Errorf("netns %s: %w", path, err)
+	}
+	h, err := netns.GetFromPath(path)
+	if err != nil {
+		return h, fmt.Errorf("netns %s: %w", path, err)
+	}
+	return h, nil
+}
