@@ -1,18 +1,100 @@
 package main
 
 import (
-	"errors"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/palisade-dev/palisade/internal/vuln"
+	"github.com/palisade-dev/palisade/internal/vuln/image"
+	"github.com/palisade-dev/palisade/internal/vuln/sbom"
 )
 
-// newScanCmd is a placeholder until its area lands.
+// newScanCmd is the standalone scanner: `palisade scan image REF`.
 func newScanCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "scan",
-		Hidden: true,
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("scan: not built yet")
+	cmd := &cobra.Command{
+		Use:   "scan",
+		Short: "Scan images for vulnerable packages (standalone, like trivy)",
+	}
+	var dataDir, output string
+	img := &cobra.Command{
+		Use:   "image REF",
+		Short: "Inventory an image's packages and match them against the vulnerability database",
+		Long: `REF is a registry reference (registry/repo:tag or repo@sha256:...; 127.0.0.1 and
+localhost registries are reached over plain HTTP), oci-layout:DIR,
+docker-archive:FILE (docker save), or dir:PATH (a root filesystem).
+
+The vulnerability database lives in --data and is filled by
+'palisade vulndb import'. Registry credentials are those stored for the
+registry in the same data directory, else anonymous access.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "json" && output != "table" && output != "cyclonedx" {
+				return fmt.Errorf("-o %q: want json, table or cyclonedx", output)
+			}
+			src, err := image.ParseSource(args[0])
+			if err != nil {
+				return err
+			}
+			svc, err := vuln.Open(dataDir, vuln.Options{Concurrency: 1})
+			if err != nil {
+				return err
+			}
+			defer svc.Close()
+			if info, err := svc.DB().Info(); err == nil && info.Advisories == 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: the vulnerability database in %s is empty; run `palisade vulndb import PATH --data %s`\n", dataDir, dataDir)
+			}
+			rep, err := svc.ScanSource(cmd.Context(), src)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			switch output {
+			case "json":
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				enc.SetEscapeHTML(false)
+				return enc.Encode(rep)
+			case "cyclonedx":
+				return sbom.Write(out, sbom.CycloneDX(rep, version))
+			}
+			return writeTable(out, rep)
 		},
 	}
+	img.Flags().StringVarP(&output, "output", "o", "table", "output format: json, table or cyclonedx")
+	img.Flags().StringVar(&dataDir, "data", vuln.DefaultDataDir(), "data directory holding the vulnerability database")
+	cmd.AddCommand(img)
+	return cmd
+}
+
+func writeTable(w io.Writer, rep *vuln.ImageReport) error {
+	distro := "unknown OS"
+	if rep.Distro != nil {
+		distro = rep.Distro.PrettyName
+	}
+	s := rep.Summary
+	fmt.Fprintf(w, "%s %s (%s): %d packages, %d vulnerabilities (critical %d, high %d, medium %d, low %d, unknown %d), max CVSS %.1f\n\n",
+		rep.Image, rep.Digest, distro, len(rep.Packages), s.Critical+s.High+s.Medium+s.Low+s.Unknown,
+		s.Critical, s.High, s.Medium, s.Low, s.Unknown, s.MaxScore)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PACKAGE\tINSTALLED\tFIXED\tID\tALIASES\tSEVERITY\tSCORE\tTYPE")
+	for _, f := range rep.Findings {
+		score := ""
+		if f.Score > 0 {
+			score = fmt.Sprintf("%.1f", f.Score)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Package, f.Installed, f.Fixed, f.ID,
+			strings.Join(f.Aliases, ","), f.Severity, score, f.Type)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, warn := range rep.Warnings {
+		fmt.Fprintln(w, "warning:", warn)
+	}
+	return nil
 }
