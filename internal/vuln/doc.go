@@ -15,42 +15,42 @@
 //
 // # Contract for the control plane
 //
-//	svc, err := vuln.Open(dataDir, vuln.Options{
-//		OnAttrs: func(workloadID string, attrs map[string][]string) { ... },
-//		Secrets: secretGetter, // reads Secrets and ServiceAccounts (see SecretGetter)
-//	})
-//	defer svc.Close()
+//		svc, err := vuln.Open(dataDir, vuln.Options{
+//			OnAttrs: func(workloadID string, attrs map[string][]string) { ... },
+//			Secrets: secretGetter, // reads Secrets and ServiceAccounts (see SecretGetter)
+//		})
+//		defer svc.Close()
 //
-//   - Observe(ws) upserts pods (other kinds are ignored; a pod with Deleted
-//     set is forgotten; Forget(id) does the same). Each container image is
-//     keyed by digest (Container.ImageDigest, or a digest in the reference;
-//     tag-only references are resolved when pulled) and queued once.
-//     Scans run on Options.Concurrency workers (default 2), reuse layer
-//     summaries cached by layer digest, and hold at most one layer's
-//     package metadata and one executable in memory per worker.
-//   - OnAttrs(workloadID, attrs) is called, serialised, whenever a pod's
-//     attributes change: after a scan of one of its images, after
-//     ImportDB changed the database, and at once from Observe when the
-//     results are already known (e.g. after a restart). The attributes are
-//     vuln.max_cvss ("9.8"), vuln.critical and vuln.high (counts of
-//     distinct vulnerabilities, a CVE counting once) and vuln.cve (the set
-//     of CVE ids). A pod none of whose images has been scanned gets none.
-//   - Registries() lists registries from the observed image references,
-//     with NeedsCredentials when a pull was refused with every credential
-//     available. Credentials are tried in order: SetCredentials ones,
-//     the pod's imagePullSecrets, its service account's imagePullSecrets
-//     (kubernetes.io/dockerconfigjson or dockercfg), anonymous.
-//   - SetCredentials(registry, user, password) stores credentials sealed
-//     with AES-256-GCM under the key file credentials.key (0600) in the data
-//     directory; they are never returned. Images of that registry that
-//     failed are retried at once.
-//   - Images() lists the observed images grouped by registry; Image(digest)
-//     returns an ImageReport (packages and findings); Vulnerabilities(keep)
-//     lists findings across images with their workloads, for
-//     GET /api/v1/vulnerabilities?filter=F (keep is the compiled filter).
-//   - ImportDB(ctx, path, progress) imports a directory or zip of OSV JSON;
-//     re-importing updates records in place.
-//   - Wait(ctx) blocks until the scan queue is empty (tests, demos).
+//	  - Observe(ws) upserts pods (other kinds are ignored; a pod with Deleted
+//	    set is forgotten; Forget(id) does the same). Each container image is
+//	    keyed by digest (Container.ImageDigest, or a digest in the reference;
+//	    tag-only references are resolved when pulled) and queued once.
+//	    Scans run on Options.Concurrency workers (default 2), reuse layer
+//	    summaries cached by layer digest, and hold at most one layer's
+//	    package metadata and one executable in memory per worker.
+//	  - OnAttrs(workloadID, attrs) is called, serialised, whenever a pod's
+//	    attributes change: after a scan of one of its images, after
+//	    ImportDB changed the database, and at once from Observe when the
+//	    results are already known (e.g. after a restart). The attributes are
+//	    vuln.max_cvss ("9.8"), vuln.critical and vuln.high (counts of
+//	    distinct vulnerabilities, a CVE counting once) and vuln.cve (the set
+//	    of CVE ids). A pod none of whose images has been scanned gets none.
+//	  - Registries() lists registries from the observed image references,
+//	    with NeedsCredentials when a pull was refused with every credential
+//	    available. Credentials are tried in order: SetCredentials ones,
+//	    the pod's imagePullSecrets, its service account's imagePullSecrets
+//	    (kubernetes.io/dockerconfigjson or dockercfg), anonymous.
+//	  - SetCredentials(registry, user, password) stores credentials sealed
+//	    with AES-256-GCM under the key file credentials.key (0600) in the data
+//	    directory; they are never returned. Images of that registry that
+//	    failed are retried at once.
+//	  - Images() lists the observed images grouped by registry; Image(digest)
+//	    returns an ImageReport (packages and findings); Vulnerabilities(keep)
+//	    lists findings across images with their workloads, for
+//	    GET /api/v1/vulnerabilities?filter=F (keep is the compiled filter).
+//	  - ImportDB(ctx, path, progress) imports a directory or zip of OSV JSON;
+//	    re-importing updates records in place.
+//	  - Wait(ctx) blocks until the scan queue is empty (tests, demos).
 //
 // All result types carry JSON tags for the HTTP API:
 // GET /api/v1/registries → []Registry;
