@@ -87,9 +87,6 @@ func (c *condition) index() {
 	}
 }
 
-// emptyScalar stands for a scalar Value without Strs.
-var emptyScalar = []string{""}
-
 func (c *condition) match(r Record) bool {
 	v, ok := r.Field(c.field)
 	if !ok {
@@ -98,11 +95,13 @@ func (c *condition) match(r Record) bool {
 	if c.op == opExists {
 		return !c.neg
 	}
-	strs := v.Strs
-	if !v.Set && len(strs) == 0 {
-		strs = emptyScalar
+	if !v.Set && len(v.Strs) == 0 {
+		if c.holds(v.Str, false) {
+			return !c.neg
+		}
+		return c.neg
 	}
-	for _, s := range strs {
+	for _, s := range v.Strs {
 		if c.holds(s, v.Set) {
 			return !c.neg
 		}

@@ -66,14 +66,16 @@ import (
 // `contains` means set membership (exact element). For scalars, `contains` is
 // a substring test.
 //
-// A scalar with no Strs is the empty string.
+// A scalar is held in Str when Strs is empty (so reading a scalar field
+// allocates nothing); a scalar with neither is the empty string.
 type Value struct {
+	Str  string
 	Strs []string
 	Set  bool
 }
 
 // Scalar returns the Value of a single-valued field.
-func Scalar(s string) Value { return Value{Strs: []string{s}} }
+func Scalar(s string) Value { return Value{Str: s} }
 
 // SetOf returns the Value of a multi-valued field.
 func SetOf(elems ...string) Value { return Value{Strs: elems, Set: true} }

@@ -1,0 +1,125 @@
+// Package server is Palisade's control plane: it owns the stores, runs the
+// cluster connectors and serves the REST API. Storage and query packages
+// know nothing of HTTP; this package adapts them.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/internal/k8s"
+	"github.com/palisade-dev/palisade/internal/store"
+)
+
+// Version is reported by /api/v1/status; the binary sets it.
+var Version = "dev"
+
+// Cluster is one Kubernetes cluster to watch.
+type Cluster struct {
+	Name   string
+	Config *rest.Config
+}
+
+// Config configures a server.
+type Config struct {
+	DataDir  string
+	Listen   string // host:port; port 0 picks a free one
+	Clusters []Cluster
+}
+
+// Server is a running control plane.
+type Server struct {
+	cfg        Config
+	kv         *store.Bolt
+	Inventory  *inventory.Inventory
+	connectors []*k8s.Connector
+	filters    *savedFilters
+
+	httpSrv  *http.Server
+	listener net.Listener
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	started  time.Time
+}
+
+// Start opens the stores, starts the connectors and serves the API.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("server: a data directory is required (--data)")
+	}
+	kv, err := store.Open(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	inv, err := inventory.Open(kv)
+	if err != nil {
+		kv.Close()
+		return nil, err
+	}
+	s := &Server{cfg: cfg, kv: kv, Inventory: inv, filters: &savedFilters{kv: kv}, started: time.Now()}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		inv.Close()
+		kv.Close()
+		return nil, fmt.Errorf("server: listen on %s: %w", cfg.Listen, err)
+	}
+	s.listener = ln
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	for _, c := range cfg.Clusters {
+		conn := k8s.New(c.Name, c.Config, inv)
+		s.connectors = append(s.connectors, conn)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := conn.Run(runCtx); err != nil && runCtx.Err() == nil {
+				slog.Error("connector stopped", "cluster", c.Name, "err", err)
+			}
+		}()
+	}
+	s.httpSrv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Error("http server", "err", err)
+		}
+	}()
+	slog.Info("palisade server started", "listen", s.URL(), "data", cfg.DataDir, "clusters", len(cfg.Clusters))
+	return s, nil
+}
+
+// URL is the base URL the API is served on.
+func (s *Server) URL() string { return "http://" + s.listener.Addr().String() }
+
+// Stop shuts the server down and closes its stores.
+func (s *Server) Stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.httpSrv.Shutdown(ctx) //nolint:errcheck // closing anyway
+	s.cancel()
+	s.wg.Wait()
+	err := s.Inventory.Close()
+	if cerr := s.kv.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Connectors returns the status of every connector.
+func (s *Server) Connectors() []k8s.Status {
+	out := make([]k8s.Status, 0, len(s.connectors))
+	for _, c := range s.connectors {
+		out = append(out, c.Status())
+	}
+	return out
+}
