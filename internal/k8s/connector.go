@@ -262,4 +262,3 @@ func (c *Connector) job(ns, name string) (*batchv1.Job, bool) {
 	}
 	return o.(*batchv1.Job), true
 }
-

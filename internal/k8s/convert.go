@@ -197,4 +197,3 @@ func copyMap(m map[string]string) map[string]string {
 	}
 	return out
 }
-
