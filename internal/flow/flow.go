@@ -139,12 +139,32 @@ func MakeID(start time.Time, n uint64) string {
 
 // ParseID returns the start (to the millisecond) and number of a flow ID.
 func ParseID(id string) (time.Time, uint64, error) {
-	b, err := hex.DecodeString(id)
-	if err != nil || len(b) != 14 {
+	var b [14]byte
+	if len(id) != 28 {
 		return time.Time{}, 0, fmt.Errorf("flow id %q: want 28 hex digits", id)
+	}
+	for i := range b {
+		hi, ok1 := unhex(id[2*i])
+		lo, ok2 := unhex(id[2*i+1])
+		if !ok1 || !ok2 {
+			return time.Time{}, 0, fmt.Errorf("flow id %q: want 28 hex digits", id)
+		}
+		b[i] = hi<<4 | lo
 	}
 	ms := int64(binary.BigEndian.Uint64(b[:8]) >> 16)
 	return time.UnixMilli(ms).UTC(), binary.BigEndian.Uint64(b[6:]), nil
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 // HasFlag reports whether flag was seen.

@@ -7,11 +7,12 @@ import (
 	"github.com/palisade-dev/palisade/internal/flow"
 )
 
-// matcher evaluates a query over one segment view. A filter that only
-// refers to endpoint/pair fields is evaluated once per distinct pair, one
-// that only refers to attribute fields once per attribute combination, one
-// referring to both once per (pair, attribute) seen; only filters on
-// per-flow fields (source port, counters, times, IDs) are evaluated per flow.
+// matcher evaluates a query over the store. A filter that only refers to
+// endpoint/pair fields is evaluated once per distinct pair (store-wide
+// dictionary), one that only refers to attribute fields once per attribute
+// combination, one referring to both once per (pair, attribute) seen; only
+// filters on per-flow fields (source port, counters, times, IDs) are
+// evaluated per flow.
 type matcher struct {
 	q       *flow.Query
 	v       *view
@@ -21,8 +22,16 @@ type matcher struct {
 	byBoth  map[uint64]bool
 }
 
-func newMatcher(q *flow.Query, v *view) *matcher {
-	return &matcher{q: q, v: v}
+func newMatcher(q *flow.Query) *matcher { return &matcher{q: q} }
+
+// at points the matcher at a segment: its columns, then the dictionaries
+// (taken after the columns, so they cover every entry the columns use).
+func (m *matcher) at(s *Store, seg *segment) *view {
+	c, _, _ := seg.snapshot()
+	v := s.dict.view()
+	v.c = c
+	m.v = v
+	return v
 }
 
 func (m *matcher) match(i int) bool {
@@ -87,13 +96,13 @@ func (s *Store) scan(q *flow.Query, fn func(v *view, i int) bool) {
 	s.mu.RLock()
 	segs := s.sorted(true)
 	s.mu.RUnlock()
+	m := newMatcher(q)
 	for _, seg := range segs {
 		_, minStart, maxEnd := seg.snapshot()
 		if minStart > q.To || maxEnd < q.From {
 			continue
 		}
-		v := seg.view()
-		m := newMatcher(q, v)
+		v := m.at(s, seg)
 		c := &v.c
 		more := true
 		for i, n := 0, c.len(); i < n; i++ {
@@ -155,7 +164,7 @@ func (s *Store) Get(id string) (flow.Flow, bool, error) {
 		}
 		for i := range c.idn {
 			if c.idn[i] == n && c.idms[i] == ms {
-				return seg.view().flowAt(i), true, nil
+				return newMatcher(nil).at(s, seg).flowAt(i), true, nil
 			}
 		}
 	}
@@ -165,45 +174,37 @@ func (s *Store) Get(id string) (flow.Flow, bool, error) {
 // Top implements flow.Store: counts are summed per pair (and per attribute
 // combination when the filter needs it) and mapped to keys at the end.
 func (s *Store) Top(q flow.Query, by string, n int) ([]flow.TopEntry, error) {
-	groups := map[string]*flow.TopEntry{}
 	type acc struct{ flows, conns, bytes uint64 }
-	s.mu.RLock()
-	segs := s.sorted(true)
-	s.mu.RUnlock()
-	for _, seg := range segs {
-		_, minStart, maxEnd := seg.snapshot()
-		if minStart > q.To || maxEnd < q.From {
+	var per []acc // by pair
+	var last *view
+	s.scan(&q, func(v *view, i int) bool {
+		last = v
+		p := int(v.c.pair[i])
+		if p >= len(per) {
+			per = append(per, make([]acc, len(v.pairs)-len(per))...)
+		}
+		a := &per[p]
+		a.flows++
+		a.conns += v.c.conns[i]
+		a.bytes += v.c.fwdB[i] + v.c.revB[i]
+		return true
+	})
+	groups := map[string]*flow.TopEntry{}
+	var f flow.Flow
+	for pid, a := range per {
+		if a.flows == 0 {
 			continue
 		}
-		v := seg.view()
-		m := newMatcher(&q, v)
-		c := &v.c
-		per := make([]acc, len(v.pairs))
-		for i, l := 0, c.len(); i < l; i++ {
-			if c.start[i] > q.To || c.end[i] < q.From || !m.match(i) {
-				continue
-			}
-			a := &per[c.pair[i]]
-			a.flows++
-			a.conns += c.conns[i]
-			a.bytes += c.fwdB[i] + c.revB[i]
+		last.fillPair(&f, uint32(pid))
+		k := flow.TopKey(&f, by)
+		g := groups[k]
+		if g == nil {
+			g = &flow.TopEntry{Key: k}
+			groups[k] = g
 		}
-		var f flow.Flow
-		for pid, a := range per {
-			if a.flows == 0 {
-				continue
-			}
-			v.fillPair(&f, uint32(pid))
-			k := flow.TopKey(&f, by)
-			g := groups[k]
-			if g == nil {
-				g = &flow.TopEntry{Key: k}
-				groups[k] = g
-			}
-			g.Flows += a.flows
-			g.Conns += a.conns
-			g.Bytes += a.bytes
-		}
+		g.Flows += a.flows
+		g.Conns += a.conns
+		g.Bytes += a.bytes
 	}
 	out := make([]flow.TopEntry, 0, len(groups))
 	for _, g := range groups {

@@ -5,35 +5,34 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/palisade-dev/palisade/internal/flow"
 	"github.com/palisade-dev/palisade/internal/inventory"
 )
 
-// segment is one time partition: the flows starting in
-// [bucket, bucket+partition), in one append-only file, held in memory as
-// columns. Dictionaries make the columns small and let a search evaluate
-// its filter once per distinct endpoint pair (or attribute combination)
-// instead of once per flow.
-type segment struct {
-	bucket int64 // partition start, unix ns
-	path   string
-	file   *os.File
-	size   int64
+// dict holds the store's dictionaries: strings, endpoints (an IP with its
+// enrichment), observation point sets, endpoint pairs (src, dst, proto,
+// dst port) and attribute combinations. Records refer to them by number,
+// which keeps records small, and lets a search evaluate its filter once
+// per distinct pair (or attribute combination) for the whole store
+// instead of once per flow. The dictionaries are append-only and live in
+// their own file (dict.pfd), written and fsynced before the segment blocks
+// that refer to new entries.
+type dict struct {
+	path string
+	file *os.File
+	size int64
 
-	// mu guards the columns' lengths: writers append under it, readers
-	// take a snapshot of the slices under it and read without it (the
-	// prefix a snapshot covers is never written again).
-	mu       sync.RWMutex
-	minStart int64
-	maxStart int64
-	maxEnd   int64
-
-	// Dictionaries: the position is the ID. The maps are the writer's.
+	// mu guards the slices' lengths: the writer appends under it; readers
+	// take the slices under it and read without it (the prefix they see is
+	// never written again). The maps are the writer's alone.
+	mu     sync.RWMutex
 	strs   []string
 	strID  map[string]uint32
 	eps    []flow.Endpoint // without Port
 	epID   map[string]uint32
+	epFast map[epFastKey]epFastVal
 	pss    [][]flow.ObservationPoint
 	psID   map[string]uint32
 	pairs  []pair
@@ -41,7 +40,45 @@ type segment struct {
 	attrs  []attr
 	attrID map[attr]uint32
 
-	cols columns
+	key        []byte
+	labelKeys  []string
+	recent     [4]recentStr
+	nextRecent int
+	// Direct-mapped caches in front of the maps, for the hot path.
+	epCache   [4096]epCacheEntry
+	pairCache [8192]pairCacheEntry
+}
+
+type epCacheEntry struct {
+	labels uintptr
+	val    epFastVal
+}
+
+type pairCacheEntry struct {
+	p  pair
+	id uint32
+	ok bool
+}
+
+type recentStr struct {
+	s  string
+	id uint32
+	ok bool
+}
+
+// epFastKey finds an endpoint already seen with the very same labels map
+// and owner (flows enriched from the same inventory workload share them),
+// without building its full key.
+type epFastKey struct {
+	ip     string
+	labels uintptr
+}
+
+type epFastVal struct {
+	id     uint32
+	labels map[string]string // keeps the map alive, so its address is not reused
+	owner  *inventory.Owner
+	e      flow.Endpoint
 }
 
 type pair struct {
@@ -59,67 +96,44 @@ var flagBits = []string{flow.FlagSYN, flow.FlagSYNACK, flow.FlagFIN, flow.FlagRS
 
 const repliedBit = 1 << 4
 
-type rel struct {
-	idms   int64
-	idn    uint64
-	reason uint8
+// dictMark is the size of each dictionary, to encode what was added since.
+type dictMark struct{ str, ep, ps, pair, attr int }
+
+func newDict(path string) *dict {
+	d := &dict{path: path, strID: map[string]uint32{}, epID: map[string]uint32{}, epFast: map[epFastKey]epFastVal{},
+		psID: map[string]uint32{}, pairID: map[pair]uint32{}, attrID: map[attr]uint32{}}
+	d.str("") // ID 0 is the empty string, in every dictionary, never written
+	return d
 }
 
-// columns hold one entry per flow (rels: relOff[i]..relOff[i+1]).
-type columns struct {
-	start, end []int64 // unix ns
-	idms       []int64 // the ID's time, unix ms
-	idn        []uint64
-	pair, attr []uint32
-	sport      []uint16
-	fwdP, fwdB []uint64
-	revP, revB []uint64
-	conns      []uint64
-	relOff     []uint32
-	rels       []rel
+func (d *dict) mark() dictMark {
+	return dictMark{len(d.strs), len(d.eps), len(d.pss), len(d.pairs), len(d.attrs)}
 }
 
-func (c *columns) len() int { return len(c.start) }
-
-func newSegment(bucket int64, path string) *segment {
-	s := &segment{bucket: bucket, path: path, minStart: 1<<63 - 1, maxStart: -1 << 63, maxEnd: -1 << 63}
-	s.strID = map[string]uint32{}
-	s.epID = map[string]uint32{}
-	s.psID = map[string]uint32{}
-	s.pairID = map[pair]uint32{}
-	s.attrID = map[attr]uint32{}
-	s.cols.relOff = []uint32{0}
-	s.str("") // ID 0 is the empty string
-	return s
-}
-
-// blockWriter encodes flows into one block, adding to the segment's
-// dictionaries as it goes; the entries it added go first in the block.
-type blockWriter struct {
-	s                            *segment
-	nStr, nEp, nPs, nPair, nAttr int // dictionary sizes before this block
-	key                          []byte
-	recs                         enc
-	nrec                         int
-	base                         int64 // µs
-	labelKeys                    []string
-}
-
-func (s *segment) writer() *blockWriter {
-	return &blockWriter{s: s, nStr: len(s.strs), nEp: len(s.eps), nPs: len(s.pss), nPair: len(s.pairs), nAttr: len(s.attrs)}
-}
-
-func (s *segment) str(v string) uint32 {
-	if id, ok := s.strID[v]; ok {
+func (d *dict) str(v string) uint32 {
+	// Protocols, modes and tunnel types repeat: check a few recent ones
+	// before the map.
+	for i := range d.recent {
+		if r := &d.recent[i]; r.s == v && r.ok {
+			return r.id
+		}
+	}
+	if id, ok := d.strID[v]; ok {
+		if len(v) <= 16 {
+			d.recent[d.nextRecent%len(d.recent)] = recentStr{v, id, true}
+			d.nextRecent++
+		}
 		return id
 	}
-	id := uint32(len(s.strs))
-	s.mu.Lock()
-	s.strs = append(s.strs, v)
-	s.mu.Unlock()
-	s.strID[v] = id
+	id := uint32(len(d.strs))
+	d.mu.Lock()
+	d.strs = append(d.strs, v)
+	d.mu.Unlock()
+	d.strID[v] = id
 	return id
 }
+
+func mapAddr(m map[string]string) uintptr { return *(*uintptr)(unsafe.Pointer(&m)) }
 
 // endpointKey appends the dictionary key of e (without its port) to k;
 // keys is scratch space and holds e's sorted label keys afterwards.
@@ -161,89 +175,121 @@ func pointsKey(k []byte, ps []flow.ObservationPoint) []byte {
 }
 
 // reindex rebuilds the writer's endpoint and point-set maps after a load.
-func (s *segment) reindex() {
+func (d *dict) reindex() {
 	var k []byte
 	var keys []string
-	for i := range s.eps {
-		k, keys = endpointKey(k[:0], &s.eps[i], keys)
-		s.epID[string(k)] = uint32(i)
+	for i := range d.eps {
+		k, keys = endpointKey(k[:0], &d.eps[i], keys)
+		d.epID[string(k)] = uint32(i)
 	}
-	for i, ps := range s.pss {
-		s.psID[string(pointsKey(k[:0], ps))] = uint32(i)
+	for i, ps := range d.pss {
+		d.psID[string(pointsKey(k[:0], ps))] = uint32(i)
 	}
 }
 
-func (w *blockWriter) endpoint(e *flow.Endpoint) uint32 {
+func sameEndpoint(a, b *flow.Endpoint) bool {
+	return a.IP == b.IP && a.Workload == b.Workload && a.Kind == b.Kind && a.Name == b.Name &&
+		a.Namespace == b.Namespace && a.Service == b.Service && a.Node == b.Node
+}
+
+func (d *dict) endpoint(e *flow.Endpoint) uint32 {
+	la := mapAddr(e.Labels)
+	var ce *epCacheEntry
+	if la != 0 {
+		ce = &d.epCache[(la>>5)%uintptr(len(d.epCache))]
+		if ce.labels == la && ce.val.owner == e.Owner && sameEndpoint(&ce.val.e, e) {
+			return ce.val.id
+		}
+	}
+	id := d.endpointMap(e, la)
+	if ce != nil {
+		*ce = epCacheEntry{labels: la, val: epFastVal{id: id, labels: e.Labels, owner: e.Owner, e: *e}}
+	}
+	return id
+}
+
+func (d *dict) endpointMap(e *flow.Endpoint, la uintptr) uint32 {
+	fk := epFastKey{ip: e.IP, labels: la}
+	if v, ok := d.epFast[fk]; ok && v.owner == e.Owner && sameEndpoint(&v.e, e) {
+		return v.id
+	}
+	id := d.endpointSlow(e)
+	if len(d.epFast) > 1<<20 {
+		clear(d.epFast)
+	}
+	d.epFast[fk] = epFastVal{id: id, labels: e.Labels, owner: e.Owner, e: *e}
+	return id
+}
+
+func (d *dict) endpointSlow(e *flow.Endpoint) uint32 {
 	var k []byte
-	k, w.labelKeys = endpointKey(w.key[:0], e, w.labelKeys)
-	w.key = k
-	s := w.s
-	if id, ok := s.epID[string(k)]; ok {
+	k, d.labelKeys = endpointKey(d.key[:0], e, d.labelKeys)
+	d.key = k
+	if id, ok := d.epID[string(k)]; ok {
 		return id
 	}
 	ep := *e
 	ep.Port = 0
 	if len(ep.Labels) > 0 {
 		ep.Labels = make(map[string]string, len(e.Labels))
-		for _, lk := range w.labelKeys {
-			ep.Labels[s.strs[s.str(lk)]] = s.strs[s.str(e.Labels[lk])]
+		for _, lk := range d.labelKeys {
+			ep.Labels[d.strs[d.str(lk)]] = d.strs[d.str(e.Labels[lk])]
 		}
 	}
 	for _, v := range [...]*string{&ep.IP, &ep.Workload, &ep.Kind, &ep.Name, &ep.Namespace, &ep.Service, &ep.Node} {
-		*v = s.strs[s.str(*v)]
+		*v = d.strs[d.str(*v)]
 	}
 	if e.Owner != nil {
-		ep.Owner = &inventory.Owner{Kind: s.strs[s.str(e.Owner.Kind)], Name: s.strs[s.str(e.Owner.Name)]}
+		ep.Owner = &inventory.Owner{Kind: d.strs[d.str(e.Owner.Kind)], Name: d.strs[d.str(e.Owner.Name)]}
 	}
-	id := uint32(len(s.eps))
-	s.mu.Lock()
-	s.eps = append(s.eps, ep)
-	s.mu.Unlock()
-	s.epID[string(k)] = id
+	id := uint32(len(d.eps))
+	d.mu.Lock()
+	d.eps = append(d.eps, ep)
+	d.mu.Unlock()
+	d.epID[string(k)] = id
 	return id
 }
 
-func (w *blockWriter) points(ps []flow.ObservationPoint) uint32 {
-	k := pointsKey(w.key[:0], ps)
-	w.key = k
-	s := w.s
-	if id, ok := s.psID[string(k)]; ok {
+func (d *dict) points(ps []flow.ObservationPoint) uint32 {
+	k := pointsKey(d.key[:0], ps)
+	d.key = k
+	if id, ok := d.psID[string(k)]; ok {
 		return id
 	}
 	cp := make([]flow.ObservationPoint, len(ps))
 	for i, p := range ps {
-		cp[i] = flow.ObservationPoint{Node: s.strs[s.str(p.Node)], Interface: s.strs[s.str(p.Interface)],
-			Kind: s.strs[s.str(p.Kind)], Pod: s.strs[s.str(p.Pod)]}
+		cp[i] = flow.ObservationPoint{Node: d.strs[d.str(p.Node)], Interface: d.strs[d.str(p.Interface)],
+			Kind: d.strs[d.str(p.Kind)], Pod: d.strs[d.str(p.Pod)]}
 	}
-	id := uint32(len(s.pss))
-	s.mu.Lock()
-	s.pss = append(s.pss, cp)
-	s.mu.Unlock()
-	s.psID[string(k)] = id
+	id := uint32(len(d.pss))
+	d.mu.Lock()
+	d.pss = append(d.pss, cp)
+	d.mu.Unlock()
+	d.psID[string(k)] = id
 	return id
 }
 
-func (w *blockWriter) pairOf(p pair) uint32 {
-	if id, ok := w.s.pairID[p]; ok {
-		return id
+func (d *dict) pair(p pair) uint32 {
+	h := (uint32(p.src)*0x9E3779B1 ^ uint32(p.dst)*0x85EBCA77 ^ uint32(p.dport)*0xC2B2AE3D ^ p.proto) >> 3
+	ce := &d.pairCache[h%uint32(len(d.pairCache))]
+	if ce.ok && ce.p == p {
+		return ce.id
 	}
-	id := uint32(len(w.s.pairs))
-	w.s.mu.Lock()
-	w.s.pairs = append(w.s.pairs, p)
-	w.s.mu.Unlock()
-	w.s.pairID[p] = id
+	id := intern(d, d.pairID, &d.pairs, p)
+	*ce = pairCacheEntry{p, id, true}
 	return id
 }
 
-func (w *blockWriter) attrOf(a attr) uint32 {
-	if id, ok := w.s.attrID[a]; ok {
+// intern returns the ID of v in the dictionary (ids, list), adding it.
+func intern[T comparable](d *dict, ids map[T]uint32, list *[]T, v T) uint32 {
+	if id, ok := ids[v]; ok {
 		return id
 	}
-	id := uint32(len(w.s.attrs))
-	w.s.mu.Lock()
-	w.s.attrs = append(w.s.attrs, a)
-	w.s.mu.Unlock()
-	w.s.attrID[a] = id
+	id := uint32(len(*list))
+	d.mu.Lock()
+	*list = append(*list, v)
+	d.mu.Unlock()
+	ids[v] = id
 	return id
 }
 
@@ -260,16 +306,167 @@ func flagsOf(f *flow.Flow) uint8 {
 	return b
 }
 
-// add encodes f (its ID and related IDs already validated).
+// delta encodes the entries added since m, as one dict block.
+func (d *dict) delta(m dictMark) []byte {
+	var e enc
+	e.u(uint64(len(d.strs) - m.str))
+	for _, v := range d.strs[m.str:] {
+		e.str(v)
+	}
+	e.u(uint64(len(d.eps) - m.ep))
+	for i := range d.eps[m.ep:] {
+		ep := &d.eps[m.ep+i]
+		e.ids(d.strID[ep.IP], d.strID[ep.Workload], d.strID[ep.Kind], d.strID[ep.Name], d.strID[ep.Namespace],
+			d.strID[ep.Service], d.strID[ep.Node])
+		if ep.Owner != nil {
+			e.byte1(1)
+			e.ids(d.strID[ep.Owner.Kind], d.strID[ep.Owner.Name])
+		} else {
+			e.byte1(0)
+		}
+		e.u(uint64(len(ep.Labels)))
+		for k, v := range ep.Labels {
+			e.ids(d.strID[k], d.strID[v])
+		}
+	}
+	e.u(uint64(len(d.pss) - m.ps))
+	for _, ps := range d.pss[m.ps:] {
+		e.u(uint64(len(ps)))
+		for _, p := range ps {
+			e.ids(d.strID[p.Node], d.strID[p.Interface], d.strID[p.Kind], d.strID[p.Pod])
+		}
+	}
+	e.u(uint64(len(d.pairs) - m.pair))
+	for _, p := range d.pairs[m.pair:] {
+		e.ids(p.src, p.dst, p.proto)
+		e.u(uint64(p.dport))
+	}
+	e.u(uint64(len(d.attrs) - m.attr))
+	for _, a := range d.attrs[m.attr:] {
+		e.ids(a.mode, a.tunnel, a.ps)
+		e.byte1(a.flags)
+		e.byte1(a.reasons)
+	}
+	return frame(e.b)
+}
+
+// apply decodes one dict block (at load; no readers yet).
+func (d *dict) apply(payload []byte) error {
+	r := &dec{b: payload}
+	for range r.count() {
+		v := r.str()
+		d.strID[v] = uint32(len(d.strs))
+		d.strs = append(d.strs, v)
+	}
+	nstr := len(d.strs)
+	sid := func() string { return d.strs[r.id(nstr)] }
+	for range r.count() {
+		ep := flow.Endpoint{IP: sid(), Workload: sid(), Kind: sid(), Name: sid(), Namespace: sid(), Service: sid(), Node: sid()}
+		if r.byte1() == 1 {
+			ep.Owner = &inventory.Owner{Kind: sid(), Name: sid()}
+		}
+		if n := r.count(); n > 0 {
+			ep.Labels = make(map[string]string, n)
+			for range n {
+				k := sid()
+				ep.Labels[k] = sid()
+			}
+		}
+		d.eps = append(d.eps, ep)
+	}
+	for range r.count() {
+		ps := make([]flow.ObservationPoint, r.count())
+		for i := range ps {
+			ps[i] = flow.ObservationPoint{Node: sid(), Interface: sid(), Kind: sid(), Pod: sid()}
+		}
+		d.pss = append(d.pss, ps)
+	}
+	for range r.count() {
+		p := pair{src: r.id(len(d.eps)), dst: r.id(len(d.eps)), proto: r.id(nstr)}
+		p.dport = uint16(r.u())
+		d.pairID[p] = uint32(len(d.pairs))
+		d.pairs = append(d.pairs, p)
+	}
+	for range r.count() {
+		a := attr{mode: r.id(nstr), tunnel: r.id(nstr), ps: r.id(len(d.pss))}
+		a.flags, a.reasons = r.byte1(), r.byte1()
+		d.attrID[a] = uint32(len(d.attrs))
+		d.attrs = append(d.attrs, a)
+	}
+	return r.err
+}
+
+// segment is one time partition: the flows starting in
+// [bucket, bucket+partition), in one append-only file, held in memory as
+// columns of numbers referring to the dictionaries.
+type segment struct {
+	bucket int64 // partition start, unix ns
+	path   string
+	file   *os.File
+	size   int64
+
+	// mu guards the columns' lengths, like dict.mu.
+	mu       sync.RWMutex
+	minStart int64
+	maxStart int64
+	maxEnd   int64
+	cols     columns
+}
+
+type rel struct {
+	idms   int64
+	idn    uint64
+	reason uint8
+}
+
+// columns hold one entry per flow (rels: relOff[i]..relOff[i+1]).
+type columns struct {
+	start, end []int64 // unix ns
+	idms       []int64 // the ID's time, unix ms
+	idn        []uint64
+	pair, attr []uint32
+	sport      []uint16
+	fwdP, fwdB []uint64
+	revP, revB []uint64
+	conns      []uint64
+	relOff     []uint32
+	rels       []rel
+}
+
+func (c *columns) len() int { return len(c.start) }
+
+func newSegment(bucket int64, path string) *segment {
+	s := &segment{bucket: bucket, path: path, minStart: 1<<63 - 1, maxStart: -1 << 63, maxEnd: -1 << 63}
+	s.cols.relOff = []uint32{0}
+	return s
+}
+
+// blockWriter encodes one segment block's records, and keeps them as
+// columns to add to the segment once the block is durable (commit).
+type blockWriter struct {
+	d     *dict
+	s     *segment
+	recs  enc
+	nrec  int
+	base  int64 // µs
+	pend  columns
+	bound [3]int64 // minStart, maxStart, maxEnd
+}
+
+func (s *segment) writer(d *dict) *blockWriter {
+	return &blockWriter{d: d, s: s, bound: [3]int64{1<<63 - 1, -1 << 63, -1 << 63}}
+}
+
+// add encodes f (its ID and related IDs already parsed).
 func (w *blockWriter) add(f *flow.Flow, idms int64, idn uint64, rels []rel) {
-	s := w.s
-	p := pair{src: w.endpoint(&f.Src), dst: w.endpoint(&f.Dst), proto: s.str(f.Proto), dport: f.Dst.Port}
+	d := w.d
+	p := pair{src: d.endpoint(&f.Src), dst: d.endpoint(&f.Dst), proto: d.str(f.Proto), dport: f.Dst.Port}
 	var reasons uint8
 	for _, r := range rels {
 		reasons |= r.reason
 	}
-	a := attr{mode: s.str(f.Mode), tunnel: s.str(f.Tunnel), ps: w.points(f.Points), flags: flagsOf(f), reasons: reasons}
-	pid, aid := w.pairOf(p), w.attrOf(a)
+	a := attr{mode: d.str(f.Mode), tunnel: d.str(f.Tunnel), ps: d.points(f.Points), flags: flagsOf(f), reasons: reasons}
+	pid, aid := d.pair(p), intern(d, d.attrID, &d.attrs, a)
 
 	startUs, endUs := f.Start.UnixMicro(), f.End.UnixMicro()
 	if w.nrec == 0 {
@@ -294,80 +491,61 @@ func (w *blockWriter) add(f *flow.Flow, idms int64, idn uint64, rels []rel) {
 		r.u64(x.idn)
 		r.byte1(x.reason)
 	}
-	w.s.appendRecord(startUs*1000, max(endUs, startUs)*1000, idms, idn, pid, aid, f.Src.Port,
-		[5]uint64{f.FwdPackets, f.FwdBytes, f.RevPackets, f.RevBytes, f.Conns}, rels)
-}
-
-func (s *segment) appendRecord(start, end, idms int64, idn uint64, pid, aid uint32, sport uint16, n [5]uint64, rels []rel) {
-	s.mu.Lock()
-	c := &s.cols
+	c := &w.pend
+	start, end := startUs*1000, max(endUs, startUs)*1000
 	c.start = append(c.start, start)
 	c.end = append(c.end, end)
 	c.idms = append(c.idms, idms)
 	c.idn = append(c.idn, idn)
 	c.pair = append(c.pair, pid)
 	c.attr = append(c.attr, aid)
-	c.sport = append(c.sport, sport)
-	c.fwdP = append(c.fwdP, n[0])
-	c.fwdB = append(c.fwdB, n[1])
-	c.revP = append(c.revP, n[2])
-	c.revB = append(c.revB, n[3])
-	c.conns = append(c.conns, n[4])
+	c.sport = append(c.sport, f.Src.Port)
+	c.fwdP = append(c.fwdP, f.FwdPackets)
+	c.fwdB = append(c.fwdB, f.FwdBytes)
+	c.revP = append(c.revP, f.RevPackets)
+	c.revB = append(c.revB, f.RevBytes)
+	c.conns = append(c.conns, f.Conns)
 	c.rels = append(c.rels, rels...)
 	c.relOff = append(c.relOff, uint32(len(c.rels)))
-	s.minStart = min(s.minStart, start)
-	s.maxStart = max(s.maxStart, start)
-	s.maxEnd = max(s.maxEnd, end)
-	s.mu.Unlock()
+	w.bound = [3]int64{min(w.bound[0], start), max(w.bound[1], start), max(w.bound[2], end)}
 }
 
-// block returns the encoded block: header fields, the dictionary entries
-// added since the writer was made, the records, and the transaction part.
+// commit adds the block's records to the segment's columns.
+func (w *blockWriter) commit() {
+	s, p := w.s, &w.pend
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := &s.cols
+	base := uint32(len(c.rels))
+	c.start = append(c.start, p.start...)
+	c.end = append(c.end, p.end...)
+	c.idms = append(c.idms, p.idms...)
+	c.idn = append(c.idn, p.idn...)
+	c.pair = append(c.pair, p.pair...)
+	c.attr = append(c.attr, p.attr...)
+	c.sport = append(c.sport, p.sport...)
+	c.fwdP = append(c.fwdP, p.fwdP...)
+	c.fwdB = append(c.fwdB, p.fwdB...)
+	c.revP = append(c.revP, p.revP...)
+	c.revB = append(c.revB, p.revB...)
+	c.conns = append(c.conns, p.conns...)
+	c.rels = append(c.rels, p.rels...)
+	for _, off := range p.relOff {
+		c.relOff = append(c.relOff, base+off)
+	}
+	s.minStart = min(s.minStart, w.bound[0])
+	s.maxStart = max(s.maxStart, w.bound[1])
+	s.maxEnd = max(s.maxEnd, w.bound[2])
+}
+
+// block returns the encoded segment block. The records are applied to the
+// segment's columns only once the block is durable (commit).
 func (w *blockWriter) block(txn uint64, part, parts int, obs flow.Seqs) []byte {
-	s := w.s
 	var e enc
-	e.b = make([]byte, 0, len(w.recs.b)+1024)
+	e.b = make([]byte, 0, len(w.recs.b)+64)
 	e.u(txn)
 	e.u(uint64(part))
 	e.u(uint64(parts))
-	e.u(uint64(len(s.strs) - w.nStr))
-	for _, v := range s.strs[w.nStr:] {
-		e.str(v)
-	}
-	e.u(uint64(len(s.eps) - w.nEp))
-	for i := range s.eps[w.nEp:] {
-		ep := &s.eps[w.nEp+i]
-		e.ids(s.strID[ep.IP], s.strID[ep.Workload], s.strID[ep.Kind], s.strID[ep.Name], s.strID[ep.Namespace],
-			s.strID[ep.Service], s.strID[ep.Node])
-		if ep.Owner != nil {
-			e.byte1(1)
-			e.ids(s.strID[ep.Owner.Kind], s.strID[ep.Owner.Name])
-		} else {
-			e.byte1(0)
-		}
-		e.u(uint64(len(ep.Labels)))
-		for k, v := range ep.Labels {
-			e.ids(s.strID[k], s.strID[v])
-		}
-	}
-	e.u(uint64(len(s.pss) - w.nPs))
-	for _, ps := range s.pss[w.nPs:] {
-		e.u(uint64(len(ps)))
-		for _, p := range ps {
-			e.ids(s.strID[p.Node], s.strID[p.Interface], s.strID[p.Kind], s.strID[p.Pod])
-		}
-	}
-	e.u(uint64(len(s.pairs) - w.nPair))
-	for _, p := range s.pairs[w.nPair:] {
-		e.ids(p.src, p.dst, p.proto)
-		e.u(uint64(p.dport))
-	}
-	e.u(uint64(len(s.attrs) - w.nAttr))
-	for _, a := range s.attrs[w.nAttr:] {
-		e.ids(a.mode, a.tunnel, a.ps)
-		e.byte1(a.flags)
-		e.byte1(a.reasons)
-	}
 	e.u(uint64(w.nrec))
 	e.i(w.base)
 	e.b = append(e.b, w.recs.b...)
@@ -409,97 +587,77 @@ func decodeSeqs(d *dec, into flow.Seqs) {
 	}
 }
 
-// blockInfo is what load learns about a block before applying it.
+// blockInfo is a segment block's transaction header.
 type blockInfo struct {
 	txn         uint64
 	part, parts int
 }
 
-// apply decodes one block into the segment. Records are kept only when
-// keep(txn) says the block's transaction completed; dictionary entries are
-// kept always (later blocks refer to them). obs receives the block's
-// agent records when kept.
-func (s *segment) apply(payload []byte, keep func(blockInfo) bool, obs flow.Seqs) error {
-	d := &dec{b: payload}
-	info := blockInfo{txn: d.u(), part: int(d.u()), parts: int(d.u())}
-	for range d.count() {
-		v := d.str()
-		if _, dup := s.strID[v]; !dup {
-			s.strID[v] = uint32(len(s.strs))
-		}
-		s.strs = append(s.strs, v)
-	}
-	nstr := len(s.strs)
-	sid := func() string { return s.strs[d.id(nstr)] }
-	for range d.count() {
-		ep := flow.Endpoint{IP: sid(), Workload: sid(), Kind: sid(), Name: sid(), Namespace: sid(), Service: sid(), Node: sid()}
-		if d.byte1() == 1 {
-			ep.Owner = &inventory.Owner{Kind: sid(), Name: sid()}
-		}
-		if n := d.count(); n > 0 {
-			ep.Labels = make(map[string]string, n)
-			for range n {
-				k := sid()
-				ep.Labels[k] = sid()
-			}
-		}
-		s.eps = append(s.eps, ep)
-	}
-	for range d.count() {
-		ps := make([]flow.ObservationPoint, d.count())
-		for i := range ps {
-			ps[i] = flow.ObservationPoint{Node: sid(), Interface: sid(), Kind: sid(), Pod: sid()}
-		}
-		s.pss = append(s.pss, ps)
-	}
-	for range d.count() {
-		p := pair{src: d.id(len(s.eps)), dst: d.id(len(s.eps)), proto: d.id(nstr)}
-		p.dport = uint16(d.u())
-		s.pairID[p] = uint32(len(s.pairs))
-		s.pairs = append(s.pairs, p)
-	}
-	for range d.count() {
-		a := attr{mode: d.id(nstr), tunnel: d.id(nstr), ps: d.id(len(s.pss))}
-		a.flags, a.reasons = d.byte1(), d.byte1()
-		s.attrID[a] = uint32(len(s.attrs))
-		s.attrs = append(s.attrs, a)
-	}
-	n := d.count()
-	base := d.i()
+// apply decodes one segment block into the segment's columns. Records are
+// kept only when keep says the block's transaction completed; obs then
+// receives the block's agent records.
+func (s *segment) apply(payload []byte, d *dict, keep func(blockInfo) bool, obs flow.Seqs) error {
+	r := &dec{b: payload}
+	info := blockInfo{txn: r.u(), part: int(r.u()), parts: int(r.u())}
+	n := r.count()
+	base := r.i()
 	kept := keep(info)
-	var rels []rel
+	npairs, nattrs := len(d.pairs), len(d.attrs)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := &s.cols
 	for range n {
-		startUs := base + d.i()
-		endUs := startUs + int64(d.u())
-		idms := startUs/1000 + d.i()
-		idn := d.u64()
-		pid, aid := d.id(len(s.pairs)), d.id(len(s.attrs))
-		sport := uint16(d.u())
-		var c [5]uint64
-		for i := range c {
-			c[i] = d.u()
+		startUs := base + r.i()
+		endUs := startUs + int64(r.u())
+		idms := startUs/1000 + r.i()
+		idn := r.u64()
+		pid, aid := r.id(npairs), r.id(nattrs)
+		sport := uint16(r.u())
+		var k [5]uint64
+		for i := range k {
+			k[i] = r.u()
 		}
-		rels = rels[:0]
-		for range d.count() {
-			rels = append(rels, rel{idms: startUs/1000 + d.i(), idn: d.u64(), reason: d.byte1()})
+		nrel := r.count()
+		rels := len(c.rels)
+		for range nrel {
+			c.rels = append(c.rels, rel{idms: startUs/1000 + r.i(), idn: r.u64(), reason: r.byte1()})
 		}
-		if d.err != nil {
-			return d.err
+		if r.err != nil {
+			c.rels = c.rels[:rels]
+			return r.err
 		}
-		if kept {
-			s.appendRecord(startUs*1000, endUs*1000, idms, idn, pid, aid, sport, c, rels)
+		if !kept {
+			c.rels = c.rels[:rels]
+			continue
 		}
+		start, end := startUs*1000, endUs*1000
+		c.start = append(c.start, start)
+		c.end = append(c.end, end)
+		c.idms = append(c.idms, idms)
+		c.idn = append(c.idn, idn)
+		c.pair = append(c.pair, pid)
+		c.attr = append(c.attr, aid)
+		c.sport = append(c.sport, sport)
+		c.fwdP = append(c.fwdP, k[0])
+		c.fwdB = append(c.fwdB, k[1])
+		c.revP = append(c.revP, k[2])
+		c.revB = append(c.revB, k[3])
+		c.conns = append(c.conns, k[4])
+		c.relOff = append(c.relOff, uint32(len(c.rels)))
+		s.minStart = min(s.minStart, start)
+		s.maxStart = max(s.maxStart, start)
+		s.maxEnd = max(s.maxEnd, end)
 	}
 	if kept {
-		decodeSeqs(d, obs)
+		decodeSeqs(r, obs)
 	}
-	return d.err
+	return r.err
 }
 
 // blockTxn reads only a block's transaction header.
 func blockTxn(payload []byte) blockInfo {
-	d := &dec{b: payload}
-	return blockInfo{txn: d.u(), part: int(d.u()), parts: int(d.u())}
+	r := &dec{b: payload}
+	return blockInfo{txn: r.u(), part: int(r.u()), parts: int(r.u())}
 }
 
 // snapshot returns the columns as they are now; safe to read without the
@@ -510,15 +668,8 @@ func (s *segment) snapshot() (columns, int64, int64) {
 	return s.cols, s.minStart, s.maxEnd
 }
 
-// dicts returns the dictionaries as they are now (append-only, like the
-// columns).
-func (s *segment) dicts() (eps []flow.Endpoint, pairs []pair, attrs []attr, pss [][]flow.ObservationPoint, strs []string) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.eps, s.pairs, s.attrs, s.pss, s.strs
-}
-
-// view materializes flows of a segment snapshot.
+// view is a consistent snapshot of the dictionaries (and of one segment's
+// columns when c is set) for reading without locks.
 type view struct {
 	c     columns
 	eps   []flow.Endpoint
@@ -528,10 +679,11 @@ type view struct {
 	strs  []string
 }
 
-func (s *segment) view() *view {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return &view{c: s.cols, eps: s.eps, pairs: s.pairs, attrs: s.attrs, pss: s.pss, strs: s.strs}
+// view takes the dictionaries; the columns are set per segment.
+func (d *dict) view() *view {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return &view{eps: d.eps, pairs: d.pairs, attrs: d.attrs, pss: d.pss, strs: d.strs}
 }
 
 // fillPair sets the pair-class fields of f.
@@ -612,4 +764,34 @@ func cloneMap(m map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
+}
+
+// rollback forgets the entries added since m (their write failed).
+func (d *dict) rollback(m dictMark) {
+	var k []byte
+	var keys []string
+	for _, v := range d.strs[m.str:] {
+		delete(d.strID, v)
+	}
+	d.recent = [4]recentStr{}
+	for i := range d.eps[m.ep:] {
+		k, keys = endpointKey(k[:0], &d.eps[m.ep+i], keys)
+		delete(d.epID, string(k))
+	}
+	clear(d.epFast)
+	d.epCache = [len(d.epCache)]epCacheEntry{}
+	d.pairCache = [len(d.pairCache)]pairCacheEntry{}
+	for _, ps := range d.pss[m.ps:] {
+		delete(d.psID, string(pointsKey(k[:0], ps)))
+	}
+	for _, p := range d.pairs[m.pair:] {
+		delete(d.pairID, p)
+	}
+	for _, a := range d.attrs[m.attr:] {
+		delete(d.attrID, a)
+	}
+	d.mu.Lock()
+	d.strs, d.eps, d.pss = d.strs[:m.str], d.eps[:m.ep], d.pss[:m.ps]
+	d.pairs, d.attrs = d.pairs[:m.pair], d.attrs[:m.attr]
+	d.mu.Unlock()
 }

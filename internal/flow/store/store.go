@@ -47,6 +47,7 @@ type Store struct {
 	// mu guards segs, done and the state below.
 	mu   sync.RWMutex
 	segs map[int64]*segment // by bucket
+	dict *dict
 	done flow.Seqs
 	// lastRetention throttles retention checks.
 	lastRetention time.Time
@@ -60,6 +61,7 @@ const (
 	segPrefix = "seg-"
 	segSuffix = ".pfs"
 	doneFile  = "done.state"
+	dictFile  = "dict.pfd"
 )
 
 // Open opens (or creates) a store in dir, reloading its segments and its
@@ -75,6 +77,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("flow store: %w", err)
 	}
 	s := &Store{dir: dir, opts: opts, log: opts.Logger, segs: map[int64]*segment{}, done: flow.Seqs{}}
+	if err := s.loadDict(); err != nil {
+		return nil, err
+	}
 	if err := s.loadDone(); err != nil {
 		return nil, err
 	}
@@ -148,15 +153,21 @@ func (s *Store) loadSegments() error {
 			}
 		}
 		seg := newSegment(f.bucket, path)
+		good := 0
 		for rest := f.data[:f.good]; len(rest) > 0; {
 			payload, next, _ := unframe(rest)
-			if err := seg.apply(payload, keep, s.done); err != nil {
-				return fmt.Errorf("flow store: %s: %w", path, err)
+			if err := seg.apply(payload, s.dict, keep, s.done); err != nil {
+				// Refers to dictionary entries that never became durable.
+				s.log.Warn("flow store: truncating at a bad block", "file", path, "err", err)
+				if err := os.Truncate(path, int64(good)); err != nil {
+					return fmt.Errorf("flow store: %w", err)
+				}
+				break
 			}
+			good += len(rest) - len(next)
 			rest = next
 		}
-		seg.reindex()
-		seg.size = int64(f.good)
+		seg.size = int64(good)
 		s.segs[f.bucket] = seg
 	}
 	return nil
@@ -209,39 +220,65 @@ func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
 	}
 	s.txn++
 	txn := s.txn
+	mark := s.dict.mark()
+	dictSize := s.dict.size
 	var rels []rel
+	writers := make([]*blockWriter, len(buckets))
+	fail := func(err error) error {
+		s.dict.rollback(mark)
+		if s.dict.size != dictSize {
+			_ = s.dict.file.Truncate(dictSize)
+			s.dict.size = dictSize
+		}
+		for _, w := range writers {
+			if w != nil && w.s.file != nil {
+				_ = w.s.file.Truncate(w.s.size)
+			}
+		}
+		return err
+	}
 	for pi, b := range buckets {
 		seg, err := s.segment(b)
 		if err != nil {
-			return err
+			return fail(err)
 		}
-		w := seg.writer()
+		w := seg.writer(s.dict)
+		writers[pi] = w
 		for _, i := range byBucket[b] {
 			f := &flows[i]
 			idTime, idn, err := flow.ParseID(f.ID)
 			if err != nil {
-				s.rollback(seg)
-				return fmt.Errorf("flow %d: %w", i, err)
+				return fail(fmt.Errorf("flow %d: %w", i, err))
 			}
 			rels = rels[:0]
 			for _, r := range f.Related {
 				rt, rn, err := flow.ParseID(r.ID)
 				bit := flow.ReasonBit(r.Reason)
 				if err != nil || bit == 0 {
-					s.rollback(seg)
-					return fmt.Errorf("flow %d: related %q (%s): bad ID or reason", i, r.ID, r.Reason)
+					return fail(fmt.Errorf("flow %d: related %q (%s): bad ID or reason", i, r.ID, r.Reason))
 				}
 				rels = append(rels, rel{idms: rt.UnixMilli(), idn: rn, reason: bit})
 			}
 			w.add(f, idTime.UnixMilli(), idn, rels)
 		}
+	}
+	// Dictionary entries first: segment blocks refer to them.
+	if s.dict.mark() != mark {
+		if err := s.writeFile(s.dict.file, s.dict.path, &s.dict.size, s.dict.delta(mark)); err != nil {
+			return fail(err)
+		}
+	}
+	for pi, w := range writers {
 		var o flow.Seqs
-		if pi == len(buckets)-1 {
+		if pi == len(writers)-1 {
 			o = obs
 		}
-		if err := s.write(seg, w.block(txn, pi, len(buckets), o)); err != nil {
-			return err
+		if err := s.writeFile(w.s.file, w.s.path, &w.s.size, w.block(txn, pi, len(writers), o)); err != nil {
+			return fail(err)
 		}
+	}
+	for _, w := range writers {
+		w.commit()
 	}
 	s.mu.Lock()
 	s.done.Merge(obs)
@@ -289,46 +326,52 @@ func (s *Store) segment(bucket int64) (*segment, error) {
 	return seg, nil
 }
 
-func (s *Store) write(seg *segment, block []byte) error {
-	if _, err := seg.file.WriteAt(block, seg.size); err != nil {
-		s.rollback(seg)
-		return fmt.Errorf("flow store: write %s: %w", seg.path, err)
+// writeFile appends block at *size and fsyncs; *size grows on success.
+func (s *Store) writeFile(f *os.File, path string, size *int64, block []byte) error {
+	if _, err := f.WriteAt(block, *size); err != nil {
+		return fmt.Errorf("flow store: write %s: %w", path, err)
 	}
 	if !s.opts.NoSync {
-		if err := seg.file.Sync(); err != nil {
-			s.rollback(seg)
-			return fmt.Errorf("flow store: sync %s: %w", seg.path, err)
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("flow store: sync %s: %w", path, err)
 		}
 	}
-	seg.size += int64(len(block))
+	*size += int64(len(block))
 	return nil
 }
 
-// rollback forgets what a failed write added to seg in memory, by
-// reloading it from its file up to its last good block.
-func (s *Store) rollback(seg *segment) {
-	if seg.file != nil {
-		seg.file.Close()
-		seg.file = nil
+// loadDict reads the dictionary file, truncating a torn tail, and opens it
+// for appending.
+func (s *Store) loadDict() error {
+	d := newDict(filepath.Join(s.dir, dictFile))
+	data, err := os.ReadFile(d.path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("flow store: %w", err)
 	}
-	_ = os.Truncate(seg.path, seg.size)
-	fresh := newSegment(seg.bucket, seg.path)
-	data, err := os.ReadFile(seg.path)
-	if err == nil {
-		ignore := flow.Seqs{}
-		for rest := data; len(rest) > 0; {
-			payload, next, ok := unframe(rest)
-			if !ok || fresh.apply(payload, func(blockInfo) bool { return true }, ignore) != nil {
-				break
-			}
-			rest = next
+	rest := data
+	for {
+		payload, next, ok := unframe(rest)
+		if !ok {
+			break
 		}
-		fresh.reindex()
-		fresh.size = int64(len(data))
+		if err := d.apply(payload); err != nil {
+			return fmt.Errorf("flow store: %s: %w", d.path, err)
+		}
+		rest = next
 	}
-	s.mu.Lock()
-	s.segs[seg.bucket] = fresh
-	s.mu.Unlock()
+	d.size = int64(len(data) - len(rest))
+	d.reindex()
+	f, err := os.OpenFile(d.path, os.O_CREATE|os.O_WRONLY, 0o640)
+	if err != nil {
+		return fmt.Errorf("flow store: %w", err)
+	}
+	if err := f.Truncate(d.size); err != nil {
+		f.Close()
+		return fmt.Errorf("flow store: %w", err)
+	}
+	d.file = f
+	s.dict = d
+	return nil
 }
 
 // Retain applies the retention options now.
@@ -433,7 +476,7 @@ func (s *Store) Close() error {
 			seg.file = nil
 		}
 	}
-	errs = append(errs, s.wal.close())
+	errs = append(errs, s.wal.close(), s.dict.file.Close())
 	return errors.Join(errs...)
 }
 

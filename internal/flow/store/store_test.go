@@ -107,16 +107,15 @@ func TestTornTailAndIncompleteTransaction(t *testing.T) {
 	if err := s.Append([]flow.Flow{testFlow(1, t0)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
 	// A crash in the middle of a two-part transaction: the first part is
 	// whole, the second never written; then a torn block.
 	seg := newSegment(t0.UnixNano(), "")
-	s2 := open(t, t.TempDir(), Options{Partition: time.Minute}) // to build blocks
-	_ = s2
-	w := seg.writer()
-	f := testFlow(2, t0)
+	w := seg.writer(s.dict)
+	f := testFlow(1, t0)
+	f.ID = flow.MakeID(t0, 12345)
 	idt, idn, _ := flow.ParseID(f.ID)
 	w.add(&f, idt.UnixMilli(), idn, nil)
+	s.Close()
 	path := filepath.Join(dir, fmt.Sprintf("seg-%d.pfs", t0.UnixNano()/int64(time.Minute)*int64(time.Minute)))
 	fh, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
