@@ -1,18 +1,93 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/palisade-dev/palisade/internal/agent"
+	"github.com/palisade-dev/palisade/internal/flow"
 )
 
-// newAgentCmd is a placeholder until its area lands.
+// newAgentCmd is the node agent and its remote control.
 func newAgentCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "agent",
-		Hidden: true,
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("agent: not built yet")
+	var cfg agent.Config
+	var uplinks string
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node agent: observe flows at pod and node interfaces and report them",
+		Long: `Run the node agent for one node: an eBPF tc classifier counts flows on every
+pod veth and node interface of the node's network namespace, conntrack supplies
+NAT mappings, and observations are reported to the server in conversation mode
+(15 s summaries) or detailed mode (per 5-tuple, every second). Batches are
+spooled to disk until the server acknowledges them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.Node == "" {
+				return errors.New("--node is required")
+			}
+			if uplinks != "" {
+				cfg.Uplinks = strings.Split(uplinks, ",")
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return agent.Run(ctx, cfg)
 		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Server, "server", flowsEnvOr("PALISADE_SERVER", "http://127.0.0.1:8443"), "server URL (env PALISADE_SERVER)")
+	f.StringVar(&cfg.Node, "node", "", "node name")
+	f.StringVar(&cfg.NetNS, "netns", "", "the node's network namespace (e.g. /run/netns/node1); default: the agent's own")
+	f.StringVar(&cfg.Mode, "mode", flow.ConversationMode, "initial mode: conversation or detailed (the server can change it)")
+	f.StringVar(&cfg.Token, "token", os.Getenv("PALISADE_AGENT_TOKEN"), "bearer token for the server (env PALISADE_AGENT_TOKEN)")
+	f.StringVar(&cfg.SpoolDir, "spool", "", "spool directory for unsent batches (default /var/lib/palisade/agent/NODE)")
+	f.StringVar(&cfg.BPFFS, "bpffs", "", `bpffs directory to pin flow maps in (default /run/palisade/bpffs; "-" to not pin)`)
+	f.StringVar(&uplinks, "uplinks", "", "comma-separated node interfaces; every other veth is then a pod interface")
+	f.BoolVar(&cfg.DetachOnExit, "detach-on-exit", false, "remove the classifier and pinned maps on exit (default: keep counting for the next agent)")
+	f.DurationVar(&cfg.ConversationInterval, "conversation-interval", 15*time.Second, "conversation mode summary window")
+	f.DurationVar(&cfg.DetailedInterval, "detailed-interval", time.Second, "detailed mode record interval")
+	cmd.AddCommand(newAgentModeCmd())
+	return cmd
+}
+
+func newAgentModeCmd() *cobra.Command {
+	var server, token string
+	cmd := &cobra.Command{
+		Use:   "mode NODE detailed|conversation",
+		Short: "Switch a node's agent between conversation and detailed mode",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			node, mode := args[0], args[1]
+			if mode != flow.ConversationMode && mode != flow.DetailedMode {
+				return fmt.Errorf("mode %q: want %s or %s", mode, flow.DetailedMode, flow.ConversationMode)
+			}
+			u := strings.TrimRight(server, "/") + "/api/v1/agents/" + url.PathEscape(node) + "/config"
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			var got flow.AgentConfig
+			c := &http.Client{Timeout: 10 * time.Second}
+			if err := agent.DoJSON(ctx, c, token, http.MethodPut, u, flow.AgentConfig{Mode: mode}, nil); err != nil {
+				return err
+			}
+			if err := agent.DoJSON(ctx, c, token, http.MethodGet, u, nil, &got); err != nil {
+				return err
+			}
+			b, _ := json.Marshal(got)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", node, b)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&server, "server", flowsEnvOr("PALISADE_SERVER", "http://127.0.0.1:8443"), "server URL (env PALISADE_SERVER)")
+	cmd.Flags().StringVar(&token, "token", os.Getenv("PALISADE_TOKEN"), "API token (env PALISADE_TOKEN)")
+	return cmd
 }
