@@ -31,8 +31,9 @@ type aggregator struct {
 
 type flowState struct {
 	clientIsB bool
-	bySYN     bool   // client decided by a SYN, never revised
+	bySYN     bool   // client decided by a SYN, kept until the next connection's SYN
 	flags     uint32 // client flags | server flags<<16, capture bits
+	synSeq    uint32 // ISN of the last connection started
 	lastSeen  time.Time
 	window    uint64
 }
@@ -58,7 +59,7 @@ func newAggregator(node string, point func(int) flow.ObservationPoint) *aggregat
 type oriented struct {
 	client, server         netip.AddrPort
 	fwdP, fwdB, revP, revB uint64
-	isNew                  bool
+	newConns               uint64
 	firstInWindow          bool
 	st                     *flowState
 }
@@ -67,14 +68,26 @@ type oriented struct {
 // client→server.
 func (a *aggregator) orient(r capture.Record) oriented {
 	st := a.flows[r.Key]
-	isNew := false
+	var newConns uint64
 	if st == nil {
 		st = &flowState{}
 		a.flows[r.Key] = st
 		a.seen++
-		// A TCP connection is new when its SYN is in this drain; one
-		// picked up mid-stream (e.g. after an agent restart) is not.
-		isNew = r.Proto != 6 || (r.FlagsAB|r.FlagsBA)&capture.FlagSYN != 0
+		if r.Proto != 6 {
+			newConns = 1
+		}
+	}
+	// A TCP connection is new when its SYN is in this drain (one picked
+	// up mid-stream, e.g. after an agent restart, is not). A SYN with the
+	// last connection's ISN is a retransmission, not a new connection.
+	if r.SYNs > 0 {
+		newConns = uint64(r.SYNs)
+		if r.SYNs == 1 && st.synSeq == r.SYNSeq && st.flags != 0 {
+			newConns = 0
+		} else {
+			st.bySYN, st.flags = false, 0 // a new connection on a reused 5-tuple
+		}
+		st.synSeq = r.SYNSeq
 	}
 	switch {
 	case st.bySYN:
@@ -82,10 +95,10 @@ func (a *aggregator) orient(r capture.Record) oriented {
 		st.clientIsB, st.bySYN = false, true
 	case r.FlagsBA&capture.FlagSYN != 0 || r.FlagsAB&capture.FlagSYNACK != 0:
 		st.clientIsB, st.bySYN = true, true
-	case isNew || st.flags == 0:
+	case st.flags == 0:
 		st.clientIsB = !serverIsB(r.Key, r.FirstFromB)
 	}
-	o := oriented{isNew: isNew, st: st}
+	o := oriented{newConns: newConns, st: st}
 	a1, b1 := netip.AddrPortFrom(r.A, r.APort), netip.AddrPortFrom(r.B, r.BPort)
 	cf, sf := r.FlagsAB, r.FlagsBA
 	o.client, o.server = a1, b1
@@ -205,11 +218,9 @@ func (a *aggregator) detailed(recs []capture.Record, inner []capture.Inner) []fl
 			End:        r.Last,
 			FwdPackets: o.fwdP, FwdBytes: o.fwdB,
 			RevPackets: o.revP, RevBytes: o.revB,
-			Flags: flagNames(o.st.flags),
-			Conns: 1,
-		}
-		if o.isNew {
-			obs.NewConns = 1
+			Flags:    flagNames(o.st.flags),
+			Conns:    max(1, o.newConns),
+			NewConns: o.newConns,
 		}
 		if r.Tunnel {
 			obs.Tunnel = &flow.Tunnel{Type: "vxlan", VNI: r.VNI, Inner: tun[r.Key]}
@@ -247,12 +258,13 @@ func (a *aggregator) accumulate(recs []capture.Record, inner []capture.Inner) {
 		ob.FwdBytes += o.fwdB
 		ob.RevPackets += o.revP
 		ob.RevBytes += o.revB
-		if o.firstInWindow {
-			ob.Conns++
+		switch {
+		case o.newConns > 0:
+			ob.Conns += o.newConns
+		case o.firstInWindow:
+			ob.Conns++ // a connection carried over from an earlier window
 		}
-		if o.isNew {
-			ob.NewConns++
-		}
+		ob.NewConns += o.newConns
 		ob.Flags = mergeFlags(ob.Flags, flagNames(o.st.flags))
 		if r.Tunnel {
 			if ob.Tunnel == nil {

@@ -59,6 +59,11 @@ type Record struct {
 	// VNI is set for a VXLAN outer flow (UDP to 4789).
 	VNI    uint32
 	Tunnel bool
+	// SYNs counts TCP connections started in this record: pure SYNs with
+	// distinct initial sequence numbers; SYNSeq is the last one's, so a
+	// SYN retransmitted after a drain can be recognised.
+	SYNs   uint32
+	SYNSeq uint32
 }
 
 // Inner is a tuple seen inside a VXLAN outer flow.
@@ -121,7 +126,15 @@ func Open(opts Options) (*Capture, error) {
 		}
 	}
 	c := &Capture{pinDir: opts.PinDir, clock: newClock()}
-	if err := spec.LoadAndAssign(&c.objs, &co); err != nil {
+	err = spec.LoadAndAssign(&c.objs, &co)
+	if errors.Is(err, ebpf.ErrMapIncompatible) && opts.PinDir != "" {
+		// Maps pinned by an agent of another version: start afresh.
+		for name := range spec.Maps {
+			_ = os.Remove(filepath.Join(opts.PinDir, name))
+		}
+		err = spec.LoadAndAssign(&c.objs, &co)
+	}
+	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load flow classifier: %+v", ve)
@@ -326,6 +339,8 @@ func (c *Capture) record(k flowFlowKey, v flowFlowVal) Record {
 		FirstFromB: v.FirstDir == 1,
 		VNI:        v.Vni,
 		Tunnel:     v.Tunnel != 0,
+		SYNs:       v.Syns,
+		SYNSeq:     v.SynSeq,
 	}
 }
 

@@ -38,6 +38,8 @@ type flowFlowVal struct {
 	FirstDir uint32
 	Vni      uint32
 	Tunnel   uint32
+	Syns     uint32
+	SynSeq   uint32
 	Pad      uint32
 }
 

@@ -59,6 +59,10 @@ struct flow_val {
 	__u32 first_dir; /* 0: first packet went a->b, 1: b->a */
 	__u32 vni;
 	__u32 tunnel;    /* 1: VXLAN outer flow */
+	/* TCP connections started: pure SYNs with a new ISN (a retransmitted
+	 * SYN carries the same one), and the ISN of the last. */
+	__u32 syns;
+	__u32 syn_seq;
 	__u32 pad;
 };
 
@@ -121,6 +125,7 @@ struct pkt {
 	__u32 iplen;  /* this IP packet's length from its header */
 	__u32 hdrlen; /* IP + L4 header length, for GSO accounting */
 	__u32 flags;  /* F_* */
+	__u32 seq;    /* TCP sequence number */
 };
 
 struct ipv4hdr {
@@ -220,6 +225,7 @@ static __always_inline int parse_ip(struct __sk_buff *skb, __u32 off, __u16 eth_
 		if (th.flags & F_SYN)
 			f |= (th.flags & F_ACK) ? F_SYNACK : F_SYN;
 		p->flags = f;
+		p->seq = th.seq;
 	} else if (proto == PROTO_UDP) {
 		__u16 ports[2];
 		if (bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports)) < 0)
@@ -353,6 +359,13 @@ static __always_inline int observe(struct __sk_buff *skb)
 		__sync_fetch_and_add(&v->bytes_ba, bytes);
 		if (p.flags & ~v->flags_ba)
 			__sync_fetch_and_or(&v->flags_ba, p.flags);
+	}
+
+	if (p.flags & F_SYN) {
+		if (v->syns == 0 || v->syn_seq != p.seq) {
+			v->syn_seq = p.seq;
+			__sync_fetch_and_add(&v->syns, 1);
+		}
 	}
 
 	if (p.t.proto == PROTO_UDP && p.t.dport == VXLAN_PORT) {

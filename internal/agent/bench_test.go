@@ -1,0 +1,148 @@
+package agent_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/agent"
+	"github.com/palisade-dev/palisade/internal/agent/agenttest"
+	"github.com/palisade-dev/palisade/internal/flow"
+)
+
+// TestFlowCaptureLoad measures the agent against a plain `conntrack -E`
+// listener on the same load: new TCP connections per second from pod1 to
+// pod2 on one node. Run with PALISADE_AGENT_BENCH="5000,20000" (rates) and
+// optionally PALISADE_AGENT_BENCH_MODE=detailed; results go to the log.
+func TestFlowCaptureLoad(t *testing.T) {
+	rates := os.Getenv("PALISADE_AGENT_BENCH")
+	if rates == "" {
+		t.Skip("benchmark: set PALISADE_AGENT_BENCH=5000,20000")
+	}
+	mode := os.Getenv("PALISADE_AGENT_BENCH_MODE")
+	if mode == "" {
+		mode = flow.ConversationMode
+	}
+	dur := 10 * time.Second
+	for _, r := range strings.Split(rates, ",") {
+		rate, err := strconv.Atoi(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Run(fmt.Sprintf("%s-%d", mode, rate), func(t *testing.T) { loadRun(t, rate, dur, mode) })
+	}
+}
+
+func loadRun(t *testing.T, rate int, dur time.Duration, mode string) {
+	lab := agenttest.New(t)
+	cl := lab.TwoNodes("direct")
+	n1, p1, p2 := cl.Nodes[0], cl.Pod("p1"), cl.Pod("p2")
+	srv, url := newServer(t, mode)
+	var targets []string
+	for port := 9001; port <= 9008; port++ {
+		targets = append(targets, fmt.Sprintf("%s:%d", p2.IP, port))
+	}
+	sink, err := agenttest.ListenSink(p2.NS, targets...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+
+	// The agent in its own process, so its CPU is its own.
+	cfg := agent.Config{Server: url, Node: "node1", NetNS: agenttest.Path(n1.NS), Mode: mode, Token: "tok",
+		SpoolDir: t.TempDir(), BPFFS: "-", DetachOnExit: true, ConversationInterval: 5 * time.Second}
+	js, _ := json.Marshal(cfg)
+	ag := exec.Command(os.Args[0], "-test.run=^$")
+	ag.Env = append(os.Environ(), helperEnv+"="+string(js))
+	ag.Stderr = os.Stderr
+	out, _ := ag.StdoutPipe()
+	if err := ag.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ag.Process.Kill(); _ = ag.Wait() }()
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if sc.Text() == "ready" {
+				ready <- true
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(15 * time.Second):
+		t.Fatal("agent not ready")
+	}
+
+	// The peer: a plain conntrack -E listener in the node namespace.
+	ct := exec.Command("nsenter", "--net="+agenttest.Path(n1.NS), "--", "conntrack", "-E", "-e", "NEW", "-p", "tcp", "-b", "67108864")
+	ctOut, _ := ct.StdoutPipe()
+	ct.Stderr = os.Stderr
+	if err := ct.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ct.Process.Kill(); _ = ct.Wait() }()
+	var ctNew atomic.Int64
+	ctDone := make(chan struct{})
+	go func() {
+		defer close(ctDone)
+		sc := bufio.NewScanner(ctOut)
+		for sc.Scan() {
+			l := sc.Text()
+			if strings.Contains(l, "src="+p1.IP+" ") && strings.Contains(l, "dport=900") {
+				ctNew.Add(1)
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+
+	cpu0 := procCPU(t, ag.Process.Pid)
+	t0 := time.Now()
+	res, err := agenttest.Churn(p1.NS, targets, rate, dur, 128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // last drain
+	cpu1 := procCPU(t, ag.Process.Pid)
+	wall := time.Since(t0)
+
+	_ = ag.Process.Signal(syscall.SIGTERM) // final window, flush
+	_ = ag.Wait()
+	time.Sleep(300 * time.Millisecond)
+	_ = ct.Process.Signal(syscall.SIGTERM)
+	<-ctDone
+
+	var agentConns uint64
+	for _, o := range srv.observations() {
+		if o.Point.Interface == "vethp1" && o.Tuple.SrcIP == p1.IP && o.Tuple.DstPort >= 9001 && o.Tuple.DstPort <= 9008 {
+			agentConns += o.NewConns
+		}
+	}
+	achieved := float64(res.Made) / res.Elapsed.Seconds()
+	cpuPct := 100 * (cpu1 - cpu0).Seconds() / wall.Seconds()
+	per1k := cpuPct / (achieved / 1000)
+	ratio := float64(agentConns) / float64(ctNew.Load())
+	t.Logf("BENCH mode=%s target=%d/s achieved=%.0f/s made=%d failed=%d conntrackNEW=%d agent=%d ratio=%.4f agentCPU=%.1f%% perK=%.2f%%",
+		mode, rate, achieved, res.Made, res.Failed, ctNew.Load(), agentConns, ratio, cpuPct, per1k)
+}
+
+// procCPU is a process's user+system CPU time from /proc/PID/stat.
+func procCPU(t *testing.T, pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
