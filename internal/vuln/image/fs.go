@@ -173,6 +173,21 @@ func (f *FS) ReadFile(p string) ([]byte, error) {
 	return e.Data, nil
 }
 
+// Lstat returns the entry stored at p itself, without following a final
+// symlink (intermediate directories are resolved).
+func (f *FS) Lstat(p string) (*Entry, bool) {
+	dir, base := path.Split(p)
+	d, err := f.resolvePath(strings.TrimSuffix(dir, "/"))
+	if err != nil {
+		return nil, false
+	}
+	if d != "" {
+		base = d + "/" + base
+	}
+	e, ok := f.entries[base]
+	return e, ok
+}
+
 // Exists reports whether p resolves to an entry.
 func (f *FS) Exists(p string) bool {
 	_, err := f.Resolve(p)

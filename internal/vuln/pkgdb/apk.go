@@ -63,12 +63,8 @@ func ParseAPKInstalled(data []byte, location string) ([]Package, error) {
 
 func collectAPK(fsys *image.FS, inv *Inventory) error {
 	for _, f := range []string{"lib/apk/db/installed", "usr/lib/apk/db/installed"} {
-		if !fsys.Exists(f) {
-			continue
-		}
-		data, err := fsys.ReadFile(f)
-		if err != nil {
-			inv.Warnings = append(inv.Warnings, fmt.Sprintf("%s: %v", f, err))
+		data, ok := readDB(fsys, f, inv)
+		if !ok {
 			continue
 		}
 		pkgs, err := ParseAPKInstalled(data, f)

@@ -112,16 +112,14 @@ func dpkgInstalled(status string) bool {
 }
 
 func collectDpkg(fsys *image.FS, inv *Inventory) error {
-	var files []string
-	if fsys.Exists("var/lib/dpkg/status") {
-		files = append(files, "var/lib/dpkg/status")
-	}
-	files = append(files, fsys.Glob("var/lib/dpkg/status.d/*")...)
+	files := append([]string{"var/lib/dpkg/status"}, fsys.Glob("var/lib/dpkg/status.d/*")...)
 	eco := inv.Distro.Ecosystem()
 	for _, f := range files {
-		data, err := fsys.ReadFile(f)
-		if err != nil {
-			inv.Warnings = append(inv.Warnings, fmt.Sprintf("%s: %v", f, err))
+		if strings.HasSuffix(f, ".md5sums") {
+			continue
+		}
+		data, ok := readDB(fsys, f, inv)
+		if !ok {
 			continue
 		}
 		pkgs, err := ParseDpkgStatus(data, f)

@@ -208,3 +208,20 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+// readDB returns the content of a package database file. A missing file is
+// simply absent; a symlink that does not resolve inside the image root (for
+// instance an absolute link to a host path in a dir: root filesystem) or a
+// file whose content was not kept is reported as a warning.
+func readDB(fsys *image.FS, p string, inv *Inventory) ([]byte, bool) {
+	data, err := fsys.ReadFile(p)
+	if err == nil {
+		return data, true
+	}
+	if e, ok := fsys.Lstat(p); ok && e.Type == image.TypeSymlink {
+		inv.Warnings = append(inv.Warnings, fmt.Sprintf("%s: symlink to %q does not resolve to a file inside the image root (links are resolved as in a chroot): %v", p, e.Link, err))
+	} else if fsys.Exists(p) {
+		inv.Warnings = append(inv.Warnings, fmt.Sprintf("%s: %v", p, err))
+	}
+	return nil, false
+}

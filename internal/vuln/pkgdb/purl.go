@@ -59,7 +59,7 @@ func purl(typ, ns, name, ver string, q url.Values) string {
 	b.WriteString("pkg:" + typ + "/")
 	if ns != "" {
 		for _, seg := range strings.Split(ns, "/") {
-			b.WriteString(url.PathEscape(seg) + "/")
+			b.WriteString(strings.ReplaceAll(url.PathEscape(seg), "@", "%40") + "/")
 		}
 	}
 	b.WriteString(url.PathEscape(name))
