@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"sort"
 	"strconv"
 	"strings"
 
@@ -49,9 +50,12 @@ func (schema) ValidField(name string) bool {
 type FieldClass uint8
 
 const (
-	// ClassPair fields depend only on the two endpoints (without the
-	// source port), the protocol and the destination port.
-	ClassPair FieldClass = iota
+	// ClassSrc fields depend only on the source endpoint (not its port).
+	ClassSrc FieldClass = iota
+	// ClassDst fields depend only on the destination endpoint (not its port).
+	ClassDst
+	// ClassPair fields depend on the endpoints, protocol and destination port.
+	ClassPair
 	// ClassAttr fields depend on the mode, flags, reply, relation reasons,
 	// observation points and tunnel type: few distinct combinations.
 	ClassAttr
@@ -61,20 +65,67 @@ const (
 
 // ClassOf returns the class of a flow field.
 func ClassOf(name string) FieldClass {
-	if strings.HasPrefix(name, "src.") || strings.HasPrefix(name, "dst.") {
-		if name == "src.port" {
-			return ClassRecord
-		}
+	switch {
+	case name == "src.port":
+		return ClassRecord
+	case name == "dst.port" || name == "proto":
 		return ClassPair
+	case strings.HasPrefix(name, "src."):
+		return ClassSrc
+	case strings.HasPrefix(name, "dst."):
+		return ClassDst
 	}
 	switch name {
-	case "proto":
-		return ClassPair
 	case "mode", "replied", "flags", "related", "observed_at", "observed_at.kind",
 		"observed_at.node", "observed_at.iface", "observed_at.pod", "tunnel":
 		return ClassAttr
 	}
 	return ClassRecord
+}
+
+// Level is what a filter (or one of its conjuncts) must be evaluated
+// once per: the smallest group of flows that agree on all its fields.
+type Level uint8
+
+const (
+	LevelAll      Level = iota // no field: same answer for every flow
+	LevelSrc                   // once per source endpoint
+	LevelDst                   // once per destination endpoint
+	LevelPair                  // once per endpoint pair + proto + dst port
+	LevelAttr                  // once per attribute combination
+	LevelPairAttr              // once per (pair, attributes)
+	LevelRecord                // once per flow
+)
+
+// LevelOf returns the level of a set of fields.
+func LevelOf(fields []string) Level {
+	var c uint8
+	for _, f := range fields {
+		c |= 1 << ClassOf(f)
+	}
+	has := func(k FieldClass) bool { return c&(1<<k) != 0 }
+	pairish := has(ClassSrc) && has(ClassDst) || has(ClassPair)
+	switch {
+	case has(ClassRecord):
+		return LevelRecord
+	case has(ClassAttr) && (pairish || has(ClassSrc) || has(ClassDst)):
+		return LevelPairAttr
+	case has(ClassAttr):
+		return LevelAttr
+	case pairish:
+		return LevelPair
+	case has(ClassSrc):
+		return LevelSrc
+	case has(ClassDst):
+		return LevelDst
+	}
+	return LevelAll
+}
+
+// Conjunct is one top-level `and` term of a query's filter.
+type Conjunct struct {
+	Filter *filter.Filter
+	Level  Level
 }
 
 // Query is a compiled flow search, handed to a Store.
@@ -85,12 +136,11 @@ type Query struct {
 	Limit int
 	// Filter is nil to match every flow.
 	Filter *filter.Filter
-	// Classes has bit 1<<c set for each class c among the filter's fields.
-	Classes uint8
+	// Conjuncts split Filter at its top-level `and`s, cheapest level
+	// first: a store may evaluate each at its own level (a flow matches
+	// when all do).
+	Conjuncts []Conjunct
 }
-
-// Has reports whether the filter refers to a field of class c.
-func (q *Query) Has(c FieldClass) bool { return q.Classes&(1<<c) != 0 }
 
 // NewQuery parses src as a flow filter. Errors are *filter.Error with the
 // position of the offending token.
@@ -104,10 +154,53 @@ func NewQuery(src string, from, to int64, limit int) (Query, error) {
 		return q, err
 	}
 	q.Filter = f
-	for _, name := range f.Fields() {
-		q.Classes |= 1 << ClassOf(name)
+	q.Conjuncts = []Conjunct{{Filter: f, Level: LevelOf(f.Fields())}}
+	if terms := splitAnd(f.String()); len(terms) > 1 {
+		var cs []Conjunct
+		for _, t := range terms {
+			cf, err := filter.Parse(t, Schema)
+			if err != nil { // cannot happen for a canonical term; keep the whole filter
+				return q, nil
+			}
+			cs = append(cs, Conjunct{Filter: cf, Level: LevelOf(cf.Fields())})
+		}
+		sort.SliceStable(cs, func(i, j int) bool { return cs[i].Level < cs[j].Level })
+		q.Conjuncts = cs
 	}
 	return q, nil
+}
+
+// splitAnd splits a filter's canonical form (lower-case keywords, single
+// spaces, parentheses only where precedence needs them) at its top-level
+// "and"s: outside quotes and parentheses. A top-level "or" (which binds
+// looser than "and" and so prints without parentheses) means no split.
+func splitAnd(canon string) []string {
+	var out []string
+	depth, start := 0, 0
+	inQuote := false
+	for i := 0; i < len(canon); i++ {
+		switch c := canon[i]; {
+		case inQuote:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inQuote = false
+			}
+		case c == '"':
+			inQuote = true
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+		case depth == 0 && strings.HasPrefix(canon[i:], " or "):
+			return []string{canon}
+		case depth == 0 && strings.HasPrefix(canon[i:], " and "):
+			out = append(out, canon[start:i])
+			i += len(" and ") - 1
+			start = i + 1
+		}
+	}
+	return append(out, canon[start:])
 }
 
 // Match reports whether f passes the query's filter (not its time range).

@@ -357,3 +357,24 @@ func TestEnrichmentAtFlowTime(t *testing.T) {
 		t.Fatalf("service: %q", old.Dst.Service)
 	}
 }
+
+func TestSplitConjuncts(t *testing.T) {
+	for src, want := range map[string][]Level{
+		`src.namespace = a and dst.name = "x and y" and replied = true`:     {LevelSrc, LevelDst, LevelAttr},
+		`src.namespace = a and dst.port = 80 or replied = true`:             {LevelPairAttr},
+		`(src.namespace = a or dst.port = 80) and not src.port = 1`:         {LevelPair, LevelRecord},
+		`src.label.app = x and dst.ip in 10.0.0.0/8 and flags contains SYN`: {LevelSrc, LevelDst, LevelAttr},
+	} {
+		q, err := NewQuery(src, 0, 1, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []Level
+		for _, c := range q.Conjuncts {
+			got = append(got, c.Level)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: levels %v, want %v", src, got, want)
+		}
+	}
+}

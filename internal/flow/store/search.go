@@ -1,28 +1,44 @@
 package store
 
 import (
+	"slices"
 	"sort"
 	"time"
 
 	"github.com/palisade-dev/palisade/internal/flow"
 )
 
-// matcher evaluates a query over the store. A filter that only refers to
-// endpoint/pair fields is evaluated once per distinct pair (store-wide
-// dictionary), one that only refers to attribute fields once per attribute
-// combination, one referring to both once per (pair, attribute) seen; only
-// filters on per-flow fields (source port, counters, times, IDs) are
-// evaluated per flow.
+// matcher evaluates a query over the store, conjunct by conjunct, each
+// at its level: a conjunct about the source endpoint is evaluated once per
+// distinct source endpoint of the store-wide dictionary, one about the
+// pair once per pair, one about attributes once per attribute
+// combination; the answers are kept in tables, so scanning a flow costs a
+// few table lookups. Only conjuncts on per-flow fields (source port,
+// counters, times, IDs) are evaluated per flow.
 type matcher struct {
 	q       *flow.Query
 	v       *view
 	scratch flow.Flow
-	byPair  []int8 // 0 unknown, 1 match, 2 no match
-	byAttr  []int8
-	byBoth  map[uint64]bool
+	conj    []conjMemo
 }
 
-func newMatcher(q *flow.Query) *matcher { return &matcher{q: q} }
+type conjMemo struct {
+	c       flow.Conjunct
+	needIDs bool   // refers to id or related.id: per-flow fill must build them
+	tab     []int8 // by ID at the conjunct's level: 0 unknown, 1 match, 2 no match
+	both    map[uint64]bool
+}
+
+func newMatcher(q *flow.Query) *matcher {
+	m := &matcher{q: q}
+	if q != nil {
+		for _, c := range q.Conjuncts {
+			need := slices.Contains(c.Filter.Fields(), "id") || slices.Contains(c.Filter.Fields(), "related.id")
+			m.conj = append(m.conj, conjMemo{c: c, needIDs: need})
+		}
+	}
+	return m
+}
 
 // at points the matcher at a segment: its columns, then the dictionaries
 // (taken after the columns, so they cover every entry the columns use).
@@ -35,50 +51,74 @@ func (m *matcher) at(s *Store, seg *segment) *view {
 }
 
 func (m *matcher) match(i int) bool {
-	q := m.q
-	if q.Filter == nil {
-		return true
-	}
 	c := &m.v.c
-	pair, attr, rec := q.Has(flow.ClassPair), q.Has(flow.ClassAttr), q.Has(flow.ClassRecord)
-	switch {
-	case rec || !pair && !attr:
-		m.v.fill(&m.scratch, i)
-		return q.Match(&m.scratch)
-	case pair && !attr:
-		return m.memo(&m.byPair, c.pair[i], func() { m.v.fillPair(&m.scratch, c.pair[i]) })
-	case attr && !pair:
-		return m.memo(&m.byAttr, c.attr[i], func() { m.v.fillAttr(&m.scratch, c.attr[i]) })
+	for k := range m.conj {
+		cm := &m.conj[k]
+		var id uint32
+		switch cm.c.Level {
+		case flow.LevelAll:
+		case flow.LevelSrc:
+			id = m.v.pairs[c.pair[i]].src
+		case flow.LevelDst:
+			id = m.v.pairs[c.pair[i]].dst
+		case flow.LevelPair:
+			id = c.pair[i]
+		case flow.LevelAttr:
+			id = c.attr[i]
+		case flow.LevelPairAttr:
+			if !m.pairAttr(cm, i) {
+				return false
+			}
+			continue
+		default:
+			m.v.fillRecord(&m.scratch, i, cm.needIDs)
+			if !cm.c.Filter.Match(&m.scratch) {
+				return false
+			}
+			continue
+		}
+		if int(id) < len(cm.tab) {
+			if r := cm.tab[id]; r != 0 {
+				if r == 2 {
+					return false
+				}
+				continue
+			}
+		} else {
+			cm.tab = append(cm.tab, make([]int8, int(id)+1-len(cm.tab)+1024)...)
+		}
+		switch cm.c.Level {
+		case flow.LevelSrc:
+			m.scratch.Src = m.v.eps[id]
+		case flow.LevelDst:
+			m.scratch.Dst = m.v.eps[id]
+		case flow.LevelPair:
+			m.v.fillPair(&m.scratch, id)
+		case flow.LevelAttr:
+			m.v.fillAttr(&m.scratch, id)
+		}
+		if cm.c.Filter.Match(&m.scratch) {
+			cm.tab[id] = 1
+		} else {
+			cm.tab[id] = 2
+			return false
+		}
 	}
-	k := uint64(c.pair[i])<<32 | uint64(c.attr[i])
-	if r, ok := m.byBoth[k]; ok {
-		return r
-	}
-	if m.byBoth == nil {
-		m.byBoth = map[uint64]bool{}
-	}
-	m.v.fillPair(&m.scratch, c.pair[i])
-	m.v.fillAttr(&m.scratch, c.attr[i])
-	r := q.Match(&m.scratch)
-	m.byBoth[k] = r
-	return r
+	return true
 }
 
-func (m *matcher) memo(tab *[]int8, id uint32, fill func()) bool {
-	if int(id) >= len(*tab) {
-		*tab = append(*tab, make([]int8, int(id)+1-len(*tab)+64)...)
-	}
-	switch (*tab)[id] {
-	case 1:
-		return true
-	case 2:
-		return false
-	}
-	fill()
-	r := m.q.Match(&m.scratch)
-	(*tab)[id] = 2
-	if r {
-		(*tab)[id] = 1
+func (m *matcher) pairAttr(cm *conjMemo, i int) bool {
+	c := &m.v.c
+	key := uint64(c.pair[i])<<32 | uint64(c.attr[i])
+	r, seen := cm.both[key]
+	if !seen {
+		if cm.both == nil {
+			cm.both = map[uint64]bool{}
+		}
+		m.v.fillPair(&m.scratch, c.pair[i])
+		m.v.fillAttr(&m.scratch, c.attr[i])
+		r = cm.c.Filter.Match(&m.scratch)
+		cm.both[key] = r
 	}
 	return r
 }
@@ -105,8 +145,10 @@ func (s *Store) scan(q *flow.Query, fn func(v *view, i int) bool) {
 		v := m.at(s, seg)
 		c := &v.c
 		more := true
+		inside := minStart >= q.From && seg.maxStartNow() <= q.To
+		filtered := len(m.conj) > 0
 		for i, n := 0, c.len(); i < n; i++ {
-			if c.start[i] > q.To || c.end[i] < q.From || !m.match(i) {
+			if !inside && (c.start[i] > q.To || c.end[i] < q.From) || filtered && !m.match(i) {
 				continue
 			}
 			if !fn(v, i) {

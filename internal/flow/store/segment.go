@@ -668,6 +668,12 @@ func (s *segment) snapshot() (columns, int64, int64) {
 	return s.cols, s.minStart, s.maxEnd
 }
 
+func (s *segment) maxStartNow() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.maxStart
+}
+
 // view is a consistent snapshot of the dictionaries (and of one segment's
 // columns when c is set) for reading without locks.
 type view struct {
@@ -718,17 +724,25 @@ func (v *view) fillAttr(f *flow.Flow, aid uint32) {
 }
 
 // fill materializes record i entirely.
-func (v *view) fill(f *flow.Flow, i int) {
+func (v *view) fill(f *flow.Flow, i int) { v.fillRecord(f, i, true) }
+
+// fillRecord materializes record i; without ids, the flow's ID and its
+// related flows' IDs are left empty (they cost most).
+func (v *view) fillRecord(f *flow.Flow, i int, ids bool) {
 	c := &v.c
 	v.fillPair(f, c.pair[i])
 	v.fillAttr(f, c.attr[i])
 	f.Src.Port = c.sport[i]
-	f.ID = flow.MakeID(time.UnixMilli(c.idms[i]), c.idn[i])
 	f.Start = time.Unix(0, c.start[i]).UTC()
 	f.End = time.Unix(0, c.end[i]).UTC()
 	f.FwdPackets, f.FwdBytes = c.fwdP[i], c.fwdB[i]
 	f.RevPackets, f.RevBytes = c.revP[i], c.revB[i]
 	f.Conns = c.conns[i]
+	if !ids {
+		f.ID = ""
+		return
+	}
+	f.ID = flow.MakeID(time.UnixMilli(c.idms[i]), c.idn[i])
 	rs := c.rels[c.relOff[i]:c.relOff[i+1]]
 	f.Related = f.Related[:0]
 	for _, r := range rs {
