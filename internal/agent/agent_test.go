@@ -419,6 +419,7 @@ func TestAgentModes(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	time.Sleep(300 * time.Millisecond) // the run loop closes the conversation window
 	// One connection active for ~2 s: a record per 250 ms interval.
 	c, err := agenttest.DialTCP(p1.NS, p2.IP+":8080")
 	if err != nil {

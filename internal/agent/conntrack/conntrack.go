@@ -24,6 +24,8 @@ import (
 	"github.com/mdlayher/netlink"
 	ct "github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/palisade-dev/palisade/internal/flow"
 )
@@ -83,7 +85,7 @@ type Config struct {
 
 // Counters are the watcher's health numbers.
 type Counters struct {
-	Events   uint64 `json:"ctEvents"`
+	Events   uint64 `json:"ctEvents"` // NAT events received (others are filtered in the kernel)
 	NAT      uint64 `json:"ctNAT"`
 	Overruns uint64 `json:"ctOverruns"` // socket overflows (events lost, recovered by a dump)
 }
@@ -147,37 +149,85 @@ func (w *Watcher) dial() (*ct.Conn, error) {
 	return c, nil
 }
 
-func (w *Watcher) listen(ctx context.Context) error {
-	lc, err := w.dial()
+// natOnly is a socket filter for conntrack events: it passes a message
+// only if its CTA_STATUS has IPS_SRC_NAT or IPS_DST_NAT set (or it has no
+// status), so the agent is not woken for each of the thousands of plain
+// connections a busy node makes per second.
+var natOnly = mustAssemble([]bpf.Instruction{
+	bpf.LoadConstant{Dst: bpf.RegA, Val: 20}, // attributes start after nlmsghdr + nfgenmsg
+	bpf.LoadConstant{Dst: bpf.RegX, Val: ctaStatus},
+	bpf.LoadExtension{Num: bpf.ExtNetlinkAttr},
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipTrue: 4}, // no status: pass
+	bpf.ALUOpConstant{Op: bpf.ALUOpAdd, Val: 4},
+	bpf.TAX{},
+	bpf.LoadIndirect{Off: 0, Size: 4}, // status, network order
+	bpf.JumpIf{Cond: bpf.JumpBitsNotSet, Val: ipsSrcNAT | ipsDstNAT, SkipTrue: 1},
+	bpf.RetConstant{Val: 0xffff},
+	bpf.RetConstant{Val: 0},
+})
+
+const (
+	ctaStatus = 3
+	ipsSrcNAT = 1 << 4
+	ipsDstNAT = 1 << 5
+)
+
+func mustAssemble(p []bpf.Instruction) []bpf.RawInstruction {
+	raw, err := bpf.Assemble(p)
 	if err != nil {
-		return err
+		panic(err)
 	}
-	defer lc.Close()
-	_ = lc.SetReadBuffer(16 << 20)
-	evs := make(chan ct.Event, 4096)
-	errc, err := lc.Listen(evs, 2, []netfilter.NetlinkGroup{netfilter.GroupCTNew})
+	return raw
+}
+
+func (w *Watcher) listen(ctx context.Context) error {
+	var nc netlink.Config
+	if w.cfg.NSPath != "" {
+		f, err := os.Open(w.cfg.NSPath)
+		if err != nil {
+			return fmt.Errorf("open netns: %w", err)
+		}
+		nc.NetNS = int(f.Fd())
+		defer f.Close()
+	}
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &nc)
 	if err != nil {
-		return fmt.Errorf("conntrack listen: %w", err)
+		return fmt.Errorf("conntrack netlink in %s: %w", nsName(w.cfg.NSPath), err)
+	}
+	defer c.Close()
+	_ = c.SetReadBuffer(16 << 20)
+	if err := c.SetBPF(natOnly); err != nil {
+		return fmt.Errorf("conntrack event filter: %w", err)
+	}
+	if err := c.JoinGroup(uint32(netfilter.GroupCTNew)); err != nil {
+		return fmt.Errorf("conntrack events: %w", err)
 	}
 	// Dump after subscribing, so nothing falls between the two.
 	if err := w.Dump(); err != nil {
 		w.cfg.Log.Warn("conntrack dump", "err", err)
 	}
-	prune := time.NewTicker(time.Minute)
-	defer prune.Stop()
+	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Now()) })
+	defer stop()
+	lastPrune := time.Now()
 	for {
-		select {
-		case <-ctx.Done():
+		msgs, err := c.Receive()
+		if ctx.Err() != nil {
 			return nil
-		case err := <-errc:
+		}
+		if err != nil {
 			return err
-		case ev := <-evs:
-			w.events.Add(1)
-			if ev.Flow != nil {
-				w.add(ev.Flow)
+		}
+		for _, m := range msgs {
+			var ev ct.Event
+			if ev.Unmarshal(m) != nil || ev.Flow == nil {
+				continue
 			}
-		case <-prune.C:
+			w.events.Add(1)
+			w.add(ev.Flow)
+		}
+		if time.Since(lastPrune) > time.Minute {
 			w.prune(10 * time.Minute)
+			lastPrune = time.Now()
 		}
 	}
 }
