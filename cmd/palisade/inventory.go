@@ -1,18 +1,164 @@
 package main
 
 import (
-	"errors"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"sort"
+	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/palisade-dev/palisade/internal/apiclient"
+	"github.com/palisade-dev/palisade/internal/inventory"
 )
 
-// newInventoryCmd is a placeholder until its area lands.
 func newInventoryCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "inventory",
-		Hidden: true,
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("inventory: not built yet")
+	var serverURL, output string
+	inv := &cobra.Command{
+		Use:     "inventory",
+		Aliases: []string{"inv"},
+		Short:   "Search the live Kubernetes inventory",
+	}
+	inv.PersistentFlags().StringVar(&serverURL, "server", "", "Palisade server URL (default $PALISADE_SERVER or "+apiclient.DefaultServer+")")
+	inv.PersistentFlags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	base := func() string { return apiclient.Server(serverURL) + "/api/v1" }
+
+	var includeDeleted bool
+	search := &cobra.Command{
+		Use:   "search [FILTER]",
+		Short: "List workloads matching a filter, e.g. 'namespace = sock-shop and label.app = carts'",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q := url.Values{}
+			if len(args) == 1 {
+				q.Set("filter", args[0])
+			}
+			if includeDeleted {
+				q.Set("include_deleted", "true")
+			}
+			var res struct {
+				Count int                   `json:"count"`
+				Items []*inventory.Workload `json:"items"`
+			}
+			if err := apiclient.Do("GET", base()+"/inventory?"+q.Encode(), nil, &res); err != nil {
+				return filterErr(err, args)
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), res.Items)
+			}
+			return printWorkloads(cmd.OutOrStdout(), res.Items)
 		},
 	}
+	search.Flags().BoolVar(&includeDeleted, "include-deleted", false, "include deleted workloads")
+
+	get := &cobra.Command{
+		Use:   "get ID",
+		Short: "Show a workload's profile and history",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res json.RawMessage
+			if err := apiclient.Do("GET", base()+"/inventory/"+args[0], nil, &res); err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), res)
+		},
+	}
+
+	var at string
+	lookup := &cobra.Command{
+		Use:   "lookup IP",
+		Short: "Which workload held an IP (now, or at --at RFC3339)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q := url.Values{"ip": {args[0]}}
+			if at != "" {
+				q.Set("at", at)
+			}
+			var w inventory.Workload
+			if err := apiclient.Do("GET", base()+"/inventory/lookup?"+q.Encode(), nil, &w); err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), w)
+			}
+			return printWorkloads(cmd.OutOrStdout(), []*inventory.Workload{&w})
+		},
+	}
+	lookup.Flags().StringVar(&at, "at", "", "time (RFC 3339) at which to attribute the IP")
+
+	filters := &cobra.Command{Use: "filters", Short: "Named, saved inventory filters"}
+	filters.AddCommand(
+		&cobra.Command{
+			Use: "list", Short: "List saved filters", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				var res json.RawMessage
+				if err := apiclient.Do("GET", base()+"/filters", nil, &res); err != nil {
+					return err
+				}
+				return printJSON(cmd.OutOrStdout(), res)
+			},
+		},
+		&cobra.Command{
+			Use: "save NAME FILTER", Short: "Save a filter under a name", Args: cobra.ExactArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				var res json.RawMessage
+				if err := apiclient.Do("POST", base()+"/filters", map[string]string{"name": args[0], "filter": args[1]}, &res); err != nil {
+					return filterErr(err, args[1:])
+				}
+				return printJSON(cmd.OutOrStdout(), res)
+			},
+		},
+		&cobra.Command{
+			Use: "delete NAME", Short: "Delete a saved filter", Args: cobra.ExactArgs(1),
+			RunE: func(_ *cobra.Command, args []string) error {
+				return apiclient.Do("DELETE", base()+"/filters/"+url.PathEscape(args[0]), nil, nil)
+			},
+		},
+	)
+	inv.AddCommand(search, get, lookup, filters)
+	return inv
+}
+
+// filterErr points at the offending column of a rejected filter.
+func filterErr(err error, args []string) error {
+	e, ok := err.(*apiclient.Error)
+	if !ok || e.Position <= 0 || len(args) == 0 {
+		return err
+	}
+	return fmt.Errorf("%s\n  %s\n  %s^", e.Message, args[0], strings.Repeat(" ", e.Position-1))
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printWorkloads(w io.Writer, ws []*inventory.Workload) error {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tNAMESPACE\tNAME\tIPS\tNODE\tOWNER\tLABELS")
+	for _, x := range ws {
+		owner := ""
+		if x.Owner != nil {
+			owner = x.Owner.Kind + "/" + x.Owner.Name
+		}
+		var labels []string
+		for k, v := range x.Labels {
+			labels = append(labels, k+"="+v)
+		}
+		sort.Strings(labels)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.Kind, dash(x.Namespace), x.Name, dash(strings.Join(append(append([]string{}, x.IPs...), x.CIDRs...), ",")),
+			dash(x.Node), dash(owner), dash(strings.Join(labels, ",")))
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

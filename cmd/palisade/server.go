@@ -1,18 +1,60 @@
 package main
 
 import (
-	"errors"
+	"fmt"
+	"os/signal"
+	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/palisade-dev/palisade/internal/server"
 )
 
-// newServerCmd is a placeholder until its area lands.
 func newServerCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "server",
-		Hidden: true,
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("server: not built yet")
+	var (
+		cfg        server.Config
+		kubeconfig string
+		cluster    string
+		connect    []string
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the Palisade control plane (REST API, connectors, embedded storage)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if kubeconfig != "" {
+				connect = append(connect, cluster+"="+kubeconfig)
+			}
+			for _, c := range connect {
+				name, path, ok := strings.Cut(c, "=")
+				if !ok || name == "" || path == "" {
+					return fmt.Errorf("--connect %q: want NAME=KUBECONFIG", c)
+				}
+				rc, err := clientcmd.BuildConfigFromFlags("", path)
+				if err != nil {
+					return fmt.Errorf("cluster %s: kubeconfig %s: %w", name, path, err)
+				}
+				cfg.Clusters = append(cfg.Clusters, server.Cluster{Name: name, Config: rc})
+			}
+			server.Version = version
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			s, err := server.Start(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "palisade server listening on %s\n", s.URL())
+			<-ctx.Done()
+			return s.Stop()
 		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data", defaultDataDir("server"), "data directory (embedded storage)")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address to serve the API on")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of a cluster to watch")
+	f.StringVar(&cluster, "cluster", "default", "name of the cluster given by --kubeconfig")
+	f.StringArrayVar(&connect, "connect", nil, "NAME=KUBECONFIG of another cluster to watch (repeatable)")
+	return cmd
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +30,14 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /api/v1/filters", s.saveFilter)
 	mux.HandleFunc("GET /api/v1/filters/{name}", s.getFilter)
 	mux.HandleFunc("DELETE /api/v1/filters/{name}", s.deleteFilter)
+	// Agents authenticate what they send; reads and the agent mode switch
+	// are open until API tokens and RBAC arrive (see ROADMAP).
+	s.Flows.Routes(mux, func(r *http.Request) bool {
+		if r.Method != http.MethodPost {
+			return true
+		}
+		return subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+s.cfg.AgentToken)) == 1
+	})
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no API endpoint %s %s", r.Method, r.URL.Path))
 	})

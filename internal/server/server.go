@@ -5,16 +5,23 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"k8s.io/client-go/rest"
 
+	"github.com/palisade-dev/palisade/internal/flow"
+	flowstore "github.com/palisade-dev/palisade/internal/flow/store"
 	"github.com/palisade-dev/palisade/internal/inventory"
 	"github.com/palisade-dev/palisade/internal/k8s"
 	"github.com/palisade-dev/palisade/internal/store"
@@ -34,6 +41,14 @@ type Config struct {
 	DataDir  string
 	Listen   string // host:port; port 0 picks a free one
 	Clusters []Cluster
+	// AgentToken authenticates agents' flow batches and heartbeats. Empty:
+	// a random token is generated once and kept in DataDir/agent-token.
+	AgentToken string
+	// FlowRetention drops stored flows older than this. Default 7 days.
+	FlowRetention time.Duration
+	// FlowWindow is how long the flow pipeline waits for more observation
+	// points of a flow (default 30 s; tests shorten it).
+	FlowWindow time.Duration
 }
 
 // Server is a running control plane.
@@ -43,6 +58,8 @@ type Server struct {
 	Inventory  *inventory.Inventory
 	connectors []*k8s.Connector
 	filters    *savedFilters
+	flowStore  *flowstore.Store
+	Flows      *flow.Service
 
 	httpSrv  *http.Server
 	listener net.Listener
@@ -66,15 +83,40 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, kv: kv, Inventory: inv, filters: &savedFilters{kv: kv}, started: time.Now()}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
+	fail := func(err error) (*Server, error) {
+		if s.flowStore != nil {
+			s.flowStore.Close()
+		}
 		inv.Close()
 		kv.Close()
-		return nil, fmt.Errorf("server: listen on %s: %w", cfg.Listen, err)
+		return nil, err
+	}
+	if s.cfg.AgentToken == "" {
+		if s.cfg.AgentToken, err = agentToken(cfg.DataDir); err != nil {
+			return fail(err)
+		}
+	}
+	if s.cfg.FlowRetention == 0 {
+		s.cfg.FlowRetention = 7 * 24 * time.Hour
+	}
+	if s.flowStore, err = flowstore.Open(filepath.Join(cfg.DataDir, "flows"), flowstore.Options{MaxAge: s.cfg.FlowRetention}); err != nil {
+		return fail(err)
+	}
+	if s.Flows, err = flow.NewService(s.flowStore, inv, flow.Options{Window: cfg.FlowWindow}); err != nil {
+		return fail(err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fail(fmt.Errorf("server: listen on %s: %w", cfg.Listen, err))
 	}
 	s.listener = ln
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.Flows.Run(runCtx) //nolint:errcheck // returns nil when stopped
+	}()
 	for _, c := range cfg.Clusters {
 		conn := k8s.New(c.Name, c.Config, inv)
 		s.connectors = append(s.connectors, conn)
@@ -108,7 +150,13 @@ func (s *Server) Stop() error {
 	s.httpSrv.Shutdown(ctx) //nolint:errcheck // closing anyway
 	s.cancel()
 	s.wg.Wait()
-	err := s.Inventory.Close()
+	err := s.Flows.Flush(true)
+	if cerr := s.flowStore.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := s.Inventory.Close(); err == nil {
+		err = cerr
+	}
 	if cerr := s.kv.Close(); err == nil {
 		err = cerr
 	}
@@ -122,4 +170,24 @@ func (s *Server) Connectors() []k8s.Status {
 		out = append(out, c.Status())
 	}
 	return out
+}
+
+// AgentToken is the token agents must present.
+func (s *Server) AgentToken() string { return s.cfg.AgentToken }
+
+// agentToken reads, or creates once, the data directory's agent token.
+func agentToken(dir string) (string, error) {
+	path := filepath.Join(dir, "agent-token")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	buf := make([]byte, 24)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	tok := hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("server: write agent token: %w", err)
+	}
+	return tok, nil
 }

@@ -1,0 +1,21 @@
+# Palisade: two commands matter.
+#   make demo   the main job on embedded defaults (needs root for the lab)
+#   make test   every test, after installing what the machine lacks
+GO ?= go
+
+.PHONY: demo test deps build bench
+
+build:
+	$(GO) build -o bin/palisade ./cmd/palisade
+
+deps:
+	bash scripts/ensure-deps.sh
+
+demo: deps build
+	./bin/palisade demo
+
+test: deps
+	$(GO) test -count=1 -timeout 45m ./...
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./...

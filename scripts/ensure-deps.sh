@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# ensure-deps.sh installs what a fresh machine lacks for Palisade's tests and
+# demo: Debian packages (iproute2, iptables, ipset, conntrack, debootstrap),
+# the control plane (kube-apiserver, kube-controller-manager, etcd built from
+# the Go module proxy and cached in ~/.cache/palisade), syft (an outside
+# reference for the scanner's tests) and a Debian minbase rootfs. Idempotent:
+# a warm machine finishes in seconds. Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[[ "$(id -u)" == 0 ]] || { echo "ensure-deps: run as root (tests create network namespaces and iptables rules)" >&2; exit 1; }
+
+need=()
+for pair in ip:iproute2 iptables:iptables ipset:ipset conntrack:conntrack debootstrap:debootstrap; do
+	command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+done
+if ((${#need[@]})); then
+	echo "ensure-deps: apt-get install ${need[*]}" >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2 ||
+		{ apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2; }
+fi
+
+# The control plane builds in parallel with syft: both are mostly waiting on
+# the module proxy at first, then on the compiler.
+go run ./cmd/palisade dev kube build >/dev/null &
+kube=$!
+bash scripts/ensure-syft.sh >/dev/null &
+syft=$!
+bash scripts/ensure-rootfs.sh >/dev/null
+wait "$kube" || { echo "ensure-deps: control-plane build failed; retry: go run ./cmd/palisade dev kube build" >&2; exit 1; }
+wait "$syft" || { echo "ensure-deps: syft build failed; retry: bash scripts/ensure-syft.sh" >&2; exit 1; }
+echo "ensure-deps: ready" >&2
