@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/palisade-dev/palisade/internal/agent"
 	"github.com/palisade-dev/palisade/internal/agent/agenttest"
 	"github.com/palisade-dev/palisade/internal/flow"
@@ -105,15 +107,28 @@ func loadRun(t *testing.T, rate int, dur time.Duration, mode string) {
 	}()
 	time.Sleep(300 * time.Millisecond)
 
+	var pc *agenttest.PacketCounter
+	if os.Getenv("PALISADE_AGENT_BENCH_AFPACKET") != "" {
+		if pc, err = agenttest.CountAFPacket(n1.NS, []string{"vethp1", "vethp2"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = os.WriteFile("/proc/sys/kernel/bpf_stats_enabled", []byte("1"), 0)
+	bpf0 := bpfRuntime(t)
 	cpu0 := procCPU(t, ag.Process.Pid)
 	t0 := time.Now()
-	res, err := agenttest.Churn(p1.NS, targets, rate, dur, 6)
+	res, err := agenttest.Churn(p1.NS, targets, rate, dur, workers())
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond) // last drain
 	cpu1 := procCPU(t, ag.Process.Pid)
+	bpf1 := bpfRuntime(t)
 	wall := time.Since(t0)
+	_ = os.WriteFile("/proc/sys/kernel/bpf_stats_enabled", []byte("0"), 0)
+	if pc != nil {
+		pc.Stop()
+	}
 
 	_ = ag.Process.Signal(syscall.SIGTERM) // final window, flush
 	_ = ag.Wait()
@@ -133,6 +148,52 @@ func loadRun(t *testing.T, rate int, dur time.Duration, mode string) {
 	ratio := float64(agentConns) / float64(ctNew.Load())
 	t.Logf("BENCH mode=%s target=%d/s achieved=%.0f/s made=%d failed=%d conntrackNEW=%d agent=%d agent/conntrack=%.4f agent/made=%.4f agentCPU=%.1f%% perK=%.2f%%",
 		mode, rate, achieved, res.Made, res.Failed, ctNew.Load(), agentConns, ratio, float64(agentConns)/float64(res.Made), cpuPct, per1k)
+	bpfPct := 100 * (bpf1.rt - bpf0.rt).Seconds() / wall.Seconds()
+	runs := bpf1.n - bpf0.n
+	t.Logf("BENCH bpf classifier in kernel: %d runs, %.0f ns/packet, %.2f%% of a core, %.2f%% per 1k conn/s",
+		runs, float64(bpf1.rt-bpf0.rt)/float64(max(runs, 1)), bpfPct, bpfPct/(achieved/1000))
+	if pc != nil {
+		afPct := 100 * pc.CPU.Seconds() / wall.Seconds()
+		t.Logf("BENCH af_packet reader (2 veths): %d packets, %d dropped by the socket, %d flows, reader CPU %.1f%% (%.2f%% per 1k conn/s)",
+			pc.Packets, pc.Drops, pc.Flows, afPct, afPct/(achieved/1000))
+	}
+}
+
+type bpfStat struct {
+	rt time.Duration
+	n  uint64
+}
+
+// bpfRuntime sums the kernel's run time of every loaded palisade_flow
+// classifier (needs kernel.bpf_stats_enabled=1).
+func bpfRuntime(t *testing.T) bpfStat {
+	var s bpfStat
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return s
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		if info, err := p.Info(); err == nil && info.Name == "palisade_flow" {
+			if st, err := p.Stats(); err == nil {
+				s.rt += st.Runtime
+				s.n += st.RunCount
+			}
+		}
+		p.Close()
+	}
+}
+
+func workers() int {
+	if n, err := strconv.Atoi(os.Getenv("PALISADE_AGENT_BENCH_WORKERS")); err == nil && n > 0 {
+		return n
+	}
+	return 6
 }
 
 // procCPU is a process's user+system CPU time from /proc/PID/stat.
