@@ -25,6 +25,7 @@ import (
 	"github.com/palisade-dev/palisade/internal/inventory"
 	"github.com/palisade-dev/palisade/internal/k8s"
 	"github.com/palisade-dev/palisade/internal/store"
+	"github.com/palisade-dev/palisade/internal/vuln"
 )
 
 // Version is reported by /api/v1/status; the binary sets it.
@@ -60,6 +61,7 @@ type Server struct {
 	filters    *savedFilters
 	flowStore  *flowstore.Store
 	Flows      *flow.Service
+	Vuln       *vuln.Service
 
 	httpSrv  *http.Server
 	listener net.Listener
@@ -84,6 +86,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, kv: kv, Inventory: inv, filters: &savedFilters{kv: kv}, started: time.Now()}
 	fail := func(err error) (*Server, error) {
+		if s.Vuln != nil {
+			s.Vuln.Close()
+		}
 		if s.flowStore != nil {
 			s.flowStore.Close()
 		}
@@ -112,6 +117,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.listener = ln
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
+	if err := s.startScanner(runCtx, filepath.Join(cfg.DataDir, "vuln")); err != nil {
+		cancel()
+		ln.Close()
+		return fail(err)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -151,6 +161,9 @@ func (s *Server) Stop() error {
 	s.cancel()
 	s.wg.Wait()
 	err := s.Flows.Flush(true)
+	if cerr := s.Vuln.Close(); err == nil {
+		err = cerr
+	}
 	if cerr := s.flowStore.Close(); err == nil {
 		err = cerr
 	}

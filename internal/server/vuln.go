@@ -1,0 +1,210 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/palisade-dev/palisade/internal/filter"
+	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/internal/vuln"
+)
+
+// startScanner opens the vulnerability service, feeds it the inventory's
+// pods and publishes its vuln.* attributes back onto workloads.
+func (s *Server) startScanner(ctx context.Context, dir string) error {
+	var secrets vuln.SecretGetter
+	if len(s.cfg.Clusters) > 0 {
+		// Pull secrets are read from the first cluster; per-cluster
+		// credentials arrive with multi-cluster scanning.
+		cs, err := kubernetes.NewForConfig(s.cfg.Clusters[0].Config)
+		if err != nil {
+			return err
+		}
+		secrets = kubeSecrets{cs}
+	}
+	svc, err := vuln.Open(dir, vuln.Options{
+		Secrets: secrets,
+		OnAttrs: func(id string, attrs map[string][]string) { s.Inventory.SetAttrs(id, "vuln.", attrs) },
+	})
+	if err != nil {
+		return fmt.Errorf("vulnerability scanner: %w", err)
+	}
+	s.Vuln = svc
+	// The inventory calls subscribers synchronously; hand pods over through a
+	// queue so the scanner's locks never nest inside an inventory update.
+	queue := make(chan inventory.Workload, 4096)
+	s.Inventory.Subscribe(func(w *inventory.Workload) {
+		if w.Kind != inventory.KindPod {
+			return
+		}
+		select {
+		case queue <- *w:
+		default:
+			// A burst larger than the queue: the periodic full feed catches up.
+		}
+	})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		full := time.NewTicker(time.Minute)
+		defer full.Stop()
+		feedAll := func() {
+			var ws []inventory.Workload
+			for _, w := range s.Inventory.Search(podsOnly, inventory.SearchOptions{}) {
+				ws = append(ws, *w)
+			}
+			svc.Observe(ws)
+		}
+		feedAll()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case w := <-queue:
+				if w.Deleted != nil {
+					svc.Forget(w.ID)
+				} else {
+					svc.Observe([]inventory.Workload{w})
+				}
+			case <-full.C:
+				feedAll()
+			}
+		}
+	}()
+	return nil
+}
+
+var podsOnly, _ = filter.Parse("kind = pod", inventory.Schema)
+
+type kubeSecrets struct{ cs kubernetes.Interface }
+
+func (k kubeSecrets) SecretData(ctx context.Context, ns, name string) (map[string][]byte, error) {
+	sec, err := k.cs.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return sec.Data, nil
+}
+
+func (k kubeSecrets) ServiceAccountPullSecrets(ctx context.Context, ns, name string) ([]string, error) {
+	sa, err := k.cs.CoreV1().ServiceAccounts(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, r := range sa.ImagePullSecrets {
+		out = append(out, r.Name)
+	}
+	return out, nil
+}
+
+// findingSchema: fields of GET /api/v1/vulnerabilities?filter=F.
+var findingSchema = filter.StaticSchema{Fields: []string{
+	"id", "alias", "cve", "package", "source_package", "installed", "fixed", "severity",
+	"score", "ecosystem", "type", "image", "workload",
+}}
+
+type findingRecord struct{ f *vuln.Finding }
+
+func (r findingRecord) Field(name string) (filter.Value, bool) {
+	f := r.f
+	one := func(s string) (filter.Value, bool) { return filter.Value{Str: s}, s != "" }
+	switch name {
+	case "id":
+		return one(f.ID)
+	case "alias":
+		return filter.Value{Strs: f.Aliases, Set: true}, len(f.Aliases) > 0
+	case "cve":
+		c := f.CVEs()
+		return filter.Value{Strs: c, Set: true}, len(c) > 0
+	case "package":
+		return one(f.Package)
+	case "source_package":
+		return one(f.SourcePackage)
+	case "installed":
+		return one(f.Installed)
+	case "fixed":
+		return one(f.Fixed)
+	case "severity":
+		return one(f.Severity)
+	case "score":
+		return filter.Value{Str: strconv.FormatFloat(f.Score, 'f', -1, 64)}, f.Score > 0
+	case "ecosystem":
+		return one(f.Ecosystem)
+	case "type":
+		return one(f.Type)
+	case "image":
+		return one(f.Image)
+	case "workload":
+		return filter.Value{Strs: f.Workloads, Set: true}, len(f.Workloads) > 0
+	}
+	return filter.Value{}, false
+}
+
+func (s *Server) vulnRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/registries", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, s.Vuln.Registries())
+	})
+	mux.HandleFunc("POST /api/v1/registries/{name}/credentials", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Username string `json:"username"`
+			Password string `json:"password"`
+		}
+		if err := readJSON(r, &req); err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		if req.Username == "" || req.Password == "" {
+			writeError(w, http.StatusBadRequest, errors.New("username and password are required"))
+			return
+		}
+		if err := s.Vuln.SetCredentials(r.PathValue("name"), req.Username, req.Password); err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		// Never echo the secret back.
+		writeJSON(w, http.StatusOK, map[string]string{"registry": r.PathValue("name"), "status": "stored"})
+	})
+	mux.HandleFunc("GET /api/v1/vulnerabilities", func(w http.ResponseWriter, r *http.Request) {
+		f, err := filter.Parse(r.URL.Query().Get("filter"), findingSchema)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("filter: %w", err))
+			return
+		}
+		res := s.Vuln.Vulnerabilities(func(x *vuln.Finding) bool { return f.Match(findingRecord{x}) })
+		writeJSON(w, http.StatusOK, map[string]any{"count": len(res), "items": res})
+	})
+	mux.HandleFunc("GET /api/v1/images", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, s.Vuln.Images())
+	})
+	mux.HandleFunc("GET /api/v1/images/{digest}", func(w http.ResponseWriter, r *http.Request) {
+		rep, ok := s.Vuln.Image(r.PathValue("digest"))
+		if !ok {
+			writeError(w, http.StatusNotFound, fmt.Errorf("no scanned image %q", r.PathValue("digest")))
+			return
+		}
+		writeJSON(w, http.StatusOK, rep)
+	})
+	mux.HandleFunc("POST /api/v1/vulndb/import", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Path string `json:"path"`
+		}
+		if err := readJSON(r, &req); err != nil || req.Path == "" {
+			writeError(w, http.StatusBadRequest, errors.New(`body must be {"path": "<directory or zip of OSV JSON on the server>"}`))
+			return
+		}
+		st, err := s.Vuln.ImportDB(r.Context(), req.Path, nil)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	})
+}
