@@ -66,7 +66,7 @@ registry in the same data directory, else anonymous access.`,
 		},
 	}
 	img.Flags().StringVarP(&output, "output", "o", "table", "output format: json, table or cyclonedx")
-	img.Flags().StringVar(&dataDir, "data", vuln.DefaultDataDir(), "data directory holding the vulnerability database")
+	img.Flags().StringVar(&dataDir, "data", defaultDataDir("vuln"), "data directory holding the vulnerability database")
 	cmd.AddCommand(img)
 	return cmd
 }

@@ -19,7 +19,7 @@ func newVulndbCmd() *cobra.Command {
 		Use:   "vulndb",
 		Short: "Manage the OSV vulnerability database used by `palisade scan`",
 	}
-	cmd.PersistentFlags().StringVar(&dataDir, "data", vuln.DefaultDataDir(), "data directory holding the vulnerability database")
+	cmd.PersistentFlags().StringVar(&dataDir, "data", defaultDataDir("vuln"), "data directory holding the vulnerability database")
 
 	imp := &cobra.Command{
 		Use:   "import PATH",

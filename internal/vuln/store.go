@@ -31,19 +31,6 @@ var (
 // Probe change what a summary holds, so stale summaries are re-read.
 const layerFormat = "v1:"
 
-// DefaultDataDir is where the standalone CLI keeps its database:
-// $XDG_DATA_HOME/palisade, else ~/.local/share/palisade.
-func DefaultDataDir() string {
-	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
-		return filepath.Join(d, "palisade")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return filepath.Join(os.TempDir(), "palisade")
-	}
-	return filepath.Join(home, ".local", "share", "palisade")
-}
-
 func openDB(dataDir string) (*bolt.DB, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
