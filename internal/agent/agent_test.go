@@ -452,3 +452,49 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// TestAgentEgressSNAT: pod1 → an outside host (node2's uplink address)
+// masqueraded by node1. The pod veth reports pod1→ext, the uplink reports
+// node1IP→ext, and the NAT mapping ties the two (same translated port).
+func TestAgentEgressSNAT(t *testing.T) {
+	lab := agenttest.New(t)
+	cl := lab.TwoNodes("direct")
+	n1, n2, p1 := cl.Nodes[0], cl.Nodes[1], cl.Pod("p1")
+	lab.Exec(n1.NS, "iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", "10.244.1.0/24", "-o", "eth0", "-j", "MASQUERADE")
+	srv, url := newServer(t, flow.DetailedMode)
+	ag := start(t, agent.Config{Server: url, Node: "node1", NetNS: agenttest.Path(n1.NS), Mode: flow.DetailedMode,
+		DetailedInterval: 200 * time.Millisecond})
+	ext := n2.IP + ":9090"
+	ts, err := agenttest.ListenTCP(n2.NS, ext, 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ts.Close()
+	c, err := agenttest.Exchange(p1.NS, ext, 700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	ag.stop(t)
+	obs := srv.observations()
+	pod := sum(obs, func(o flow.Observation) bool { return is(o, "vethp1", c.Local, ext) })
+	if pod.fwdP != uint64(c.SegsOut) || pod.revP != uint64(c.SegsIn) || pod.points["vethp1"].Kind != "pod" {
+		t.Errorf("pod side: %+v, kernel %d/%d", pod, c.SegsOut, c.SegsIn)
+	}
+	srv.mu.Lock()
+	var nat *flow.NAT
+	for i, n := range srv.nat {
+		if n.Original.SrcIP == p1.IP && n.Original.SrcPort == c.Local.Port() && n.Original.DstIP == n2.IP {
+			nat = &srv.nat[i]
+		}
+	}
+	srv.mu.Unlock()
+	if nat == nil || nat.Reply.DstIP != n1.IP {
+		t.Fatalf("no SNAT mapping for %v: %+v", c.Local, nat)
+	}
+	snat := netip.AddrPortFrom(netip.MustParseAddr(n1.IP), nat.Reply.DstPort)
+	node := sum(obs, func(o flow.Observation) bool { return is(o, "eth0", snat, ext) })
+	if node.fwdP != uint64(c.SegsOut) || node.revP != uint64(c.SegsIn) || node.points["eth0"].Kind != "node" {
+		t.Errorf("node side %v: %+v, kernel %d/%d", snat, node, c.SegsOut, c.SegsIn)
+	}
+}

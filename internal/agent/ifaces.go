@@ -54,6 +54,20 @@ func DefaultClassifier(uplinks []string) Classifier {
 	}
 }
 
+// PodVeths is a Classifier for when the pods are known (the lab's
+// status, the server's inventory): pod(hostVeth) returns "namespace/name"
+// for a pod's host-side veth. Other interfaces are classified by
+// DefaultClassifier(uplinks).
+func PodVeths(pod func(hostVeth string) (string, bool), uplinks ...string) Classifier {
+	def := DefaultClassifier(uplinks)
+	return func(l Link) (string, string, bool) {
+		if name, ok := pod(l.Name); ok {
+			return "pod", name, true
+		}
+		return def(l)
+	}
+}
+
 // ifaces tracks the node namespace's interfaces: what each ifindex is, and
 // attaches the classifier to new ones as they appear.
 type ifaces struct {
