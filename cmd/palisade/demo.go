@@ -1,18 +1,161 @@
 package main
 
 import (
-	"errors"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/palisade-dev/palisade/internal/agent"
+	"github.com/palisade-dev/palisade/internal/devkube"
+	"github.com/palisade-dev/palisade/internal/lab"
+	"github.com/palisade-dev/palisade/internal/lab/app"
+	"github.com/palisade-dev/palisade/internal/server"
 )
 
-// newDemoCmd is a placeholder until its area lands.
 func newDemoCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "demo",
-		Hidden: true,
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("demo: not built yet")
+	var (
+		dataDir, listen, mode string
+		nodes                 int
+		rate                  float64
+		duration              time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run everything on embedded defaults: API server, Palisade server, lab cluster with sock-shop, agents, traffic",
+		Long: `demo starts the local Kubernetes control plane (palisade dev kube up), the
+Palisade server watching it, a lab cluster of network namespaces running the
+sock-shop application, one flow agent per lab node and a traffic generator
+along the application's call graph. It prints how to search the inventory
+and the flows, and runs until interrupted (or for --duration), then removes
+the lab. The control plane stays up for the next run (palisade dev kube down).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			if duration > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, duration)
+				defer cancel()
+			}
+			return runDemo(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), demoConfig{
+				dataDir: dataDir, listen: listen, nodes: nodes, mode: lab.Mode(mode), rate: rate,
+			})
 		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data", defaultDataDir("demo"), "the demo server's data directory")
+	f.StringVar(&listen, "listen", "127.0.0.1:7070", "address of the demo server's API")
+	f.IntVar(&nodes, "nodes", 2, "lab nodes")
+	f.StringVar(&mode, "mode", "vxlan", "lab pod network: direct or vxlan")
+	f.Float64Var(&rate, "rate", 10, "application connections per second")
+	f.DurationVar(&duration, "duration", 0, "stop after this long (0: until interrupted)")
+	return cmd
+}
+
+type demoConfig struct {
+	dataDir, listen string
+	nodes           int
+	mode            lab.Mode
+	rate            float64
+}
+
+func runDemo(ctx context.Context, out, log io.Writer, c demoConfig) error {
+	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+	say("1/5 Kubernetes control plane (kube-apiserver %s, etcd, kube-controller-manager)...", devkube.KubernetesVersion)
+	kube, err := devkube.Up(ctx, log)
+	if err != nil {
+		return err
+	}
+	say("    %s (export KUBECONFIG=%s)", kube.URL, kube.Kubeconfig)
+
+	say("2/5 Palisade server...")
+	srv, err := server.Start(ctx, server.Config{
+		DataDir: c.dataDir, Listen: c.listen,
+		Clusters:   []server.Cluster{{Name: "lab", Config: kube.Config}},
+		FlowWindow: 20 * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Stop()
+	say("    API on %s, data in %s", srv.URL(), c.dataDir)
+
+	if os.Geteuid() != 0 {
+		say("The lab needs root (network namespaces, iptables): showing the inventory only.")
+		say("Try: palisade inventory search 'kind = namespace' --server %s", srv.URL())
+		<-ctx.Done()
+		return nil
+	}
+	say("3/5 lab cluster: %d nodes, %s pod network, sock-shop...", c.nodes, c.mode)
+	l, err := lab.Up(ctx, lab.Config{Name: "demo", Nodes: c.nodes, Mode: c.mode, App: "sockshop", RestConfig: kube.Config})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		say("removing the lab...")
+		if err := l.Down(); err != nil {
+			fmt.Fprintln(log, "lab down:", err)
+		}
+	}()
+	st := l.Status()
+
+	say("4/5 flow agents, one per node...")
+	agentCtx, stopAgents := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { stopAgents(); wg.Wait() }()
+	for _, n := range st.Nodes {
+		uplinks := []string{n.Uplink}
+		if n.VXLAN != "" {
+			uplinks = append(uplinks, n.VXLAN)
+		}
+		a, err := agent.New(agent.Config{
+			Server: srv.URL(), Node: n.Name, Token: srv.AgentToken(), NetNS: n.NetNSPath,
+			Uplinks: uplinks, SpoolDir: filepath.Join(c.dataDir, "agents", n.Name), DetachOnExit: true,
+		})
+		if err != nil {
+			return fmt.Errorf("agent on %s: %w", n.Name, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.Run(agentCtx); err != nil && agentCtx.Err() == nil {
+				fmt.Fprintf(log, "agent %s: %v\n", n.Name, err)
+			}
+		}()
+	}
+
+	say("5/5 traffic along the sock-shop call graph (%.0f connections/s)...", c.rate)
+	shop, _ := app.ByName("sockshop")
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			if _, err := lab.Traffic(ctx, st, shop, lab.TrafficOptions{Duration: 15 * time.Second, Rate: c.rate}); err != nil && ctx.Err() == nil {
+				fmt.Fprintln(log, "traffic:", err)
+				return
+			}
+		}
+	}()
+
+	say(`
+Palisade is running. In another shell:
+
+  palisade inventory search 'namespace = sock-shop and kind = pod' --server %[1]s
+  palisade inventory search 'kind = service and service.type = NodePort' --server %[1]s -o json
+  palisade lab status -o json --name demo
+  palisade flows search 'dst.namespace = sock-shop' --since 5m --server %[1]s     (flows appear after ~30 s)
+  palisade flows top --by dst.port --server %[1]s
+  curl -s %[1]s/api/v1/status
+
+Ctrl-C stops the demo and removes the lab.`, srv.URL())
+	<-ctx.Done()
+	return nil
 }
