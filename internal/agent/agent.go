@@ -149,6 +149,7 @@ type Agent struct {
 	ready    chan struct{}
 	statsMu  sync.Mutex
 	lastStat capture.Stats
+	mark     string // id of the open conversation window
 }
 
 // New validates the configuration.
@@ -256,6 +257,10 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		nsNames:  map[int]string{},
 	}
 	a.agg = newAggregator(cfg.Node, a.ifs.point)
+	a.mark = newMark()
+	if err := a.restoreWindow(); err != nil {
+		return fmt.Errorf("conversation checkpoint: %w", err)
+	}
 
 	done := make(chan struct{})
 	defer close(done)
@@ -379,12 +384,21 @@ func (a *Agent) tick(mode string, emit bool) {
 		a.cfg.Log.Error("drain flow maps", "err", err)
 	}
 	var obs []flow.Observation
+	mark := ""
 	if mode == flow.DetailedMode {
 		obs = a.agg.detailed(recs, inner)
 	} else {
 		a.agg.accumulate(recs, inner)
 		if emit {
 			obs = a.agg.closeWindow()
+			if len(obs) > 0 {
+				mark = a.mark
+			}
+			a.mark = newMark()
+		} else if len(recs) > 0 {
+			if err := a.saveWindow(); err != nil {
+				a.cfg.Log.Error("checkpoint conversation window", "err", err)
+			}
 		}
 	}
 	a.agg.prune(time.Now(), 5*time.Second, 2*time.Minute)
@@ -395,8 +409,14 @@ func (a *Agent) tick(mode string, emit bool) {
 		a.statsMu.Unlock()
 	}
 	nat := a.ct.Take()
-	if err := a.rep.Submit(obs, nat); err != nil {
+	if err := a.rep.SubmitMarked(obs, nat, mark); err != nil {
 		a.cfg.Log.Error("spool observations", "err", err, "observations", len(obs))
+	}
+	if mark != "" {
+		// Reported (durably, with the mark): the checkpoint is spent.
+		if err := a.saveWindow(); err != nil {
+			a.cfg.Log.Error("checkpoint conversation window", "err", err)
+		}
 	}
 }
 

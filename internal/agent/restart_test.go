@@ -60,15 +60,22 @@ func helperMain() int {
 // generator made is reported exactly once at the pod interface, with the
 // kernel's exact packet counts, and sequence numbers continue.
 func TestAgentKilledAndServerDown(t *testing.T) {
+	for _, mode := range []string{flow.DetailedMode, flow.ConversationMode} {
+		t.Run(mode, func(t *testing.T) { killAndRestart(t, mode) })
+	}
+}
+
+func killAndRestart(t *testing.T, mode string) {
 	lab := agenttest.New(t)
 	cl := lab.TwoNodes("direct")
 	n1, p1, p2 := cl.Nodes[0], cl.Pod("p1"), cl.Pod("p2")
-	srv, url := newServer(t, flow.DetailedMode)
+	srv, url := newServer(t, mode)
 
 	bpffs := t.TempDir()
 	t.Cleanup(func() { _ = unix.Unmount(bpffs, unix.MNT_DETACH) })
-	cfg := agent.Config{Server: url, Node: "node1", NetNS: agenttest.Path(n1.NS), Mode: flow.DetailedMode,
-		Token: "tok", SpoolDir: t.TempDir(), BPFFS: bpffs, DetailedInterval: 200 * time.Millisecond}
+	cfg := agent.Config{Server: url, Node: "node1", NetNS: agenttest.Path(n1.NS), Mode: mode,
+		Token: "tok", SpoolDir: t.TempDir(), BPFFS: bpffs, DetailedInterval: 200 * time.Millisecond,
+		ConversationInterval: time.Second, DrainInterval: 200 * time.Millisecond}
 	js, _ := json.Marshal(cfg)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+string(js))
@@ -133,8 +140,8 @@ func TestAgentKilledAndServerDown(t *testing.T) {
 	}
 	_ = cmd.Wait()
 	time.Sleep(time.Second) // traffic goes on with no agent
-	ag := start(t, agent.Config{Server: cfg.Server, Node: cfg.Node, NetNS: cfg.NetNS, Mode: cfg.Mode, Token: cfg.Token,
-		SpoolDir: cfg.SpoolDir, BPFFS: cfg.BPFFS, DetailedInterval: cfg.DetailedInterval, DetachOnExit: true})
+	cfg.DetachOnExit = true
+	ag := start(t, cfg)
 	time.Sleep(500 * time.Millisecond)
 	srv.setDown(false)
 	time.Sleep(time.Second)
@@ -149,11 +156,24 @@ func TestAgentKilledAndServerDown(t *testing.T) {
 	if len(conns) < 20 {
 		t.Fatalf("only %d connections generated", len(conns))
 	}
+	var segsOut, segsIn uint64
 	for i, c := range conns {
+		segsOut += uint64(c.SegsOut)
+		segsIn += uint64(c.SegsIn)
+		if mode != flow.DetailedMode {
+			continue
+		}
 		tot := sum(obs, func(o flow.Observation) bool { return is(o, "vethp1", c.Local, p2.IP+":8080") })
 		if tot.newConns != 1 || tot.fwdP != uint64(c.SegsOut) || tot.revP != uint64(c.SegsIn) {
 			t.Errorf("conn %d/%d %v: newConns %d packets %d/%d, kernel %d/%d", i, len(conns), c.Local, tot.newConns, tot.fwdP, tot.revP, c.SegsOut, c.SegsIn)
 		}
+	}
+	// Every mode: the totals at pod1's veth are the generator's, exactly.
+	all := sum(obs, func(o flow.Observation) bool {
+		return o.Point.Interface == "vethp1" && o.Tuple.SrcIP == p1.IP && o.Tuple.DstIP == p2.IP && o.Tuple.DstPort == 8080
+	})
+	if all.newConns != uint64(len(conns)) || all.fwdP != segsOut || all.revP != segsIn {
+		t.Errorf("%s: %d connections, %d/%d packets reported; generator made %d, %d/%d", mode, all.newConns, all.fwdP, all.revP, len(conns), segsOut, segsIn)
 	}
 	// (Agent, Seq) numbering continued across the restart: 0..N-1, no gap.
 	srv.mu.Lock()

@@ -84,6 +84,9 @@ type Reporter struct {
 type seqState struct {
 	NextSeq   uint64 `json:"nextSeq"`
 	NextBatch uint64 `json:"nextBatch"`
+	// Mark is the caller's token of the last marked submission (see
+	// SubmitMarked).
+	Mark string `json:"mark,omitempty"`
 }
 
 type spoolFile struct {
@@ -91,6 +94,7 @@ type spoolFile struct {
 	batch uint64
 	obs   int
 	size  int64
+	mark  string
 }
 
 const stateFile = "state.json"
@@ -170,6 +174,9 @@ func (r *Reporter) load() error {
 		last := r.pending[n-1]
 		if last.batch >= r.state.NextBatch {
 			r.state.NextBatch = last.batch + 1
+			if last.mark != "" {
+				r.state.Mark = last.mark
+			}
 		}
 		b, err := r.readBatch(last)
 		if err == nil {
@@ -183,7 +190,10 @@ func (r *Reporter) load() error {
 	return nil
 }
 
-func spoolName(batch uint64, obs int) string {
+func spoolName(batch uint64, obs int, mark string) string {
+	if mark != "" {
+		return fmt.Sprintf("b%020d-n%d-m%s.json.gz", batch, obs, mark)
+	}
 	return fmt.Sprintf("b%020d-n%d.json.gz", batch, obs)
 }
 
@@ -192,6 +202,7 @@ func parseSpoolName(name string) (spoolFile, bool) {
 	if !ok || !strings.HasPrefix(rest, "b") {
 		return spoolFile{}, false
 	}
+	rest, mark, _ := strings.Cut(rest, "-m")
 	bs, ns, ok := strings.Cut(rest[1:], "-n")
 	if !ok {
 		return spoolFile{}, false
@@ -201,20 +212,32 @@ func parseSpoolName(name string) (spoolFile, bool) {
 	if err1 != nil || err2 != nil {
 		return spoolFile{}, false
 	}
-	return spoolFile{name: name, batch: b, obs: n}, true
+	return spoolFile{name: name, batch: b, obs: n, mark: mark}, true
 }
 
 // Submit numbers the observations (setting Agent and Seq), writes them to
 // the spool in batches and wakes the sender. When it returns nil the
 // observations are on disk.
 func (r *Reporter) Submit(obs []flow.Observation, nat []flow.NAT) error {
-	if len(obs) == 0 && len(nat) == 0 {
+	return r.SubmitMarked(obs, nat, "")
+}
+
+// SubmitMarked is Submit that also records mark (letters, digits) as done,
+// atomically with the observations: after a crash, Mark tells whether the
+// submission made it to disk. A marked submission is one batch whatever
+// its size.
+func (r *Reporter) SubmitMarked(obs []flow.Observation, nat []flow.NAT, mark string) error {
+	if len(obs) == 0 && len(nat) == 0 && mark == "" {
 		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for len(obs) > 0 || len(nat) > 0 {
-		n := min(len(obs), r.cfg.MaxBatch)
+	maxBatch := r.cfg.MaxBatch
+	if mark != "" {
+		maxBatch = max(len(obs), 1)
+	}
+	for first := true; first || len(obs) > 0 || len(nat) > 0; first = false {
+		n := min(len(obs), maxBatch)
 		b := flow.Batch{Agent: r.cfg.Agent, Node: r.cfg.Node, Observations: obs[:n], NAT: nat}
 		obs, nat = obs[n:], nil
 		seq := r.state.NextSeq
@@ -223,8 +246,8 @@ func (r *Reporter) Submit(obs []flow.Observation, nat []flow.NAT) error {
 			b.Observations[i].Seq = seq
 			seq++
 		}
-		f := spoolFile{batch: r.state.NextBatch, obs: len(b.Observations)}
-		f.name = spoolName(f.batch, f.obs)
+		f := spoolFile{batch: r.state.NextBatch, obs: len(b.Observations), mark: mark}
+		f.name = spoolName(f.batch, f.obs, mark)
 		size, err := r.writeBatch(f.name, &b)
 		if err != nil {
 			return err
@@ -232,6 +255,9 @@ func (r *Reporter) Submit(obs []flow.Observation, nat []flow.NAT) error {
 		f.size = size
 		r.state.NextSeq = seq
 		r.state.NextBatch++
+		if mark != "" {
+			r.state.Mark = mark
+		}
 		if err := r.saveState(); err != nil {
 			return err
 		}
@@ -442,6 +468,13 @@ func (r *Reporter) Counters() Counters {
 	c.ObservationsDropped = r.dropped.Load()
 	c.SendFailures = r.failures.Load()
 	return c
+}
+
+// Mark is the mark of the last marked submission on disk.
+func (r *Reporter) Mark() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state.Mark
 }
 
 // Pending is the number of batches not yet acknowledged.

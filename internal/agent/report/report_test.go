@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -221,5 +223,28 @@ func TestRefusedBatchIsDroppedNotBlocking(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if c := bad.Counters(); c.ObservationsSpooled != 2 || c.ObservationsDropped != 0 {
 		t.Fatalf("unauthorized batch must stay spooled: %+v", c)
+	}
+}
+
+// TestMarkSurvivesCrash: the mark of a marked submission is on disk with
+// it, even if the state file was not written.
+func TestMarkSurvivesCrash(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Open(Config{Server: "http://127.0.0.1:1", Node: "n", SpoolDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SubmitMarked(obs(3), nil, "1234"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, stateFile)); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Open(Config{Server: "http://127.0.0.1:1", Node: "n", SpoolDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.Mark() != "1234" || r2.Counters().NextSeq != 3 {
+		t.Fatalf("mark %q counters %+v", r2.Mark(), r2.Counters())
 	}
 }
