@@ -3,13 +3,13 @@ package agent
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
+	"github.com/palisade-dev/palisade/internal/agent/report"
 	"github.com/palisade-dev/palisade/internal/flow"
 )
 
@@ -52,7 +52,7 @@ func (a *Agent) saveWindow() error {
 	if err != nil {
 		return err
 	}
-	return writeFileDurable(path, b)
+	return report.WriteDurable(a.cfg.SpoolDir, checkpointFile, b)
 }
 
 // restoreWindow resumes a checkpointed window not yet reported.
@@ -92,19 +92,4 @@ func (a *Agent) restoreWindow() error {
 	}
 	a.cfg.Log.Info("resumed conversation window", "conversations", len(cp.Entries))
 	return nil
-}
-
-func writeFileDurable(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
-	}
-	return os.Rename(tmp, path)
 }

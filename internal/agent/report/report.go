@@ -283,7 +283,7 @@ func (r *Reporter) writeBatch(name string, b *flow.Batch) (int64, error) {
 	if err := zw.Close(); err != nil {
 		return 0, err
 	}
-	if err := writeDurable(r.cfg.SpoolDir, name, buf.Bytes()); err != nil {
+	if err := WriteDurable(r.cfg.SpoolDir, name, buf.Bytes()); err != nil {
 		return 0, fmt.Errorf("spool batch: %w", err)
 	}
 	return int64(buf.Len()), nil
@@ -291,13 +291,15 @@ func (r *Reporter) writeBatch(name string, b *flow.Batch) (int64, error) {
 
 func (r *Reporter) saveState() error {
 	b, _ := json.Marshal(r.state)
-	if err := writeDurable(r.cfg.SpoolDir, stateFile, b); err != nil {
+	if err := WriteDurable(r.cfg.SpoolDir, stateFile, b); err != nil {
 		return fmt.Errorf("spool state: %w", err)
 	}
 	return nil
 }
 
-func writeDurable(dir, name string, data []byte) error {
+// WriteDurable writes dir/name so that it survives a crash whole or not at
+// all: temp file, fsync, rename, fsync of the directory.
+func WriteDurable(dir, name string, data []byte) error {
 	tmp := filepath.Join(dir, name+".tmp")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
