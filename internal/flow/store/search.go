@@ -1,8 +1,11 @@
 package store
 
 import (
+	"runtime"
 	"slices"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/palisade-dev/palisade/internal/flow"
@@ -24,7 +27,8 @@ type matcher struct {
 
 type conjMemo struct {
 	c       flow.Conjunct
-	needIDs bool   // refers to id or related.id: per-flow fill must build them
+	needIDs bool // refers to id or related.id: per-flow fill must build them
+	need    fillNeed
 	tab     []int8 // by ID at the conjunct's level: 0 unknown, 1 match, 2 no match
 	both    map[uint64]bool
 }
@@ -34,7 +38,7 @@ func newMatcher(q *flow.Query) *matcher {
 	if q != nil {
 		for _, c := range q.Conjuncts {
 			need := slices.Contains(c.Filter.Fields(), "id") || slices.Contains(c.Filter.Fields(), "related.id")
-			m.conj = append(m.conj, conjMemo{c: c, needIDs: need})
+			m.conj = append(m.conj, conjMemo{c: c, needIDs: need, need: needOf(c.Filter.Fields())})
 		}
 	}
 	return m
@@ -43,15 +47,16 @@ func newMatcher(q *flow.Query) *matcher {
 // at points the matcher at a segment: its columns, then the dictionaries
 // (taken after the columns, so they cover every entry the columns use).
 func (m *matcher) at(s *Store, seg *segment) *view {
-	c, _, _ := seg.snapshot()
+	cs, _, _ := seg.snapshot()
 	v := s.dict.view()
-	v.c = c
+	v.cs = cs
 	m.v = v
 	return v
 }
 
+// match evaluates record i of the current chunk (m.v.c).
 func (m *matcher) match(i int) bool {
-	c := &m.v.c
+	c := m.v.c
 	for k := range m.conj {
 		cm := &m.conj[k]
 		var id uint32
@@ -71,7 +76,7 @@ func (m *matcher) match(i int) bool {
 			}
 			continue
 		default:
-			m.v.fillRecord(&m.scratch, i, cm.needIDs)
+			m.v.fillRecord(&m.scratch, i, cm.need, cm.needIDs)
 			if !cm.c.Filter.Match(&m.scratch) {
 				return false
 			}
@@ -108,7 +113,7 @@ func (m *matcher) match(i int) bool {
 }
 
 func (m *matcher) pairAttr(cm *conjMemo, i int) bool {
-	c := &m.v.c
+	c := m.v.c
 	key := uint64(c.pair[i])<<32 | uint64(c.attr[i])
 	r, seen := cm.both[key]
 	if !seen {
@@ -131,34 +136,82 @@ type hit struct {
 
 // scan calls fn for each flow of the query's time range that matches,
 // segment by segment from the newest; fn returns false to stop after the
-// current segment.
+// current segment. Segments are evaluated in parallel (one matcher per
+// worker), fn is called in order from the calling goroutine.
 func (s *Store) scan(q *flow.Query, fn func(v *view, i int) bool) {
 	s.mu.RLock()
-	segs := s.sorted(true)
+	all := s.sorted(true)
 	s.mu.RUnlock()
-	m := newMatcher(q)
-	for _, seg := range segs {
-		_, minStart, maxEnd := seg.snapshot()
-		if minStart > q.To || maxEnd < q.From {
-			continue
+	var segs []*segment
+	for _, seg := range all {
+		if _, minStart, maxEnd := seg.snapshot(); minStart <= q.To && maxEnd >= q.From {
+			segs = append(segs, seg)
 		}
-		v := m.at(s, seg)
-		c := &v.c
+	}
+	type result struct {
+		v    *view
+		hits []int32
+		done chan struct{}
+	}
+	res := make([]result, len(segs))
+	for k := range res {
+		res[k].done = make(chan struct{})
+	}
+	var next atomic.Int64
+	var stop atomic.Bool
+	workers := min(runtime.GOMAXPROCS(0), len(segs), 4)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := newMatcher(q)
+			for {
+				k := int(next.Add(1) - 1)
+				if k >= len(segs) {
+					return
+				}
+				if !stop.Load() {
+					res[k].v, res[k].hits = s.scanSegment(q, m, segs[k], res[k].hits)
+				}
+				close(res[k].done)
+			}
+		}()
+	}
+	defer wg.Wait()
+	for k := range res {
+		<-res[k].done
 		more := true
-		inside := minStart >= q.From && seg.maxStartNow() <= q.To
-		filtered := len(m.conj) > 0
+		for _, i := range res[k].hits {
+			if !fn(res[k].v, int(i)) {
+				more = false
+			}
+		}
+		res[k].hits = nil
+		if !more {
+			stop.Store(true)
+			return
+		}
+	}
+}
+
+// scanSegment appends the matching records of seg to hits.
+func (s *Store) scanSegment(q *flow.Query, m *matcher, seg *segment, hits []int32) (*view, []int32) {
+	_, minStart, _ := seg.snapshot()
+	v := m.at(s, seg)
+	inside := minStart >= q.From && seg.maxStartNow() <= q.To
+	filtered := len(m.conj) > 0
+	for ci := range v.cs {
+		c := &v.cs[ci]
+		v.c = c
 		for i, n := 0, c.len(); i < n; i++ {
 			if !inside && (c.start[i] > q.To || c.end[i] < q.From) || filtered && !m.match(i) {
 				continue
 			}
-			if !fn(v, i) {
-				more = false
-			}
-		}
-		if !more {
-			return
+			hits = append(hits, int32(ci<<chunkBits|i))
 		}
 	}
+	return v, hits
 }
 
 // Search implements flow.Store.
@@ -169,7 +222,7 @@ func (s *Store) Search(q flow.Query) ([]flow.Flow, error) {
 		limit = 1000
 	}
 	s.scan(&q, func(v *view, i int) bool {
-		hits = append(hits, hit{v, i, v.c.start[i]})
+		hits = append(hits, hit{v, i, v.cs[i>>chunkBits].start[i&(chunkRows-1)]})
 		// Segments are partitions by start: once a whole segment gave
 		// enough, older ones cannot hold newer flows.
 		return len(hits) < limit
@@ -200,13 +253,16 @@ func (s *Store) Get(id string) (flow.Flow, bool, error) {
 	segs := s.sorted(true)
 	s.mu.RUnlock()
 	for _, seg := range segs {
-		c, minStart, _ := seg.snapshot()
-		if c.len() == 0 || minStart > t.Add(time.Millisecond).UnixNano() || seg.bucket+s.opts.Partition.Nanoseconds() < t.Add(-idLookback).UnixNano() {
+		cs, minStart, _ := seg.snapshot()
+		if len(cs) == 0 || minStart > t.Add(time.Millisecond).UnixNano() || seg.bucket+s.opts.Partition.Nanoseconds() < t.Add(-idLookback).UnixNano() {
 			continue
 		}
-		for i := range c.idn {
-			if c.idn[i] == n && c.idms[i] == ms {
-				return newMatcher(nil).at(s, seg).flowAt(i), true, nil
+		for ci := range cs {
+			c := &cs[ci]
+			for i := range c.idn {
+				if c.idn[i] == n && c.idms[i] == ms {
+					return newMatcher(nil).at(s, seg).flowAt(ci<<chunkBits | i), true, nil
+				}
 			}
 		}
 	}
@@ -221,14 +277,16 @@ func (s *Store) Top(q flow.Query, by string, n int) ([]flow.TopEntry, error) {
 	var last *view
 	s.scan(&q, func(v *view, i int) bool {
 		last = v
-		p := int(v.c.pair[i])
+		c := &v.cs[i>>chunkBits]
+		i &= chunkRows - 1
+		p := int(c.pair[i])
 		if p >= len(per) {
 			per = append(per, make([]acc, len(v.pairs)-len(per))...)
 		}
 		a := &per[p]
 		a.flows++
-		a.conns += v.c.conns[i]
-		a.bytes += v.c.fwdB[i] + v.c.revB[i]
+		a.conns += c.conns[i]
+		a.bytes += c.fwdB[i] + c.revB[i]
 		return true
 	})
 	groups := map[string]*flow.TopEntry{}
@@ -262,4 +320,17 @@ func (s *Store) Top(q flow.Query, by string, n int) ([]flow.TopEntry, error) {
 		out = out[:n]
 	}
 	return out, nil
+}
+
+func needOf(fields []string) fillNeed {
+	var n fillNeed
+	for _, f := range fields {
+		switch flow.ClassOf(f) {
+		case flow.ClassSrc, flow.ClassDst, flow.ClassPair:
+			n.pair = true
+		case flow.ClassAttr:
+			n.attr = true
+		}
+	}
+	return n
 }

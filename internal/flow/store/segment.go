@@ -45,8 +45,8 @@ type dict struct {
 	recent     [4]recentStr
 	nextRecent int
 	// Direct-mapped caches in front of the maps, for the hot path.
-	epCache   [4096]epCacheEntry
-	pairCache [8192]pairCacheEntry
+	epCache   [16384]epCacheEntry
+	pairCache [65536]pairCacheEntry
 }
 
 type epCacheEntry struct {
@@ -194,17 +194,20 @@ func sameEndpoint(a, b *flow.Endpoint) bool {
 
 func (d *dict) endpoint(e *flow.Endpoint) uint32 {
 	la := mapAddr(e.Labels)
-	var ce *epCacheEntry
-	if la != 0 {
-		ce = &d.epCache[(la>>5)%uintptr(len(d.epCache))]
-		if ce.labels == la && ce.val.owner == e.Owner && sameEndpoint(&ce.val.e, e) {
-			return ce.val.id
+	h := uint64(la)
+	if la == 0 {
+		// No labels (services, external peers): slot by IP.
+		h = 14695981039346656037
+		for i := 0; i < len(e.IP); i++ {
+			h = (h ^ uint64(e.IP[i])) * 1099511628211
 		}
 	}
-	id := d.endpointMap(e, la)
-	if ce != nil {
-		*ce = epCacheEntry{labels: la, val: epFastVal{id: id, labels: e.Labels, owner: e.Owner, e: *e}}
+	ce := &d.epCache[(h*0x9E3779B97F4A7C15)>>50]
+	if ce.val.e.IP != "" && ce.labels == la && ce.val.owner == e.Owner && sameEndpoint(&ce.val.e, e) {
+		return ce.val.id
 	}
+	id := d.endpointMap(e, la)
+	*ce = epCacheEntry{labels: la, val: epFastVal{id: id, labels: e.Labels, owner: e.Owner, e: *e}}
 	return id
 }
 
@@ -410,8 +413,15 @@ type segment struct {
 	minStart int64
 	maxStart int64
 	maxEnd   int64
-	cols     columns
+	// chunks hold the records, chunkRows each (the last may be partial):
+	// appending never copies more than one chunk.
+	chunks []*columns
 }
+
+const (
+	chunkBits = 16
+	chunkRows = 1 << chunkBits
+)
 
 type rel struct {
 	idms   int64
@@ -437,7 +447,6 @@ func (c *columns) len() int { return len(c.start) }
 
 func newSegment(bucket int64, path string) *segment {
 	s := &segment{bucket: bucket, path: path, minStart: 1<<63 - 1, maxStart: -1 << 63, maxEnd: -1 << 63}
-	s.cols.relOff = []uint32{0}
 	return s
 }
 
@@ -491,51 +500,82 @@ func (w *blockWriter) add(f *flow.Flow, idms int64, idn uint64, rels []rel) {
 		r.u64(x.idn)
 		r.byte1(x.reason)
 	}
-	c := &w.pend
 	start, end := startUs*1000, max(endUs, startUs)*1000
-	c.start = append(c.start, start)
-	c.end = append(c.end, end)
-	c.idms = append(c.idms, idms)
-	c.idn = append(c.idn, idn)
-	c.pair = append(c.pair, pid)
-	c.attr = append(c.attr, aid)
-	c.sport = append(c.sport, f.Src.Port)
-	c.fwdP = append(c.fwdP, f.FwdPackets)
-	c.fwdB = append(c.fwdB, f.FwdBytes)
-	c.revP = append(c.revP, f.RevPackets)
-	c.revB = append(c.revB, f.RevBytes)
-	c.conns = append(c.conns, f.Conns)
-	c.rels = append(c.rels, rels...)
-	c.relOff = append(c.relOff, uint32(len(c.rels)))
+	w.pend.addRow(row{start, end, idms, idn, pid, aid, f.Src.Port, [5]uint64{f.FwdPackets, f.FwdBytes, f.RevPackets, f.RevBytes, f.Conns}}, rels)
 	w.bound = [3]int64{min(w.bound[0], start), max(w.bound[1], start), max(w.bound[2], end)}
 }
 
-// commit adds the block's records to the segment's columns.
-func (w *blockWriter) commit() {
-	s, p := w.s, &w.pend
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := &s.cols
-	base := uint32(len(c.rels))
-	c.start = append(c.start, p.start...)
-	c.end = append(c.end, p.end...)
-	c.idms = append(c.idms, p.idms...)
-	c.idn = append(c.idn, p.idn...)
-	c.pair = append(c.pair, p.pair...)
-	c.attr = append(c.attr, p.attr...)
-	c.sport = append(c.sport, p.sport...)
-	c.fwdP = append(c.fwdP, p.fwdP...)
-	c.fwdB = append(c.fwdB, p.fwdB...)
-	c.revP = append(c.revP, p.revP...)
-	c.revB = append(c.revB, p.revB...)
-	c.conns = append(c.conns, p.conns...)
-	c.rels = append(c.rels, p.rels...)
-	for _, off := range p.relOff {
-		c.relOff = append(c.relOff, base+off)
+// row is one record's fixed-size fields.
+type row struct {
+	start, end, idms int64
+	idn              uint64
+	pair, attr       uint32
+	sport            uint16
+	n                [5]uint64 // fwdP, fwdB, revP, revB, conns
+}
+
+func (c *columns) addRow(r row, rels []rel) {
+	if len(c.relOff) == 0 {
+		c.relOff = append(c.relOff, 0)
 	}
-	s.minStart = min(s.minStart, w.bound[0])
-	s.maxStart = max(s.maxStart, w.bound[1])
-	s.maxEnd = max(s.maxEnd, w.bound[2])
+	c.start = append(c.start, r.start)
+	c.end = append(c.end, r.end)
+	c.idms = append(c.idms, r.idms)
+	c.idn = append(c.idn, r.idn)
+	c.pair = append(c.pair, r.pair)
+	c.attr = append(c.attr, r.attr)
+	c.sport = append(c.sport, r.sport)
+	c.fwdP = append(c.fwdP, r.n[0])
+	c.fwdB = append(c.fwdB, r.n[1])
+	c.revP = append(c.revP, r.n[2])
+	c.revB = append(c.revB, r.n[3])
+	c.conns = append(c.conns, r.n[4])
+	c.rels = append(c.rels, rels...)
+	c.relOff = append(c.relOff, uint32(len(c.rels)))
+}
+
+// appendRows adds p's records to the segment's chunks, a chunk's worth
+// of rows at a time. Caller holds mu.
+func (s *segment) appendRows(p *columns) {
+	for lo, n := 0, p.len(); lo < n; {
+		if len(s.chunks) == 0 || s.chunks[len(s.chunks)-1].len() == chunkRows {
+			s.chunks = append(s.chunks, &columns{relOff: []uint32{0}})
+		}
+		c := s.chunks[len(s.chunks)-1]
+		hi := min(n, lo+chunkRows-c.len())
+		c.start = append(c.start, p.start[lo:hi]...)
+		c.end = append(c.end, p.end[lo:hi]...)
+		c.idms = append(c.idms, p.idms[lo:hi]...)
+		c.idn = append(c.idn, p.idn[lo:hi]...)
+		c.pair = append(c.pair, p.pair[lo:hi]...)
+		c.attr = append(c.attr, p.attr[lo:hi]...)
+		c.sport = append(c.sport, p.sport[lo:hi]...)
+		c.fwdP = append(c.fwdP, p.fwdP[lo:hi]...)
+		c.fwdB = append(c.fwdB, p.fwdB[lo:hi]...)
+		c.revP = append(c.revP, p.revP[lo:hi]...)
+		c.revB = append(c.revB, p.revB[lo:hi]...)
+		c.conns = append(c.conns, p.conns[lo:hi]...)
+		base := uint32(len(c.rels)) - p.relOff[lo]
+		c.rels = append(c.rels, p.rels[p.relOff[lo]:p.relOff[hi]]...)
+		for _, off := range p.relOff[lo+1 : hi+1] {
+			c.relOff = append(c.relOff, base+off)
+		}
+		for _, t := range p.start[lo:hi] {
+			s.minStart = min(s.minStart, t)
+			s.maxStart = max(s.maxStart, t)
+		}
+		for _, t := range p.end[lo:hi] {
+			s.maxEnd = max(s.maxEnd, t)
+		}
+		lo = hi
+	}
+}
+
+// commit adds the block's records to the segment.
+func (w *blockWriter) commit() {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	w.s.appendRows(&w.pend)
 }
 
 // block returns the encoded segment block. The records are applied to the
@@ -603,50 +643,32 @@ func (s *segment) apply(payload []byte, d *dict, keep func(blockInfo) bool, obs 
 	base := r.i()
 	kept := keep(info)
 	npairs, nattrs := len(d.pairs), len(d.attrs)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := &s.cols
+	var p columns
+	var rels []rel
 	for range n {
 		startUs := base + r.i()
 		endUs := startUs + int64(r.u())
-		idms := startUs/1000 + r.i()
-		idn := r.u64()
-		pid, aid := r.id(npairs), r.id(nattrs)
-		sport := uint16(r.u())
-		var k [5]uint64
-		for i := range k {
-			k[i] = r.u()
+		x := row{start: startUs * 1000, end: endUs * 1000, idms: startUs/1000 + r.i(), idn: r.u64()}
+		x.pair, x.attr = r.id(npairs), r.id(nattrs)
+		x.sport = uint16(r.u())
+		for i := range x.n {
+			x.n[i] = r.u()
 		}
-		nrel := r.count()
-		rels := len(c.rels)
-		for range nrel {
-			c.rels = append(c.rels, rel{idms: startUs/1000 + r.i(), idn: r.u64(), reason: r.byte1()})
+		rels = rels[:0]
+		for range r.count() {
+			rels = append(rels, rel{idms: startUs/1000 + r.i(), idn: r.u64(), reason: r.byte1()})
 		}
 		if r.err != nil {
-			c.rels = c.rels[:rels]
 			return r.err
 		}
-		if !kept {
-			c.rels = c.rels[:rels]
-			continue
+		if kept {
+			p.addRow(x, rels)
 		}
-		start, end := startUs*1000, endUs*1000
-		c.start = append(c.start, start)
-		c.end = append(c.end, end)
-		c.idms = append(c.idms, idms)
-		c.idn = append(c.idn, idn)
-		c.pair = append(c.pair, pid)
-		c.attr = append(c.attr, aid)
-		c.sport = append(c.sport, sport)
-		c.fwdP = append(c.fwdP, k[0])
-		c.fwdB = append(c.fwdB, k[1])
-		c.revP = append(c.revP, k[2])
-		c.revB = append(c.revB, k[3])
-		c.conns = append(c.conns, k[4])
-		c.relOff = append(c.relOff, uint32(len(c.rels)))
-		s.minStart = min(s.minStart, start)
-		s.maxStart = max(s.maxStart, start)
-		s.maxEnd = max(s.maxEnd, end)
+	}
+	if kept && p.len() > 0 {
+		s.mu.Lock()
+		s.appendRows(&p)
+		s.mu.Unlock()
 	}
 	if kept {
 		decodeSeqs(r, obs)
@@ -660,12 +682,25 @@ func blockTxn(payload []byte) blockInfo {
 	return blockInfo{txn: r.u(), part: int(r.u()), parts: int(r.u())}
 }
 
-// snapshot returns the columns as they are now; safe to read without the
-// lock afterwards.
-func (s *segment) snapshot() (columns, int64, int64) {
+// snapshot returns the chunks as they are now (copies of their slice
+// headers); safe to read without the lock afterwards.
+func (s *segment) snapshot() ([]columns, int64, int64) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.cols, s.minStart, s.maxEnd
+	cs := make([]columns, len(s.chunks))
+	for i, c := range s.chunks {
+		cs[i] = *c
+	}
+	return cs, s.minStart, s.maxEnd
+}
+
+// rows counts the records of a snapshot.
+func rows(cs []columns) int {
+	n := 0
+	for i := range cs {
+		n += cs[i].len()
+	}
+	return n
 }
 
 func (s *segment) maxStartNow() int64 {
@@ -677,7 +712,8 @@ func (s *segment) maxStartNow() int64 {
 // view is a consistent snapshot of the dictionaries (and of one segment's
 // columns when c is set) for reading without locks.
 type view struct {
-	c     columns
+	cs    []columns // the segment's chunks
+	c     *columns  // the chunk being scanned
 	eps   []flow.Endpoint
 	pairs []pair
 	attrs []attr
@@ -724,14 +760,27 @@ func (v *view) fillAttr(f *flow.Flow, aid uint32) {
 }
 
 // fill materializes record i entirely.
-func (v *view) fill(f *flow.Flow, i int) { v.fillRecord(f, i, true) }
+func (v *view) fill(f *flow.Flow, i int) { v.fillRecord(f, i, fillNeed{true, true}, true) }
+
+// at selects the chunk of global record index g and returns g's index in it.
+func (v *view) at(g int) int {
+	v.c = &v.cs[g>>chunkBits]
+	return g & (chunkRows - 1)
+}
+
+// fillNeed says which dictionary-level parts of a flow a fill must set.
+type fillNeed struct{ pair, attr bool }
 
 // fillRecord materializes record i; without ids, the flow's ID and its
 // related flows' IDs are left empty (they cost most).
-func (v *view) fillRecord(f *flow.Flow, i int, ids bool) {
-	c := &v.c
-	v.fillPair(f, c.pair[i])
-	v.fillAttr(f, c.attr[i])
+func (v *view) fillRecord(f *flow.Flow, i int, need fillNeed, ids bool) {
+	c := v.c
+	if need.pair {
+		v.fillPair(f, c.pair[i])
+	}
+	if need.attr {
+		v.fillAttr(f, c.attr[i])
+	}
 	f.Src.Port = c.sport[i]
 	f.Start = time.Unix(0, c.start[i]).UTC()
 	f.End = time.Unix(0, c.end[i]).UTC()
@@ -759,10 +808,10 @@ func reasonName(bit uint8) string {
 	return ""
 }
 
-// flowAt returns a fresh, caller-owned copy of record i.
-func (v *view) flowAt(i int) flow.Flow {
+// flowAt returns a fresh, caller-owned copy of record g (global index).
+func (v *view) flowAt(g int) flow.Flow {
 	var f flow.Flow
-	v.fill(&f, i)
+	v.fill(&f, v.at(g))
 	f.Points = slices.Clone(f.Points)
 	f.Src.Labels = cloneMap(f.Src.Labels)
 	f.Dst.Labels = cloneMap(f.Dst.Labels)

@@ -455,9 +455,9 @@ func (s *Store) Stats() Stats {
 	defer s.mu.RUnlock()
 	var st Stats
 	for _, seg := range s.segs {
-		c, _, _ := seg.snapshot()
+		cs, _, _ := seg.snapshot()
 		st.Segments++
-		st.Flows += c.len()
+		st.Flows += rows(cs)
 		st.Bytes += seg.size
 	}
 	return st

@@ -246,3 +246,34 @@ func TestWALPending(t *testing.T) {
 	}
 	s.Close()
 }
+
+// Records past the first chunk are found, searched and survive a reopen.
+func TestChunks(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{Partition: 24 * time.Hour})
+	n := chunkRows + 1000
+	flows := make([]flow.Flow, 0, n)
+	for i := range n {
+		f := testFlow(i, t0.Add(time.Duration(i)*time.Millisecond))
+		if i == n-1 {
+			f.Related = []flow.Related{{ID: flows[0].ID, Reason: flow.ReasonVXLAN}}
+		}
+		flows = append(flows, f)
+	}
+	if err := s.Append(flows, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dir, Options{Partition: 24 * time.Hour})
+	defer s.Close()
+	got, ok, _ := s.Get(flows[n-1].ID)
+	if !ok || got.FwdBytes != flows[n-1].FwdBytes || len(got.Related) != 1 || got.Related[0].ID != flows[0].ID {
+		t.Fatalf("last flow: %v %+v", ok, got)
+	}
+	if fs, _ := s.Search(query(t, `related contains "overlay-vxlan"`, 10)); len(fs) != 1 || fs[0].ID != flows[n-1].ID {
+		t.Fatalf("search past the first chunk: %d", len(fs))
+	}
+	if fs, _ := s.Search(query(t, `src.namespace = shop`, 100000)); len(fs) != (n+2)/3 {
+		t.Fatalf("count: %d", len(fs))
+	}
+}
