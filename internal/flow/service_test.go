@@ -153,6 +153,13 @@ func TestIngestSearchGet(t *testing.T) {
 	if code != 200 || len(body["entries"].([]any)) != 2 {
 		t.Fatalf("top: %d %v", code, body)
 	}
+	code, body = e.get("/api/v1/flows/top?by=src.ip&from=1h")
+	if code != 200 || len(body["entries"].([]any)) != 1 {
+		t.Fatalf("top by src.ip: %d %v", code, body)
+	}
+	if code, _ = e.get("/api/v1/flows/top?by=bytes"); code != 400 {
+		t.Fatalf("top by a per-flow field: %d", code)
+	}
 	code, body = e.get("/api/v1/flows?filter=" + url.QueryEscape(`src.ip = 1 and and`))
 	if code != 400 || body["position"] == nil {
 		t.Fatalf("bad filter: %d %v", code, body)

@@ -21,7 +21,7 @@ type Store interface {
 	// Get returns the flow with the given ID.
 	Get(id string) (Flow, bool, error)
 	// Top counts the flows of q (its Limit ignored) grouped by the field
-	// by (a field of ClassPair, or "pair" for src→dst workload pairs) and
+	// by (see ValidTopBy; "pair" for src→dst workload pairs) and
 	// returns the n largest groups by number of flows.
 	Top(q Query, by string, n int) ([]TopEntry, error)
 	Close() error
@@ -35,8 +35,7 @@ type TopEntry struct {
 	Bytes uint64 `json:"bytes"`
 }
 
-// TopKey returns the key of f in a Top grouping by (a ClassPair field or
-// "pair").
+// TopKey returns the key of f in a Top grouping by (see ValidTopBy).
 func TopKey(f *Flow, by string) string {
 	if by == "pair" {
 		return endpointLabel(&f.Src) + " → " + endpointLabel(&f.Dst)
@@ -58,7 +57,12 @@ func endpointLabel(e *Endpoint) string {
 	return e.IP
 }
 
-// ValidTopBy reports whether Top can group by.
+// ValidTopBy reports whether Top can group by: "pair" or a field that
+// depends only on the endpoints, protocol and destination port.
 func ValidTopBy(by string) bool {
-	return by == "pair" || Schema.ValidField(by) && ClassOf(by) == ClassPair
+	if by == "pair" {
+		return true
+	}
+	c := ClassOf(by)
+	return Schema.ValidField(by) && (c == ClassSrc || c == ClassDst || c == ClassPair)
 }

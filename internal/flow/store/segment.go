@@ -125,10 +125,7 @@ func (d *dict) str(v string) uint32 {
 		}
 		return id
 	}
-	id := uint32(len(d.strs))
-	d.mu.Lock()
-	d.strs = append(d.strs, v)
-	d.mu.Unlock()
+	id := push(d, &d.strs, v)
 	d.strID[v] = id
 	return id
 }
@@ -245,10 +242,7 @@ func (d *dict) endpointSlow(e *flow.Endpoint) uint32 {
 	if e.Owner != nil {
 		ep.Owner = &inventory.Owner{Kind: d.strs[d.str(e.Owner.Kind)], Name: d.strs[d.str(e.Owner.Name)]}
 	}
-	id := uint32(len(d.eps))
-	d.mu.Lock()
-	d.eps = append(d.eps, ep)
-	d.mu.Unlock()
+	id := push(d, &d.eps, ep)
 	d.epID[string(k)] = id
 	return id
 }
@@ -264,10 +258,7 @@ func (d *dict) points(ps []flow.ObservationPoint) uint32 {
 		cp[i] = flow.ObservationPoint{Node: d.strs[d.str(p.Node)], Interface: d.strs[d.str(p.Interface)],
 			Kind: d.strs[d.str(p.Kind)], Pod: d.strs[d.str(p.Pod)]}
 	}
-	id := uint32(len(d.pss))
-	d.mu.Lock()
-	d.pss = append(d.pss, cp)
-	d.mu.Unlock()
+	id := push(d, &d.pss, cp)
 	d.psID[string(k)] = id
 	return id
 }
@@ -288,11 +279,18 @@ func intern[T comparable](d *dict, ids map[T]uint32, list *[]T, v T) uint32 {
 	if id, ok := ids[v]; ok {
 		return id
 	}
+	id := push(d, list, v)
+	ids[v] = id
+	return id
+}
+
+// push appends v to a dictionary list (under the lock readers take) and
+// returns its ID.
+func push[T any](d *dict, list *[]T, v T) uint32 {
 	id := uint32(len(*list))
 	d.mu.Lock()
 	*list = append(*list, v)
 	d.mu.Unlock()
-	ids[v] = id
 	return id
 }
 
