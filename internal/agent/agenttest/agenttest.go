@@ -13,11 +13,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
-	"github.com/vishvananda/netns"
+	"github.com/palisade-dev/palisade/internal/agent/nsutil"
 )
 
 // Lab is a set of namespaces created by one test.
@@ -85,36 +84,7 @@ func (l *Lab) Exec(ns string, args ...string) string {
 
 // Do runs fn on an OS thread switched into namespace ns. Sockets fn creates
 // belong to ns and keep working after Do returns.
-func Do(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread is left locked (and so discarded) if switching back
-		// fails, never returned to the pool in the wrong namespace.
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(ns)
-		if err != nil {
-			errc <- fmt.Errorf("netns %s: %w", ns, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("enter %s: %w", ns, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
-}
+func Do(ns string, fn func() error) error { return nsutil.Do(Path(ns), fn) }
 
 // Pod is a pod namespace with its veth to the node.
 type Pod struct {
@@ -202,7 +172,9 @@ func (l *Lab) TwoNodes(mode string) *Cluster {
 
 func (l *Lab) node(name string, idx int) *Node {
 	n := &Node{Name: name, NS: l.NS(name), IP: fmt.Sprintf("10.0.0.%d", idx), Bridge: "br0"}
-	l.Exec(n.NS, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	if err := Do(n.NS, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0) }); err != nil {
+		l.t.Fatalf("ip_forward in %s: %v", n.NS, err)
+	}
 	l.Exec(n.NS, "ip", "link", "add", "br0", "type", "bridge")
 	l.Exec(n.NS, "ip", "addr", "add", fmt.Sprintf("10.244.%d.1/24", idx), "dev", "br0")
 	l.Exec(n.NS, "ip", "link", "set", "br0", "up")

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/palisade-dev/palisade/internal/agent/nsutil"
 	"github.com/palisade-dev/palisade/internal/flow"
 )
 
@@ -45,12 +46,15 @@ func Enable(nsPath string) error {
 			return fmt.Errorf("conntrack rule in %s: %w: %s", nsName(nsPath), err, out)
 		}
 	}
-	for _, s := range []string{"net.netfilter.nf_conntrack_acct=1", "net.netfilter.nf_conntrack_timestamp=1"} {
-		if out, err := inNS(nsPath, "sysctl", "-qw", s); err != nil {
-			return fmt.Errorf("sysctl %s in %s: %w: %s", s, nsName(nsPath), err, out)
+	// /proc/sys/net is the opening thread's namespace's.
+	return nsutil.Do(nsPath, func() error {
+		for _, s := range []string{"nf_conntrack_acct", "nf_conntrack_timestamp"} {
+			if err := os.WriteFile("/proc/sys/net/netfilter/"+s, []byte("1"), 0); err != nil {
+				return fmt.Errorf("%s in %s: %w", s, nsName(nsPath), err)
+			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // Disable removes Palisade's chain (conntrack stays on while other rules

@@ -24,7 +24,7 @@ func TestDNATMapping(t *testing.T) {
 	if err := conntrack.Enable(agenttest.Path(n1.NS)); err != nil {
 		t.Fatal(err)
 	}
-	if v := strings.TrimSpace(lab.Exec(n1.NS, "sysctl", "-n", "net.netfilter.nf_conntrack_acct")); v != "1" {
+	if v := strings.TrimSpace(lab.Exec(n1.NS, "cat", "/proc/sys/net/netfilter/nf_conntrack_acct")); v != "1" {
 		t.Fatalf("nf_conntrack_acct = %s", v)
 	}
 	w := conntrack.NewWatcher(conntrack.Config{Node: "node1", NSPath: agenttest.Path(n1.NS)})
