@@ -368,8 +368,14 @@ func (a *Agent) drainEvery() time.Duration {
 func (a *Agent) onLink(u netlink.LinkUpdate) {
 	switch u.Header.Type {
 	case unix.RTM_NEWLINK:
-		if err := a.ifs.update(u.Link); err != nil {
-			a.cfg.Log.Warn("attach", "iface", u.Link.Attrs().Name, "err", err)
+		// Bridge-port notifications (AF_BRIDGE) carry no link kind: read
+		// the link afresh rather than trust the message.
+		l, err := a.ifs.h.LinkByIndex(int(u.Index))
+		if err != nil {
+			return // gone again
+		}
+		if err := a.ifs.update(l); err != nil {
+			a.cfg.Log.Warn("attach", "iface", l.Attrs().Name, "err", err)
 		}
 	case unix.RTM_DELLINK:
 		a.ifs.gone(int(u.Index))

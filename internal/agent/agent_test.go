@@ -498,3 +498,46 @@ func TestAgentEgressSNAT(t *testing.T) {
 		t.Errorf("node side %v: %+v, kernel %d/%d", snat, node, c.SegsOut, c.SegsIn)
 	}
 }
+
+// TestAgentFollowsPods: a pod plugged in after the agent started is
+// observed at its veth; one removed goes away without disturbing the rest.
+func TestAgentFollowsPods(t *testing.T) {
+	lab := agenttest.New(t)
+	cl := lab.TwoNodes("direct")
+	n1, p1, p2 := cl.Nodes[0], cl.Pod("p1"), cl.Pod("p2")
+	srv, url := newServer(t, flow.DetailedMode)
+	ag := start(t, agent.Config{Server: url, Node: "node1", NetNS: agenttest.Path(n1.NS), Mode: flow.DetailedMode,
+		DetailedInterval: 200 * time.Millisecond})
+	p4 := lab.AddPod(n1, "p4", 14)
+	time.Sleep(300 * time.Millisecond) // rtnetlink → attach
+	ts, err := agenttest.ListenTCP(p2.NS, p2.IP+":8080", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ts.Close()
+	c4, err := agenttest.Exchange(p4.NS, p2.IP+":8080", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab.RemovePod(p4)
+	c1, err := agenttest.Exchange(p1.NS, p2.IP+":8080", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	h := ag.a.Health()
+	ag.stop(t)
+	obs := srv.observations()
+	tot := sum(obs, func(o flow.Observation) bool { return is(o, "vethp4", c4.Local, p2.IP+":8080") })
+	if tot.fwdP != uint64(c4.SegsOut) || tot.points["vethp4"].Kind != "pod" || tot.points["vethp4"].Pod != p4.NS {
+		t.Errorf("new pod: %+v (kernel %d out)", tot, c4.SegsOut)
+	}
+	if tot := sum(obs, func(o flow.Observation) bool { return is(o, "vethp1", c1.Local, p2.IP+":8080") }); tot.fwdP != uint64(c1.SegsOut) {
+		t.Errorf("after removal: %+v", tot)
+	}
+	for _, p := range h.Interfaces {
+		if p.Interface == "vethp4" {
+			t.Errorf("removed pod's veth still listed: %+v", h.Interfaces)
+		}
+	}
+}

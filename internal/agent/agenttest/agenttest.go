@@ -181,6 +181,12 @@ func (l *Lab) node(name string, idx int) *Node {
 	return n
 }
 
+// AddPod plugs a new pod into node n's bridge with address .host.
+func (l *Lab) AddPod(n *Node, name string, host int) *Pod { return l.pod(n, name, host) }
+
+// RemovePod deletes a pod's namespace (its veth goes with it).
+func (l *Lab) RemovePod(p *Pod) { l.Run("ip", "netns", "del", p.NS) }
+
 func (l *Lab) pod(n *Node, name string, host int) *Pod {
 	p := &Pod{Name: name, NS: l.NS(name), HostVeth: "veth" + name}
 	subnet := n.IP[len(n.IP)-1:]
