@@ -59,7 +59,9 @@ const (
 	// ClassAttr fields depend on the mode, flags, reply, relation reasons,
 	// observation points and tunnel type: few distinct combinations.
 	ClassAttr
-	// ClassRecord fields differ from flow to flow (ports, counters, times).
+	// ClassSrcPort is the source port alone: at most 65,536 values.
+	ClassSrcPort
+	// ClassRecord fields differ from flow to flow (counters, times, IDs).
 	ClassRecord
 )
 
@@ -67,7 +69,7 @@ const (
 func ClassOf(name string) FieldClass {
 	switch {
 	case name == "src.port":
-		return ClassRecord
+		return ClassSrcPort
 	case name == "dst.port" || name == "proto":
 		return ClassPair
 	case strings.HasPrefix(name, "src."):
@@ -94,6 +96,7 @@ const (
 	LevelPair                  // once per endpoint pair + proto + dst port
 	LevelAttr                  // once per attribute combination
 	LevelPairAttr              // once per (pair, attributes)
+	LevelSrcPort               // once per source port value
 	LevelRecord                // once per flow
 )
 
@@ -106,8 +109,10 @@ func LevelOf(fields []string) Level {
 	has := func(k FieldClass) bool { return c&(1<<k) != 0 }
 	pairish := has(ClassSrc) && has(ClassDst) || has(ClassPair)
 	switch {
-	case has(ClassRecord):
+	case has(ClassRecord) || has(ClassSrcPort) && c != 1<<ClassSrcPort:
 		return LevelRecord
+	case has(ClassSrcPort):
+		return LevelSrcPort
 	case has(ClassAttr) && (pairish || has(ClassSrc) || has(ClassDst)):
 		return LevelPairAttr
 	case has(ClassAttr):

@@ -362,7 +362,8 @@ func TestSplitConjuncts(t *testing.T) {
 	for src, want := range map[string][]Level{
 		`src.namespace = a and dst.name = "x and y" and replied = true`:     {LevelSrc, LevelDst, LevelAttr},
 		`src.namespace = a and dst.port = 80 or replied = true`:             {LevelPairAttr},
-		`(src.namespace = a or dst.port = 80) and not src.port = 1`:         {LevelPair, LevelRecord},
+		`(src.namespace = a or dst.port = 80) and not src.port = 1`:         {LevelPair, LevelSrcPort},
+		`src.port > 1024 or bytes > 10`:                                     {LevelRecord},
 		`src.label.app = x and dst.ip in 10.0.0.0/8 and flags contains SYN`: {LevelSrc, LevelDst, LevelAttr},
 	} {
 		q, err := NewQuery(src, 0, 1, 10)

@@ -214,7 +214,8 @@ func BenchmarkSearch10M(b *testing.B) {
 		{"label+attr", all(`src.label.app = "app-3" and replied = false and dst.kind = service`, 1000)},
 		{"cidr", all(`dst.ip in 203.0.0.0/24 and related exists`, 100)},
 		{"egress not replied, full scan", all(`dst.ip in 203.0.7.0/24 and replied = false and src.namespace = ns-3`, 1000)},
-		{"src.port (per flow)", all(`src.port = 40000`, 100)},
+		{"src.port (per port value)", all(`src.port = 40000`, 100)},
+		{"bytes (per flow, full scan)", all(`fwd.bytes > 1048000 and rev.bytes > 1048000`, 100)},
 		{"1 h, no filter", hour},
 		{"everything, limit 100", all("", 100)},
 	}

@@ -70,6 +70,8 @@ func (m *matcher) match(i int) bool {
 			id = c.pair[i]
 		case flow.LevelAttr:
 			id = c.attr[i]
+		case flow.LevelSrcPort:
+			id = uint32(c.sport[i])
 		case flow.LevelPairAttr:
 			if !m.pairAttr(cm, i) {
 				return false
@@ -101,6 +103,8 @@ func (m *matcher) match(i int) bool {
 			m.v.fillPair(&m.scratch, id)
 		case flow.LevelAttr:
 			m.v.fillAttr(&m.scratch, id)
+		case flow.LevelSrcPort:
+			m.scratch.Src.Port = uint16(id)
 		}
 		if cm.c.Filter.Match(&m.scratch) {
 			cm.tab[id] = 1
@@ -330,6 +334,9 @@ func needOf(fields []string) fillNeed {
 			n.pair = true
 		case flow.ClassAttr:
 			n.attr = true
+		}
+		if f == "start" || f == "end" || f == "duration" {
+			n.times = true
 		}
 	}
 	return n

@@ -758,7 +758,7 @@ func (v *view) fillAttr(f *flow.Flow, aid uint32) {
 }
 
 // fill materializes record i entirely.
-func (v *view) fill(f *flow.Flow, i int) { v.fillRecord(f, i, fillNeed{true, true}, true) }
+func (v *view) fill(f *flow.Flow, i int) { v.fillRecord(f, i, fillNeed{true, true, true}, true) }
 
 // at selects the chunk of global record index g and returns g's index in it.
 func (v *view) at(g int) int {
@@ -767,7 +767,7 @@ func (v *view) at(g int) int {
 }
 
 // fillNeed says which dictionary-level parts of a flow a fill must set.
-type fillNeed struct{ pair, attr bool }
+type fillNeed struct{ pair, attr, times bool }
 
 // fillRecord materializes record i; without ids, the flow's ID and its
 // related flows' IDs are left empty (they cost most).
@@ -780,8 +780,10 @@ func (v *view) fillRecord(f *flow.Flow, i int, need fillNeed, ids bool) {
 		v.fillAttr(f, c.attr[i])
 	}
 	f.Src.Port = c.sport[i]
-	f.Start = time.Unix(0, c.start[i]).UTC()
-	f.End = time.Unix(0, c.end[i]).UTC()
+	if need.times {
+		f.Start = time.Unix(0, c.start[i]).UTC()
+		f.End = time.Unix(0, c.end[i]).UTC()
+	}
 	f.FwdPackets, f.FwdBytes = c.fwdP[i], c.fwdB[i]
 	f.RevPackets, f.RevBytes = c.revP[i], c.revB[i]
 	f.Conns = c.conns[i]
