@@ -87,7 +87,7 @@ func EnsureBinaries(ctx context.Context, log io.Writer) (Binaries, error) {
 			fmt.Fprintf(&gomod, "\tgo.etcd.io/etcd/%s => go.etcd.io/etcd/%s %s\n", m, m, EtcdVersion)
 		}
 		gomod.WriteString(")\n")
-		if err := goBuild(ctx, log, filepath.Dir(b.Etcd), gomod.String(), "go.etcd.io/etcd/server/v3", b.Etcd); err != nil {
+		if err := goBuild(ctx, log, filepath.Dir(b.Etcd), gomod.String(), "go.etcd.io/etcd/server/v3", b.Etcd, ""); err != nil {
 			return b, err
 		}
 	}
@@ -104,7 +104,7 @@ func EnsureBinaries(ctx context.Context, log io.Writer) (Binaries, error) {
 		if _, err := os.Stat(out); err == nil {
 			continue
 		}
-		if err := goBuild(ctx, log, filepath.Dir(out), gomod.String(), pkg, out); err != nil {
+		if err := goBuild(ctx, log, filepath.Dir(out), gomod.String(), pkg, out, versionLDFlags); err != nil {
 			return b, err
 		}
 	}
@@ -112,7 +112,13 @@ func EnsureBinaries(ctx context.Context, log io.Writer) (Binaries, error) {
 }
 
 // goBuild builds pkg from a throwaway module in dir/src into out.
-func goBuild(ctx context.Context, log io.Writer, dir, gomod, pkg, out string) error {
+// versionLDFlags stamp the Kubernetes version, as upstream's build does, so
+// the API server reports v1.37.2 rather than v0.0.0-master.
+var versionLDFlags = "-X k8s.io/component-base/version.gitVersion=" + KubernetesVersion +
+	" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37" +
+	" -X k8s.io/component-base/version.gitTreeState=clean"
+
+func goBuild(ctx context.Context, log io.Writer, dir, gomod, pkg, out, ldflags string) error {
 	src := filepath.Join(dir, "src")
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		return fmt.Errorf("devkube: prepare build dir: %w", err)
@@ -122,7 +128,7 @@ func goBuild(ctx context.Context, log io.Writer, dir, gomod, pkg, out string) er
 	}
 	fmt.Fprintf(log, "devkube: building %s (cold builds take minutes; cached in %s)\n", pkg, dir)
 	tmp := out + ".tmp"
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", tmp, pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", ldflags, "-o", tmp, pkg)
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod")
 	cmd.Stdout, cmd.Stderr = log, log

@@ -135,7 +135,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			"--leader-elect=false", "--use-service-account-credentials=false",
 			"--service-account-private-key-file=" + p.SAKey, "--root-ca-file=" + p.CACert,
 			"--controllers=" + strings.Join(controllers, ","),
-			"--concurrent-endpointslice-syncs=10", "--endpointslice-updates-batch-period=0s",
+			"--endpointslice-updates-batch-period=0s",
 		},
 	}
 	if err := writeKubeconfig(c.Kubeconfig, c.URL, p); err != nil {
@@ -155,11 +155,15 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			c.Stop()
 			return nil, err
 		}
-		if name == "kube-apiserver" {
-			if err := c.waitReady(ctx, p, 90*time.Second); err != nil {
-				c.Stop()
-				return nil, err
-			}
+		switch name {
+		case "kube-apiserver":
+			err = c.waitReady(ctx, p, 90*time.Second)
+		case "kube-controller-manager":
+			err = c.waitHealthy(ctx, name, fmt.Sprintf("https://127.0.0.1:%d/healthz", ports[3]), 60*time.Second)
+		}
+		if err != nil {
+			c.Stop()
+			return nil, err
 		}
 	}
 	return c, nil
@@ -225,6 +229,32 @@ func (c *Cluster) waitReady(ctx context.Context, p *pki, timeout time.Duration) 
 	}
 	return fmt.Errorf("devkube: kube-apiserver not ready after %s (last: %.200s); see %s", timeout, last,
 		filepath.Join(c.Dir, "kube-apiserver.log"))
+}
+
+// waitHealthy waits for a component's own health endpoint (served with a
+// self-signed certificate, so not verified: it is our child on loopback).
+func (c *Cluster) waitHealthy(ctx context.Context, name, url string, timeout time.Duration) error {
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // loopback child process
+	}}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if !alive(c.state.PIDs[name]) {
+			return fmt.Errorf("devkube: %s exited; see %s", name, filepath.Join(c.Dir, name+".log"))
+		}
+		if resp, err := hc.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("devkube: %s not healthy after %s; see %s", name, timeout, filepath.Join(c.Dir, name+".log"))
 }
 
 // Stop ends the control plane: controller-manager, then API server, then
