@@ -122,8 +122,8 @@ func TestAPIErrorsAndFilters(t *testing.T) {
 	if code := get(t, s, "/api/v1/inventory?filter="+url.QueryEscape(`namespace = x and lable.app = y`), &e); code != 400 {
 		t.Fatalf("invalid filter: HTTP %d", code)
 	}
-	if e.Position != 17 || e.Error == "" {
-		t.Errorf("invalid filter error = %+v, want position 17", e)
+	if e.Position != 19 || e.Error == "" {
+		t.Errorf("invalid filter error = %+v, want position 19", e)
 	}
 	if code := get(t, s, "/api/v1/inventory/lab/pod/nope/nope", &e); code != 404 {
 		t.Errorf("unknown id: HTTP %d", code)
