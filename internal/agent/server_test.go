@@ -1,0 +1,94 @@
+package agent_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/agent"
+	"github.com/palisade-dev/palisade/internal/agent/agenttest"
+	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/flow/store"
+	"github.com/palisade-dev/palisade/internal/inventory"
+)
+
+type noInventory struct{}
+
+func (noInventory) WorkloadAt(string, time.Time) (*inventory.Workload, bool) { return nil, false }
+func (noInventory) ServiceFor(string, uint16, string, time.Time) (*inventory.Workload, bool) {
+	return nil, false
+}
+
+// TestAgentWithFlowService: the agent against the real server side
+// (flow.Service over the embedded store) on a VXLAN cluster. The pod flow
+// seen at the pod veth and the vxlan device becomes one flow carrying both
+// points, related to the UDP 4789 tunnel flow that carried it.
+func TestAgentWithFlowService(t *testing.T) {
+	st, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := flow.NewService(st, noInventory{}, flow.Options{Window: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	svc.Routes(mux, func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer tok" })
+	hs := httptest.NewServer(mux)
+	defer hs.Close()
+
+	lab := agenttest.New(t)
+	cl := lab.TwoNodes("vxlan")
+	n1, p1, p3 := cl.Nodes[0], cl.Pod("p1"), cl.Pod("p3")
+	ag := start(t, agent.Config{Server: hs.URL, Node: "node1", NetNS: agenttest.Path(n1.NS), Mode: flow.DetailedMode,
+		DetailedInterval: 200 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond})
+	ts, err := agenttest.ListenTCP(p3.NS, p3.IP+":8080", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ts.Close()
+	c, err := agenttest.Exchange(p1.NS, p3.IP+":8080", 3000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	ag.stop(t)
+	if err := svc.Flush(true); err != nil {
+		t.Fatal(err)
+	}
+	flows, err := svc.Search("", time.Now().Add(-time.Minute), time.Now().Add(time.Minute), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod *flow.Flow
+	for i, f := range flows {
+		if f.Proto == "tcp" && f.Src.IP == p1.IP && f.Src.Port == c.Local.Port() && f.Dst.IP == p3.IP && f.Dst.Port == 8080 {
+			pod = &flows[i]
+		}
+	}
+	if pod == nil {
+		t.Fatalf("no pod flow among %d flows: %+v", len(flows), flows)
+	}
+	ifaces := map[string]bool{}
+	for _, p := range pod.Points {
+		ifaces[p.Interface] = true
+	}
+	if !ifaces["vethp1"] || !ifaces["vxlan0"] || pod.FwdPackets != uint64(c.SegsOut) || pod.RevPackets != uint64(c.SegsIn) {
+		t.Errorf("pod flow: points %v packets %d/%d (kernel %d/%d)", pod.Points, pod.FwdPackets, pod.RevPackets, c.SegsOut, c.SegsIn)
+	}
+	related := false
+	for _, r := range pod.Related {
+		if r.Reason == flow.ReasonVXLAN {
+			related = true
+		}
+	}
+	if !related {
+		t.Errorf("pod flow not related to its tunnel flow: %+v", pod.Related)
+	}
+	for _, a := range svc.Agents.List() {
+		if a.Node == "node1" && (a.Health.FlowsSeen == 0 || a.Health.FlowsSent == 0) {
+			t.Errorf("agent health not visible: %+v", a)
+		}
+	}
+}
