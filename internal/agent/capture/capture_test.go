@@ -176,3 +176,46 @@ func TestCaptureIntraNode(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// TestCaptureIPv6: UDP between pods over IPv6 on the same bridge; exact
+// packets and IP bytes (payload + 8 UDP + 40 IPv6).
+func TestCaptureIPv6(t *testing.T) {
+	lab := agenttest.New(t)
+	cl := lab.TwoNodes("direct")
+	n1, p1, p2 := cl.Nodes[0], cl.Pod("p1"), cl.Pod("p2")
+	lab.Exec(p1.NS, "ip", "-6", "addr", "add", "fd00:1::10/64", "dev", "eth0", "nodad")
+	lab.Exec(p2.NS, "ip", "-6", "addr", "add", "fd00:1::11/64", "dev", "eth0", "nodad")
+	c, err := capture.Open(capture.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h := handle(t, n1.NS)
+	idx := attach(t, c, h, "vethp1", "vethp2")
+	uc, err := agenttest.ListenUDP(p2.NS, "[fd00:1::11]:5353")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	// Neighbour discovery first, so only the datagrams are left to count.
+	_, _ = agenttest.SendUDP(p1.NS, "[fd00:1::11]:5354", 1, 1)
+	time.Sleep(200 * time.Millisecond)
+	_, _, _ = c.Drain()
+	src, err := agenttest.SendUDP(p1.NS, "[fd00:1::11]:5353", 5, 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	recs, _, err := c.Drain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := find(recs, idx["vethp2"], src, netip.MustParseAddrPort("[fd00:1::11]:5353"), 17)
+	if !ok {
+		t.Fatalf("no IPv6 record in %+v", recs)
+	}
+	fp, fb, _, _, _, _ := oriented(r, src)
+	if fp != 5 || fb != 5*(300+8+40) || !r.A.Is6() {
+		t.Errorf("IPv6 UDP: %d packets %d bytes, want 5, %d", fp, fb, 5*348)
+	}
+}
