@@ -389,6 +389,11 @@ func (a *Agent) tick(mode string, emit bool) {
 	if err != nil {
 		a.cfg.Log.Error("drain flow maps", "err", err)
 	}
+	if size := a.cap.FlowMapSize(); uint64(len(recs)) > uint64(size)*3/4 {
+		// The LRU map evicts un-drained counts when full: drain more
+		// often or raise MaxFlows.
+		a.cfg.Log.Warn("flow map nearly full between drains", "entries", len(recs), "size", size)
+	}
 	var obs []flow.Observation
 	mark := ""
 	if mode == flow.DetailedMode {

@@ -248,3 +248,21 @@ func TestMarkSurvivesCrash(t *testing.T) {
 		t.Fatalf("mark %q counters %+v", r2.Mark(), r2.Counters())
 	}
 }
+
+// TestSpoolBound: past MaxSpoolBytes the oldest batches are dropped and
+// counted; the newest stay.
+func TestSpoolBound(t *testing.T) {
+	r, err := Open(Config{Server: "http://127.0.0.1:1", Node: "n", SpoolDir: t.TempDir(), MaxSpoolBytes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if err := r.Submit(obs(10), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := r.Counters()
+	if c.BatchesSpooled != 1 || c.ObservationsDropped != 40 || c.ObservationsSpooled != 10 || c.NextSeq != 50 {
+		t.Fatalf("%+v", c)
+	}
+}
