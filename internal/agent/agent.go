@@ -261,6 +261,17 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err := a.restoreWindow(); err != nil {
 		return fmt.Errorf("conversation checkpoint: %w", err)
 	}
+	if a.Mode() == flow.DetailedMode && len(a.agg.conv) > 0 {
+		// Killed in conversation mode, back in detailed: report the
+		// resumed window now, as it is.
+		if err := a.rep.SubmitMarked(a.agg.closeWindow(), nil, a.mark); err != nil {
+			return err
+		}
+		a.mark = newMark()
+		if err := a.saveWindow(); err != nil {
+			return err
+		}
+	}
 
 	done := make(chan struct{})
 	defer close(done)
