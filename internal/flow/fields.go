@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -131,6 +132,55 @@ func LevelOf(fields []string) Level {
 type Conjunct struct {
 	Filter *filter.Filter
 	Level  Level
+	// Numeric is set when the term is a plain comparison of a counter
+	// with a number, which a store may evaluate on its own columns.
+	Numeric *NumericCond
+}
+
+// NumericCond is `[not] Field Op N` over a counter field (bytes, packets,
+// fwd.bytes, fwd.packets, rev.bytes, rev.packets, conns). Its meaning is
+// the filter language's: the counter compared with N as float64.
+type NumericCond struct {
+	Field string
+	Op    string // = != < <= > >=
+	N     float64
+	Not   bool
+}
+
+// Holds reports whether the condition holds for the value v.
+func (c *NumericCond) Holds(v uint64) bool {
+	x := float64(v)
+	var r bool
+	switch c.Op {
+	case "=":
+		r = x == c.N
+	case "!=":
+		r = x != c.N
+	case "<":
+		r = x < c.N
+	case "<=":
+		r = x <= c.N
+	case ">":
+		r = x > c.N
+	default:
+		r = x >= c.N
+	}
+	return r != c.Not
+}
+
+var numericTerm = regexp.MustCompile(`^(not )?(bytes|packets|fwd\.bytes|fwd\.packets|rev\.bytes|rev\.packets|conns) (=|!=|<|<=|>|>=) (-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)$`)
+
+// numericCond recognises a canonical term such as `fwd.bytes > 1000`.
+func numericCond(term string) *NumericCond {
+	m := numericTerm.FindStringSubmatch(term)
+	if m == nil {
+		return nil
+	}
+	n, err := strconv.ParseFloat(m[4], 64)
+	if err != nil {
+		return nil
+	}
+	return &NumericCond{Field: m[2], Op: m[3], N: n, Not: m[1] != ""}
 }
 
 // Query is a compiled flow search, handed to a Store.
@@ -159,15 +209,16 @@ func NewQuery(src string, from, to int64, limit int) (Query, error) {
 		return q, err
 	}
 	q.Filter = f
-	q.Conjuncts = []Conjunct{{Filter: f, Level: LevelOf(f.Fields())}}
-	if terms := splitAnd(f.String()); len(terms) > 1 {
+	canon := f.String()
+	q.Conjuncts = []Conjunct{{Filter: f, Level: LevelOf(f.Fields()), Numeric: numericCond(canon)}}
+	if terms := splitAnd(canon); len(terms) > 1 {
 		var cs []Conjunct
 		for _, t := range terms {
 			cf, err := filter.Parse(t, Schema)
 			if err != nil { // cannot happen for a canonical term; keep the whole filter
 				return q, nil
 			}
-			cs = append(cs, Conjunct{Filter: cf, Level: LevelOf(cf.Fields())})
+			cs = append(cs, Conjunct{Filter: cf, Level: LevelOf(cf.Fields()), Numeric: numericCond(t)})
 		}
 		sort.SliceStable(cs, func(i, j int) bool { return cs[i].Level < cs[j].Level })
 		q.Conjuncts = cs

@@ -78,6 +78,12 @@ func (m *matcher) match(i int) bool {
 			}
 			continue
 		default:
+			if n := cm.c.Numeric; n != nil {
+				if !n.Holds(counter(c, n.Field, i)) {
+					return false
+				}
+				continue
+			}
 			m.v.fillRecord(&m.scratch, i, cm.need, cm.needIDs)
 			if !cm.c.Filter.Match(&m.scratch) {
 				return false
@@ -340,4 +346,23 @@ func needOf(fields []string) fillNeed {
 		}
 	}
 	return n
+}
+
+// counter returns a counter field of record i of c.
+func counter(c *columns, field string, i int) uint64 {
+	switch field {
+	case "bytes":
+		return c.fwdB[i] + c.revB[i]
+	case "packets":
+		return c.fwdP[i] + c.revP[i]
+	case "fwd.bytes":
+		return c.fwdB[i]
+	case "fwd.packets":
+		return c.fwdP[i]
+	case "rev.bytes":
+		return c.revB[i]
+	case "rev.packets":
+		return c.revP[i]
+	}
+	return c.conns[i]
 }

@@ -167,6 +167,10 @@ func TestSearchFilters(t *testing.T) {
 		{`observed_at contains node1 and flags contains SYN-ACK`, 300},
 		{`src.port = 30005`, 1},
 		{`fwd.bytes > 1250`, 49},
+		{`not fwd.bytes > 1250 and src.namespace = db`, 84},
+		{`bytes >= 1.75e3 and conns = 1`, 50},
+		{`fwd.bytes = "1001"`, 1},
+		{`packets != 15`, 0},
 		{`src.owner.name = client and dst.service = "db/server"`, 300},
 	} {
 		fs, err := s.Search(query(t, c.filter, 1000))
