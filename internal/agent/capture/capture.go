@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -147,6 +148,9 @@ func Open(opts Options) (*Capture, error) {
 // EnsureBPFFS makes dir exist on a bpf filesystem, mounting one at dir if
 // needed. Not /sys/fs/bpf: `ip netns exec` remounts /sys.
 func EnsureBPFFS(dir string) error {
+	// Agents for several nodes may start together: mount once.
+	bpffsMu.Lock()
+	defer bpffsMu.Unlock()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("bpffs dir: %w", err)
 	}
@@ -162,6 +166,8 @@ func EnsureBPFFS(dir string) error {
 	}
 	return nil
 }
+
+var bpffsMu sync.Mutex
 
 // Close releases the process's references. Attached filters keep the
 // classifier running; pinned maps keep the counters.
