@@ -431,9 +431,28 @@ func (l *Lab) proxyLoop() {
 // nodes with their status reported, and every Service's ready endpoints
 // are programmed on every node. Call it after changing the app via the API.
 func (l *Lab) WaitReady(ctx context.Context) error {
+	// The generations the API server has now: the informers must catch up
+	// with them, so a change made just before this call is waited for.
+	gens := map[string]int64{}
+	live, err := l.client.AppsV1().Deployments("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for _, d := range live.Items {
+		gens[d.Namespace+"/"+d.Name] = d.Generation
+	}
 	var why string
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 5*time.Minute, true, func(context.Context) (bool, error) {
-		why = l.notReady()
+	last := time.Now()
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 5*time.Minute, true, func(context.Context) (bool, error) {
+		why = l.notReady(gens)
+		if why != "" && time.Since(last) > 5*time.Second {
+			pods, _ := l.pods.List(labels.Everything())
+			l.mu.Lock()
+			nlocal, nassigned := len(l.local), len(l.assigned)
+			l.mu.Unlock()
+			l.log.Info("lab not ready yet", "lab", l.cfg.Name, "waiting for", why, "apiPods", len(pods), "assigned", nassigned, "plumbed", nlocal)
+			last = time.Now()
+		}
 		return why == "", nil
 	})
 	if err != nil {
@@ -443,7 +462,7 @@ func (l *Lab) WaitReady(ctx context.Context) error {
 }
 
 // notReady says what is still missing, or "".
-func (l *Lab) notReady() string {
+func (l *Lab) notReady(gens map[string]int64) string {
 	pods, _ := l.pods.List(labels.Everything())
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -466,6 +485,9 @@ func (l *Lab) notReady() string {
 		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
 		if err != nil {
 			continue
+		}
+		if d.Generation < gens[d.Namespace+"/"+d.Name] || d.Status.ObservedGeneration < d.Generation || d.Status.Replicas != want {
+			return fmt.Sprintf("deployment %s/%s is rolling out", d.Namespace, d.Name)
 		}
 		n := int32(0)
 		for _, p := range running {
@@ -555,7 +577,7 @@ func (l *Lab) stateLoop() {
 		}
 		time.Sleep(200 * time.Millisecond)
 		phase := "ready"
-		if l.notReady() != "" {
+		if l.notReady(nil) != "" {
 			phase = "starting"
 		}
 		if err := l.saveState(phase); err != nil {

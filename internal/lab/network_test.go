@@ -3,7 +3,6 @@ package lab
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"strings"
 	"syscall"
@@ -131,7 +130,6 @@ func TestNetworkWithoutAPI(t *testing.T) {
 			if strings.Count(out, ":PAL-SVC-") != 1 || strings.Count(out, ":PAL-SEP-") != 1 {
 				t.Errorf("stale chains after sync:\n%s", out)
 			}
-			_ = netip.Addr{}
 		})
 	}
 }

@@ -41,22 +41,36 @@ func Create(name string) (string, error) {
 	f.Close()
 	errc := make(chan error, 1)
 	go func() {
-		// The thread unshares into the new namespace; it is never handed back
-		// to the scheduler (no UnlockOSThread), so Go discards it on exit.
+		// The thread unshares into the new namespace and then returns to
+		// its original one. Threads are never left to die: a child process
+		// started elsewhere with Pdeathsig would be killed with its
+		// forking thread (golang/go#27505).
 		runtime.LockOSThread()
+		orig, err := vns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("unshare netns %s: %w", name, err)
 			return
 		}
 		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind-mount netns %s: %w", name, err)
-			return
-		}
-		lo, err := netlink.LinkByName("lo")
-		if err == nil {
+		err = unix.Mount(src, path, "none", unix.MS_BIND, "")
+		if err != nil {
+			err = fmt.Errorf("bind-mount netns %s: %w", name, err)
+		} else if lo, lerr := netlink.LinkByName("lo"); lerr != nil {
+			err = lerr
+		} else {
 			err = netlink.LinkSetUp(lo)
 		}
+		if serr := vns.Set(orig); serr != nil {
+			errc <- errors.Join(err, serr) // the thread stays locked and is discarded
+			return
+		}
+		runtime.UnlockOSThread()
 		errc <- err
 	}()
 	if err := <-errc; err != nil {
