@@ -12,6 +12,9 @@ import (
 // Resolver attributes IPs to inventory workloads at a given time. The
 // inventory implements it from its history, so a flow is attributed to the
 // pod that held the IP when the flow happened, not to whoever holds it now.
+// Flows share the returned workload's Labels map and Owner, and the flow
+// store recognises them by identity: a new version of a workload must come
+// with new maps, never by changing returned ones in place.
 type Resolver interface {
 	// WorkloadAt returns the workload that held ip at t: a pod, a node (an
 	// InternalIP), a service (its cluster IP) or a user-defined external

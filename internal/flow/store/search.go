@@ -23,6 +23,11 @@ type matcher struct {
 	v       *view
 	scratch flow.Flow
 	conj    []conjMemo
+	// Conjuncts by how they are checked: pair-level ones (all, src, dst,
+	// pair) combine into one answer per pair, attribute ones into one per
+	// attribute combination; the rest are checked per flow.
+	pairConj, attrConj, restConj []int
+	pairTab, attrTab             []int8 // 0 unknown, 1 match, 2 no match
 }
 
 type conjMemo struct {
@@ -35,10 +40,19 @@ type conjMemo struct {
 
 func newMatcher(q *flow.Query) *matcher {
 	m := &matcher{q: q}
-	if q != nil {
-		for _, c := range q.Conjuncts {
-			need := slices.Contains(c.Filter.Fields(), "id") || slices.Contains(c.Filter.Fields(), "related.id")
-			m.conj = append(m.conj, conjMemo{c: c, needIDs: need, need: needOf(c.Filter.Fields())})
+	if q == nil {
+		return m
+	}
+	for k, c := range q.Conjuncts {
+		need := slices.Contains(c.Filter.Fields(), "id") || slices.Contains(c.Filter.Fields(), "related.id")
+		m.conj = append(m.conj, conjMemo{c: c, needIDs: need, need: needOf(c.Filter.Fields())})
+		switch c.Level {
+		case flow.LevelAll, flow.LevelSrc, flow.LevelDst, flow.LevelPair:
+			m.pairConj = append(m.pairConj, k)
+		case flow.LevelAttr:
+			m.attrConj = append(m.attrConj, k)
+		default:
+			m.restConj = append(m.restConj, k)
 		}
 	}
 	return m
@@ -51,72 +65,91 @@ func (m *matcher) at(s *Store, seg *segment) *view {
 	v := s.dict.view()
 	v.cs = cs
 	m.v = v
+	if len(m.pairConj) > 0 && len(m.pairTab) < len(v.pairs) {
+		m.pairTab = append(m.pairTab, make([]int8, len(v.pairs)-len(m.pairTab))...)
+	}
+	if len(m.attrConj) > 0 && len(m.attrTab) < len(v.attrs) {
+		m.attrTab = append(m.attrTab, make([]int8, len(v.attrs)-len(m.attrTab))...)
+	}
 	return v
 }
 
-// match evaluates record i of the current chunk (m.v.c).
-func (m *matcher) match(i int) bool {
-	c := m.v.c
-	for k := range m.conj {
-		cm := &m.conj[k]
-		var id uint32
-		switch cm.c.Level {
-		case flow.LevelAll:
+// memo evaluates conjunct k for dictionary entry id (at its level), once.
+func (m *matcher) memo(k int, id uint32, fill func(*flow.Flow)) bool {
+	cm := &m.conj[k]
+	if int(id) >= len(cm.tab) {
+		cm.tab = append(cm.tab, make([]int8, int(id)+1-len(cm.tab)+1024)...)
+	}
+	if r := cm.tab[id]; r != 0 {
+		return r == 1
+	}
+	fill(&m.scratch)
+	r := cm.c.Filter.Match(&m.scratch)
+	cm.tab[id] = 2
+	if r {
+		cm.tab[id] = 1
+	}
+	return r
+}
+
+// evalPair answers the pair-level conjuncts for a pair.
+func (m *matcher) evalPair(pid uint32) int8 {
+	p := m.v.pairs[pid]
+	for _, k := range m.pairConj {
+		var ok bool
+		switch m.conj[k].c.Level {
 		case flow.LevelSrc:
-			id = m.v.pairs[c.pair[i]].src
+			ok = m.memo(k, p.src, func(f *flow.Flow) { f.Src = m.v.eps[p.src] })
 		case flow.LevelDst:
-			id = m.v.pairs[c.pair[i]].dst
-		case flow.LevelPair:
-			id = c.pair[i]
-		case flow.LevelAttr:
-			id = c.attr[i]
-		case flow.LevelSrcPort:
-			id = uint32(c.sport[i])
-		case flow.LevelPairAttr:
+			ok = m.memo(k, p.dst, func(f *flow.Flow) { f.Dst = m.v.eps[p.dst] })
+		case flow.LevelAll:
+			ok = m.memo(k, 0, func(*flow.Flow) {})
+		default:
+			m.v.fillPair(&m.scratch, pid)
+			ok = m.conj[k].c.Filter.Match(&m.scratch)
+		}
+		if !ok {
+			return 2
+		}
+	}
+	return 1
+}
+
+// evalAttr answers the attribute-level conjuncts for an attribute set.
+func (m *matcher) evalAttr(aid uint32) int8 {
+	m.v.fillAttr(&m.scratch, aid)
+	for _, k := range m.attrConj {
+		if !m.conj[k].c.Filter.Match(&m.scratch) {
+			return 2
+		}
+	}
+	return 1
+}
+
+// rest checks the per-flow conjuncts on record i of the current chunk.
+func (m *matcher) rest(i int) bool {
+	c := m.v.c
+	for _, k := range m.restConj {
+		cm := &m.conj[k]
+		switch {
+		case cm.c.Level == flow.LevelSrcPort:
+			port := c.sport[i]
+			if !m.memo(k, uint32(port), func(f *flow.Flow) { f.Src.Port = port }) {
+				return false
+			}
+		case cm.c.Level == flow.LevelPairAttr:
 			if !m.pairAttr(cm, i) {
 				return false
 			}
-			continue
-		default:
-			if n := cm.c.Numeric; n != nil {
-				if !n.Holds(counter(c, n.Field, i)) {
-					return false
-				}
-				continue
+		case cm.c.Numeric != nil:
+			if !cm.c.Numeric.Holds(counter(c, cm.c.Numeric.Field, i)) {
+				return false
 			}
+		default:
 			m.v.fillRecord(&m.scratch, i, cm.need, cm.needIDs)
 			if !cm.c.Filter.Match(&m.scratch) {
 				return false
 			}
-			continue
-		}
-		if int(id) < len(cm.tab) {
-			if r := cm.tab[id]; r != 0 {
-				if r == 2 {
-					return false
-				}
-				continue
-			}
-		} else {
-			cm.tab = append(cm.tab, make([]int8, int(id)+1-len(cm.tab)+1024)...)
-		}
-		switch cm.c.Level {
-		case flow.LevelSrc:
-			m.scratch.Src = m.v.eps[id]
-		case flow.LevelDst:
-			m.scratch.Dst = m.v.eps[id]
-		case flow.LevelPair:
-			m.v.fillPair(&m.scratch, id)
-		case flow.LevelAttr:
-			m.v.fillAttr(&m.scratch, id)
-		case flow.LevelSrcPort:
-			m.scratch.Src.Port = uint16(id)
-		}
-		if cm.c.Filter.Match(&m.scratch) {
-			cm.tab[id] = 1
-		} else {
-			cm.tab[id] = 2
-			return false
 		}
 	}
 	return true
@@ -136,6 +169,34 @@ func (m *matcher) pairAttr(cm *conjMemo, i int) bool {
 		cm.both[key] = r
 	}
 	return r
+}
+
+// match reports whether record i of the current chunk (m.v.c) matches.
+func (m *matcher) match(i int) bool {
+	c := m.v.c
+	if len(m.pairConj) > 0 {
+		pid := c.pair[i]
+		r := m.pairTab[pid]
+		if r == 0 {
+			r = m.evalPair(pid)
+			m.pairTab[pid] = r
+		}
+		if r == 2 {
+			return false
+		}
+	}
+	if len(m.attrConj) > 0 {
+		aid := c.attr[i]
+		r := m.attrTab[aid]
+		if r == 0 {
+			r = m.evalAttr(aid)
+			m.attrTab[aid] = r
+		}
+		if r == 2 {
+			return false
+		}
+	}
+	return len(m.restConj) == 0 || m.rest(i)
 }
 
 type hit struct {
@@ -211,11 +272,20 @@ func (s *Store) scanSegment(q *flow.Query, m *matcher, seg *segment, hits []int3
 	v := m.at(s, seg)
 	inside := minStart >= q.From && seg.maxStartNow() <= q.To
 	filtered := len(m.conj) > 0
+	pairOnly := len(m.pairConj) > 0 && len(m.attrConj) == 0 && len(m.restConj) == 0
 	for ci := range v.cs {
 		c := &v.cs[ci]
 		v.c = c
 		for i, n := 0, c.len(); i < n; i++ {
-			if !inside && (c.start[i] > q.To || c.end[i] < q.From) || filtered && !m.match(i) {
+			if !inside && (c.start[i] > q.To || c.end[i] < q.From) {
+				continue
+			}
+			if pairOnly {
+				// The common case inline: one table lookup per flow.
+				if r := m.pairTab[c.pair[i]]; r == 2 || r == 0 && !m.match(i) {
+					continue
+				}
+			} else if filtered && !m.match(i) {
 				continue
 			}
 			hits = append(hits, int32(ci<<chunkBits|i))

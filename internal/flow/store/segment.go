@@ -49,9 +49,14 @@ type dict struct {
 	pairCache [65536]pairCacheEntry
 }
 
+// epCacheEntry is a slot of the direct-mapped endpoint cache: the entry
+// is checked against the interned endpoint d.eps[id].
 type epCacheEntry struct {
 	labels uintptr
-	val    epFastVal
+	keep   map[string]string // keeps the map alive, so its address is not reused
+	owner  *inventory.Owner
+	id     uint32
+	ok     bool
 }
 
 type pairCacheEntry struct {
@@ -200,11 +205,11 @@ func (d *dict) endpoint(e *flow.Endpoint) uint32 {
 		}
 	}
 	ce := &d.epCache[(h*0x9E3779B97F4A7C15)>>50]
-	if ce.val.e.IP != "" && ce.labels == la && ce.val.owner == e.Owner && sameEndpoint(&ce.val.e, e) {
-		return ce.val.id
+	if ce.ok && ce.labels == la && ce.owner == e.Owner && sameEndpoint(&d.eps[ce.id], e) {
+		return ce.id
 	}
 	id := d.endpointMap(e, la)
-	*ce = epCacheEntry{labels: la, val: epFastVal{id: id, labels: e.Labels, owner: e.Owner, e: *e}}
+	*ce = epCacheEntry{labels: la, keep: e.Labels, owner: e.Owner, id: id, ok: true}
 	return id
 }
 
