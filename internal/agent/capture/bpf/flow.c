@@ -205,8 +205,26 @@ static __always_inline int parse_ip(struct __sk_buff *skb, __u32 off, __u16 eth_
 		__builtin_memcpy(p->t.dst, ip6.daddr, 16);
 		proto = ip6.nexthdr;
 		p->iplen = bpf_ntohs(ip6.payload_len) + 40;
-		p->hdrlen = 40;
 		l4off = off + 40;
+		/* Walk up to 4 extension headers (hop-by-hop, routing,
+		 * destination options, fragment) to the transport header. */
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			__u8 eh[4];
+			if (proto != 0 && proto != 43 && proto != 60 && proto != 44)
+				break;
+			if (bpf_skb_load_bytes(skb, l4off, eh, sizeof(eh)) < 0)
+				return -1;
+			if (proto == 44) {
+				if ((((__u16)eh[2] << 8 | eh[3]) & 0xfff8) != 0)
+					frag = 1;
+				l4off += 8;
+			} else {
+				l4off += ((__u32)eh[1] + 1) * 8;
+			}
+			proto = eh[0];
+		}
+		p->hdrlen = l4off - off;
 	} else {
 		return -1;
 	}
