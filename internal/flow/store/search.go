@@ -36,6 +36,7 @@ type conjMemo struct {
 	need    fillNeed
 	tab     []int8 // by ID at the conjunct's level: 0 unknown, 1 match, 2 no match
 	both    map[uint64]bool
+	counter int // Numeric: which counter (see counter)
 }
 
 func newMatcher(q *flow.Query) *matcher {
@@ -45,7 +46,11 @@ func newMatcher(q *flow.Query) *matcher {
 	}
 	for k, c := range q.Conjuncts {
 		need := slices.Contains(c.Filter.Fields(), "id") || slices.Contains(c.Filter.Fields(), "related.id")
-		m.conj = append(m.conj, conjMemo{c: c, needIDs: need, need: needOf(c.Filter.Fields())})
+		cm := conjMemo{c: c, needIDs: need, need: needOf(c.Filter.Fields())}
+		if c.Numeric != nil {
+			cm.counter = slices.Index(counterFields, c.Numeric.Field)
+		}
+		m.conj = append(m.conj, cm)
 		switch c.Level {
 		case flow.LevelAll, flow.LevelSrc, flow.LevelDst, flow.LevelPair:
 			m.pairConj = append(m.pairConj, k)
@@ -134,7 +139,19 @@ func (m *matcher) rest(i int) bool {
 		switch {
 		case cm.c.Level == flow.LevelSrcPort:
 			port := c.sport[i]
-			if !m.memo(k, uint32(port), func(f *flow.Flow) { f.Src.Port = port }) {
+			if len(cm.tab) == 0 {
+				cm.tab = make([]int8, 1<<16)
+			}
+			r := cm.tab[port]
+			if r == 0 {
+				m.scratch.Src.Port = port
+				r = 2
+				if cm.c.Filter.Match(&m.scratch) {
+					r = 1
+				}
+				cm.tab[port] = r
+			}
+			if r == 2 {
 				return false
 			}
 		case cm.c.Level == flow.LevelPairAttr:
@@ -142,7 +159,7 @@ func (m *matcher) rest(i int) bool {
 				return false
 			}
 		case cm.c.Numeric != nil:
-			if !cm.c.Numeric.Holds(counter(c, cm.c.Numeric.Field, i)) {
+			if !cm.c.Numeric.Holds(counter(c, cm.counter, i)) {
 				return false
 			}
 		default:
@@ -418,20 +435,23 @@ func needOf(fields []string) fillNeed {
 	return n
 }
 
-// counter returns a counter field of record i of c.
-func counter(c *columns, field string, i int) uint64 {
-	switch field {
-	case "bytes":
+// counterFields are the counters a flow.NumericCond may name.
+var counterFields = []string{"bytes", "packets", "fwd.bytes", "fwd.packets", "rev.bytes", "rev.packets", "conns"}
+
+// counter returns counter counterFields[k] of record i of c.
+func counter(c *columns, k int, i int) uint64 {
+	switch k {
+	case 0:
 		return c.fwdB[i] + c.revB[i]
-	case "packets":
+	case 1:
 		return c.fwdP[i] + c.revP[i]
-	case "fwd.bytes":
+	case 2:
 		return c.fwdB[i]
-	case "fwd.packets":
+	case 3:
 		return c.fwdP[i]
-	case "rev.bytes":
+	case 4:
 		return c.revB[i]
-	case "rev.packets":
+	case 5:
 		return c.revP[i]
 	}
 	return c.conns[i]
