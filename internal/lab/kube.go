@@ -5,10 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"runtime"
 	"sort"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -146,7 +148,6 @@ func deployApp(ctx context.Context, c kubernetes.Interface, a app.App, replicas 
 // and the Nodes. The namespace itself stays, so a next `up` can reuse it.
 func deleteAPIObjects(ctx context.Context, c kubernetes.Interface, lab, appNS string) error {
 	orphan := metav1.DeletePropagationOrphan
-	zero := int64(0)
 	var firstErr error
 	note := func(err error) {
 		if err != nil && !apierrors.IsNotFound(err) && firstErr == nil {
@@ -157,7 +158,9 @@ func deleteAPIObjects(ctx context.Context, c kubernetes.Interface, lab, appNS st
 		sel := metav1.ListOptions{LabelSelector: LabelLab + "=" + lab}
 		note(c.AppsV1().Deployments(appNS).DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &orphan}, sel))
 		note(c.AppsV1().ReplicaSets(appNS).DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &orphan}, metav1.ListOptions{}))
-		note(c.CoreV1().Pods(appNS).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{}))
+		if pods, err := c.CoreV1().Pods(appNS).List(ctx, metav1.ListOptions{}); err == nil {
+			note(deletePods(ctx, c, pods.Items))
+		}
 		if svcs, err := c.CoreV1().Services(appNS).List(ctx, sel); err == nil {
 			for _, s := range svcs.Items {
 				note(c.CoreV1().Services(appNS).Delete(ctx, s.Name, metav1.DeleteOptions{}))
@@ -172,13 +175,31 @@ func deleteAPIObjects(ctx context.Context, c kubernetes.Interface, lab, appNS st
 		pods, err := c.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + n.Name})
 		note(err)
 		if err == nil {
-			for _, p := range pods.Items {
-				note(c.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}))
-			}
+			note(deletePods(ctx, c, pods.Items))
 		}
 		note(c.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{}))
 	}
 	return firstErr
+}
+
+// deletePods deletes pods with grace period 0, several at a time.
+func deletePods(ctx context.Context, c kubernetes.Interface, pods []corev1.Pod) error {
+	zero := int64(0)
+	errs := make([]error, len(pods))
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for i, p := range pods {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			err := c.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+			if err != nil && !apierrors.IsNotFound(err) {
+				errs[i] = err
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // imageID is a stable stand-in for the digest a runtime would report.

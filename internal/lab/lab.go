@@ -591,8 +591,10 @@ func (l *Lab) stateLoop() {
 // them every interface and iptables rule). It is safe to call twice.
 func (l *Lab) Down() error {
 	l.downOnce.Do(func() {
+		t0 := time.Now()
 		l.cancel()
 		l.wg.Wait()
+		t1 := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		var errs []error
@@ -601,6 +603,7 @@ func (l *Lab) Down() error {
 				errs = append(errs, fmt.Errorf("API cleanup: %w", err))
 			}
 		}
+		t2 := time.Now()
 		l.mu.Lock()
 		for _, lp := range l.local {
 			_ = lp.srv.Close()
@@ -609,12 +612,15 @@ func (l *Lab) Down() error {
 		l.mu.Unlock()
 		_ = l.extSrv.Close()
 		l.net.close()
+		t3 := time.Now()
 		if err := removeAll(l.cfg.Name); err != nil {
 			errs = append(errs, err)
 		}
 		if err := os.RemoveAll(l.cfg.StateDir); err != nil {
 			errs = append(errs, err)
 		}
+		l.log.Info("lab down", "lab", l.cfg.Name, "stop", t1.Sub(t0).Round(time.Millisecond), "api", t2.Sub(t1).Round(time.Millisecond),
+			"servers", t3.Sub(t2).Round(time.Millisecond), "namespaces", time.Since(t3).Round(time.Millisecond))
 		l.downErr = errors.Join(errs...)
 	})
 	return l.downErr

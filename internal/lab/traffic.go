@@ -29,6 +29,7 @@ func (l *Lab) probeLoop() {
 			return
 		case <-t.C:
 		}
+		start := time.Now()
 		l.mu.Lock()
 		var pods []*localPod
 		for _, lp := range l.local {
@@ -39,11 +40,17 @@ func (l *Lab) probeLoop() {
 		sem := make(chan struct{}, 16)
 		for _, lp := range pods {
 			for _, port := range lp.info.Ports {
+				if l.ctx.Err() != nil {
+					break
+				}
 				sem <- struct{}{}
 				wg.Go(func() {
 					defer func() { <-sem }()
 					addr := net.JoinHostPort(lp.info.IP, strconv.Itoa(int(port)))
 					c, err := app.Dial(lp.node.ns.path, lp.node.info.IP, addr, 2*time.Second)
+					if l.ctx.Err() != nil {
+						return // torn down while probing: not a failure
+					}
 					if err != nil {
 						l.probesBad.Add(1)
 						return
@@ -54,6 +61,9 @@ func (l *Lab) probeLoop() {
 			}
 		}
 		wg.Wait()
+		if d := time.Since(start); d > l.cfg.ProbePeriod {
+			l.log.Info("probe round slower than the probe period", "lab", l.cfg.Name, "took", d.Round(time.Millisecond))
+		}
 	}
 }
 
