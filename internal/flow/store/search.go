@@ -79,8 +79,9 @@ func (m *matcher) at(s *Store, seg *segment) *view {
 	return v
 }
 
-// memo evaluates conjunct k for dictionary entry id (at its level), once.
-func (m *matcher) memo(k int, id uint32, fill func(*flow.Flow)) bool {
+// memo evaluates conjunct k (of level all, src or dst) for dictionary
+// entry id, once.
+func (m *matcher) memo(k int, id uint32) bool {
 	cm := &m.conj[k]
 	if int(id) >= len(cm.tab) {
 		cm.tab = append(cm.tab, make([]int8, int(id)+1-len(cm.tab)+1024)...)
@@ -88,7 +89,12 @@ func (m *matcher) memo(k int, id uint32, fill func(*flow.Flow)) bool {
 	if r := cm.tab[id]; r != 0 {
 		return r == 1
 	}
-	fill(&m.scratch)
+	switch cm.c.Level {
+	case flow.LevelSrc:
+		m.scratch.Src = m.v.eps[id]
+	case flow.LevelDst:
+		m.scratch.Dst = m.v.eps[id]
+	}
 	r := cm.c.Filter.Match(&m.scratch)
 	cm.tab[id] = 2
 	if r {
@@ -104,11 +110,11 @@ func (m *matcher) evalPair(pid uint32) int8 {
 		var ok bool
 		switch m.conj[k].c.Level {
 		case flow.LevelSrc:
-			ok = m.memo(k, p.src, func(f *flow.Flow) { f.Src = m.v.eps[p.src] })
+			ok = m.memo(k, p.src)
 		case flow.LevelDst:
-			ok = m.memo(k, p.dst, func(f *flow.Flow) { f.Dst = m.v.eps[p.dst] })
+			ok = m.memo(k, p.dst)
 		case flow.LevelAll:
-			ok = m.memo(k, 0, func(*flow.Flow) {})
+			ok = m.memo(k, 0)
 		default:
 			m.v.fillPair(&m.scratch, pid)
 			ok = m.conj[k].c.Filter.Match(&m.scratch)
@@ -370,22 +376,67 @@ func (s *Store) Get(id string) (flow.Flow, bool, error) {
 // combination when the filter needs it) and mapped to keys at the end.
 func (s *Store) Top(q flow.Query, by string, n int) ([]flow.TopEntry, error) {
 	type acc struct{ flows, conns, bytes uint64 }
-	var per []acc // by pair
-	var last *view
-	s.scan(&q, func(v *view, i int) bool {
-		last = v
-		c := &v.cs[i>>chunkBits]
-		i &= chunkRows - 1
-		p := int(c.pair[i])
-		if p >= len(per) {
-			per = append(per, make([]acc, len(v.pairs)-len(per))...)
+	s.mu.RLock()
+	all := s.sorted(true)
+	s.mu.RUnlock()
+	var segs []*segment
+	for _, seg := range all {
+		if _, minStart, maxEnd := seg.snapshot(); minStart <= q.To && maxEnd >= q.From {
+			segs = append(segs, seg)
 		}
-		a := &per[p]
-		a.flows++
-		a.conns += c.conns[i]
-		a.bytes += c.fwdB[i] + c.revB[i]
-		return true
-	})
+	}
+	// Workers count per pair over their share of the segments.
+	workers := max(1, min(runtime.GOMAXPROCS(0), len(segs), 4))
+	pers := make([][]acc, workers)
+	views := make([]*view, workers)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := newMatcher(&q)
+			var per []acc
+			var hits []int32
+			for {
+				k := int(next.Add(1) - 1)
+				if k >= len(segs) {
+					break
+				}
+				var v *view
+				v, hits = s.scanSegment(&q, m, segs[k], hits[:0])
+				if len(per) < len(v.pairs) {
+					per = append(per, make([]acc, len(v.pairs)-len(per))...)
+				}
+				for _, g := range hits {
+					c := &v.cs[g>>chunkBits]
+					i := g & (chunkRows - 1)
+					a := &per[c.pair[i]]
+					a.flows++
+					a.conns += c.conns[i]
+					a.bytes += c.fwdB[i] + c.revB[i]
+				}
+				views[w] = v
+			}
+			pers[w] = per
+		}()
+	}
+	wg.Wait()
+	var per []acc
+	var last *view
+	for w := range workers {
+		if views[w] != nil && (last == nil || len(views[w].pairs) > len(last.pairs)) {
+			last = views[w]
+		}
+		if len(pers[w]) > len(per) {
+			per = append(per, make([]acc, len(pers[w])-len(per))...)
+		}
+		for p, a := range pers[w] {
+			per[p].flows += a.flows
+			per[p].conns += a.conns
+			per[p].bytes += a.bytes
+		}
+	}
 	groups := map[string]*flow.TopEntry{}
 	var f flow.Flow
 	for pid, a := range per {
