@@ -305,7 +305,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		select {
 		case <-ctx.Done():
 			a.tick(mode, true)
-			a.flush(2 * time.Second)
+			a.flush(5 * time.Second)
 			return nil
 		case u, ok := <-updates:
 			if !ok {

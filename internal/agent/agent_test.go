@@ -166,6 +166,17 @@ func detailedOnNode1(t *testing.T, mode string, heartbeat time.Duration) (*agent
 	return cl, srv, ag
 }
 
+func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 type total struct {
 	fwdP, fwdB, revP, revB, conns, newConns uint64
 	flags                                   map[string]bool
@@ -221,7 +232,16 @@ func TestAgentIntraNodeDetailed(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	time.Sleep(500 * time.Millisecond)
+	waitFor(t, 5*time.Second, "a heartbeat counting flows", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		for _, b := range srv.beats {
+			if b.FlowsSeen > 0 && b.FlowsSent > 0 {
+				return true
+			}
+		}
+		return false
+	})
 	ag.stop(t)
 
 	obs := srv.observations()
@@ -253,11 +273,6 @@ func TestAgentIntraNodeDetailed(t *testing.T) {
 		if tot := sum(obs, func(o flow.Observation) bool { return is(o, "eth0", c.Local, p2.IP+":8080") }); tot.records != 0 {
 			t.Errorf("conn %d: intra-node flow reported at the uplink", i)
 		}
-	}
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	if len(srv.beats) == 0 || srv.beats[len(srv.beats)-1].FlowsSeen == 0 {
-		t.Errorf("heartbeats: %+v", srv.beats)
 	}
 }
 
@@ -412,13 +427,7 @@ func TestAgentModes(t *testing.T) {
 
 	// Switch to detailed through the server.
 	srv.setMode(flow.DetailedMode)
-	deadline := time.Now().Add(3 * time.Second)
-	for ag.a.Mode() != flow.DetailedMode {
-		if time.Now().After(deadline) {
-			t.Fatal("agent did not pick up detailed mode")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, 5*time.Second, "detailed mode", func() bool { return ag.a.Mode() == flow.DetailedMode })
 	time.Sleep(300 * time.Millisecond) // the run loop closes the conversation window
 	// One connection active for ~2 s: a record per 250 ms interval.
 	c, err := agenttest.DialTCP(p1.NS, p2.IP+":8080")
@@ -509,7 +518,14 @@ func TestAgentFollowsPods(t *testing.T) {
 	ag := start(t, agent.Config{Server: url, Node: "node1", NetNS: agenttest.Path(n1.NS), Mode: flow.DetailedMode,
 		DetailedInterval: 200 * time.Millisecond})
 	p4 := lab.AddPod(n1, "p4", 14)
-	time.Sleep(300 * time.Millisecond) // rtnetlink → attach
+	waitFor(t, 10*time.Second, "vethp4 attached as a pod interface", func() bool {
+		for _, p := range ag.a.Health().Interfaces {
+			if p.Interface == "vethp4" && p.Kind == "pod" {
+				return true
+			}
+		}
+		return false
+	})
 	ts, err := agenttest.ListenTCP(p2.NS, p2.IP+":8080", 100)
 	if err != nil {
 		t.Fatal(err)

@@ -112,7 +112,10 @@ func TestSpoolResendNoLossNoDup(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Counters().SendFailures == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	c := r.Counters()
 	if c.ObservationsSpooled != 550 || c.SendFailures == 0 {
 		t.Fatalf("while down: %+v", c)
