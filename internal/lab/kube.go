@@ -113,10 +113,20 @@ func deployApp(ctx context.Context, c kubernetes.Interface, a app.App, replicas 
 				},
 			},
 		}
-		if _, err := c.AppsV1().Deployments(a.Namespace).Create(ctx, d, metav1.CreateOptions{}); err != nil {
-			if !apierrors.IsAlreadyExists(err) {
-				return fmt.Errorf("deployment %s: %w", comp.Name, err)
+		// A deployment still being deleted by a previous lab's down is
+		// waited for, not mistaken for ours.
+		err := retry(ctx, time.Minute, func() error {
+			_, err := c.AppsV1().Deployments(a.Namespace).Create(ctx, d, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				old, gerr := c.AppsV1().Deployments(a.Namespace).Get(ctx, d.Name, metav1.GetOptions{})
+				if gerr == nil && old.DeletionTimestamp == nil {
+					return nil
+				}
 			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("deployment %s: %w", comp.Name, err)
 		}
 		if comp.Service == "" {
 			continue
