@@ -100,7 +100,14 @@ type Watcher struct {
 
 	mu      sync.Mutex
 	pending []flow.NAT
-	seen    map[seenKey]time.Time
+	// seen dedups a dump against the events received around it: the
+	// kernel sends one NEW event per connection, so outside the few seconds
+	// after a dump nothing needs remembering (memory stays bounded however
+	// many NAT'd connections a node makes). A mapping reported before a
+	// socket overrun may be reported again by the resync dump: NAT records
+	// are facts keyed by (node, conn id, tuples) and safe to repeat.
+	seen       map[seenKey]struct{}
+	dedupUntil time.Time
 
 	events, nat, overruns atomic.Uint64
 }
@@ -115,7 +122,7 @@ func NewWatcher(cfg Config) *Watcher {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Watcher{cfg: cfg, seen: map[seenKey]time.Time{}}
+	return &Watcher{cfg: cfg, seen: map[seenKey]struct{}{}}
 }
 
 // Run listens until ctx ends. It dumps the table first (and again after a
@@ -207,12 +214,17 @@ func (w *Watcher) listen(ctx context.Context) error {
 		return fmt.Errorf("conntrack events: %w", err)
 	}
 	// Dump after subscribing, so nothing falls between the two.
+	w.mu.Lock()
+	w.dedupUntil = time.Now().Add(time.Hour) // until the dump is done
+	w.mu.Unlock()
 	if err := w.Dump(); err != nil {
 		w.cfg.Log.Warn("conntrack dump", "err", err)
 	}
+	w.mu.Lock()
+	w.dedupUntil = time.Now().Add(10 * time.Second)
+	w.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Now()) })
 	defer stop()
-	lastPrune := time.Now()
 	for {
 		msgs, err := c.Receive()
 		if ctx.Err() != nil {
@@ -228,10 +240,6 @@ func (w *Watcher) listen(ctx context.Context) error {
 			}
 			w.events.Add(1)
 			w.add(ev.Flow)
-		}
-		if time.Since(lastPrune) > time.Minute {
-			w.prune(10 * time.Minute)
-			lastPrune = time.Now()
 		}
 	}
 }
@@ -261,23 +269,16 @@ func (w *Watcher) add(f *ct.Flow) {
 	k := seenKey{id: f.ID, orig: orig}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, dup := w.seen[k]; dup {
-		return
+	if time.Now().Before(w.dedupUntil) {
+		if _, dup := w.seen[k]; dup {
+			return
+		}
+		w.seen[k] = struct{}{}
+	} else if len(w.seen) > 0 {
+		w.seen = map[seenKey]struct{}{}
 	}
-	w.seen[k] = time.Now()
 	w.nat.Add(1)
 	w.pending = append(w.pending, flow.NAT{Node: w.cfg.Node, ConnID: f.ID, Original: orig, Reply: reply})
-}
-
-func (w *Watcher) prune(age time.Duration) {
-	cut := time.Now().Add(-age)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for k, t := range w.seen {
-		if t.Before(cut) {
-			delete(w.seen, k)
-		}
-	}
 }
 
 // Take returns and forgets the mappings collected since the last Take.
