@@ -49,14 +49,19 @@ type dict struct {
 	pairCache [65536]pairCacheEntry
 }
 
-// epCacheEntry is a slot of the direct-mapped endpoint cache: the entry
-// is checked against the interned endpoint d.eps[id].
+// epCacheEntry is a slot of the direct-mapped endpoint cache. An
+// endpoint is the same as a cached one when its IP, workload ID, service,
+// labels map and owner are: the workload ID names kind, namespace and name,
+// and a new version of a workload comes with a new labels map (Resolver).
+// The strings are the last flow's, usually the very same memory as the
+// next flow's, so comparing them is cheap.
 type epCacheEntry struct {
-	labels uintptr
-	keep   map[string]string // keeps the map alive, so its address is not reused
-	owner  *inventory.Owner
-	id     uint32
-	ok     bool
+	ip, workload, service string
+	labels                uintptr
+	keep                  map[string]string // keeps the map alive, so its address is not reused
+	owner                 *inventory.Owner
+	id                    uint32
+	ok                    bool
 }
 
 type pairCacheEntry struct {
@@ -205,11 +210,11 @@ func (d *dict) endpoint(e *flow.Endpoint) uint32 {
 		}
 	}
 	ce := &d.epCache[(h*0x9E3779B97F4A7C15)>>50]
-	if ce.ok && ce.labels == la && ce.owner == e.Owner && sameEndpoint(&d.eps[ce.id], e) {
+	if ce.ok && ce.labels == la && ce.owner == e.Owner && ce.ip == e.IP && ce.workload == e.Workload && ce.service == e.Service {
 		return ce.id
 	}
 	id := d.endpointMap(e, la)
-	*ce = epCacheEntry{labels: la, keep: e.Labels, owner: e.Owner, id: id, ok: true}
+	*ce = epCacheEntry{ip: e.IP, workload: e.Workload, service: e.Service, labels: la, keep: e.Labels, owner: e.Owner, id: id, ok: true}
 	return id
 }
 
