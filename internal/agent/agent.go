@@ -423,7 +423,7 @@ func (a *Agent) tick(mode string, emit bool) {
 			}
 		}
 	}
-	a.agg.prune(time.Now(), 5*time.Second, 2*time.Minute)
+	a.agg.prune(time.Now(), 5*time.Second, 2*time.Minute, 30*time.Second)
 	a.seen.Store(a.agg.seen)
 	if st, err := a.cap.Stats(); err == nil {
 		a.statsMu.Lock()

@@ -312,13 +312,21 @@ func mergeFlags(a, b []string) []string {
 	return out
 }
 
-// prune forgets 5-tuples that closed (FIN both ways or RST) more than
-// closedAfter ago, or went idle for idleAfter.
-func (a *aggregator) prune(now time.Time, closedAfter, idleAfter time.Duration) {
+// prune forgets TCP 5-tuples that closed (FIN both ways or RST) more than
+// closedAfter ago or went idle for idleAfter, and other 5-tuples idle for
+// datagramIdle (they never close; a new one per DNS query would pile up).
+func (a *aggregator) prune(now time.Time, closedAfter, idleAfter, datagramIdle time.Duration) {
 	for k, st := range a.flows {
+		idle := now.Sub(st.lastSeen)
+		if k.Proto != 6 {
+			if idle > datagramIdle {
+				delete(a.flows, k)
+			}
+			continue
+		}
 		c, s := st.flags&0xffff, st.flags>>16
 		closed := (c|s)&capture.FlagRST != 0 || (c&s)&capture.FlagFIN != 0
-		if (closed && now.Sub(st.lastSeen) > closedAfter) || now.Sub(st.lastSeen) > idleAfter {
+		if (closed && idle > closedAfter) || idle > idleAfter {
 			delete(a.flows, k)
 		}
 	}
