@@ -194,34 +194,6 @@ func (m *matcher) pairAttr(cm *conjMemo, i int) bool {
 	return r
 }
 
-// match reports whether record i of the current chunk (m.v.c) matches.
-func (m *matcher) match(i int) bool {
-	c := m.v.c
-	if len(m.pairConj) > 0 {
-		pid := c.pair[i]
-		r := m.pairTab[pid]
-		if r == 0 {
-			r = m.evalPair(pid)
-			m.pairTab[pid] = r
-		}
-		if r == 2 {
-			return false
-		}
-	}
-	if len(m.attrConj) > 0 {
-		aid := c.attr[i]
-		r := m.attrTab[aid]
-		if r == 0 {
-			r = m.evalAttr(aid)
-			m.attrTab[aid] = r
-		}
-		if r == 2 {
-			return false
-		}
-	}
-	return len(m.restConj) == 0 || m.rest(i)
-}
-
 type hit struct {
 	v     *view
 	i     int
@@ -294,21 +266,37 @@ func (s *Store) scanSegment(q *flow.Query, m *matcher, seg *segment, hits []int3
 	_, minStart, _ := seg.snapshot()
 	v := m.at(s, seg)
 	inside := minStart >= q.From && seg.maxStartNow() <= q.To
-	filtered := len(m.conj) > 0
-	pairOnly := len(m.pairConj) > 0 && len(m.attrConj) == 0 && len(m.restConj) == 0
+	hasPair, hasAttr, hasRest := len(m.pairConj) > 0, len(m.attrConj) > 0, len(m.restConj) > 0
 	for ci := range v.cs {
 		c := &v.cs[ci]
 		v.c = c
+		pairs, attrs := c.pair, c.attr
 		for i, n := 0, c.len(); i < n; i++ {
 			if !inside && (c.start[i] > q.To || c.end[i] < q.From) {
 				continue
 			}
-			if pairOnly {
-				// The common case inline: one table lookup per flow.
-				if r := m.pairTab[c.pair[i]]; r == 2 || r == 0 && !m.match(i) {
+			// The pair and attribute tables inline: one lookup each per flow.
+			if hasPair {
+				r := m.pairTab[pairs[i]]
+				if r == 0 {
+					r = m.evalPair(pairs[i])
+					m.pairTab[pairs[i]] = r
+				}
+				if r == 2 {
 					continue
 				}
-			} else if filtered && !m.match(i) {
+			}
+			if hasAttr {
+				r := m.attrTab[attrs[i]]
+				if r == 0 {
+					r = m.evalAttr(attrs[i])
+					m.attrTab[attrs[i]] = r
+				}
+				if r == 2 {
+					continue
+				}
+			}
+			if hasRest && !m.rest(i) {
 				continue
 			}
 			hits = append(hits, int32(ci<<chunkBits|i))
