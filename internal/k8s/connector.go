@@ -120,20 +120,41 @@ func (c *Connector) Run(ctx context.Context) error {
 		}
 	}
 
-	pods.AddEventHandler(c.handler(func(obj any) { c.inv.Apply(podWorkload(c.cluster, obj.(*corev1.Pod), c)) },
-		func(obj any) { c.deleted(inventory.KindPod, obj) }))
-	svcs.AddEventHandler(c.handler(func(obj any) { c.applyService(obj.(*corev1.Service)) },
-		func(obj any) { c.deleted(inventory.KindService, obj) }))
-	eps.AddEventHandler(c.handler(func(obj any) { c.sliceChanged(obj) }, func(obj any) { c.sliceChanged(obj) }))
-	nodes.AddEventHandler(c.handler(func(obj any) { c.inv.Apply(nodeWorkload(c.cluster, obj.(*corev1.Node))) },
-		func(obj any) { c.deleted(inventory.KindNode, obj) }))
-	nss.AddEventHandler(c.handler(func(obj any) { c.inv.Apply(namespaceWorkload(c.cluster, obj.(*corev1.Namespace))) },
-		func(obj any) { c.deleted(inventory.KindNamespace, obj) }))
-	rs.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) { c.ownerAppeared(pods.GetIndexer(), obj) }})
+	// Handler registrations report synced once the initial list has been
+	// delivered to our handlers (an informer's own HasSynced only covers its
+	// cache), which is what "the inventory is complete" means.
+	var synced []cache.InformerSynced
+	register := func(inf cache.SharedIndexInformer, h cache.ResourceEventHandler) error {
+		reg, err := inf.AddEventHandler(h)
+		if err != nil {
+			return err
+		}
+		synced = append(synced, reg.HasSynced)
+		return nil
+	}
+	for _, r := range []struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandler
+	}{
+		{pods, c.handler(func(obj any) { c.inv.Apply(podWorkload(c.cluster, obj.(*corev1.Pod), c)) },
+			func(obj any) { c.deleted(inventory.KindPod, obj) })},
+		{svcs, c.handler(func(obj any) { c.applyService(obj.(*corev1.Service)) },
+			func(obj any) { c.deleted(inventory.KindService, obj) })},
+		{eps, c.handler(func(obj any) { c.sliceChanged(obj) }, func(obj any) { c.sliceChanged(obj) })},
+		{nodes, c.handler(func(obj any) { c.inv.Apply(nodeWorkload(c.cluster, obj.(*corev1.Node))) },
+			func(obj any) { c.deleted(inventory.KindNode, obj) })},
+		{nss, c.handler(func(obj any) { c.inv.Apply(namespaceWorkload(c.cluster, obj.(*corev1.Namespace))) },
+			func(obj any) { c.deleted(inventory.KindNamespace, obj) })},
+		{rs, cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) { c.ownerAppeared(pods.GetIndexer(), obj) }}},
+		{jobs, cache.ResourceEventHandlerFuncs{}},
+	} {
+		if err := register(r.inf, r.h); err != nil {
+			return err
+		}
+	}
 
 	f.Start(ctx.Done())
 	go c.health(ctx, client)
-	synced := []cache.InformerSynced{pods.HasSynced, svcs.HasSynced, eps.HasSynced, nodes.HasSynced, nss.HasSynced, rs.HasSynced, jobs.HasSynced}
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		f.Shutdown()
 		return ctx.Err()
