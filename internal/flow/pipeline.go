@@ -49,6 +49,10 @@ type Pipeline struct {
 	natByOrig map[Key][]natLink
 	natByPost map[Key][]natLink
 	natExpiry []natExpiry
+	// natUsed is when a mapping last related flows: a long connection's
+	// mapping (reported once, at NEW) lives as long as its flows keep
+	// coming.
+	natUsed map[[2]Key]time.Time
 }
 
 type natLink struct {
@@ -89,8 +93,13 @@ func NewPipeline(window time.Duration, r Resolver) *Pipeline {
 		tunnels:   map[Key][]*cluster{},
 		natByOrig: map[Key][]natLink{},
 		natByPost: map[Key][]natLink{},
+		natUsed:   map[[2]Key]time.Time{},
 	}
 }
+
+// natTTL is how long a NAT mapping is kept after it arrived or last
+// related flows.
+func (p *Pipeline) natTTL() time.Duration { return 2*p.Window + time.Minute }
 
 // Pending is the number of flows waiting for their window to close.
 func (p *Pipeline) Pending() int {
@@ -131,7 +140,7 @@ func (p *Pipeline) AddNAT(n NAT, arrival time.Time) {
 		if !hasLink(p.natByOrig[o], q) {
 			p.natByOrig[o] = append(p.natByOrig[o], natLink{q, reason})
 			p.natByPost[q] = append(p.natByPost[q], natLink{o, reason})
-			p.natExpiry = append(p.natExpiry, natExpiry{arrival.Add(2*p.Window + time.Minute), o, q})
+			p.natExpiry = append(p.natExpiry, natExpiry{arrival.Add(p.natTTL()), o, q})
 		}
 	}
 }
@@ -335,11 +344,17 @@ func removeCluster(cs []*cluster, c *cluster) []*cluster {
 
 func (p *Pipeline) expireNAT(now time.Time, all bool) {
 	i := 0
+	var again []natExpiry
 	for ; i < len(p.natExpiry); i++ {
 		e := p.natExpiry[i]
 		if !all && e.at.After(now) {
 			break
 		}
+		if used, ok := p.natUsed[[2]Key{e.orig, e.post}]; ok && !all && used.Add(p.natTTL()).After(now) {
+			again = append(again, natExpiry{used.Add(p.natTTL()), e.orig, e.post})
+			continue
+		}
+		delete(p.natUsed, [2]Key{e.orig, e.post})
 		p.natByOrig[e.orig] = dropLink(p.natByOrig[e.orig], e.post)
 		if len(p.natByOrig[e.orig]) == 0 {
 			delete(p.natByOrig, e.orig)
@@ -349,7 +364,8 @@ func (p *Pipeline) expireNAT(now time.Time, all bool) {
 			delete(p.natByPost, e.post)
 		}
 	}
-	p.natExpiry = p.natExpiry[i:]
+	p.natExpiry = append(p.natExpiry[i:], again...)
+	sort.Slice(p.natExpiry, func(a, b int) bool { return p.natExpiry[a].at.Before(p.natExpiry[b].at) })
 }
 
 func dropLink(ls []natLink, k Key) []natLink {
@@ -384,10 +400,14 @@ func (p *Pipeline) fixID(c *cluster) {
 func (p *Pipeline) relate(c *cluster) {
 	k := c.f.Key()
 	for _, l := range p.natByOrig[k] {
-		p.link(c, p.closest(l.other, c), l.reason)
+		if p.link(c, p.closest(l.other, c), l.reason) {
+			p.natUsed[[2]Key{k, l.other}] = c.arrived
+		}
 	}
 	for _, l := range p.natByPost[k] {
-		p.link(c, p.closest(l.other, c), l.reason)
+		if p.link(c, p.closest(l.other, c), l.reason) {
+			p.natUsed[[2]Key{l.other, k}] = c.arrived
+		}
 	}
 	reason := func(t *cluster) string {
 		if t.f.Tunnel == "ipip" {
@@ -422,9 +442,9 @@ func (p *Pipeline) closest(k Key, c *cluster) *cluster {
 	return best
 }
 
-func (p *Pipeline) link(a, b *cluster, reason string) {
-	if b == nil || a == b || b.emitted && a.emitted {
-		return
+func (p *Pipeline) link(a, b *cluster, reason string) bool {
+	if b == nil || a == b {
+		return false
 	}
 	for _, x := range [2][2]*cluster{{a, b}, {b, a}} {
 		if x[0].rel == nil {
@@ -434,6 +454,7 @@ func (p *Pipeline) link(a, b *cluster, reason string) {
 			x[0].rel[x[1]] = reason
 		}
 	}
+	return true
 }
 
 // enrich attributes both ends of f at its start.

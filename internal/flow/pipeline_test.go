@@ -379,3 +379,27 @@ func TestSplitConjuncts(t *testing.T) {
 		}
 	}
 }
+
+// A long connection's NAT mapping, reported once, keeps relating its
+// flows as long as they keep coming.
+func TestNATMappingOutlivesItsTTLWhileUsed(t *testing.T) {
+	var m obsMaker
+	p := NewPipeline(10*time.Second, nil)
+	p.AddNAT(NAT{Node: "node1", Original: tcp(pod1, 40000, svcIP, 80), Reply: tcp(pod2, 8080, pod1, 40000)}, t0)
+	var related int
+	for s := 0; s < 20; s++ { // 20 × 15 s = 5 min, beyond the 80 s TTL
+		at := t0.Add(time.Duration(s) * 15 * time.Second)
+		a := m.obs(ConversationMode, "node1", "veth1", "pod", tcp(pod1, 0, svcIP, 80), at, 15*time.Second)
+		b := m.obs(ConversationMode, "node1", "veth2", "pod", tcp(pod1, 0, pod2, 8080), at, 15*time.Second)
+		p.Add(&a, at)
+		p.Add(&b, at)
+		for _, f := range p.Flush(at.Add(11*time.Second), false).Flows {
+			if len(f.Related) == 1 {
+				related++
+			}
+		}
+	}
+	if related != 40 {
+		t.Fatalf("want every flow related, got %d of 40", related)
+	}
+}
