@@ -32,7 +32,6 @@ type dict struct {
 	strID  map[string]uint32
 	eps    []flow.Endpoint // without Port
 	epID   map[string]uint32
-	epFast map[epFastKey]epFastVal
 	pss    [][]flow.ObservationPoint
 	psID   map[string]uint32
 	pairs  []pair
@@ -47,6 +46,13 @@ type dict struct {
 	// Direct-mapped caches in front of the maps, for the hot path.
 	epCache   [16384]epCacheEntry
 	pairCache [65536]pairCacheEntry
+	attrCache [1024]attrCacheEntry
+}
+
+type attrCacheEntry struct {
+	a  attr
+	id uint32
+	ok bool
 }
 
 // epCacheEntry is a slot of the direct-mapped endpoint cache. An
@@ -76,21 +82,6 @@ type recentStr struct {
 	ok bool
 }
 
-// epFastKey finds an endpoint already seen with the very same labels map
-// and owner (flows enriched from the same inventory workload share them),
-// without building its full key.
-type epFastKey struct {
-	ip     string
-	labels uintptr
-}
-
-type epFastVal struct {
-	id     uint32
-	labels map[string]string // keeps the map alive, so its address is not reused
-	owner  *inventory.Owner
-	e      flow.Endpoint
-}
-
 type pair struct {
 	src, dst, proto uint32
 	dport           uint16
@@ -110,7 +101,7 @@ const repliedBit = 1 << 4
 type dictMark struct{ str, ep, ps, pair, attr int }
 
 func newDict(path string) *dict {
-	d := &dict{path: path, strID: map[string]uint32{}, epID: map[string]uint32{}, epFast: map[epFastKey]epFastVal{},
+	d := &dict{path: path, strID: map[string]uint32{}, epID: map[string]uint32{},
 		psID: map[string]uint32{}, pairID: map[pair]uint32{}, attrID: map[attr]uint32{}}
 	d.str("") // ID 0 is the empty string, in every dictionary, never written
 	return d
@@ -194,11 +185,6 @@ func (d *dict) reindex() {
 	}
 }
 
-func sameEndpoint(a, b *flow.Endpoint) bool {
-	return a.IP == b.IP && a.Workload == b.Workload && a.Kind == b.Kind && a.Name == b.Name &&
-		a.Namespace == b.Namespace && a.Service == b.Service && a.Node == b.Node
-}
-
 func (d *dict) endpoint(e *flow.Endpoint) uint32 {
 	la := mapAddr(e.Labels)
 	h := uint64(la)
@@ -213,21 +199,8 @@ func (d *dict) endpoint(e *flow.Endpoint) uint32 {
 	if ce.ok && ce.labels == la && ce.owner == e.Owner && ce.ip == e.IP && ce.workload == e.Workload && ce.service == e.Service {
 		return ce.id
 	}
-	id := d.endpointMap(e, la)
-	*ce = epCacheEntry{ip: e.IP, workload: e.Workload, service: e.Service, labels: la, keep: e.Labels, owner: e.Owner, id: id, ok: true}
-	return id
-}
-
-func (d *dict) endpointMap(e *flow.Endpoint, la uintptr) uint32 {
-	fk := epFastKey{ip: e.IP, labels: la}
-	if v, ok := d.epFast[fk]; ok && v.owner == e.Owner && sameEndpoint(&v.e, e) {
-		return v.id
-	}
 	id := d.endpointSlow(e)
-	if len(d.epFast) > 1<<20 {
-		clear(d.epFast)
-	}
-	d.epFast[fk] = epFastVal{id: id, labels: e.Labels, owner: e.Owner, e: *e}
+	*ce = epCacheEntry{ip: e.IP, workload: e.Workload, service: e.Service, labels: la, keep: e.Labels, owner: e.Owner, id: id, ok: true}
 	return id
 }
 
@@ -281,6 +254,17 @@ func (d *dict) pair(p pair) uint32 {
 	}
 	id := intern(d, d.pairID, &d.pairs, p)
 	*ce = pairCacheEntry{p, id, true}
+	return id
+}
+
+func (d *dict) attr(a attr) uint32 {
+	h := (a.mode*0x9E3779B1 ^ a.tunnel*0x85EBCA77 ^ a.ps*0xC2B2AE3D ^ uint32(a.flags)<<8 ^ uint32(a.reasons)<<16) >> 4
+	ce := &d.attrCache[h%uint32(len(d.attrCache))]
+	if ce.ok && ce.a == a {
+		return ce.id
+	}
+	id := intern(d, d.attrID, &d.attrs, a)
+	*ce = attrCacheEntry{a, id, true}
 	return id
 }
 
@@ -483,7 +467,7 @@ func (w *blockWriter) add(f *flow.Flow, idms int64, idn uint64, rels []rel) {
 		reasons |= r.reason
 	}
 	a := attr{mode: d.str(f.Mode), tunnel: d.str(f.Tunnel), ps: d.points(f.Points), flags: flagsOf(f), reasons: reasons}
-	pid, aid := d.pair(p), intern(d, d.attrID, &d.attrs, a)
+	pid, aid := d.pair(p), d.attr(a)
 
 	startUs, endUs := f.Start.UnixMicro(), f.End.UnixMicro()
 	if w.nrec == 0 {
@@ -520,6 +504,23 @@ type row struct {
 	pair, attr       uint32
 	sport            uint16
 	n                [5]uint64 // fwdP, fwdB, revP, revB, conns
+}
+
+// grow makes room for n more rows.
+func (c *columns) grow(n int) {
+	c.start = slices.Grow(c.start, n)
+	c.end = slices.Grow(c.end, n)
+	c.idms = slices.Grow(c.idms, n)
+	c.idn = slices.Grow(c.idn, n)
+	c.pair = slices.Grow(c.pair, n)
+	c.attr = slices.Grow(c.attr, n)
+	c.sport = slices.Grow(c.sport, n)
+	c.fwdP = slices.Grow(c.fwdP, n)
+	c.fwdB = slices.Grow(c.fwdB, n)
+	c.revP = slices.Grow(c.revP, n)
+	c.revB = slices.Grow(c.revB, n)
+	c.conns = slices.Grow(c.conns, n)
+	c.relOff = slices.Grow(c.relOff, n+1)
 }
 
 func (c *columns) addRow(r row, rels []rel) {
@@ -851,9 +852,9 @@ func (d *dict) rollback(m dictMark) {
 		k, keys = endpointKey(k[:0], &d.eps[m.ep+i], keys)
 		delete(d.epID, string(k))
 	}
-	clear(d.epFast)
 	d.epCache = [len(d.epCache)]epCacheEntry{}
 	d.pairCache = [len(d.pairCache)]pairCacheEntry{}
+	d.attrCache = [len(d.attrCache)]attrCacheEntry{}
 	for _, ps := range d.pss[m.ps:] {
 		delete(d.psID, string(pointsKey(k[:0], ps)))
 	}

@@ -243,6 +243,7 @@ func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
 			return fail(err)
 		}
 		w := seg.writer(s.dict)
+		w.pend.grow(len(byBucket[b]))
 		writers[pi] = w
 		for _, i := range byBucket[b] {
 			f := &flows[i]
