@@ -81,6 +81,9 @@ func runDemo(ctx context.Context, out, log io.Writer, c demoConfig) error {
 		DataDir: c.dataDir, Listen: c.listen,
 		Clusters:   []server.Cluster{{Name: "lab", Config: kube.Config}},
 		FlowWindow: 20 * time.Second,
+		// The lab runs sock-shop images by their public names; nothing may be
+		// pulled from outside this machine, so only a loopback registry is scanned.
+		ScanRegistries: []string{"127.0.0.1:5000"},
 	})
 	if err != nil {
 		return err

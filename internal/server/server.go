@@ -47,6 +47,11 @@ type Config struct {
 	AgentToken string
 	// FlowRetention drops stored flows older than this. Default 7 days.
 	FlowRetention time.Duration
+	// ScanRegistries, when set, limits image scanning to these registry
+	// hosts (e.g. "127.0.0.1:5000", "registry.corp"); images from other
+	// registries are inventoried but never pulled. The demo sets it to its
+	// loopback registry so nothing leaves the machine.
+	ScanRegistries []string
 	// FlowWindow is how long the flow pipeline waits for more observation
 	// points of a flow (default 30 s; tests shorten it).
 	FlowWindow time.Duration

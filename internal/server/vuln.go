@@ -2,8 +2,11 @@ package server
 
 import (
 	"context"
+	"slices"
+
 	"errors"
 	"fmt"
+	"github.com/google/go-containerregistry/pkg/name"
 	"net/http"
 	"strconv"
 	"time"
@@ -58,7 +61,7 @@ func (s *Server) startScanner(ctx context.Context, dir string) error {
 		feedAll := func() {
 			var ws []inventory.Workload
 			for _, w := range s.Inventory.Search(podsOnly, inventory.SearchOptions{}) {
-				ws = append(ws, *w)
+				ws = append(ws, s.scannable(*w))
 			}
 			svc.Observe(ws)
 		}
@@ -71,7 +74,7 @@ func (s *Server) startScanner(ctx context.Context, dir string) error {
 				if w.Deleted != nil {
 					svc.Forget(w.ID)
 				} else {
-					svc.Observe([]inventory.Workload{w})
+					svc.Observe([]inventory.Workload{s.scannable(w)})
 				}
 			case <-full.C:
 				feedAll()
@@ -79,6 +82,25 @@ func (s *Server) startScanner(ctx context.Context, dir string) error {
 		}
 	}()
 	return nil
+}
+
+// scannable drops the containers whose image registry is not allowed.
+func (s *Server) scannable(w inventory.Workload) inventory.Workload {
+	if len(s.cfg.ScanRegistries) == 0 {
+		return w
+	}
+	var keep []inventory.Container
+	for _, c := range w.Containers {
+		ref, err := name.ParseReference(c.Image)
+		if err != nil {
+			continue
+		}
+		if slices.Contains(s.cfg.ScanRegistries, ref.Context().RegistryStr()) {
+			keep = append(keep, c)
+		}
+	}
+	w.Containers = keep
+	return w
 }
 
 var podsOnly, _ = filter.Parse("kind = pod", inventory.Schema)
