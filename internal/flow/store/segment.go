@@ -452,10 +452,13 @@ type blockWriter struct {
 	base  int64 // µs
 	pend  columns
 	bound [3]int64 // minStart, maxStart, maxEnd
+	// size0 is the segment file's size before this block, to cut the
+	// block off again if its transaction fails.
+	size0 int64
 }
 
 func (s *segment) writer(d *dict) *blockWriter {
-	return &blockWriter{d: d, s: s, bound: [3]int64{1<<63 - 1, -1 << 63, -1 << 63}}
+	return &blockWriter{d: d, s: s, bound: [3]int64{1<<63 - 1, -1 << 63, -1 << 63}, size0: s.size}
 }
 
 // add encodes f (its ID and related IDs already parsed).

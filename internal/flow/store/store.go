@@ -230,9 +230,12 @@ func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
 			_ = s.dict.file.Truncate(dictSize)
 			s.dict.size = dictSize
 		}
+		// Cut off the parts already written: their records refer to
+		// dictionary entries just rolled back.
 		for _, w := range writers {
 			if w != nil && w.s.file != nil {
-				_ = w.s.file.Truncate(w.s.size)
+				_ = w.s.file.Truncate(w.size0)
+				w.s.size = w.size0
 			}
 		}
 		return err
@@ -365,6 +368,12 @@ func (s *Store) loadDict() error {
 	f, err := os.OpenFile(d.path, os.O_CREATE|os.O_WRONLY, 0o640)
 	if err != nil {
 		return fmt.Errorf("flow store: %w", err)
+	}
+	if data == nil && !s.opts.NoSync {
+		if err := syncDir(s.dir); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Truncate(d.size); err != nil {
 		f.Close()

@@ -281,3 +281,33 @@ func TestChunks(t *testing.T) {
 		t.Fatalf("count: %d", len(fs))
 	}
 }
+
+// A refused Append leaves nothing behind, in memory or on disk.
+func TestAppendRollback(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{Partition: time.Minute})
+	if err := s.Append([]flow.Flow{testFlow(1, t0)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	bad := []flow.Flow{testFlow(2, t0), testFlow(3, t0.Add(30*time.Minute))}
+	bad[0].Src.Namespace = "brand-new" // new dictionary entries, then an error
+	bad[1].ID = "not-an-id"
+	if err := s.Append(bad, nil); err == nil {
+		t.Fatal("bad ID accepted")
+	}
+	good := testFlow(4, t0)
+	good.Dst.Namespace = "other-new"
+	if err := s.Append([]flow.Flow{good}, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dir, Options{Partition: time.Minute})
+	defer s.Close()
+	fs, _ := s.Search(query(t, "", 100))
+	if len(fs) != 2 || fs[0].Dst.Namespace != "other-new" && fs[1].Dst.Namespace != "other-new" {
+		t.Fatalf("after rollback and reopen: %+v", fs)
+	}
+	if fs, _ := s.Search(query(t, `src.namespace = "brand-new"`, 100)); len(fs) != 0 {
+		t.Fatalf("rolled-back flow visible")
+	}
+}
