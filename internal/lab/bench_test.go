@@ -35,6 +35,9 @@ func BenchmarkLabUp(b *testing.B) {
 		if got := len(l.Status().Pods); got != 400 {
 			b.Fatalf("pods: %d, want 400", got)
 		}
+		if _, bad := l.Probes(); bad != 0 {
+			b.Errorf("%d kubelet-style probes failed", bad)
+		}
 		start = time.Now()
 		if err := l.Down(); err != nil {
 			b.Fatal(err)

@@ -139,6 +139,7 @@ func podCIDR(i int) netip.Prefix {
 func podGateway(i int) netip.Addr          { return netip.AddrFrom4([4]byte{10, 244, byte(i), 1}) }
 func vxlanAddr(i int) netip.Addr           { return netip.AddrFrom4([4]byte{10, 244, byte(i), 0}) }
 func vxlanMAC(i int) []byte                { return []byte{0x02, 0x50, 0x4c, 0x00, byte(i >> 8), byte(i)} }
+func bridgeMAC(i int) []byte               { return []byte{0x02, 0x50, 0x4c, 0x01, byte(i >> 8), byte(i)} }
 func underlayVeth(i int) string            { return fmt.Sprintf("veth-node%d", i) }
 func mustPrefix(s string) netip.Prefix     { return netip.MustParsePrefix(s) }
 func prefixLen(p netip.Prefix) int         { return p.Bits() }

@@ -202,7 +202,10 @@ func (nw *network) buildNode(i, mtu int) (*node, error) {
 	if err := nw.plugUnderlay(underlayVeth(i), c, nodeIP(i), prefixLen(mustPrefix(UnderlayCIDR))); err != nil {
 		return nd, err
 	}
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: IfBridge, MTU: mtu}}
+	// A fixed MAC: a bridge otherwise takes its lowest port's MAC, which
+	// changes as pods come and go and leaves pods' cached gateway entries
+	// pointing at an address the node no longer answers on.
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: IfBridge, MTU: mtu, HardwareAddr: bridgeMAC(i)}}
 	if err := c.nl.LinkAdd(br); err != nil {
 		return nd, fmt.Errorf("pod bridge in %s: %w", c.name, err)
 	}

@@ -53,6 +53,7 @@ func (l *Lab) probeLoop() {
 					}
 					if err != nil {
 						l.probesBad.Add(1)
+						l.log.Info("probe failed", "node", lp.node.info.Name, "pod", lp.info.Namespace+"/"+lp.info.Name, "err", err)
 						return
 					}
 					c.Close()
