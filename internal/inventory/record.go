@@ -145,9 +145,9 @@ func (r Record) Field(name string) (filter.Value, bool) {
 // attr reads a published attribute. Sets (vuln.cve) are sets; single
 // values are scalars.
 func attr(w *Workload, key string) (filter.Value, bool) {
-	v, ok := w.Attrs[key]
-	if !ok {
-		return filter.Value{}, false
+	v := w.Attrs[key]
+	if len(v) == 0 {
+		return filter.Value{}, false // an empty set (no CVEs) does not exist
 	}
 	if len(v) == 1 && !strings.HasSuffix(key, ".cve") {
 		return filter.Value{Str: v[0]}, true
