@@ -1,10 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -13,61 +11,26 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/palisade-dev/palisade/internal/apiclient"
 	"github.com/palisade-dev/palisade/internal/flow"
 )
 
-// flowsClient calls the server's flow API.
-type flowsClient struct {
-	server string
-	token  string
-}
-
-func (c *flowsClient) get(path string, q url.Values, out any) error {
-	u := strings.TrimSuffix(c.server, "/") + path
+// flowsGet calls GET base+path?q and decodes the answer into out.
+func flowsGet(serverURL, path string, q url.Values, out any) error {
+	u := apiclient.Server(serverURL) + "/api/v1" + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequest("GET", u, nil)
-	if err != nil {
-		return err
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("flows: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
-	if err != nil {
-		return fmt.Errorf("flows: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error    string `json:"error"`
-			Position int    `json:"position"`
-		}
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			if e.Position > 0 {
-				return fmt.Errorf("filter, column %d: %s", e.Position, e.Error)
-			}
-			return fmt.Errorf("server: %s", e.Error)
-		}
-		return fmt.Errorf("server: %s", resp.Status)
-	}
-	return json.Unmarshal(body, out)
+	return apiclient.Do("GET", u, nil, out)
 }
 
 func newFlowsCmd() *cobra.Command {
-	c := &flowsClient{}
-	var output string
+	var serverURL, output string
 	cmd := &cobra.Command{
 		Use:   "flows",
-		Short: "Search the flows agents reported",
+		Short: "Search the flows agents reported (API token: $PALISADE_TOKEN)",
 	}
-	cmd.PersistentFlags().StringVar(&c.server, "server", flowsEnvOr("PALISADE_SERVER", "http://127.0.0.1:8443"), "server URL (env PALISADE_SERVER)")
-	cmd.PersistentFlags().StringVar(&c.token, "token", os.Getenv("PALISADE_TOKEN"), "API token (env PALISADE_TOKEN)")
+	cmd.PersistentFlags().StringVar(&serverURL, "server", "", "Palisade server URL (default $PALISADE_SERVER or "+apiclient.DefaultServer+")")
 	cmd.PersistentFlags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 
 	var since, until string
@@ -89,8 +52,8 @@ func newFlowsCmd() *cobra.Command {
 			var res struct {
 				Flows []flow.Flow `json:"flows"`
 			}
-			if err := c.get("/api/v1/flows", q, &res); err != nil {
-				return err
+			if err := flowsGet(serverURL, "/flows", q, &res); err != nil {
+				return filterErr(err, args)
 			}
 			return flowsPrint(cmd.OutOrStdout(), output, res.Flows, res)
 		},
@@ -105,11 +68,11 @@ func newFlowsCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var d flow.Detail
-			if err := c.get("/api/v1/flows/"+url.PathEscape(args[0]), nil, &d); err != nil {
+			if err := flowsGet(serverURL, "/flows/"+url.PathEscape(args[0]), nil, &d); err != nil {
 				return err
 			}
 			if output == "json" {
-				return flowsWriteJSON(cmd.OutOrStdout(), d)
+				return printJSON(cmd.OutOrStdout(), d)
 			}
 			w := cmd.OutOrStdout()
 			flowsPrint(w, "table", []flow.Flow{d.Flow}, nil)
@@ -145,16 +108,16 @@ func newFlowsCmd() *cobra.Command {
 				By      string          `json:"by"`
 				Entries []flow.TopEntry `json:"entries"`
 			}
-			if err := c.get("/api/v1/flows/top", q, &res); err != nil {
-				return err
+			if err := flowsGet(serverURL, "/flows/top", q, &res); err != nil {
+				return filterErr(err, []string{filterSrc})
 			}
 			if output == "json" {
-				return flowsWriteJSON(cmd.OutOrStdout(), res)
+				return printJSON(cmd.OutOrStdout(), res)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "%s\tFLOWS\tCONNS\tBYTES\n", strings.ToUpper(by))
 			for _, e := range res.Entries {
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", flowsOrDash(e.Key), e.Flows, e.Conns, e.Bytes)
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", dash(e.Key), e.Flows, e.Conns, e.Bytes)
 			}
 			return tw.Flush()
 		},
@@ -175,7 +138,7 @@ func flowsPrint(w io.Writer, output string, flows []flow.Flow, raw any) error {
 		if raw == nil {
 			raw = flows
 		}
-		return flowsWriteJSON(w, raw)
+		return printJSON(w, raw)
 	case "table", "":
 	default:
 		return fmt.Errorf("output %q: want table or json", output)
@@ -189,8 +152,8 @@ func flowsPrint(w io.Writer, output string, flows []flow.Flow, raw any) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%s\t%v\t%d\t%s\t%s\n",
 			f.Start.Local().Format(time.DateTime), f.Proto, flowsEndpoint(f.Src), flowsEndpoint(f.Dst),
-			f.FwdPackets, f.RevPackets, f.FwdBytes, f.RevBytes, flowsOrDash(strings.Join(f.Flags, ",")), f.Replied,
-			len(f.Points), flowsOrDash(strings.Join(rel, ",")), f.ID)
+			f.FwdPackets, f.RevPackets, f.FwdBytes, f.RevBytes, dash(strings.Join(f.Flags, ",")), f.Replied,
+			len(f.Points), dash(strings.Join(rel, ",")), f.ID)
 	}
 	return tw.Flush()
 }
@@ -210,19 +173,7 @@ func flowsEndpoint(e flow.Endpoint) string {
 	return s
 }
 
-func flowsOrDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func flowsWriteJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
+// flowsEnvOr returns $name, or def when it is unset.
 func flowsEnvOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
