@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"testing"
 	"time"
 )
 
@@ -27,4 +28,21 @@ func StartForTests() (*Cluster, func(), error) {
 		c.Stop()
 		os.RemoveAll(dir)
 	}, nil
+}
+
+// Main is a TestMain body for packages whose tests need the API server:
+// it starts a private control plane, hands it to setup, runs the tests and
+// exits with their status.
+//
+//	func TestMain(m *testing.M) { devkube.Main(m, func(c *devkube.Cluster) { kube = c }) }
+func Main(m *testing.M, setup func(*Cluster)) {
+	c, stop, err := StartForTests()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	setup(c)
+	code := m.Run()
+	stop()
+	os.Exit(code)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
@@ -26,18 +25,12 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	c, stop, err := devkube.StartForTests()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	kubeCfg = c.Config
-	fast := rest.CopyConfig(c.Config)
-	fast.QPS, fast.Burst = 1000, 2000 // the default 5 QPS would make fixtures crawl
-	cs = kubernetes.NewForConfigOrDie(fast)
-	code := m.Run()
-	stop()
-	os.Exit(code)
+	devkube.Main(m, func(c *devkube.Cluster) {
+		kubeCfg = c.Config
+		fast := rest.CopyConfig(c.Config)
+		fast.QPS, fast.Burst = 1000, 2000 // the default 5 QPS would make fixtures crawl
+		cs = kubernetes.NewForConfigOrDie(fast)
+	})
 }
 
 // eventually polls cond until it holds or the deadline passes.

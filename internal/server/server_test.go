@@ -3,12 +3,10 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -28,15 +26,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	c, stop, err := devkube.StartForTests()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	kube, cs = c, kubernetes.NewForConfigOrDie(c.Config)
-	code := m.Run()
-	stop()
-	os.Exit(code)
+	devkube.Main(m, func(c *devkube.Cluster) { kube, cs = c, kubernetes.NewForConfigOrDie(c.Config) })
 }
 
 func startServer(t *testing.T, dir string, cfg *rest.Config) *Server {
