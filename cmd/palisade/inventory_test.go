@@ -1,0 +1,59 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/palisade-dev/palisade/internal/server"
+)
+
+// TestInventoryCLI drives `palisade inventory` against a real server (no
+// cluster: user-defined external workloads are inventory too).
+func TestInventoryCLI(t *testing.T) {
+	s, err := server.Start(context.Background(), server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	resp, err := http.Post(s.URL()+"/api/v1/external", "application/json",
+		strings.NewReader(`{"name":"payments-psp","cidrs":["203.0.113.0/28"],"labels":{"zone":"internet"}}`))
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("create external: %v %v", resp, err)
+	}
+	run := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		root := newRootCmd()
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(append(args, "--server", s.URL()))
+		err := root.Execute()
+		return out.String(), err
+	}
+	out, err := run("inventory", "search", "kind = external and label.zone = internet")
+	if err != nil || !strings.Contains(out, "payments-psp") || !strings.Contains(out, "203.0.113.0/28") {
+		t.Fatalf("search: %v\n%s", err, out)
+	}
+	out, err = run("inventory", "lookup", "203.0.113.5", "-o", "json")
+	if err != nil || !strings.Contains(out, `"name": "payments-psp"`) {
+		t.Fatalf("lookup: %v\n%s", err, out)
+	}
+	out, err = run("inventory", "get", "external/payments-psp")
+	if err != nil || !strings.Contains(out, `"history"`) {
+		t.Fatalf("get: %v\n%s", err, out)
+	}
+	// A bad filter points at the column at fault.
+	_, err = run("inventory", "search", "kind = external and lable.zone = x")
+	if err == nil || !strings.Contains(err.Error(), "column 21") || !strings.Contains(err.Error(), "\n  "+strings.Repeat(" ", 20)+"^") {
+		t.Fatalf("bad filter error = %v", err)
+	}
+	if _, err := run("inventory", "filters", "save", "internet", "label.zone = internet"); err != nil {
+		t.Fatal(err)
+	}
+	out, err = run("inventory", "filters", "list")
+	if err != nil || !strings.Contains(out, `"internet"`) {
+		t.Fatalf("filters list: %v\n%s", err, out)
+	}
+}
