@@ -66,6 +66,16 @@ func assertContained(t *testing.T) {
 			}
 		}
 	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		n := l.Attrs().Name
+		if n == IfBridge || n == IfVXLAN || n == IfUnder || strings.HasPrefix(n, "veth-node") || n == "veth-ext" {
+			t.Errorf("root namespace has lab interface %s", n)
+		}
+	}
 	out, err := exec.Command("iptables-save").CombinedOutput()
 	if err != nil {
 		t.Fatalf("iptables-save: %v %s", err, out)
@@ -140,7 +150,15 @@ func TestLabSockShop(t *testing.T) {
 					t.Errorf("carts -> own ClusterIP: %q, %v", body, err)
 				}
 			})
-			t.Run("API agrees", func(t *testing.T) { checkAPI(t, l.Client(), l.Status(), name) })
+			t.Run("API agrees", func(t *testing.T) {
+				checkAPI(t, l.Client(), l.Status(), name)
+				// What `lab status -o json` prints comes from the state file.
+				saved, err := ReadState(StateDir(name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkAPI(t, l.Client(), saved.Status, name)
+			})
 			t.Run("probes", func(t *testing.T) {
 				time.Sleep(1200 * time.Millisecond)
 				ok, bad := l.Probes()
