@@ -83,7 +83,7 @@ func runDemo(ctx context.Context, out, log io.Writer, c demoConfig) error {
 		FlowWindow: 20 * time.Second,
 		// The lab runs sock-shop images by their public names; nothing may be
 		// pulled from outside this machine, so only a loopback registry is scanned.
-		ScanRegistries: []string{"127.0.0.1:5000"},
+		ScanRegistries: []string{"127.0.0.1", "localhost"},
 	})
 	if err != nil {
 		return err

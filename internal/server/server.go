@@ -49,7 +49,8 @@ type Config struct {
 	FlowRetention time.Duration
 	// ScanRegistries, when set, limits image scanning to these registry
 	// hosts (e.g. "127.0.0.1:5000", "registry.corp"); images from other
-	// registries are inventoried but never pulled. The demo sets it to its
+	// registries are inventoried but never pulled. An entry without a port
+	// ("127.0.0.1") allows every port of that host. The demo sets it to its
 	// loopback registry so nothing leaves the machine.
 	ScanRegistries []string
 	// FlowWindow is how long the flow pipeline waits for more observation

@@ -31,7 +31,10 @@ func TestMain(m *testing.M) {
 
 func startServer(t *testing.T, dir string, cfg *rest.Config) *Server {
 	t.Helper()
-	s, err := Start(context.Background(), Config{DataDir: dir, Listen: "127.0.0.1:0", Clusters: []Cluster{{Name: "lab", Config: cfg}}})
+	// Pods name public images (busybox); only the tests' loopback registries
+	// may be pulled from.
+	s, err := Start(context.Background(), Config{DataDir: dir, Listen: "127.0.0.1:0", Clusters: []Cluster{{Name: "lab", Config: cfg}},
+		ScanRegistries: []string{"127.0.0.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"slices"
+	"strings"
 
 	"errors"
 	"fmt"
@@ -95,7 +96,9 @@ func (s *Server) scannable(w inventory.Workload) inventory.Workload {
 		if err != nil {
 			continue
 		}
-		if slices.Contains(s.cfg.ScanRegistries, ref.Context().RegistryStr()) {
+		reg := ref.Context().RegistryStr()
+		host, _, _ := strings.Cut(reg, ":")
+		if slices.Contains(s.cfg.ScanRegistries, reg) || slices.Contains(s.cfg.ScanRegistries, host) {
 			keep = append(keep, c)
 		}
 	}
