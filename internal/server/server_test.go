@@ -278,3 +278,28 @@ func TestUnreachableAPIServerDegradesAndRecovers(t *testing.T) {
 		return res.Count == 1
 	})
 }
+
+// TestSeveralClusters watches two clusters (here the same API server under
+// two names) and keeps their workloads apart.
+func TestSeveralClusters(t *testing.T) {
+	s, err := Start(context.Background(), Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0",
+		Clusters: []Cluster{{Name: "east", Config: kube.Config}, {Name: "west", Config: kube.Config}}, ScanRegistries: []string{"127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	var res searchResult
+	for _, c := range []string{"east", "west"} {
+		waitFor(t, 10*time.Second, "namespace default in cluster "+c, func() bool {
+			get(t, s, "/api/v1/inventory?filter="+url.QueryEscape("cluster = "+c+" and kind = namespace and name = default"), &res)
+			return res.Count == 1 && res.Items[0].ID == c+"/namespace//default"
+		})
+	}
+	var st struct {
+		Connectors []struct{ Cluster, State string } `json:"connectors"`
+	}
+	get(t, s, "/api/v1/status", &st)
+	if len(st.Connectors) != 2 {
+		t.Fatalf("status connectors = %+v", st.Connectors)
+	}
+}
