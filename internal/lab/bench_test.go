@@ -22,6 +22,7 @@ func BenchmarkLabUp(b *testing.B) {
 	requireRoot(b)
 	kube := startAPI(b)
 	name := testName(b, "b")
+	b.Cleanup(func() { _ = Remove(name, "", time.Second) }) // after a failed iteration
 	var up, down time.Duration
 	n := 0
 	for b.Loop() {

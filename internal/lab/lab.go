@@ -656,6 +656,7 @@ func Remove(name, stateDir string, grace time.Duration) error {
 	if st.Kubeconfig != "" {
 		if rc, err := clientcmd.BuildConfigFromFlags("", st.Kubeconfig); err == nil {
 			rc.Timeout = 5 * time.Second
+			rc.QPS, rc.Burst = 500, 1000
 			if c, err := kubernetes.NewForConfig(rc); err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				if _, err := c.Discovery().ServerVersion(); err == nil {
