@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/palisade-dev/palisade/internal/agent"
 	"github.com/palisade-dev/palisade/internal/devkube"
 	"github.com/palisade-dev/palisade/internal/lab"
 	"github.com/palisade-dev/palisade/internal/lab/app"
 	"github.com/palisade-dev/palisade/internal/server"
+	"github.com/palisade-dev/palisade/internal/vuln/sample"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -69,14 +71,14 @@ type demoConfig struct {
 
 func runDemo(ctx context.Context, out, log io.Writer, c demoConfig) error {
 	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
-	say("1/5 Kubernetes control plane (kube-apiserver %s, etcd, kube-controller-manager)...", devkube.KubernetesVersion)
+	say("1/6 Kubernetes control plane (kube-apiserver %s, etcd, kube-controller-manager)...", devkube.KubernetesVersion)
 	kube, err := devkube.Up(ctx, log)
 	if err != nil {
 		return err
 	}
 	say("    %s (export KUBECONFIG=%s)", kube.URL, kube.Kubeconfig)
 
-	say("2/5 Palisade server...")
+	say("2/6 Palisade server...")
 	srv, err := server.Start(ctx, server.Config{
 		DataDir: c.dataDir, Listen: c.listen,
 		Clusters:   []server.Cluster{{Name: "lab", Config: kube.Config}},
@@ -97,7 +99,7 @@ func runDemo(ctx context.Context, out, log io.Writer, c demoConfig) error {
 		<-ctx.Done()
 		return nil
 	}
-	say("3/5 lab cluster: %d nodes, %s pod network, sock-shop...", c.nodes, c.mode)
+	say("3/6 lab cluster: %d nodes, %s pod network, sock-shop...", c.nodes, c.mode)
 	l, err := lab.Up(ctx, lab.Config{Name: "demo", Nodes: c.nodes, Mode: c.mode, App: "sockshop", RestConfig: kube.Config})
 	if err != nil {
 		return err
@@ -110,7 +112,7 @@ func runDemo(ctx context.Context, out, log io.Writer, c demoConfig) error {
 	}()
 	st := l.Status()
 
-	say("4/5 flow agents, one per node...")
+	say("4/6 flow agents, one per node...")
 	agentCtx, stopAgents := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { stopAgents(); wg.Wait() }()
@@ -135,15 +137,25 @@ func runDemo(ctx context.Context, out, log io.Writer, c demoConfig) error {
 		}()
 	}
 
-	say("5/5 traffic along the sock-shop call graph (%.0f connections/s)...", c.rate)
+	say("5/6 scanner: payment rolls out a Go image with vulnerable x/net and x/text from a loopback registry...")
+	if err := demoVulnerableImage(ctx, srv, l, c.dataDir); err != nil {
+		// Scanning is one of the demo's parts; the rest goes on without it.
+		fmt.Fprintln(log, "scanner part of the demo skipped:", err)
+	}
+
+	say("6/6 traffic along the sock-shop call graph (%.0f connections/s)...", c.rate)
 	shop, _ := app.ByName("sockshop")
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
-			if _, err := lab.Traffic(ctx, st, shop, lab.TrafficOptions{Duration: 15 * time.Second, Rate: c.rate}); err != nil && ctx.Err() == nil {
+			// Fresh topology each round: pods come and go (the payment rollout).
+			if _, err := lab.Traffic(ctx, l.Status(), shop, lab.TrafficOptions{Duration: 15 * time.Second, Rate: c.rate}); err != nil && ctx.Err() == nil {
 				fmt.Fprintln(log, "traffic:", err)
-				return
+				select {
+				case <-ctx.Done():
+				case <-time.After(2 * time.Second):
+				}
 			}
 		}
 	}()
@@ -156,9 +168,50 @@ Palisade is running. In another shell:
   palisade lab status -o json --name demo
   palisade flows search 'dst.namespace = sock-shop' --since 5m --server %[1]s     (flows appear after ~30 s)
   palisade flows top --by dst.port --server %[1]s
+  palisade inventory search 'vuln.cve contains "CVE-2022-32149"' --server %[1]s   (once the scan finished)
+  curl -s '%[1]s/api/v1/vulnerabilities?filter=package%%20=%%20golang.org/x/net'
   curl -s %[1]s/api/v1/status
 
 Ctrl-C stops the demo and removes the lab.`, srv.URL())
 	<-ctx.Done()
 	return nil
+}
+
+// demoVulnerableImage serves a loopback registry holding a Go program that
+// links vulnerable golang.org/x/net and x/text, imports the real Go
+// vulnerability database, and points the payment Deployment at the image.
+// The lab's controllers roll the new pod out; the scanner pulls the image
+// from loopback and publishes vuln.* attributes on the pod.
+func demoVulnerableImage(ctx context.Context, srv *server.Server, l *lab.Lab, dataDir string) error {
+	host, _, err := sample.Registry() // lives as long as the demo process
+	if err != nil {
+		return err
+	}
+	exe, err := sample.GoApp(filepath.Join(dataDir, "vulnapp"))
+	if err != nil {
+		return err
+	}
+	img, err := sample.Image("app/payment", exe)
+	if err != nil {
+		return err
+	}
+	ref, err := sample.Push(img, host+"/sock-shop/payment:vulnerable")
+	if err != nil {
+		return err
+	}
+	db, err := sample.GoVulnDB()
+	if err != nil {
+		return err
+	}
+	if _, err := srv.Vuln.ImportDB(ctx, db, nil); err != nil {
+		return err
+	}
+	deploys := l.Client().AppsV1().Deployments(l.Namespace())
+	d, err := deploys.Get(ctx, "payment", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	d.Spec.Template.Spec.Containers[0].Image = ref
+	_, err = deploys.Update(ctx, d, metav1.UpdateOptions{})
+	return err
 }

@@ -13,8 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -183,11 +185,40 @@ func launch(opts Options, name string, argv []string) (int, error) {
 		// Tie the component's life to ours: if the test binary dies, so does it.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startOnLauncher(cmd); err != nil {
 		return 0, fmt.Errorf("devkube: start %s: %w", name, err)
 	}
 	go cmd.Wait() //nolint:errcheck // reaped; liveness is checked through the pid
 	return cmd.Process.Pid, nil
+}
+
+// Pdeathsig is delivered when the *thread* that forked the child exits, not
+// the process (golang/go#27505). Children are therefore started from one
+// goroutine locked to its thread for the life of the process, so code that
+// locks and abandons threads (network-namespace work) cannot kill them.
+var (
+	launcherOnce sync.Once
+	launches     chan launchReq
+)
+
+type launchReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startOnLauncher(cmd *exec.Cmd) error {
+	launcherOnce.Do(func() {
+		launches = make(chan launchReq)
+		go func() {
+			runtime.LockOSThread() // never unlocked: this thread lives as long as the process
+			for r := range launches {
+				r.done <- r.cmd.Start()
+			}
+		}()
+	})
+	done := make(chan error)
+	launches <- launchReq{cmd, done}
+	return <-done
 }
 
 func (c *Cluster) waitReady(ctx context.Context, p *pki, timeout time.Duration) error {

@@ -8,7 +8,6 @@ package vulntest
 import (
 	"archive/tar"
 	"bytes"
-	"encoding/json"
 	"io"
 	"log"
 	"net/http"
@@ -29,6 +28,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/klauspost/compress/gzip"
+
+	"github.com/palisade-dev/palisade/internal/vuln/sample"
 )
 
 // File is one entry of a test layer.
@@ -280,24 +281,15 @@ func Syft(t testing.TB) string {
 
 // VulnDBVersion is the golang.org/x/vulndb module version used as real Go
 // vulnerability data.
-const VulnDBVersion = "v0.0.0-20261105234957-e22db6528018"
+const VulnDBVersion = sample.VulnDBVersion
 
 // GoVulnDB returns the data/osv directory of the golang.org/x/vulndb module,
 // downloading the module through the Go module proxy if needed.
 func GoVulnDB(t testing.TB) string {
 	t.Helper()
-	cmd := exec.Command("go", "mod", "download", "-json", "golang.org/x/vulndb@"+VulnDBVersion)
-	cmd.Dir = t.TempDir()
-	out, err := cmd.Output()
-	var info struct{ Dir, Error string }
-	_ = json.Unmarshal(out, &info)
-	if err != nil || info.Dir == "" {
-		t.Fatalf("golang.org/x/vulndb@%s is not in the module cache and could not be downloaded (%v %s): "+
-			"run `go mod download golang.org/x/vulndb@%s` with the Go module proxy reachable", VulnDBVersion, err, info.Error, VulnDBVersion)
-	}
-	dir := filepath.Join(info.Dir, "data", "osv")
-	if _, err := os.Stat(filepath.Join(dir, "GO-2022-1059.json")); err != nil {
-		t.Fatalf("golang.org/x/vulndb@%s has no data/osv/GO-2022-1059.json: %v", VulnDBVersion, err)
+	dir, err := sample.GoVulnDB()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return dir
 }
