@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 [[ "$(id -u)" == 0 ]] || { echo "ensure-deps: run as root (tests create network namespaces and iptables rules)" >&2; exit 1; }
 
 need=()
-for pair in ip:iproute2 iptables:iptables ipset:ipset conntrack:conntrack debootstrap:debootstrap; do
+for pair in ip:iproute2 iptables:iptables ipset:ipset conntrack:conntrack debootstrap:debootstrap rpm:rpm db5.3_load:db5.3-util sqlite3:sqlite3; do
 	command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then

@@ -1,5 +1,5 @@
 // Package pkgdb reads the package inventory of a flattened image: the
-// distribution from os-release, dpkg and apk databases, Go binaries' build
+// distribution from os-release, dpkg, apk and rpm databases, Go binaries' build
 // information, and language packages (npm package.json and package-lock.json,
 // Python *.dist-info / *.egg-info metadata). Every parser treats its input as
 // hostile: bounded, no panics, errors that name the file and line.
@@ -18,6 +18,7 @@ import (
 const (
 	TypeDeb    = "deb"
 	TypeAPK    = "apk"
+	TypeRPM    = "rpm"
 	TypeGo     = "golang"
 	TypeNPM    = "npm"
 	TypePython = "pypi"
@@ -87,7 +88,7 @@ func (d *Distro) Ecosystem() string {
 	case "wolfi":
 		return "Wolfi"
 	}
-	return ""
+	return rpmEcosystem(d)
 }
 
 // Inventory is everything found in an image.
@@ -108,7 +109,7 @@ var keepExact = map[string]bool{
 // Keep selects the files whose content the inventory needs; pass it to
 // image.Extractor.
 func Keep(p string) bool {
-	if keepExact[p] {
+	if keepExact[p] || keepRPM(p) {
 		return true
 	}
 	dir, base := path.Split(p)
@@ -138,7 +139,7 @@ func Collect(fsys *image.FS) (*Inventory, error) {
 		return nil, err
 	}
 	inv.Distro = d
-	for _, c := range []func(*image.FS, *Inventory) error{collectDpkg, collectAPK, collectGo, collectNPM, collectPython} {
+	for _, c := range []func(*image.FS, *Inventory) error{collectDpkg, collectAPK, collectRPM, collectGo, collectNPM, collectPython} {
 		if err := c(fsys, inv); err != nil {
 			return nil, err
 		}

@@ -12,6 +12,10 @@ func purlDeb(d *Distro, p *Package) string { return purlDistro("deb", "debian", 
 
 func purlAPK(d *Distro, p *Package) string { return purlDistro("apk", "alpine", d, p) }
 
+// purlRPM follows the purl spec for rpm: version-release as the version,
+// the epoch as a qualifier.
+func purlRPM(d *Distro, p *Package) string { return purlDistro("rpm", "redhat", d, p) }
+
 // purlDistro names a distribution package: namespace the distribution,
 // qualifiers its architecture, release and (when it differs) source package.
 func purlDistro(typ, defaultNS string, d *Distro, p *Package) string {
@@ -26,10 +30,17 @@ func purlDistro(typ, defaultNS string, d *Distro, p *Package) string {
 	if d != nil && d.VersionID != "" {
 		q.Set("distro", ns+"-"+d.VersionID)
 	}
-	if typ == "deb" && p.SourceName != "" && p.SourceName != p.Name {
+	if typ != "apk" && p.SourceName != "" && p.SourceName != p.Name {
 		q.Set("upstream", p.SourceName)
 	}
-	return purl(typ, ns, p.Name, p.Version, q)
+	ver := p.Version
+	if typ == "rpm" {
+		if e, rest, ok := strings.Cut(ver, ":"); ok {
+			ver = rest
+			q.Set("epoch", e)
+		}
+	}
+	return purl(typ, ns, p.Name, ver, q)
 }
 
 func purlGo(module, ver string) string {
