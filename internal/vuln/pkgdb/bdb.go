@@ -63,6 +63,9 @@ func bdbValues(data []byte, fn func([]byte) error) error {
 	if last >= npages {
 		return fmt.Errorf("Berkeley DB metadata: last page %d beyond the file's %d pages", last, npages)
 	}
+	// Off-page values of a real database use each overflow page once; a
+	// hostile one sharing chains between items must not multiply work.
+	budget := 2*int64(len(data)) + 1<<20
 	page := func(n uint32) ([]byte, error) {
 		if int64(n) > last {
 			return nil, fmt.Errorf("page %d beyond the last page %d", n, last)
@@ -106,7 +109,7 @@ func bdbValues(data []byte, fn func([]byte) error) error {
 				err = fn(val[1:])
 			case bdbHOffPage:
 				var v []byte
-				if v, err = bdbOverflow(order, val, page, pageSize); err == nil {
+				if v, err = bdbOverflow(order, val, page, pageSize, &budget); err == nil {
 					err = fn(v)
 				}
 			default:
@@ -122,13 +125,13 @@ func bdbValues(data []byte, fn func([]byte) error) error {
 
 // bdbOverflow follows an H_OFFPAGE item (type, 3 unused bytes, first
 // overflow page, total length) through its chain of overflow pages.
-func bdbOverflow(order binary.ByteOrder, item []byte, page func(uint32) ([]byte, error), pageSize int) ([]byte, error) {
+func bdbOverflow(order binary.ByteOrder, item []byte, page func(uint32) ([]byte, error), pageSize int, budget *int64) ([]byte, error) {
 	if len(item) < 12 {
 		return nil, errors.New("truncated off-page item")
 	}
 	next, total := order.Uint32(item[4:8]), int64(order.Uint32(item[8:12]))
-	if total > 256<<20 {
-		return nil, fmt.Errorf("off-page item of %d bytes", total)
+	if *budget -= total; *budget < 0 {
+		return nil, fmt.Errorf("off-page items add up to more than the file holds (this one: %d bytes)", total)
 	}
 	out := make([]byte, 0, min(total, 1<<20))
 	for hops := 0; int64(len(out)) < total; hops++ {

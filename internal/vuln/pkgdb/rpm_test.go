@@ -22,7 +22,7 @@ var testRPMs = []vulntest.RPM{
 const rockyRelease = "NAME=\"Rocky Linux\"\nVERSION=\"9.3 (Blue Onyx)\"\nID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\n" +
 	"VERSION_ID=\"9.3\"\nPLATFORM_ID=\"platform:el9\"\nPRETTY_NAME=\"Rocky Linux 9.3 (Blue Onyx)\"\n"
 
-func readRPMDB(t *testing.T) []byte {
+func readRPMDB(t testing.TB) []byte {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(vulntest.RPMDB(t, testRPMs...), "rpmdb.sqlite"))
 	if err != nil {
@@ -222,11 +222,7 @@ func FuzzParseRPMDB(f *testing.F) {
 	binary.LittleEndian.PutUint32(bdb[32:], 1)
 	bdb[512+25] = bdbPHash
 	f.Add(bdb, []byte(nil))
-	if dir := os.Getenv("PALISADE_RPMDB_SEED"); dir != "" {
-		if data, err := os.ReadFile(filepath.Join(dir, "rpmdb.sqlite")); err == nil {
-			f.Add(data, []byte(nil))
-		}
-	}
+	f.Add(readRPMDB(f), []byte(nil)) // a real database, for the mutator to corrupt
 	f.Fuzz(func(t *testing.T, data, wal []byte) {
 		pkgs, err := ParseRPMDB(data, wal, "rpmdb")
 		if err != nil && !strings.HasPrefix(err.Error(), "rpmdb: ") {

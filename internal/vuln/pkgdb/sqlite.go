@@ -28,6 +28,9 @@ type sqliteDB struct {
 	// wal holds the newest committed version of pages from the
 	// write-ahead log, which override the main file's.
 	wal map[uint32][]byte
+	// budget is the number of payload bytes left to assemble: overflow
+	// pages shared by many cells of a hostile file must not multiply work.
+	budget int64
 }
 
 func openSQLite(data, wal []byte) (*sqliteDB, error) {
@@ -42,7 +45,8 @@ func openSQLite(data, wal []byte) (*sqliteDB, error) {
 		return nil, fmt.Errorf("SQLite header: invalid page size %d", ps)
 	}
 	reserved := int(data[20])
-	db := &sqliteDB{data: data, pageSize: ps, usable: ps - reserved, npages: len(data) / ps}
+	db := &sqliteDB{data: data, pageSize: ps, usable: ps - reserved, npages: len(data) / ps,
+		budget: 2*int64(len(data)+len(wal)) + 1<<20}
 	if db.usable < 480 {
 		return nil, fmt.Errorf("SQLite header: %d reserved bytes leave too little of a %d byte page", reserved, ps)
 	}
@@ -251,6 +255,9 @@ func (db *sqliteDB) payload(cell []byte, size int) ([]byte, error) {
 	}
 	if local == size {
 		return cell[:size], nil
+	}
+	if db.budget -= int64(size); db.budget < 0 {
+		return nil, errors.New("overflow pages add up to more than the file holds")
 	}
 	if len(cell) < local+4 {
 		return nil, errors.New("missing overflow page number")
