@@ -7,7 +7,8 @@
 //
 //	image    fetch (registry, oci-layout:, docker-archive:, dir:), layer
 //	         summaries, whiteouts, hostile-input bounds, layer cache seam
-//	pkgdb    os-release, dpkg, apk, Go build info, npm, Python metadata
+//	pkgdb    os-release, dpkg, apk, rpm (SQLite, Berkeley DB), Go build
+//	         info, npm, Python metadata
 //	version  dpkg / apk / rpm / semver / PEP 440 comparators
 //	osv      OSV records, CVSS v3/v4 scores, bbolt store, import, matching
 //	sbom     CycloneDX export of an ImageReport

@@ -92,6 +92,39 @@ func NormalizeName(ecosystem, name string) string {
 	return strings.ToLower(name)
 }
 
+// IsScopedEcosystem reports whether records of ecosystem carry a further
+// scope after it that an installed package cannot know: Red Hat records name
+// a product stream and repository ("Red Hat:enterprise_linux:9::appstream"),
+// while an image's os-release only says "Red Hat:enterprise_linux:9".
+func IsScopedEcosystem(ecosystem string) bool {
+	return strings.HasPrefix(ecosystem, "Red Hat:")
+}
+
+// EcosystemMatches reports whether a record of ecosystem rec applies to a
+// package of ecosystem pkg: the same, or for scoped ecosystems rec extends
+// pkg by ":" and more.
+func EcosystemMatches(pkg, rec string) bool {
+	return rec == pkg || (IsScopedEcosystem(pkg) && strings.HasPrefix(rec, pkg+":"))
+}
+
+// subEcosystems lists the ecosystems in the index that extend eco (and eco
+// itself when present), one seek per ecosystem rather than a scan of keys.
+func subEcosystems(idx *bolt.Bucket, eco string) []string {
+	var out []string
+	c := idx.Cursor()
+	for k, _ := c.Seek([]byte(eco)); k != nil && bytes.HasPrefix(k, []byte(eco)); {
+		e, _, ok := bytes.Cut(k, []byte{0})
+		if !ok {
+			break
+		}
+		if EcosystemMatches(eco, string(e)) {
+			out = append(out, string(e))
+		}
+		k, _ = c.Seek(append(e[:len(e):len(e)], 1)) // past every key of ecosystem e
+	}
+	return out
+}
+
 func indexKey(ecosystem, name, id string) []byte {
 	return []byte(ecosystem + "\x00" + NormalizeName(ecosystem, name) + "\x00" + id)
 }
@@ -179,32 +212,47 @@ func (s *Store) Match(qs []Query) ([][]Match, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		adv, idx := tx.Bucket(bucketAdvisories), tx.Bucket(bucketIndex)
 		cache := map[string]*Advisory{}
+		scoped := map[string][]string{}
 		for i, q := range qs {
-			prefix := []byte(q.Ecosystem + "\x00" + NormalizeName(q.Ecosystem, q.Name) + "\x00")
-			c := idx.Cursor()
-			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-				id := string(k[len(prefix):])
-				a, ok := cache[id]
-				if !ok {
-					data := adv.Get([]byte(id))
-					if data == nil {
+			ecos := []string{q.Ecosystem}
+			if IsScopedEcosystem(q.Ecosystem) {
+				if _, ok := scoped[q.Ecosystem]; !ok {
+					scoped[q.Ecosystem] = subEcosystems(idx, q.Ecosystem)
+				}
+				ecos = scoped[q.Ecosystem]
+			}
+			seen := map[string]bool{}
+			for _, eco := range ecos {
+				prefix := []byte(eco + "\x00" + NormalizeName(eco, q.Name) + "\x00")
+				c := idx.Cursor()
+				for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+					id := string(k[len(prefix):])
+					if seen[id] {
 						continue
 					}
-					a = new(Advisory)
-					if err := json.Unmarshal(data, a); err != nil {
-						return fmt.Errorf("advisory %s in the database: %w", id, err)
+					seen[id] = true
+					a, ok := cache[id]
+					if !ok {
+						data := adv.Get([]byte(id))
+						if data == nil {
+							continue
+						}
+						a = new(Advisory)
+						if err := json.Unmarshal(data, a); err != nil {
+							return fmt.Errorf("advisory %s in the database: %w", id, err)
+						}
+						cache[id] = a
 					}
-					cache[id] = a
-				}
-				if a.Withdrawn != nil {
-					continue
-				}
-				if m, ok := matchAdvisory(a, q); ok {
-					m.Score = a.ScoreOf(m.Affected)
-					if m.Score.Severity == SeverityUnknown {
-						m.Score = aliasScore(adv, a, m.Score)
+					if a.Withdrawn != nil {
+						continue
 					}
-					out[i] = append(out[i], m)
+					if m, ok := matchAdvisory(a, q); ok {
+						m.Score = a.ScoreOf(m.Affected)
+						if m.Score.Severity == SeverityUnknown {
+							m.Score = aliasScore(adv, a, m.Score)
+						}
+						out[i] = append(out[i], m)
+					}
 				}
 			}
 		}
@@ -237,7 +285,7 @@ func matchAdvisory(a *Advisory, q Query) (Match, bool) {
 	name := NormalizeName(q.Ecosystem, q.Name)
 	for i := range a.Affected {
 		af := &a.Affected[i]
-		if af.Package.Ecosystem != q.Ecosystem || NormalizeName(af.Package.Ecosystem, af.Package.Name) != name {
+		if !EcosystemMatches(q.Ecosystem, af.Package.Ecosystem) || NormalizeName(af.Package.Ecosystem, af.Package.Name) != name {
 			continue
 		}
 		if fixed, ok := Affects(scheme, af, q.Version); ok {
