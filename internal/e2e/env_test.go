@@ -84,6 +84,7 @@ type runAgent struct {
 	done     chan error
 	ready    time.Time // the agent's conversation windows start here
 	interval time.Duration
+	drain    time.Duration
 }
 
 type agentOpts struct {
@@ -110,7 +111,7 @@ func newEnv(t *testing.T, mode lab.Mode) *env {
 	}
 	e.lab = l
 	t.Cleanup(func() {
-		e.stopAgents(t, true)
+		e.stopAgents(t)
 		e.mu.Lock()
 		if e.srv != nil {
 			if err := e.srv.Stop(); err != nil {
@@ -216,7 +217,7 @@ func (e *env) startAgent(t *testing.T, n lab.NodeInfo, o agentOpts) *runAgent {
 		t.Fatalf("agent %s: %v", n.Name, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ra := &runAgent{a: a, cancel: cancel, done: make(chan error, 1), interval: o.conv}
+	ra := &runAgent{a: a, cancel: cancel, done: make(chan error, 1), interval: o.conv, drain: o.drain}
 	go func() { ra.done <- a.Run(ctx) }()
 	select {
 	case <-a.Ready():
@@ -263,7 +264,7 @@ func (e *env) stopAgent(t *testing.T, node string) {
 	}
 }
 
-func (e *env) stopAgents(t *testing.T, _ bool) {
+func (e *env) stopAgents(t *testing.T) {
 	for _, n := range e.st.Nodes {
 		e.stopAgent(t, n.Name)
 	}
@@ -274,7 +275,7 @@ func (e *env) stopAgents(t *testing.T, _ bool) {
 // their flows first).
 func (e *env) restartAgents(t *testing.T, o agentOpts) {
 	t.Helper()
-	e.stopAgents(t, true)
+	e.stopAgents(t)
 	e.startAgents(t, o)
 }
 
@@ -297,7 +298,7 @@ func (e *env) slot(t *testing.T, burst time.Duration) time.Time {
 		ok := true
 		for _, a := range as {
 			frac := at.Sub(a.ready) % a.interval
-			if frac < drainEvery+lag || frac > a.interval-burst-300*time.Millisecond {
+			if frac < a.drain+lag || frac > a.interval-burst-300*time.Millisecond {
 				ok = false
 				break
 			}
@@ -319,7 +320,7 @@ func (e *env) settled(end time.Time) time.Time {
 	last := end
 	for _, a := range e.agents {
 		frac := end.Sub(a.ready) % a.interval
-		closeAt := end.Add(a.interval - frac + drainEvery)
+		closeAt := end.Add(a.interval - frac + a.drain)
 		if closeAt.After(last) {
 			last = closeAt
 		}

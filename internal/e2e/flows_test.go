@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -165,7 +166,7 @@ func TestFlowAcceptance(t *testing.T) {
 						t.Errorf("point %+v: kind %q, want pod", pt, pt.Kind)
 					}
 				}
-				if pods := []string{f.Points[0].Pod, f.Points[1].Pod}; !(contains(pods, podKey(p.a)) && contains(pods, podKey(p.b))) {
+				if pods := []string{f.Points[0].Pod, f.Points[1].Pod}; !(slices.Contains(pods, podKey(p.a)) && slices.Contains(pods, podKey(p.b))) {
 					t.Errorf("points name pods %v, want %s and %s", pods, podKey(p.a), podKey(p.b))
 				}
 				if n := len(selectFlows(fs, "tcp", p.b.IP, p.a.IP, uint16(p.a.Ports[0]))); n != 0 {
@@ -257,17 +258,13 @@ func TestFlowAcceptance(t *testing.T) {
 				}
 				t.Logf("%d of %d flows checked (the others are IPv6 neighbour discovery and MLD)", checked, len(fs))
 			})
+
+			t.Run("9-bad-input", func(t *testing.T) { e.testBadInput(t, p, from.Add(-time.Second)) })
+			t.Run("7-conversation-15s-cadence", func(t *testing.T) { e.testConversationCadence(t, p) })
+			t.Run("7-detailed-per-second", func(t *testing.T) { e.testDetailedCadence(t, p) })
+			t.Run("8-agent-and-server-restart", func(t *testing.T) { e.testRestarts(t, p) })
 		})
 	}
-}
-
-func contains(s []string, x string) bool {
-	for _, y := range s {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // checkComplete: bytes and packets both ways, TCP flags, and both ends'
