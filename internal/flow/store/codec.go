@@ -140,6 +140,14 @@ func frame(payload []byte) []byte {
 	return append(out, payload...)
 }
 
+// frameInPlace fills the header of a block whose payload follows
+// blockHeader reserved bytes in b.
+func frameInPlace(b []byte) {
+	copy(b, blockMagic[:])
+	binary.LittleEndian.PutUint32(b[4:], uint32(len(b)-blockHeader))
+	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(b[blockHeader:], crcTable))
+}
+
 // unframe splits the next block off data. ok is false at a torn or
 // corrupt block (or the end).
 func unframe(data []byte) (payload, rest []byte, ok bool) {

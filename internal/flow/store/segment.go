@@ -5,7 +5,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/palisade-dev/palisade/internal/flow"
 	"github.com/palisade-dev/palisade/internal/inventory"
@@ -26,52 +25,31 @@ type dict struct {
 
 	// mu guards the slices' lengths: the writer appends under it; readers
 	// take the slices under it and read without it (the prefix they see is
-	// never written again). The maps are the writer's alone.
+	// never written again). The maps and indexes are the writer's alone.
 	mu     sync.RWMutex
 	strs   []string
 	strID  map[string]uint32
 	eps    []flow.Endpoint // without Port
-	epID   map[string]uint32
+	epIdx  index
 	pss    [][]flow.ObservationPoint
-	psID   map[string]uint32
+	psIdx  index
 	pairs  []pair
-	pairID map[pair]uint32
+	pairID pairIndex
 	attrs  []attr
 	attrID map[attr]uint32
 
-	key        []byte
-	labelKeys  []string
 	recent     [4]recentStr
 	nextRecent int
-	// Direct-mapped caches in front of the maps, for the hot path.
-	epCache   [16384]epCacheEntry
-	pairCache [65536]pairCacheEntry
-	attrCache [1024]attrCacheEntry
+	// epIdent finds endpoints by identity, in front of epIdx; a
+	// direct-mapped cache in front of attrID.
+	epIdent   identCache
+	attrCache [attrCacheSize]attrCacheEntry
 }
+
+const attrCacheSize = 1024
 
 type attrCacheEntry struct {
 	a  attr
-	id uint32
-	ok bool
-}
-
-// epCacheEntry is a slot of the direct-mapped endpoint cache. An
-// endpoint is the same as a cached one when its IP, workload ID, service,
-// labels map and owner are: the workload ID names kind, namespace and name,
-// and a new version of a workload comes with a new labels map (Resolver).
-// The strings are the last flow's, usually the very same memory as the
-// next flow's, so comparing them is cheap.
-type epCacheEntry struct {
-	ip, workload, service string
-	labels                uintptr
-	keep                  map[string]string // keeps the map alive, so its address is not reused
-	owner                 *inventory.Owner
-	id                    uint32
-	ok                    bool
-}
-
-type pairCacheEntry struct {
-	p  pair
 	id uint32
 	ok bool
 }
@@ -101,14 +79,24 @@ const repliedBit = 1 << 4
 type dictMark struct{ str, ep, ps, pair, attr int }
 
 func newDict(path string) *dict {
-	d := &dict{path: path, strID: map[string]uint32{}, epID: map[string]uint32{},
-		psID: map[string]uint32{}, pairID: map[pair]uint32{}, attrID: map[attr]uint32{}}
+	d := &dict{path: path, strID: map[string]uint32{}, attrID: map[attr]uint32{}}
 	d.str("") // ID 0 is the empty string, in every dictionary, never written
 	return d
 }
 
 func (d *dict) mark() dictMark {
 	return dictMark{len(d.strs), len(d.eps), len(d.pss), len(d.pairs), len(d.attrs)}
+}
+
+// strProbe is str without changing anything.
+func (d *dict) strProbe(v string) (uint32, bool) {
+	for i := range d.recent {
+		if r := &d.recent[i]; r.s == v && r.ok {
+			return r.id, true
+		}
+	}
+	id, ok := d.strID[v]
+	return id, ok
 }
 
 func (d *dict) str(v string) uint32 {
@@ -131,92 +119,56 @@ func (d *dict) str(v string) uint32 {
 	return id
 }
 
-func mapAddr(m map[string]string) uintptr { return *(*uintptr)(unsafe.Pointer(&m)) }
-
-// endpointKey appends the dictionary key of e (without its port) to k;
-// keys is scratch space and holds e's sorted label keys afterwards.
-func endpointKey(k []byte, e *flow.Endpoint, keys []string) ([]byte, []string) {
-	for _, v := range [...]string{e.IP, e.Workload, e.Kind, e.Name, e.Namespace, e.Service, e.Node} {
-		k = append(k, v...)
-		k = append(k, 0)
-	}
-	if e.Owner != nil {
-		k = append(k, 1)
-		k = append(k, e.Owner.Kind...)
-		k = append(k, 0)
-		k = append(k, e.Owner.Name...)
-		k = append(k, 0)
-	}
-	keys = keys[:0]
-	for lk := range e.Labels {
-		keys = append(keys, lk)
-	}
-	slices.Sort(keys)
-	for _, lk := range keys {
-		k = append(k, 2)
-		k = append(k, lk...)
-		k = append(k, 0)
-		k = append(k, e.Labels[lk]...)
-		k = append(k, 0)
-	}
-	return k, keys
-}
-
-func pointsKey(k []byte, ps []flow.ObservationPoint) []byte {
-	for _, p := range ps {
-		for _, v := range [...]string{p.Node, p.Interface, p.Kind, p.Pod} {
-			k = append(k, v...)
-			k = append(k, 0)
-		}
-	}
-	return k
-}
-
-// reindex rebuilds the writer's endpoint and point-set maps after a load.
+// reindex rebuilds the writer's endpoint, point-set and pair indexes
+// (after a load or a rollback).
 func (d *dict) reindex() {
-	var k []byte
-	var keys []string
+	d.epIdx.reset()
 	for i := range d.eps {
-		k, keys = endpointKey(k[:0], &d.eps[i], keys)
-		d.epID[string(k)] = uint32(i)
+		d.epIdx.add(endpointHash(&d.eps[i]), uint32(i))
 	}
+	d.psIdx.reset()
 	for i, ps := range d.pss {
-		d.psID[string(pointsKey(k[:0], ps))] = uint32(i)
+		d.psIdx.add(pointsHash(ps), uint32(i))
+	}
+	d.pairID.reset()
+	for i, p := range d.pairs {
+		d.pairID.add(p, uint32(i))
 	}
 }
 
 func (d *dict) endpoint(e *flow.Endpoint) uint32 {
-	la := mapAddr(e.Labels)
-	h := uint64(la)
-	if la == 0 {
-		// No labels (services, external peers): slot by IP.
-		h = 14695981039346656037
-		for i := 0; i < len(e.IP); i++ {
-			h = (h ^ uint64(e.IP[i])) * 1099511628211
-		}
+	if !identOK(e) {
+		return d.endpointSlow(e)
 	}
-	ce := &d.epCache[(h*0x9E3779B97F4A7C15)>>50]
-	if ce.ok && ce.labels == la && ce.owner == e.Owner && ce.ip == e.IP && ce.workload == e.Workload && ce.service == e.Service {
-		return ce.id
+	set := d.epIdent.set(e)
+	if id, ok := set.find(e); ok {
+		return id
 	}
 	id := d.endpointSlow(e)
-	*ce = epCacheEntry{ip: e.IP, workload: e.Workload, service: e.Service, labels: la, keep: e.Labels, owner: e.Owner, id: id, ok: true}
+	set.add(e, id)
 	return id
 }
 
+// endpointProbe is endpoint without changing anything.
+func (d *dict) endpointProbe(e *flow.Endpoint) (uint32, bool) {
+	if identOK(e) {
+		return d.epIdent.set(e).find(e)
+	}
+	return d.epIdx.find(endpointHash(e), func(id uint32) bool { return endpointEqual(&d.eps[id], e) })
+}
+
 func (d *dict) endpointSlow(e *flow.Endpoint) uint32 {
-	var k []byte
-	k, d.labelKeys = endpointKey(d.key[:0], e, d.labelKeys)
-	d.key = k
-	if id, ok := d.epID[string(k)]; ok {
+	h := endpointHash(e)
+	if id, ok := d.epIdx.find(h, func(id uint32) bool { return endpointEqual(&d.eps[id], e) }); ok {
 		return id
 	}
 	ep := *e
 	ep.Port = 0
-	if len(ep.Labels) > 0 {
+	ep.Labels = nil
+	if len(e.Labels) > 0 {
 		ep.Labels = make(map[string]string, len(e.Labels))
-		for _, lk := range d.labelKeys {
-			ep.Labels[d.strs[d.str(lk)]] = d.strs[d.str(e.Labels[lk])]
+		for k, v := range e.Labels {
+			ep.Labels[d.strs[d.str(k)]] = d.strs[d.str(v)]
 		}
 	}
 	for _, v := range [...]*string{&ep.IP, &ep.Workload, &ep.Kind, &ep.Name, &ep.Namespace, &ep.Service, &ep.Node} {
@@ -226,14 +178,13 @@ func (d *dict) endpointSlow(e *flow.Endpoint) uint32 {
 		ep.Owner = &inventory.Owner{Kind: d.strs[d.str(e.Owner.Kind)], Name: d.strs[d.str(e.Owner.Name)]}
 	}
 	id := push(d, &d.eps, ep)
-	d.epID[string(k)] = id
+	d.epIdx.add(h, id)
 	return id
 }
 
 func (d *dict) points(ps []flow.ObservationPoint) uint32 {
-	k := pointsKey(d.key[:0], ps)
-	d.key = k
-	if id, ok := d.psID[string(k)]; ok {
+	h := pointsHash(ps)
+	if id, ok := d.psIdx.find(h, func(id uint32) bool { return pointsEqual(d.pss[id], ps) }); ok {
 		return id
 	}
 	cp := make([]flow.ObservationPoint, len(ps))
@@ -242,30 +193,32 @@ func (d *dict) points(ps []flow.ObservationPoint) uint32 {
 			Kind: d.strs[d.str(p.Kind)], Pod: d.strs[d.str(p.Pod)]}
 	}
 	id := push(d, &d.pss, cp)
-	d.psID[string(k)] = id
+	d.psIdx.add(h, id)
 	return id
 }
 
 func (d *dict) pair(p pair) uint32 {
-	h := (uint32(p.src)*0x9E3779B1 ^ uint32(p.dst)*0x85EBCA77 ^ uint32(p.dport)*0xC2B2AE3D ^ p.proto) >> 3
-	ce := &d.pairCache[h%uint32(len(d.pairCache))]
-	if ce.ok && ce.p == p {
-		return ce.id
+	if id, ok := d.pairID.find(p); ok {
+		return id
 	}
-	id := intern(d, d.pairID, &d.pairs, p)
-	*ce = pairCacheEntry{p, id, true}
+	id := push(d, &d.pairs, p)
+	d.pairID.add(p, id)
 	return id
 }
 
 func (d *dict) attr(a attr) uint32 {
-	h := (a.mode*0x9E3779B1 ^ a.tunnel*0x85EBCA77 ^ a.ps*0xC2B2AE3D ^ uint32(a.flags)<<8 ^ uint32(a.reasons)<<16) >> 4
-	ce := &d.attrCache[h%uint32(len(d.attrCache))]
+	ce := &d.attrCache[attrSlot(a)]
 	if ce.ok && ce.a == a {
 		return ce.id
 	}
 	id := intern(d, d.attrID, &d.attrs, a)
 	*ce = attrCacheEntry{a, id, true}
 	return id
+}
+
+func attrSlot(a attr) uint32 {
+	h := (a.mode*0x9E3779B1 ^ a.tunnel*0x85EBCA77 ^ a.ps*0xC2B2AE3D ^ uint32(a.flags)<<8 ^ uint32(a.reasons)<<16) >> 4
+	return h % attrCacheSize
 }
 
 // intern returns the ID of v in the dictionary (ids, list), adding it.
@@ -290,9 +243,16 @@ func push[T any](d *dict, list *[]T, v T) uint32 {
 
 func flagsOf(f *flow.Flow) uint8 {
 	var b uint8
-	for i, name := range flagBits {
-		if f.HasFlag(name) {
-			b |= 1 << i
+	for _, name := range f.Flags {
+		switch name { // the order of flagBits
+		case flow.FlagSYN:
+			b |= 1
+		case flow.FlagSYNACK:
+			b |= 2
+		case flow.FlagFIN:
+			b |= 4
+		case flow.FlagRST:
+			b |= 8
 		}
 	}
 	if f.Replied {
@@ -379,7 +339,6 @@ func (d *dict) apply(payload []byte) error {
 	for range r.count() {
 		p := pair{src: r.id(len(d.eps)), dst: r.id(len(d.eps)), proto: r.id(nstr)}
 		p.dport = uint16(r.u())
-		d.pairID[p] = uint32(len(d.pairs))
 		d.pairs = append(d.pairs, p)
 	}
 	for range r.count() {
@@ -458,20 +417,60 @@ type blockWriter struct {
 }
 
 func (s *segment) writer(d *dict) *blockWriter {
-	return &blockWriter{d: d, s: s, bound: [3]int64{1<<63 - 1, -1 << 63, -1 << 63}, size0: s.size}
+	w := &blockWriter{d: d}
+	w.reset(s)
+	return w
 }
 
-// add encodes f (its ID and related IDs already parsed).
-func (w *blockWriter) add(f *flow.Flow, idms int64, idn uint64, rels []rel) {
-	d := w.d
-	p := pair{src: d.endpoint(&f.Src), dst: d.endpoint(&f.Dst), proto: d.str(f.Proto), dport: f.Dst.Port}
-	var reasons uint8
-	for _, r := range rels {
-		reasons |= r.reason
-	}
-	a := attr{mode: d.str(f.Mode), tunnel: d.str(f.Tunnel), ps: d.points(f.Points), flags: flagsOf(f), reasons: reasons}
-	pid, aid := d.pair(p), d.attr(a)
+// reset readies w (and its buffers) for a block of segment s.
+func (w *blockWriter) reset(s *segment) {
+	w.s, w.size0 = s, s.size
+	w.recs.b, w.nrec, w.base = w.recs.b[:0], 0, 0
+	w.bound = [3]int64{1<<63 - 1, -1 << 63, -1 << 63}
+	p := &w.pend
+	p.start, p.end, p.idms, p.idn = p.start[:0], p.end[:0], p.idms[:0], p.idn[:0]
+	p.pair, p.attr, p.sport = p.pair[:0], p.attr[:0], p.sport[:0]
+	p.fwdP, p.fwdB, p.revP, p.revB, p.conns = p.fwdP[:0], p.fwdB[:0], p.revP[:0], p.revB[:0], p.conns[:0]
+	p.relOff, p.rels = p.relOff[:0], p.rels[:0]
+}
 
+// lookup returns the pair and attribute IDs of f, adding dictionary
+// entries as needed.
+func (d *dict) lookup(f *flow.Flow, reasons uint8) (pid, aid uint32) {
+	p := pair{src: d.endpoint(&f.Src), dst: d.endpoint(&f.Dst), proto: d.str(f.Proto), dport: f.Dst.Port}
+	a := attr{mode: d.str(f.Mode), tunnel: d.str(f.Tunnel), ps: d.points(f.Points), flags: flagsOf(f), reasons: reasons}
+	return d.pair(p), d.attr(a)
+}
+
+// probe is lookup without changing the dictionaries (so it may run on
+// several goroutines at once, while nothing writes them): ok is false
+// when an entry is missing.
+func (d *dict) probe(f *flow.Flow, reasons uint8) (pid, aid uint32, ok bool) {
+	src, ok1 := d.endpointProbe(&f.Src)
+	dst, ok2 := d.endpointProbe(&f.Dst)
+	proto, ok3 := d.strProbe(f.Proto)
+	mode, ok4 := d.strProbe(f.Mode)
+	tunnel, ok5 := d.strProbe(f.Tunnel)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5) {
+		return 0, 0, false
+	}
+	ps, ok := d.psIdx.find(pointsHash(f.Points), func(id uint32) bool { return pointsEqual(d.pss[id], f.Points) })
+	if !ok {
+		return 0, 0, false
+	}
+	if pid, ok = d.pairID.find(pair{src: src, dst: dst, proto: proto, dport: f.Dst.Port}); !ok {
+		return 0, 0, false
+	}
+	a := attr{mode: mode, tunnel: tunnel, ps: ps, flags: flagsOf(f), reasons: reasons}
+	if ce := &d.attrCache[attrSlot(a)]; ce.ok && ce.a == a {
+		return pid, ce.id, true
+	}
+	aid, ok = d.attrID[a]
+	return pid, aid, ok
+}
+
+// add encodes f: its dictionary IDs, ID and related IDs already found.
+func (w *blockWriter) add(f *flow.Flow, pid, aid uint32, idms int64, idn uint64, rels []rel) {
 	startUs, endUs := f.Start.UnixMicro(), f.End.UnixMicro()
 	if w.nrec == 0 {
 		w.base = startUs
@@ -524,6 +523,7 @@ func (c *columns) grow(n int) {
 	c.revB = slices.Grow(c.revB, n)
 	c.conns = slices.Grow(c.conns, n)
 	c.relOff = slices.Grow(c.relOff, n+1)
+	c.rels = slices.Grow(c.rels, n/2)
 }
 
 func (c *columns) addRow(r row, rels []rel) {
@@ -555,6 +555,10 @@ func (s *segment) appendRows(p *columns) {
 		}
 		c := s.chunks[len(s.chunks)-1]
 		hi := min(n, lo+chunkRows-c.len())
+		if need := c.len() + hi - lo; need > cap(c.start) {
+			// Double (append grows big slices by only 1.25×), up to a chunk.
+			c.grow(min(chunkRows, max(need, 2*cap(c.start), 1024)) - c.len())
+		}
 		c.start = append(c.start, p.start[lo:hi]...)
 		c.end = append(c.end, p.end[lo:hi]...)
 		c.idms = append(c.idms, p.idms[lo:hi]...)
@@ -590,11 +594,11 @@ func (w *blockWriter) commit() {
 	w.s.appendRows(&w.pend)
 }
 
-// block returns the encoded segment block. The records are applied to the
-// segment's columns only once the block is durable (commit).
-func (w *blockWriter) block(txn uint64, part, parts int, obs flow.Seqs) []byte {
-	var e enc
-	e.b = make([]byte, 0, len(w.recs.b)+64)
+// block returns the encoded segment block, framed, in buf's memory. The
+// records are applied to the segment's columns only once the block is
+// durable (commit).
+func (w *blockWriter) block(buf []byte, txn uint64, part, parts int, obs flow.Seqs) []byte {
+	e := enc{b: append(buf[:0], make([]byte, blockHeader)...)}
 	e.u(txn)
 	e.u(uint64(part))
 	e.u(uint64(parts))
@@ -602,7 +606,8 @@ func (w *blockWriter) block(txn uint64, part, parts int, obs flow.Seqs) []byte {
 	e.i(w.base)
 	e.b = append(e.b, w.recs.b...)
 	encodeSeqs(&e, obs)
-	return frame(e.b)
+	frameInPlace(e.b)
+	return e.b
 }
 
 func encodeSeqs(e *enc, obs flow.Seqs) {
@@ -845,25 +850,12 @@ func cloneMap(m map[string]string) map[string]string {
 
 // rollback forgets the entries added since m (their write failed).
 func (d *dict) rollback(m dictMark) {
-	var k []byte
-	var keys []string
 	for _, v := range d.strs[m.str:] {
 		delete(d.strID, v)
 	}
 	d.recent = [4]recentStr{}
-	for i := range d.eps[m.ep:] {
-		k, keys = endpointKey(k[:0], &d.eps[m.ep+i], keys)
-		delete(d.epID, string(k))
-	}
-	d.epCache = [len(d.epCache)]epCacheEntry{}
-	d.pairCache = [len(d.pairCache)]pairCacheEntry{}
+	d.epIdent = identCache{}
 	d.attrCache = [len(d.attrCache)]attrCacheEntry{}
-	for _, ps := range d.pss[m.ps:] {
-		delete(d.psID, string(pointsKey(k[:0], ps)))
-	}
-	for _, p := range d.pairs[m.pair:] {
-		delete(d.pairID, p)
-	}
 	for _, a := range d.attrs[m.attr:] {
 		delete(d.attrID, a)
 	}
@@ -871,4 +863,5 @@ func (d *dict) rollback(m dictMark) {
 	d.strs, d.eps, d.pss = d.strs[:m.str], d.eps[:m.ep], d.pss[:m.ps]
 	d.pairs, d.attrs = d.pairs[:m.pair], d.attrs[:m.attr]
 	d.mu.Unlock()
+	d.reindex()
 }

@@ -53,6 +53,9 @@ type Store struct {
 	lastRetention time.Time
 
 	wal *wal
+
+	// in is Append's scratch space (under wmu).
+	in ingest
 }
 
 var _ flow.Store = (*Store)(nil)
@@ -188,111 +191,6 @@ func (s *Store) Done(agent string, seq uint64) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.done.Has(agent, seq)
-}
-
-// Append implements flow.Store: one block per partition touched, all of one
-// transaction; the agent records go with the last part. Each file is
-// fsynced before Append returns.
-func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	part := s.opts.Partition.Nanoseconds()
-	byBucket := map[int64][]int{}
-	var buckets []int64
-	for i := range flows {
-		b := flows[i].Start.UnixNano() / part * part
-		if flows[i].Start.UnixNano() < 0 {
-			return fmt.Errorf("flow %d: start %v before 1970", i, flows[i].Start)
-		}
-		if _, ok := byBucket[b]; !ok {
-			buckets = append(buckets, b)
-		}
-		byBucket[b] = append(byBucket[b], i)
-	}
-	sort.Slice(buckets, func(i, j int) bool { return buckets[i] < buckets[j] })
-	if len(buckets) == 0 && len(obs) == 0 {
-		return nil
-	}
-	if len(buckets) == 0 {
-		// Observations that made no flow still need marking done: write an
-		// empty block in the newest segment (or a new one for now).
-		buckets = []int64{time.Now().UnixNano() / part * part}
-	}
-	s.txn++
-	txn := s.txn
-	mark := s.dict.mark()
-	dictSize := s.dict.size
-	var rels []rel
-	writers := make([]*blockWriter, len(buckets))
-	fail := func(err error) error {
-		s.dict.rollback(mark)
-		if s.dict.size != dictSize {
-			_ = s.dict.file.Truncate(dictSize)
-			s.dict.size = dictSize
-		}
-		// Cut off the parts already written: their records refer to
-		// dictionary entries just rolled back.
-		for _, w := range writers {
-			if w != nil && w.s.file != nil {
-				_ = w.s.file.Truncate(w.size0)
-				w.s.size = w.size0
-			}
-		}
-		return err
-	}
-	for pi, b := range buckets {
-		seg, err := s.segment(b)
-		if err != nil {
-			return fail(err)
-		}
-		w := seg.writer(s.dict)
-		w.pend.grow(len(byBucket[b]))
-		writers[pi] = w
-		for _, i := range byBucket[b] {
-			f := &flows[i]
-			idTime, idn, err := flow.ParseID(f.ID)
-			if err != nil {
-				return fail(fmt.Errorf("flow %d: %w", i, err))
-			}
-			rels = rels[:0]
-			for _, r := range f.Related {
-				rt, rn, err := flow.ParseID(r.ID)
-				bit := flow.ReasonBit(r.Reason)
-				if err != nil || bit == 0 {
-					return fail(fmt.Errorf("flow %d: related %q (%s): bad ID or reason", i, r.ID, r.Reason))
-				}
-				rels = append(rels, rel{idms: rt.UnixMilli(), idn: rn, reason: bit})
-			}
-			w.add(f, idTime.UnixMilli(), idn, rels)
-		}
-	}
-	// Dictionary entries first: segment blocks refer to them.
-	if s.dict.mark() != mark {
-		if err := s.writeFile(s.dict.file, s.dict.path, &s.dict.size, s.dict.delta(mark)); err != nil {
-			return fail(err)
-		}
-	}
-	for pi, w := range writers {
-		var o flow.Seqs
-		if pi == len(writers)-1 {
-			o = obs
-		}
-		if err := s.writeFile(w.s.file, w.s.path, &w.s.size, w.block(txn, pi, len(writers), o)); err != nil {
-			return fail(err)
-		}
-	}
-	for _, w := range writers {
-		w.commit()
-	}
-	s.mu.Lock()
-	s.done.Merge(obs)
-	s.mu.Unlock()
-	s.wal.drop(s.doneSnapshot())
-	if time.Since(s.lastRetention) > 10*time.Second {
-		s.lastRetention = time.Now()
-		s.retainLocked(time.Now())
-	}
-	return nil
 }
 
 func (s *Store) doneSnapshot() flow.Seqs {

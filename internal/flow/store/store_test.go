@@ -114,14 +114,15 @@ func TestTornTailAndIncompleteTransaction(t *testing.T) {
 	f := testFlow(1, t0)
 	f.ID = flow.MakeID(t0, 12345)
 	idt, idn, _ := flow.ParseID(f.ID)
-	w.add(&f, idt.UnixMilli(), idn, nil)
+	pid, aid := s.dict.lookup(&f, 0)
+	w.add(&f, pid, aid, idt.UnixMilli(), idn, nil)
 	s.Close()
 	path := filepath.Join(dir, fmt.Sprintf("seg-%d.pfs", t0.UnixNano()/int64(time.Minute)*int64(time.Minute)))
 	fh, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fh.Write(w.block(99, 0, 2, flow.Seqs{"a": {}}))
+	fh.Write(w.block(nil, 99, 0, 2, flow.Seqs{"a": {}}))
 	fh.Write([]byte("PFB1\x50\x00\x00\x00garbage"))
 	fh.Close()
 	s = open(t, dir, Options{Partition: time.Minute})

@@ -1,0 +1,275 @@
+package store
+
+import (
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/flow"
+)
+
+// ingest is Append's scratch space, kept between calls so that a batch
+// allocates (almost) nothing.
+type ingest struct {
+	prep    []prepared
+	rels    [maxWorkers][]rel
+	errs    [maxWorkers]prepErr
+	buckets []int64 // distinct buckets, in order of first appearance
+	bidx    map[int64]int32
+	order   []int32 // flow indexes grouped by bucket (sorted)
+	offs    []int32 // order[offs[k]:offs[k+1]] are bucket k's (sorted) flows
+	writers []*blockWriter
+	buf     []byte
+}
+
+// prepared is what Append learns about a flow before encoding it.
+type prepared struct {
+	bucket   int64
+	idms     int64
+	idn      uint64
+	pid, aid uint32
+	relLo    int32 // rels[worker][relLo:relHi]
+	relHi    int32
+	worker   uint8
+	reasons  uint8
+	found    bool // pid and aid are set
+	bi       int32
+}
+
+type prepErr struct {
+	i   int
+	err error
+}
+
+const (
+	maxWorkers = 4
+	// minPerWorker is the smallest share of a batch worth a goroutine.
+	minPerWorker = 1024
+)
+
+// Append implements flow.Store: one block per partition touched, all of one
+// transaction; the agent records go with the last part. Each file is
+// fsynced before Append returns.
+//
+// A batch goes through three phases: on every core, each flow's IDs are
+// parsed and its dictionary entries looked up without changing the
+// dictionaries; then, on one, the entries not found are added; then the
+// records are encoded by partition, written and fsynced (dictionary file
+// first).
+func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if len(flows) == 0 && len(obs) == 0 {
+		return nil
+	}
+	in := &s.in
+	if err := s.prepare(flows); err != nil {
+		return err
+	}
+	d := s.dict
+	mark := d.mark()
+	dictSize := d.size
+	for i := range flows {
+		if p := &in.prep[i]; !p.found {
+			p.pid, p.aid = d.lookup(&flows[i], p.reasons)
+		}
+	}
+	in.group(flows)
+	part := s.opts.Partition.Nanoseconds()
+	if len(in.buckets) == 0 {
+		// Observations that made no flow still need marking done: write an
+		// empty block in the newest segment (or a new one for now).
+		in.buckets = append(in.buckets, time.Now().UnixNano()/part*part)
+		in.offs = append(in.offs[:0], 0, 0)
+	}
+	s.txn++
+	txn := s.txn
+	for len(in.writers) < len(in.buckets) {
+		in.writers = append(in.writers, &blockWriter{d: d})
+	}
+	writers := in.writers[:len(in.buckets)]
+	used := 0
+	fail := func(err error) error {
+		d.rollback(mark)
+		if d.size != dictSize {
+			_ = d.file.Truncate(dictSize)
+			d.size = dictSize
+		}
+		// Cut off the parts already written: their records refer to
+		// dictionary entries just rolled back.
+		for _, w := range writers[:used] {
+			if w.s.file != nil {
+				_ = w.s.file.Truncate(w.size0)
+				w.s.size = w.size0
+			}
+		}
+		return err
+	}
+	for k, b := range in.buckets {
+		seg, err := s.segment(b)
+		if err != nil {
+			return fail(err)
+		}
+		w := writers[k]
+		w.reset(seg)
+		used++
+		idx := in.order[in.offs[k]:in.offs[k+1]]
+		w.pend.grow(len(idx))
+		for _, i := range idx {
+			p := &in.prep[i]
+			w.add(&flows[i], p.pid, p.aid, p.idms, p.idn, in.rels[p.worker][p.relLo:p.relHi])
+		}
+	}
+	// Dictionary entries first: segment blocks refer to them.
+	if d.mark() != mark {
+		if err := s.writeFile(d.file, d.path, &d.size, d.delta(mark)); err != nil {
+			return fail(err)
+		}
+	}
+	for k, w := range writers {
+		var o flow.Seqs
+		if k == len(writers)-1 {
+			o = obs
+		}
+		in.buf = w.block(in.buf, txn, k, len(writers), o)
+		if err := s.writeFile(w.s.file, w.s.path, &w.s.size, in.buf); err != nil {
+			return fail(err)
+		}
+	}
+	for _, w := range writers {
+		w.commit()
+	}
+	if len(obs) > 0 {
+		s.mu.Lock()
+		s.done.Merge(obs)
+		s.mu.Unlock()
+		s.wal.drop(s.doneSnapshot())
+	}
+	if time.Since(s.lastRetention) > 10*time.Second {
+		s.lastRetention = time.Now()
+		s.retainLocked(time.Now())
+	}
+	return nil
+}
+
+// prepare fills in.prep for flows, on up to maxWorkers goroutines: the
+// partition, the parsed IDs, and the dictionary IDs when every entry is
+// known already. It changes no dictionary, so it needs no rollback.
+func (s *Store) prepare(flows []flow.Flow) error {
+	in := &s.in
+	if cap(in.prep) < len(flows) {
+		in.prep = make([]prepared, len(flows))
+	}
+	in.prep = in.prep[:len(flows)]
+	workers := min(maxWorkers, runtime.GOMAXPROCS(0), max(1, len(flows)/minPerWorker))
+	per := (len(flows) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*per, min(len(flows), (w+1)*per)
+		if w == workers-1 {
+			s.prepareRange(flows, lo, hi, w)
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.prepareRange(flows, lo, hi, w)
+		}()
+	}
+	wg.Wait()
+	for w := range workers {
+		if e := in.errs[w]; e.err != nil {
+			return fmt.Errorf("flow %d: %w", e.i, e.err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) prepareRange(flows []flow.Flow, lo, hi, w int) {
+	in := &s.in
+	d := s.dict
+	part := s.opts.Partition.Nanoseconds()
+	rels := in.rels[w][:0]
+	in.errs[w] = prepErr{}
+	defer func() { in.rels[w] = rels }()
+	for i := lo; i < hi; i++ {
+		f := &flows[i]
+		p := &in.prep[i]
+		ns := f.Start.UnixNano()
+		if ns < 0 {
+			in.errs[w] = prepErr{i, fmt.Errorf("start %v before 1970", f.Start)}
+			return
+		}
+		idTime, idn, err := flow.ParseID(f.ID)
+		if err != nil {
+			in.errs[w] = prepErr{i, err}
+			return
+		}
+		*p = prepared{bucket: ns / part * part, idms: idTime.UnixMilli(), idn: idn, worker: uint8(w), relLo: int32(len(rels))}
+		for _, r := range f.Related {
+			rt, rn, err := flow.ParseID(r.ID)
+			bit := flow.ReasonBit(r.Reason)
+			if err != nil || bit == 0 {
+				in.errs[w] = prepErr{i, fmt.Errorf("related %q (%s): bad ID or reason", r.ID, r.Reason)}
+				return
+			}
+			rels = append(rels, rel{idms: rt.UnixMilli(), idn: rn, reason: bit})
+			p.reasons |= bit
+		}
+		p.relHi = int32(len(rels))
+		p.pid, p.aid, p.found = d.probe(f, p.reasons)
+	}
+}
+
+// group sorts the flows by partition: in.buckets in ascending order,
+// in.order and in.offs listing each one's flows (in batch order).
+func (in *ingest) group(flows []flow.Flow) {
+	in.buckets = in.buckets[:0]
+	if in.bidx == nil {
+		in.bidx = map[int64]int32{}
+	}
+	clear(in.bidx)
+	last, lastK := int64(0), int32(-1)
+	for i := range flows {
+		p := &in.prep[i]
+		if lastK < 0 || p.bucket != last {
+			k, ok := in.bidx[p.bucket]
+			if !ok {
+				k = int32(len(in.buckets))
+				in.bidx[p.bucket] = k
+				in.buckets = append(in.buckets, p.bucket)
+			}
+			last, lastK = p.bucket, k
+		}
+		p.bi = lastK
+	}
+	// Rank the buckets by time.
+	sorted := slices.Clone(in.buckets)
+	slices.Sort(sorted)
+	rank := make([]int32, len(in.buckets))
+	for r, b := range sorted {
+		rank[in.bidx[b]] = int32(r)
+	}
+	in.buckets = sorted
+	in.offs = append(in.offs[:0], make([]int32, len(sorted)+1)...)
+	for i := range flows {
+		p := &in.prep[i]
+		p.bi = rank[p.bi]
+		in.offs[p.bi+1]++
+	}
+	for k := range sorted {
+		in.offs[k+1] += in.offs[k]
+	}
+	if cap(in.order) < len(flows) {
+		in.order = make([]int32, len(flows))
+	}
+	in.order = in.order[:len(flows)]
+	next := slices.Clone(in.offs[:len(sorted)])
+	for i := range flows {
+		k := in.prep[i].bi
+		in.order[next[k]] = int32(i)
+		next[k]++
+	}
+}
