@@ -223,8 +223,11 @@ type identCache struct {
 const identSets = 4096
 
 type identSet struct {
-	e    [4]identEntry
+	// tags hold hash bits of the entries, so a look-up reads only the
+	// entry that may match.
+	tags [4]uint32
 	next uint8
+	e    [4]identEntry
 }
 
 type identEntry struct {
@@ -243,27 +246,33 @@ func identOK(e *flow.Endpoint) bool {
 
 func mapAddr(m map[string]string) uintptr { return *(*uintptr)(unsafe.Pointer(&m)) }
 
-func (c *identCache) set(e *flow.Endpoint) *identSet {
+// set returns the set of e and the tag of e in it.
+func (c *identCache) set(e *flow.Endpoint) (*identSet, uint32) {
 	h := uint64(mapAddr(e.Labels))
 	if h == 0 {
 		h = maphash.String(hashSeed, e.IP)
 	}
 	h ^= uint64(uintptr(unsafe.Pointer(e.Owner))) >> 4
-	return &c.sets[(h*0x9E3779B97F4A7C15)>>52]
+	h *= 0x9E3779B97F4A7C15
+	return &c.sets[h>>52], uint32(h) | 1
 }
 
-func (s *identSet) find(e *flow.Endpoint) (uint32, bool) {
-	la := mapAddr(e.Labels)
-	for i := range s.e {
+func (s *identSet) find(tag uint32, e *flow.Endpoint) (uint32, bool) {
+	for i, t := range s.tags {
+		if t != tag {
+			continue
+		}
 		x := &s.e[i]
-		if x.id != 0 && x.labels == la && x.owner == e.Owner && x.ip == e.IP && x.workload == e.Workload && x.service == e.Service {
+		if x.labels == mapAddr(e.Labels) && x.owner == e.Owner && x.ip == e.IP && x.workload == e.Workload && x.service == e.Service {
 			return x.id - 1, true
 		}
 	}
 	return 0, false
 }
 
-func (s *identSet) add(e *flow.Endpoint, id uint32) {
-	s.e[s.next%4] = identEntry{ip: e.IP, workload: e.Workload, service: e.Service, labels: mapAddr(e.Labels), keep: e.Labels, owner: e.Owner, id: id + 1}
+func (s *identSet) add(tag uint32, e *flow.Endpoint, id uint32) {
+	i := s.next % 4
+	s.tags[i] = tag
+	s.e[i] = identEntry{ip: e.IP, workload: e.Workload, service: e.Service, labels: mapAddr(e.Labels), keep: e.Labels, owner: e.Owner, id: id + 1}
 	s.next++
 }

@@ -140,19 +140,20 @@ func (d *dict) endpoint(e *flow.Endpoint) uint32 {
 	if !identOK(e) {
 		return d.endpointSlow(e)
 	}
-	set := d.epIdent.set(e)
-	if id, ok := set.find(e); ok {
+	set, tag := d.epIdent.set(e)
+	if id, ok := set.find(tag, e); ok {
 		return id
 	}
 	id := d.endpointSlow(e)
-	set.add(e, id)
+	set.add(tag, e, id)
 	return id
 }
 
 // endpointProbe is endpoint without changing anything.
 func (d *dict) endpointProbe(e *flow.Endpoint) (uint32, bool) {
 	if identOK(e) {
-		return d.epIdent.set(e).find(e)
+		set, tag := d.epIdent.set(e)
+		return set.find(tag, e)
 	}
 	return d.epIdx.find(endpointHash(e), func(id uint32) bool { return endpointEqual(&d.eps[id], e) })
 }
