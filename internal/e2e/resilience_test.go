@@ -141,8 +141,7 @@ func (e *env) testDetailedCadence(t *testing.T, p plan) {
 // maps; then the server is stopped for 30 s while traffic goes on, and
 // started again on the same data directory and port. Every connection
 // the generator made must be reported at both pod interfaces, no other,
-// and none twice (two flows of one connection sharing a point and
-// overlapping in time).
+// and no record twice (see below).
 func (e *env) testRestarts(t *testing.T, p plan) {
 	for _, n := range e.st.Nodes {
 		e.setMode(t, n.Name, flow.DetailedMode)
@@ -238,6 +237,9 @@ func (e *env) testRestarts(t *testing.T, p plan) {
 				t.Errorf("connection :%d: a record without the connection's SYN:%s", port, describe([]flow.Flow{f}))
 			}
 		}
+		if len(fs) > 2 {
+			t.Errorf("connection :%d (a few ms long) in %d records:%s", port, len(fs), describe(fs))
+		}
 		for _, pt := range want {
 			if !seen[pt] {
 				lost++
@@ -247,7 +249,14 @@ func (e *env) testRestarts(t *testing.T, p plan) {
 		for i := range fs {
 			for j := i + 1; j < len(fs); j++ {
 				a, b := fs[i], fs[j]
-				if sharePoint(a, b) && a.Start.Before(b.End) && b.Start.Before(a.End) || a.Start.Equal(b.Start) && a.End.Equal(b.End) {
+				// A record reported twice (a resend taken again, counts
+				// drained again by a restarted agent) is the same counts
+				// over the same span at the same point. A connection whose
+				// packets one drain split between two records (the drain
+				// of one map is not atomic over its entries) is two flows
+				// with different counts: legitimate.
+				if sharePoint(a, b) && a.Start.Equal(b.Start) && a.End.Equal(b.End) &&
+					a.FwdPackets == b.FwdPackets && a.RevPackets == b.RevPackets && a.FwdBytes == b.FwdBytes && a.RevBytes == b.RevBytes {
 					dup++
 					t.Errorf("connection :%d reported twice:%s", port, describe([]flow.Flow{a, b}))
 				}
