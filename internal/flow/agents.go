@@ -35,6 +35,9 @@ type AgentStatus struct {
 type Agents struct {
 	mu    sync.Mutex
 	nodes map[string]*AgentStatus
+	// OnConfig, when set, is called after a configuration change so the
+	// caller can persist it (the server keeps modes across restarts).
+	OnConfig func(node string, c AgentConfig)
 }
 
 // NewAgents returns an empty registry.
@@ -82,8 +85,12 @@ func (a *Agents) SetConfig(node string, c AgentConfig) error {
 		return fmt.Errorf("mode %q: want %q or %q", c.Mode, ConversationMode, DetailedMode)
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	a.get(node).Config = c
+	hook := a.OnConfig
+	a.mu.Unlock()
+	if hook != nil {
+		hook(node, c)
+	}
 	return nil
 }
 

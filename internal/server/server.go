@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -116,6 +117,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if s.Flows, err = flow.NewService(s.flowStore, inv, flow.Options{Window: cfg.FlowWindow}); err != nil {
 		return fail(err)
 	}
+	if err := s.persistAgentConfigs(); err != nil {
+		return fail(err)
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fail(fmt.Errorf("server: listen on %s: %w", cfg.Listen, err))
@@ -209,4 +213,30 @@ func agentToken(dir string) (string, error) {
 		return "", fmt.Errorf("server: write agent token: %w", err)
 	}
 	return tok, nil
+}
+
+const bucketAgentConfig = "agents.config"
+
+// persistAgentConfigs restores the agents' configuration (their flow mode)
+// and keeps it in the store from now on.
+func (s *Server) persistAgentConfigs() error {
+	err := s.kv.View(func(tx store.Tx) error {
+		return tx.ForEach(bucketAgentConfig, "", func(node string, v []byte) error {
+			var c flow.AgentConfig
+			if json.Unmarshal(v, &c) == nil {
+				s.Flows.Agents.SetConfig(node, c) //nolint:errcheck // a stored config was valid when stored
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("server: agent configuration: %w", err)
+	}
+	s.Flows.Agents.OnConfig = func(node string, c flow.AgentConfig) {
+		b, _ := json.Marshal(c)
+		if err := s.kv.Update(func(tx store.Tx) error { return tx.Put(bucketAgentConfig, node, b) }); err != nil {
+			slog.Error("server: persist agent configuration", "node", node, "err", err)
+		}
+	}
+	return nil
 }

@@ -303,3 +303,23 @@ func TestSeveralClusters(t *testing.T) {
 		t.Fatalf("status connectors = %+v", st.Connectors)
 	}
 }
+
+// TestAgentModeSurvivesRestart: a node switched to detailed mode stays so
+// after the server restarts.
+func TestAgentModeSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, dir, kube.Config)
+	req, _ := http.NewRequest("PUT", s.URL()+"/api/v1/agents/node1/config", stringsReader(`{"mode":"detailed"}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("PUT config: %v %v", resp, err)
+	}
+	s.Stop()
+	s = startServer(t, dir, kube.Config)
+	defer s.Stop()
+	var c struct{ Mode string }
+	get(t, s, "/api/v1/agents/node1/config", &c)
+	if c.Mode != "detailed" {
+		t.Fatalf("mode after restart = %q, want detailed", c.Mode)
+	}
+}
