@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,8 +27,10 @@ func runCmd(t *testing.T, args ...string) string {
 // dir:ROOTFS -o json|table|cyclonedx` with a shared --data directory.
 func TestScanImageCLI(t *testing.T) {
 	data := t.TempDir()
-	if out := runCmd(t, "vulndb", "import", "../../internal/vuln/testdata/osv", "--data", data); !strings.Contains(out, "22 added") {
-		t.Errorf("import output: %s", out)
+	fixtures, _ := filepath.Glob("../../internal/vuln/testdata/osv/*/*.json")
+	if out := runCmd(t, "vulndb", "import", "../../internal/vuln/testdata/osv", "--data", data); len(fixtures) == 0 ||
+		!strings.Contains(out, fmt.Sprintf("%d added", len(fixtures))) {
+		t.Errorf("import output (%d fixtures): %s", len(fixtures), out)
 	}
 	rootfs := t.TempDir()
 	status, err := os.ReadFile("../../internal/vuln/pkgdb/testdata/bookworm/status")
