@@ -11,7 +11,8 @@ build:
 deps:
 	bash scripts/ensure-deps.sh
 
-demo: deps build
+demo: build
+	bash scripts/ensure-deps.sh --demo
 	./bin/palisade demo
 
 test: deps

@@ -5,7 +5,12 @@
 # the Go module proxy and cached in ~/.cache/palisade), syft (an outside
 # reference for the scanner's tests) and a Debian minbase rootfs. Idempotent:
 # a warm machine finishes in seconds. Needs root.
+#
+# --demo installs only what `palisade demo` needs (packages and the control
+# plane), skipping the scanner tests' syft build and rootfs.
 set -euo pipefail
+demo=false
+[[ "${1:-}" == "--demo" ]] && demo=true
 cd "$(dirname "$0")/.."
 
 [[ "$(id -u)" == 0 ]] || { echo "ensure-deps: run as root (tests create network namespaces and iptables rules)" >&2; exit 1; }
@@ -24,6 +29,11 @@ fi
 # the module proxy at first, then on the compiler.
 go run ./cmd/palisade dev kube build >/dev/null &
 kube=$!
+if $demo; then
+	wait "$kube" || { echo "ensure-deps: control-plane build failed; retry: go run ./cmd/palisade dev kube build" >&2; exit 1; }
+	echo "ensure-deps: ready for the demo" >&2
+	exit 0
+fi
 bash scripts/ensure-syft.sh >/dev/null &
 syft=$!
 bash scripts/ensure-rootfs.sh >/dev/null
