@@ -19,6 +19,7 @@ import (
 	"github.com/palisade-dev/palisade/internal/lab"
 	"github.com/palisade-dev/palisade/internal/lab/app"
 	"github.com/palisade-dev/palisade/internal/server"
+	"github.com/palisade-dev/palisade/internal/testutil"
 )
 
 var modes = []lab.Mode{lab.ModeDirect, lab.ModeVXLAN}
@@ -332,13 +333,7 @@ func sleepUntil(t time.Time) { time.Sleep(time.Until(t)) }
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testutil.Eventually(t, within, what, cond)
 }
 
 // search returns the flows overlapping [from, now+1m] matching filter.

@@ -17,6 +17,7 @@ import (
 	"github.com/palisade-dev/palisade/internal/devkube"
 	"github.com/palisade-dev/palisade/internal/filter"
 	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/internal/testutil"
 )
 
 var (
@@ -36,13 +37,7 @@ func TestMain(m *testing.M) {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, within, what, cond)
 }
 
 func search(t *testing.T, inv *inventory.Inventory, src string) []*inventory.Workload {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/palisade-dev/palisade/internal/devkube"
 	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/internal/testutil"
 )
 
 var (
@@ -64,13 +65,7 @@ type searchResult struct {
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, within, what, cond)
 }
 
 func connectorState(t *testing.T, s *Server) string {
