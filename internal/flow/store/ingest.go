@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/palisade-dev/palisade/internal/flow"
@@ -20,8 +21,14 @@ type ingest struct {
 	bidx    map[int64]int32
 	order   []int32 // flow indexes grouped by bucket (sorted)
 	offs    []int32 // order[offs[k]:offs[k+1]] are bucket k's (sorted) flows
-	writers []*blockWriter
-	buf     []byte
+	jobs    []job
+	writers []*blockWriter // one per job
+}
+
+// job is one block to encode: flows idx of partition in.buckets[bucket].
+type job struct {
+	bucket int
+	idx    []int32
 }
 
 // prepared is what Append learns about a flow before encoding it.
@@ -49,15 +56,17 @@ const (
 	minPerWorker = 1024
 )
 
-// Append implements flow.Store: one block per partition touched, all of one
+// Append implements flow.Store: one block per partition touched (two for
+// a partition with many of the batch's flows), all parts of one
 // transaction; the agent records go with the last part. Each file is
 // fsynced before Append returns.
 //
 // A batch goes through three phases: on every core, each flow's IDs are
 // parsed and its dictionary entries looked up without changing the
 // dictionaries; then, on one, the entries not found are added; then the
-// records are encoded by partition, written and fsynced (dictionary file
-// first).
+// records are encoded by partition on up to two cores, while the new
+// dictionary entries are written and fsynced, and the segment blocks are
+// written and fsynced (after the dictionary file).
 func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -84,13 +93,27 @@ func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
 		in.buckets = append(in.buckets, time.Now().UnixNano()/part*part)
 		in.offs = append(in.offs[:0], 0, 0)
 	}
+	// Jobs: a partition's flows go in one block, or in two (encoded on
+	// two cores) when there are enough of them; the blocks of a partition
+	// are consecutive parts of the transaction, in batch order.
+	workers := min(2, runtime.GOMAXPROCS(0))
+	in.jobs = in.jobs[:0]
+	for k := range in.buckets {
+		idx := in.order[in.offs[k]:in.offs[k+1]]
+		if n := len(idx); workers > 1 && n >= 2*minPerWorker {
+			in.jobs = append(in.jobs, job{k, idx[:n/2]}, job{k, idx[n/2:]})
+		} else {
+			in.jobs = append(in.jobs, job{k, idx})
+		}
+	}
 	s.txn++
 	txn := s.txn
-	for len(in.writers) < len(in.buckets) {
+	for len(in.writers) < len(in.jobs) {
 		in.writers = append(in.writers, &blockWriter{d: d})
 	}
-	writers := in.writers[:len(in.buckets)]
+	writers := in.writers[:len(in.jobs)]
 	used := 0
+	var dictErr error
 	fail := func(err error) error {
 		d.rollback(mark)
 		if d.size != dictSize {
@@ -107,36 +130,47 @@ func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
 		}
 		return err
 	}
-	for k, b := range in.buckets {
-		seg, err := s.segment(b)
-		if err != nil {
-			return fail(err)
+	for j, jb := range in.jobs {
+		var seg *segment
+		if j > 0 && in.jobs[j-1].bucket == jb.bucket {
+			seg = writers[j-1].s
+		} else {
+			var err error
+			if seg, err = s.segment(in.buckets[jb.bucket]); err != nil {
+				return fail(err)
+			}
 		}
-		w := writers[k]
-		w.reset(seg)
+		writers[j].reset(seg)
 		used++
-		idx := in.order[in.offs[k]:in.offs[k+1]]
-		w.pend.grow(len(idx))
-		for _, i := range idx {
-			p := &in.prep[i]
-			w.add(&flows[i], p.pid, p.aid, p.idms, p.idn, in.rels[p.worker][p.relLo:p.relHi])
-		}
 	}
-	// Dictionary entries first: segment blocks refer to them.
+	// Dictionary entries first: segment blocks refer to them. Their write
+	// and fsync overlap the encoding of the records.
+	var dictDone sync.WaitGroup
 	if d.mark() != mark {
-		if err := s.writeFile(d.file, d.path, &d.size, d.delta(mark)); err != nil {
-			return fail(err)
-		}
+		dictDone.Add(1)
+		go func() {
+			defer dictDone.Done()
+			dictErr = s.writeFile(d.file, d.path, &d.size, d.delta(mark), true)
+		}()
 	}
-	for k, w := range writers {
-		var o flow.Seqs
-		if k == len(writers)-1 {
-			o = obs
+	s.encode(flows, txn, obs)
+	dictDone.Wait()
+	if dictErr != nil {
+		return fail(dictErr)
+	}
+	// One write and one fsync per segment file.
+	for j := 0; j < len(writers); {
+		w := writers[j]
+		k := j
+		for ; k < len(writers) && writers[k].s == w.s; k++ {
+			if err := s.writeFile(w.s.file, w.s.path, &w.s.size, writers[k].out, false); err != nil {
+				return fail(err)
+			}
 		}
-		in.buf = w.block(in.buf, txn, k, len(writers), o)
-		if err := s.writeFile(w.s.file, w.s.path, &w.s.size, in.buf); err != nil {
+		if err := s.syncFile(w.s.file, w.s.path); err != nil {
 			return fail(err)
 		}
+		j = k
 	}
 	for _, w := range writers {
 		w.commit()
@@ -152,6 +186,45 @@ func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
 		s.retainLocked(time.Now())
 	}
 	return nil
+}
+
+// encode fills the writers' blocks (part j of the transaction from job
+// j), on up to two goroutines.
+func (s *Store) encode(flows []flow.Flow, txn uint64, obs flow.Seqs) {
+	in := &s.in
+	jobs, writers := in.jobs, in.writers[:len(in.jobs)]
+	var next atomic.Int32
+	run := func() {
+		for {
+			j := int(next.Add(1)) - 1
+			if j >= len(jobs) {
+				return
+			}
+			w := writers[j]
+			w.pend.grow(len(jobs[j].idx))
+			for _, i := range jobs[j].idx {
+				p := &in.prep[i]
+				w.add(&flows[i], p.pid, p.aid, p.idms, p.idn, in.rels[p.worker][p.relLo:p.relHi])
+			}
+			var o flow.Seqs
+			if j == len(jobs)-1 {
+				o = obs // the agent records go with the last part
+			}
+			w.out = w.block(w.out, txn, j, len(jobs), o)
+		}
+	}
+	if len(jobs) == 1 || runtime.GOMAXPROCS(0) == 1 {
+		run()
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		run()
+	}()
+	run()
+	wg.Wait()
 }
 
 // prepare fills in.prep for flows, on up to maxWorkers goroutines: the

@@ -412,9 +412,10 @@ type blockWriter struct {
 	base  int64 // µs
 	pend  columns
 	bound [3]int64 // minStart, maxStart, maxEnd
-	// size0 is the segment file's size before this block, to cut the
-	// block off again if its transaction fails.
+	// size0 is the segment file's size before this transaction, to cut
+	// the block off again if the transaction fails.
 	size0 int64
+	out   []byte // the framed block (block)
 }
 
 func (s *segment) writer(d *dict) *blockWriter {
@@ -557,8 +558,15 @@ func (s *segment) appendRows(p *columns) {
 		c := s.chunks[len(s.chunks)-1]
 		hi := min(n, lo+chunkRows-c.len())
 		if need := c.len() + hi - lo; need > cap(c.start) {
-			// Double (append grows big slices by only 1.25×), up to a chunk.
-			c.grow(min(chunkRows, max(need, 2*cap(c.start), 1024)) - c.len())
+			// Double (append grows big slices by only 1.25×), up to a chunk;
+			// once a segment has filled a chunk, its next ones are taken
+			// whole (a busy partition fills them, and copying as they grow
+			// cost as much as the records' encoding).
+			want := max(need, 2*cap(c.start), 1024)
+			if len(s.chunks) > 1 {
+				want = chunkRows
+			}
+			c.grow(min(chunkRows, want) - c.len())
 		}
 		c.start = append(c.start, p.start[lo:hi]...)
 		c.end = append(c.end, p.end[lo:hi]...)

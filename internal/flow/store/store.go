@@ -228,17 +228,28 @@ func (s *Store) segment(bucket int64) (*segment, error) {
 	return seg, nil
 }
 
-// writeFile appends block at *size and fsyncs; *size grows on success.
-func (s *Store) writeFile(f *os.File, path string, size *int64, block []byte) error {
+// writeFile appends block at *size, and fsyncs if sync is set; *size
+// grows on success.
+func (s *Store) writeFile(f *os.File, path string, size *int64, block []byte, sync bool) error {
 	if _, err := f.WriteAt(block, *size); err != nil {
 		return fmt.Errorf("flow store: write %s: %w", path, err)
 	}
+	if sync {
+		if err := s.syncFile(f, path); err != nil {
+			return err
+		}
+	}
+	*size += int64(len(block))
+	return nil
+}
+
+// syncFile fsyncs f (unless the store runs without fsync).
+func (s *Store) syncFile(f *os.File, path string) error {
 	if !s.opts.NoSync {
 		if err := f.Sync(); err != nil {
 			return fmt.Errorf("flow store: sync %s: %w", path, err)
 		}
 	}
-	*size += int64(len(block))
 	return nil
 }
 

@@ -312,3 +312,63 @@ func TestAppendRollback(t *testing.T) {
 		t.Fatalf("rolled-back flow visible")
 	}
 }
+
+// A partition with many of a batch's flows gets two blocks, encoded on two
+// cores: both are parts of the one transaction, so losing the second loses
+// the first too (and the agent records marked done with it).
+func TestTwoBlocksPerPartition(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{Partition: time.Hour})
+	if err := s.Append([]flow.Flow{testFlow(0, t0)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, fmt.Sprintf("seg-%d.pfs", t0.UnixNano()/int64(time.Hour)*int64(time.Hour)))
+	st0, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 4 * minPerWorker
+	flows := make([]flow.Flow, n)
+	for i := range flows {
+		flows[i] = testFlow(i+1, t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	if err := s.Append(flows, flow.Seqs{"a": {}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []blockInfo
+	for rest := data[st0.Size():]; ; {
+		payload, next, ok := unframe(rest)
+		if !ok {
+			break
+		}
+		parts = append(parts, blockTxn(payload))
+		rest = next
+	}
+	if len(parts) != 2 || parts[0].parts != 2 || parts[0].part != 0 || parts[1].part != 1 || parts[0].txn != parts[1].txn {
+		t.Fatalf("blocks: %+v", parts)
+	}
+	s = open(t, dir, Options{Partition: time.Hour})
+	if st := s.Stats(); st.Flows != n+1 {
+		t.Fatalf("flows: %+v", st)
+	}
+	for _, i := range []int{0, n/2 - 1, n / 2, n - 1} {
+		if got, ok, _ := s.Get(flows[i].ID); !ok || got.FwdBytes != flows[i].FwdBytes || !got.Start.Equal(flows[i].Start) {
+			t.Fatalf("flow %d: %v %+v", i, ok, got)
+		}
+	}
+	s.Close()
+	// Cut the second block short.
+	if err := os.Truncate(path, int64(len(data)-10)); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, Options{Partition: time.Hour})
+	defer s.Close()
+	if st := s.Stats(); st.Flows != 1 {
+		t.Fatalf("after a torn second part: %+v", st)
+	}
+}
