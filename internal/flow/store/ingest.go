@@ -43,6 +43,7 @@ type prepared struct {
 	reasons  uint8
 	found    bool // pid and aid are set
 	bi       int32
+	known    // without found: the entries probe found
 }
 
 type prepErr struct {
@@ -82,7 +83,7 @@ func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
 	dictSize := d.size
 	for i := range flows {
 		if p := &in.prep[i]; !p.found {
-			p.pid, p.aid = d.lookup(&flows[i], p.reasons)
+			p.pid, p.aid = d.lookup(&flows[i], p.reasons, &p.known)
 		}
 	}
 	in.group(flows)
@@ -292,7 +293,7 @@ func (s *Store) prepareRange(flows []flow.Flow, lo, hi, w int) {
 			p.reasons |= bit
 		}
 		p.relHi = int32(len(rels))
-		p.pid, p.aid, p.found = d.probe(f, p.reasons)
+		p.pid, p.aid, p.found = d.probe(f, p.reasons, &p.known)
 	}
 }
 

@@ -437,33 +437,58 @@ func (w *blockWriter) reset(s *segment) {
 }
 
 // lookup returns the pair and attribute IDs of f, adding dictionary
-// entries as needed.
-func (d *dict) lookup(f *flow.Flow, reasons uint8) (pid, aid uint32) {
-	p := pair{src: d.endpoint(&f.Src), dst: d.endpoint(&f.Dst), proto: d.str(f.Proto), dport: f.Dst.Port}
-	a := attr{mode: d.str(f.Mode), tunnel: d.str(f.Tunnel), ps: d.points(f.Points), flags: flagsOf(f), reasons: reasons}
+// entries as needed; k holds what probe found already.
+func (d *dict) lookup(f *flow.Flow, reasons uint8, k *known) (pid, aid uint32) {
+	if k.have&haveSrc == 0 {
+		k.src = d.endpoint(&f.Src)
+	}
+	if k.have&haveDst == 0 {
+		k.dst = d.endpoint(&f.Dst)
+	}
+	if k.have&havePS == 0 {
+		k.ps = d.points(f.Points)
+	}
+	p := pair{src: k.src, dst: k.dst, proto: d.str(f.Proto), dport: f.Dst.Port}
+	a := attr{mode: d.str(f.Mode), tunnel: d.str(f.Tunnel), ps: k.ps, flags: flagsOf(f), reasons: reasons}
 	return d.pair(p), d.attr(a)
 }
 
+// known is what probe found of a flow's dictionary entries (have: which).
+type known struct {
+	src, dst, ps uint32
+	have         uint8
+}
+
+const (
+	haveSrc = 1 << iota
+	haveDst
+	havePS
+)
+
 // probe is lookup without changing the dictionaries (so it may run on
 // several goroutines at once, while nothing writes them): ok is false
-// when an entry is missing.
-func (d *dict) probe(f *flow.Flow, reasons uint8) (pid, aid uint32, ok bool) {
-	src, ok1 := d.endpointProbe(&f.Src)
-	dst, ok2 := d.endpointProbe(&f.Dst)
-	proto, ok3 := d.strProbe(f.Proto)
-	mode, ok4 := d.strProbe(f.Mode)
-	tunnel, ok5 := d.strProbe(f.Tunnel)
-	if !(ok1 && ok2 && ok3 && ok4 && ok5) {
+// when an entry is missing, and k then says which were found.
+func (d *dict) probe(f *flow.Flow, reasons uint8, k *known) (pid, aid uint32, ok bool) {
+	var ok1, ok2, ok3 bool
+	if k.src, ok1 = d.endpointProbe(&f.Src); ok1 {
+		k.have |= haveSrc
+	}
+	if k.dst, ok2 = d.endpointProbe(&f.Dst); ok2 {
+		k.have |= haveDst
+	}
+	if k.ps, ok3 = d.psIdx.find(pointsHash(f.Points), func(id uint32) bool { return pointsEqual(d.pss[id], f.Points) }); ok3 {
+		k.have |= havePS
+	}
+	proto, ok4 := d.strProbe(f.Proto)
+	mode, ok5 := d.strProbe(f.Mode)
+	tunnel, ok6 := d.strProbe(f.Tunnel)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) {
 		return 0, 0, false
 	}
-	ps, ok := d.psIdx.find(pointsHash(f.Points), func(id uint32) bool { return pointsEqual(d.pss[id], f.Points) })
-	if !ok {
+	if pid, ok = d.pairID.find(pair{src: k.src, dst: k.dst, proto: proto, dport: f.Dst.Port}); !ok {
 		return 0, 0, false
 	}
-	if pid, ok = d.pairID.find(pair{src: src, dst: dst, proto: proto, dport: f.Dst.Port}); !ok {
-		return 0, 0, false
-	}
-	a := attr{mode: mode, tunnel: tunnel, ps: ps, flags: flagsOf(f), reasons: reasons}
+	a := attr{mode: mode, tunnel: tunnel, ps: k.ps, flags: flagsOf(f), reasons: reasons}
 	if ce := &d.attrCache[attrSlot(a)]; ce.ok && ce.a == a {
 		return pid, ce.id, true
 	}

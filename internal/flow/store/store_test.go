@@ -114,7 +114,7 @@ func TestTornTailAndIncompleteTransaction(t *testing.T) {
 	f := testFlow(1, t0)
 	f.ID = flow.MakeID(t0, 12345)
 	idt, idn, _ := flow.ParseID(f.ID)
-	pid, aid := s.dict.lookup(&f, 0)
+	pid, aid := s.dict.lookup(&f, 0, &known{})
 	w.add(&f, pid, aid, idt.UnixMilli(), idn, nil)
 	s.Close()
 	path := filepath.Join(dir, fmt.Sprintf("seg-%d.pfs", t0.UnixNano()/int64(time.Minute)*int64(time.Minute)))
