@@ -372,3 +372,14 @@ func TestTwoBlocksPerPartition(t *testing.T) {
 		t.Fatalf("after a torn second part: %+v", st)
 	}
 }
+
+func TestParseID(t *testing.T) {
+	for _, id := range []string{flow.MakeID(t0, 1), flow.MakeID(t0.Add(123456789*time.Millisecond), 1<<63|12345),
+		"0123456789ABCDEFabcdef012345", "0123456789abcdef0123456789a", "0123456789abcdef0123456789ag", "g123456789abcdef0123456789ab"} {
+		ms, n, err := parseID(id)
+		wt, wn, werr := flow.ParseID(id)
+		if (err == nil) != (werr == nil) || err == nil && (ms != wt.UnixMilli() || n != wn) {
+			t.Fatalf("%q: %d %d %v, want %d %d %v", id, ms, n, err, wt.UnixMilli(), wn, werr)
+		}
+	}
+}
