@@ -583,15 +583,11 @@ func (s *segment) appendRows(p *columns) {
 		c := s.chunks[len(s.chunks)-1]
 		hi := min(n, lo+chunkRows-c.len())
 		if need := c.len() + hi - lo; need > cap(c.start) {
-			// Double (append grows big slices by only 1.25×), up to a chunk;
-			// once a segment has filled a chunk, its next ones are taken
-			// whole (a busy partition fills them, and copying as they grow
-			// cost as much as the records' encoding).
-			want := max(need, 2*cap(c.start), 1024)
-			if len(s.chunks) > 1 {
-				want = chunkRows
-			}
-			c.grow(min(chunkRows, want) - c.len())
+			// Double (append grows big slices by only 1.25×), up to a chunk.
+			// (Taking a segment's later chunks whole saved no measurable
+			// time and cost up to a chunk, 6 MB, per segment: +0.9 GB of
+			// heap over 10 M flows in 144 segments.)
+			c.grow(min(chunkRows, max(need, 2*cap(c.start), 1024)) - c.len())
 		}
 		c.start = append(c.start, p.start[lo:hi]...)
 		c.end = append(c.end, p.end[lo:hi]...)
