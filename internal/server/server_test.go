@@ -163,8 +163,8 @@ func TestRestartKeepsInventoryAndCatchesUp(t *testing.T) {
 	createPod(t, ns, "old", "10.244.3.1")
 	createPod(t, ns, "doomed", "10.244.3.2")
 	var res searchResult
-	waitFor(t, 2*time.Second, "pods in inventory", func() bool {
-		get(t, s, "/api/v1/inventory?filter="+url.QueryEscape("namespace = restart and kind = pod"), &res)
+	waitFor(t, 2*time.Second, "pods and their IPs in inventory", func() bool {
+		get(t, s, "/api/v1/inventory?filter="+url.QueryEscape("namespace = restart and kind = pod and ip in 10.244.3.0/24"), &res)
 		return res.Count == 2
 	})
 	aliveAt := time.Now().UTC().Format(time.RFC3339Nano)
