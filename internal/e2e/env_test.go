@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"math/rand/v2"
+	"net"
 	"fmt"
 	"net/netip"
 	"os"
@@ -134,7 +136,10 @@ func newEnv(t *testing.T, mode lab.Mode) *env {
 	if err := os.MkdirAll(e.dataDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	e.startServer(t, "127.0.0.1:0")
+	// The server restarts on the same address in case 8: take a port below
+	// the ephemeral range, so no other test's listener on :0 grabs it while
+	// the server is down.
+	e.startServer(t, stablePort(t))
 	e.listen = strings.TrimPrefix(e.server().URL(), "http://")
 	// Enrichment is from the inventory at the flow's time: wait until the
 	// connector has every pod.
@@ -488,4 +493,19 @@ func wantConns(t *testing.T, what string, f flow.Flow, n int) {
 	if f.Conns != uint64(n) {
 		t.Errorf("%s: conns %d, want %d%s", what, f.Conns, n, describe([]flow.Flow{f}))
 	}
+}
+
+// stablePort returns a free 127.0.0.1 address with a port below the
+// kernel's ephemeral range (32768 and up).
+func stablePort(t *testing.T) string {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(10000))
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			ln.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free port in 20000-29999")
+	return ""
 }

@@ -423,11 +423,13 @@ func (r *Reporter) send(ctx context.Context, f spoolFile) error {
 			r.cfg.OnResponse(body)
 		}
 		return nil
-	case resp.StatusCode/100 == 4 && resp.StatusCode != http.StatusUnauthorized &&
-		resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusRequestTimeout &&
-		resp.StatusCode != http.StatusTooManyRequests:
-		// The server will never accept this batch; keeping it would block
-		// every later one.
+	case resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusRequestEntityTooLarge ||
+		resp.StatusCode == http.StatusUnprocessableEntity:
+		// A verdict on the batch's content: the server will never accept
+		// it, and keeping it would block every later one. Every other
+		// answer (404 or 405 from something else listening on the server's
+		// address during an outage, 401, 429, 5xx) says nothing about the
+		// batch, so it is kept and retried.
 		r.cfg.Log.Error("server refused flow batch; dropping", "batch", f.batch, "status", resp.Status, "body", string(body))
 		r.remove(f, false)
 		return nil

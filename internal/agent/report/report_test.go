@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -267,5 +268,39 @@ func TestSpoolBound(t *testing.T) {
 	c := r.Counters()
 	if c.BatchesSpooled != 1 || c.ObservationsDropped != 40 || c.ObservationsSpooled != 10 || c.NextSeq != 50 {
 		t.Fatalf("%+v", c)
+	}
+}
+
+// TestForeignAnswerKeepsBatch: while the server is down, something else may
+// answer on its address (seen in CI: another process's HTTP server took the
+// freed port and said 404). Such an answer says nothing about the batch: it
+// stays spooled and reaches the server when it is back.
+func TestForeignAnswerKeepsBatch(t *testing.T) {
+	fs := newFake()
+	var real atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !real.Load() {
+			http.Error(w, `{"errors":[{"code":"METHOD_UNKNOWN"}]}`, http.StatusNotFound)
+			return
+		}
+		fs.ServeHTTP(w, req)
+	}))
+	defer srv.Close()
+	r, err := Open(Config{Server: srv.URL, Node: "node-1", Token: "s3cret", SpoolDir: t.TempDir(), RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.Submit(obs(4), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	time.Sleep(50 * time.Millisecond)
+	if c := r.Counters(); c.ObservationsSpooled != 4 || c.ObservationsDropped != 0 {
+		t.Fatalf("a 404 from something else dropped or lost the batch: %+v", c)
+	}
+	real.Store(true)
+	waitDrained(t, r)
+	if c := r.Counters(); c.ObservationsSent != 4 || c.ObservationsDropped != 0 {
+		t.Fatalf("counters %+v", c)
 	}
 }
