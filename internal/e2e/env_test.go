@@ -2,9 +2,9 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
