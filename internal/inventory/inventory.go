@@ -22,12 +22,12 @@ import (
 // incarnation of a workload held it. A pod deleted and its IP reused keeps
 // its own lease, so lookups at an earlier time still find it.
 type Inventory struct {
-	mu        sync.RWMutex
-	current   map[string]*incarnation // by workload ID: the latest incarnation
+	mu      sync.RWMutex
+	current map[string]*incarnation // by workload ID: the latest incarnation
 	// all lists incarnations in creation order. Search walks it rather than
 	// the map: workloads created together sit together in memory, and a
 	// sequential walk is several times faster than a map's random order.
-	all []*incarnation
+	all       []*incarnation
 	byIP      map[netip.Addr][]*lease // each slice ordered by From
 	externals map[string]*incarnation // user-defined IP/CIDR workloads, by ID
 
