@@ -46,7 +46,7 @@ spooled to disk until the server acknowledges them.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Server, "server", flowsEnvOr("PALISADE_SERVER", apiclient.DefaultServer), "server URL (env PALISADE_SERVER)")
+	f.StringVar(&cfg.Server, "server", apiclient.Server(""), "server URL (env PALISADE_SERVER)")
 	f.StringVar(&cfg.Node, "node", "", "node name")
 	f.StringVar(&cfg.NetNS, "netns", "", "the node's network namespace (e.g. /run/netns/node1); default: the agent's own")
 	f.StringVar(&cfg.Mode, "mode", flow.ConversationMode, "initial mode: conversation or detailed (the server can change it)")
@@ -88,7 +88,7 @@ func newAgentModeCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&server, "server", flowsEnvOr("PALISADE_SERVER", apiclient.DefaultServer), "server URL (env PALISADE_SERVER)")
+	cmd.Flags().StringVar(&server, "server", apiclient.Server(""), "server URL (env PALISADE_SERVER)")
 	cmd.Flags().StringVar(&token, "token", os.Getenv("PALISADE_TOKEN"), "API token (env PALISADE_TOKEN)")
 	return cmd
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -171,12 +170,4 @@ func flowsEndpoint(e flow.Endpoint) string {
 		s += " (" + name + ")"
 	}
 	return s
-}
-
-// flowsEnvOr returns $name, or def when it is unset.
-func flowsEnvOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }
