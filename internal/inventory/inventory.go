@@ -30,6 +30,7 @@ type Inventory struct {
 	all       []*incarnation
 	byIP      map[netip.Addr][]*lease // each slice ordered by From
 	externals map[string]*incarnation // user-defined IP/CIDR workloads, by ID
+	services  map[string]*incarnation // latest incarnation of every service, by ID (ServiceFor walks only these)
 
 	kv      store.KV
 	seq     uint64
@@ -89,6 +90,7 @@ func Open(kv store.KV) (*Inventory, error) {
 		current:   map[string]*incarnation{},
 		byIP:      map[netip.Addr][]*lease{},
 		externals: map[string]*incarnation{},
+		services:  map[string]*incarnation{},
 		kv:        kv,
 		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
@@ -210,6 +212,9 @@ func (inv *Inventory) apply(w *Workload) bool {
 		} else {
 			inv.openLeases(cur, prev, w)
 		}
+	}
+	if w.Kind == KindService {
+		inv.services[w.ID] = cur
 	}
 	if w.Kind == KindExternal {
 		if w.Deleted != nil {

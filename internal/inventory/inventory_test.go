@@ -209,3 +209,33 @@ func BenchmarkLookup(b *testing.B) {
 		}
 	}
 }
+
+func TestServiceFor(t *testing.T) {
+	inv, _ := Open(nil)
+	defer inv.Close()
+	inv.Apply(Workload{ID: "c1/node//n1", Cluster: "c1", Kind: KindNode, Name: "n1", IPs: []string{"10.10.0.11"}, Updated: t0})
+	inv.Apply(Workload{
+		ID: "c1/service/shop/front-end", Cluster: "c1", Kind: KindService, Namespace: "shop", Name: "front-end",
+		ClusterIP: "10.96.0.10", IPs: []string{"10.96.0.10"},
+		Ports:     []ServicePort{{Protocol: "TCP", Port: 80, TargetPort: "8079", NodePort: 30080}},
+		Endpoints: []Endpoint{{IP: "10.244.1.2", Ports: []int32{8079}, Ready: true}},
+		Updated:   t0,
+	})
+	at := t0.Add(time.Second)
+	for _, tc := range []struct {
+		ip   string
+		port uint16
+		want bool
+	}{
+		{"10.96.0.10", 80, true},    // cluster IP and service port
+		{"10.96.0.10", 81, false},   // not a service port
+		{"10.10.0.11", 30080, true}, // node IP and node port
+		{"10.244.1.2", 8079, true},  // endpoint and target port
+		{"10.244.1.2", 22, false},
+	} {
+		w, ok := inv.ServiceFor(tc.ip, tc.port, "tcp", at)
+		if ok != tc.want || ok && w.Name != "front-end" {
+			t.Errorf("ServiceFor(%s, %d) = %v, %v; want %v", tc.ip, tc.port, w, ok, tc.want)
+		}
+	}
+}

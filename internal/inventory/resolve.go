@@ -37,7 +37,7 @@ func (inv *Inventory) ServiceFor(ip string, port uint16, proto string, t time.Ti
 	isNode := held && holder.Kind == KindNode
 	inv.mu.RLock()
 	defer inv.mu.RUnlock()
-	for _, inc := range inv.current {
+	for _, inc := range inv.services {
 		w := inc.at(t)
 		if w.Kind != KindService || !w.Alive(t) {
 			continue
