@@ -2,7 +2,6 @@ package agent_test
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -61,29 +60,8 @@ func loadRun(t *testing.T, rate int, dur time.Duration, mode string) {
 	// The agent in its own process, so its CPU is its own.
 	cfg := agent.Config{Server: url, Node: "node1", NetNS: agenttest.Path(n1.NS), Mode: mode, Token: "tok",
 		SpoolDir: t.TempDir(), BPFFS: "-", DetachOnExit: true, ConversationInterval: 5 * time.Second}
-	js, _ := json.Marshal(cfg)
-	ag := exec.Command(os.Args[0], "-test.run=^$")
-	ag.Env = append(os.Environ(), helperEnv+"="+string(js))
-	ag.Stderr = os.Stderr
-	out, _ := ag.StdoutPipe()
-	if err := ag.Start(); err != nil {
-		t.Fatal(err)
-	}
+	ag := startAgentProcess(t, cfg)
 	defer func() { _ = ag.Process.Kill(); _ = ag.Wait() }()
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if sc.Text() == "ready" {
-				ready <- true
-			}
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(15 * time.Second):
-		t.Fatal("agent not ready")
-	}
 
 	// The peer: a plain conntrack -E listener in the node namespace.
 	ct := exec.Command("nsenter", "--net="+agenttest.Path(n1.NS), "--", "conntrack", "-E", "-e", "NEW", "-p", "tcp", "-b", "67108864")

@@ -76,29 +76,8 @@ func killAndRestart(t *testing.T, mode string) {
 	cfg := agent.Config{Server: url, Node: "node1", NetNS: agenttest.Path(n1.NS), Mode: mode,
 		Token: "tok", SpoolDir: t.TempDir(), BPFFS: bpffs, DetailedInterval: 200 * time.Millisecond,
 		ConversationInterval: time.Second, DrainInterval: 200 * time.Millisecond}
-	js, _ := json.Marshal(cfg)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+string(js))
-	cmd.Stderr = os.Stderr
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd := startAgentProcess(t, cfg)
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if sc.Text() == "ready" {
-				ready <- true
-			}
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(15 * time.Second):
-		t.Fatal("agent process not ready")
-	}
 
 	ts, err := agenttest.ListenTCP(p2.NS, p2.IP+":8080", 2000)
 	if err != nil {
@@ -184,4 +163,36 @@ func killAndRestart(t *testing.T, mode string) {
 		}
 	}
 	t.Logf("%d connections, %d observations, %d batches received, %d duplicate receipts", len(conns), len(srv.obs), srv.received, srv.dups)
+}
+
+// startAgentProcess runs an agent with cfg in a child process (this test
+// binary, as the helper TestMain recognises by helperEnv), so it can be
+// killed or measured on its own, and returns once it reports ready.
+func startAgentProcess(t *testing.T, cfg agent.Config) *exec.Cmd {
+	t.Helper()
+	js, _ := json.Marshal(cfg)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+string(js))
+	cmd.Stderr = os.Stderr
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if sc.Text() == "ready" {
+				ready <- true
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatal("agent process not ready")
+	}
+	return cmd
 }
