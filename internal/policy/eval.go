@@ -1,0 +1,702 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/palisade-dev/palisade/internal/filter"
+	"github.com/palisade-dev/palisade/internal/inventory"
+)
+
+// Set is what an Evaluator decides with: the scope tree and, per scope, the
+// version in force (a scope without one has no intents and its catch-all).
+type Set struct {
+	Scopes   []Scope
+	Versions map[string]*Version // by scope name
+	// Services resolves service:NAMESPACE/NAME consumers to the pods their
+	// selector picks (key "NAMESPACE/NAME"; optional: without it a service
+	// consumer matches only the service's own addresses).
+	Services map[string]*inventory.Workload
+}
+
+// Peer is one end of a flow as the inventory knew it at the flow's time.
+type Peer struct {
+	IP netip.Addr
+	// Workload held IP at the flow's time (nil: none did, e.g. an
+	// external address).
+	Workload *inventory.Workload
+}
+
+// Flow is what the evaluator decides: the two ends, resolved at the flow's
+// time, the protocol and the destination port on the wire.
+type Flow struct {
+	Src, Dst Peer
+	Proto    Proto
+	Port     uint16
+	// Service is the service the connection addressed, when it went
+	// through one: Dst is its cluster IP, a node and its node port, or (on
+	// the DNAT-related flow) a backend pod. ServicePort is the service
+	// port it addressed. A provider service:NS/NAME matches on these.
+	Service     *inventory.Workload
+	ServicePort uint16
+}
+
+// RuleRef names what decided one side of a flow.
+type RuleRef struct {
+	Scope   string `json:"scope"`
+	Version string `json:"version,omitempty"`
+	// Index is the intent's position in the version's Policies; -1 for
+	// the catch-all.
+	Index int `json:"index"`
+	// Key is the intent's Key ("catch-all" for the catch-all).
+	Key string `json:"key"`
+}
+
+// CatchAll reports whether the scope's catch-all decided.
+func (r RuleRef) CatchAll() bool { return r.Index < 0 }
+
+// String is "SCOPE@VERSION#INDEX" or "SCOPE@VERSION catch-all".
+func (r RuleRef) String() string {
+	if r.Scope == "" {
+		return ""
+	}
+	s := r.Scope
+	if r.Version != "" {
+		s += "@" + r.Version
+	}
+	if r.Index < 0 {
+		return s + " catch-all"
+	}
+	return s + "#" + strconv.Itoa(r.Index)
+}
+
+// SideDecision is the decision of one side of a flow.
+type SideDecision struct {
+	// Scope is the deciding scope; empty when that end is unscoped, and
+	// then Action is NoAction.
+	Scope  string  `json:"scope,omitempty"`
+	Action Action  `json:"action,omitempty"`
+	Rule   RuleRef `json:"rule"`
+}
+
+// Decision is the decision of both sides of a flow.
+type Decision struct {
+	Egress  SideDecision `json:"egress"`
+	Ingress SideDecision `json:"ingress"`
+}
+
+// Action is DENY if a side denies, ALLOW if a side allows and none denies,
+// NoAction if neither end is scoped.
+func (d Decision) Action() Action {
+	if d.Egress.Action == Deny || d.Ingress.Action == Deny {
+		return Deny
+	}
+	if d.Egress.Action == Allow || d.Ingress.Action == Allow {
+		return Allow
+	}
+	return NoAction
+}
+
+// Deciding returns the side that decided the flow: the denying side (egress
+// first), else the allowing one (egress first).
+func (d Decision) Deciding() SideDecision {
+	switch {
+	case d.Egress.Action == Deny:
+		return d.Egress
+	case d.Ingress.Action == Deny:
+		return d.Ingress
+	case d.Egress.Action == Allow:
+		return d.Egress
+	}
+	return d.Ingress
+}
+
+// Evaluator decides flows against a compiled Set. It is immutable and safe
+// for concurrent use; Session gives a goroutine its own caches.
+type Evaluator struct {
+	scopes   []cscope
+	byName   map[string]int
+	top      []int // children of the root, by name
+	atoms    []atom
+	filters  []*filter.Filter // filter atoms' filters, by bit
+	services map[string]*inventory.Workload
+	// chains[side][scope]: the intents deciding that side in that scope, in
+	// precedence order.
+	chains [3][][]*rule
+	nbits  int
+
+	mu     sync.Mutex
+	shared *Session
+}
+
+type cscope struct {
+	name     string
+	parent   int // -1: the root
+	filter   *filter.Filter
+	children []int
+	catchAll Action
+	version  string
+	depth    int
+}
+
+type atomKind uint8
+
+const (
+	atomAny atomKind = iota
+	atomBit          // a filter or scope membership: a bit of the peer's class
+	atomCIDR
+	atomService
+)
+
+type atom struct {
+	kind   atomKind
+	bit    int
+	prefix netip.Prefix
+	svc    string // "NAMESPACE/NAME"
+}
+
+type rule struct {
+	ref       RuleRef
+	action    Action
+	class     Class
+	prio      int
+	order     int
+	dir       Direction
+	cons      int // atom index
+	prov      int
+	ports     []PortRange
+	viaSvc    bool // provider is a service: ports are service ports
+	scopeIdx  int
+	anyPort   bool
+	hasNamed  bool
+	provAtomK atomKind
+}
+
+// Compile checks a Set and prepares it for fast evaluation. Errors name
+// the scope, version and intent at fault.
+func Compile(set Set) (*Evaluator, error) {
+	e := &Evaluator{byName: map[string]int{}, services: set.Services}
+	for _, s := range set.Scopes {
+		if !ValidName(s.Name) || s.Name == RootScope {
+			return nil, fmt.Errorf("scope %q: invalid name", s.Name)
+		}
+		if _, dup := e.byName[s.Name]; dup {
+			return nil, fmt.Errorf("scope %q: defined twice", s.Name)
+		}
+		f, err := filter.Parse(s.Filter, inventory.Schema)
+		if err != nil {
+			return nil, fmt.Errorf("scope %s: filter: %w", s.Name, err)
+		}
+		ca := s.CatchAll
+		if ca == NoAction {
+			ca = Deny
+		}
+		e.byName[s.Name] = len(e.scopes)
+		e.scopes = append(e.scopes, cscope{name: s.Name, filter: f, catchAll: ca, parent: -1})
+	}
+	for i, s := range set.Scopes {
+		if s.Parent == "" || s.Parent == RootScope {
+			e.top = append(e.top, i)
+			continue
+		}
+		p, ok := e.byName[s.Parent]
+		if !ok {
+			return nil, fmt.Errorf("scope %s: parent %q does not exist", s.Name, s.Parent)
+		}
+		e.scopes[i].parent = p
+		e.scopes[p].children = append(e.scopes[p].children, i)
+	}
+	byName := func(xs []int) {
+		sort.Slice(xs, func(a, b int) bool { return e.scopes[xs[a]].name < e.scopes[xs[b]].name })
+	}
+	byName(e.top)
+	for i := range e.scopes {
+		byName(e.scopes[i].children)
+		d, p := 0, e.scopes[i].parent
+		for ; p >= 0; p = e.scopes[p].parent {
+			if d++; d > len(e.scopes) {
+				return nil, fmt.Errorf("scope %s: its parents form a cycle", e.scopes[i].name)
+			}
+		}
+		e.scopes[i].depth = d
+	}
+	// Scope membership bits come first: bit i is scope i.
+	e.nbits = len(e.scopes)
+	atomIdx := map[string]int{}
+	addAtom := func(text string) (int, error) {
+		ep, err := ParseEndpoint(text)
+		if err != nil {
+			return 0, err
+		}
+		key := ep.String()
+		if ep.Kind == EndpointFilter && key == "" {
+			ep.Kind, key = EndpointAny, "any"
+		}
+		if i, ok := atomIdx[key]; ok {
+			return i, nil
+		}
+		var a atom
+		switch ep.Kind {
+		case EndpointAny:
+			a.kind = atomAny
+		case EndpointScope:
+			s, ok := e.byName[ep.Scope]
+			if !ok {
+				return 0, fmt.Errorf("scope %q does not exist", ep.Scope)
+			}
+			a.kind, a.bit = atomBit, s
+		case EndpointService:
+			a.kind, a.svc = atomService, ep.Namespace+"/"+ep.Name
+		case EndpointCIDR:
+			a.kind, a.prefix = atomCIDR, ep.Prefix
+		default:
+			a.kind, a.bit = atomBit, e.nbits
+			e.nbits++
+			e.filters = append(e.filters, ep.Filter)
+		}
+		atomIdx[key] = len(e.atoms)
+		e.atoms = append(e.atoms, a)
+		return len(e.atoms) - 1, nil
+	}
+	var rules []*rule
+	for name, v := range set.Versions {
+		si, ok := e.byName[name]
+		if !ok {
+			return nil, fmt.Errorf("version %s of scope %q: the scope does not exist", v.Name, name)
+		}
+		sc := &e.scopes[si]
+		sc.version = v.Name
+		if v.CatchAll != NoAction {
+			sc.catchAll = v.CatchAll
+		}
+		for i := range v.Policies {
+			p := &v.Policies[i]
+			where := fmt.Sprintf("scope %s version %s intent %d (%s)", name, v.Name, i+1, p.Key())
+			r := &rule{ref: RuleRef{Scope: name, Version: v.Name, Index: i, Key: p.Key()}, action: p.Action,
+				class: p.Class, prio: p.EffectivePriority(), order: i, dir: p.Direction, scopeIdx: si}
+			if r.action != Allow && r.action != Deny {
+				return nil, fmt.Errorf("%s: action: want ALLOW or DENY", where)
+			}
+			var err error
+			if r.cons, err = addAtom(p.Consumer); err != nil {
+				return nil, fmt.Errorf("%s: consumer: %w", where, err)
+			}
+			if r.prov, err = addAtom(p.Provider); err != nil {
+				return nil, fmt.Errorf("%s: provider: %w", where, err)
+			}
+			r.viaSvc = e.atoms[r.prov].kind == atomService
+			for _, ps := range p.Ports {
+				pr, err := ParsePort(ps)
+				if err != nil {
+					return nil, fmt.Errorf("%s: ports: %w", where, err)
+				}
+				r.ports = append(r.ports, pr)
+				r.hasNamed = r.hasNamed || pr.Name != ""
+			}
+			r.anyPort = len(r.ports) == 0
+			rules = append(rules, r)
+		}
+	}
+	// Precedence chains, per side and deciding scope.
+	for _, side := range []Direction{Egress, Ingress} {
+		e.chains[side] = make([][]*rule, len(e.scopes))
+		for d := range e.scopes {
+			path := e.path(d) // top … d
+			var abs, def []*rule
+			for _, r := range rules {
+				if !r.dir.has(side) {
+					continue
+				}
+				if k := indexOf(path, r.scopeIdx); k >= 0 {
+					if r.class == Absolute {
+						abs = append(abs, r)
+					} else {
+						def = append(def, r)
+					}
+				}
+			}
+			depth := func(r *rule) int { return e.scopes[r.scopeIdx].depth }
+			sort.SliceStable(abs, func(a, b int) bool { return less(abs[a], abs[b], depth(abs[a]), depth(abs[b])) })
+			sort.SliceStable(def, func(a, b int) bool { return less(def[a], def[b], -depth(def[a]), -depth(def[b])) })
+			e.chains[side][d] = append(abs, def...)
+		}
+	}
+	return e, nil
+}
+
+// less orders two intents of one class: by the scope's rank (da, db), then
+// priority, then position in the version.
+func less(a, b *rule, da, db int) bool {
+	if da != db {
+		return da < db
+	}
+	if a.scopeIdx != b.scopeIdx {
+		return a.ref.Scope < b.ref.Scope
+	}
+	if a.prio != b.prio {
+		return a.prio < b.prio
+	}
+	return a.order < b.order
+}
+
+func indexOf(xs []int, x int) int {
+	for i, y := range xs {
+		if y == x {
+			return i
+		}
+	}
+	return -1
+}
+
+// path returns the scopes from the top of d's branch down to d.
+func (e *Evaluator) path(d int) []int {
+	var p []int
+	for ; d >= 0; d = e.scopes[d].parent {
+		p = append([]int{d}, p...)
+	}
+	return p
+}
+
+// Scopes returns the scopes a peer belongs to, from the top down to its
+// deciding scope (empty: unscoped).
+func (e *Evaluator) Scopes(p Peer) []string {
+	s := e.session()
+	defer e.mu.Unlock()
+	c := s.classify(p)
+	if c.scope < 0 {
+		return nil
+	}
+	var out []string
+	for _, i := range e.path(int(c.scope)) {
+		out = append(out, e.scopes[i].name)
+	}
+	return out
+}
+
+// Evaluate decides f with the evaluator's shared session (serialized);
+// concurrent callers should each use a Session.
+func (e *Evaluator) Evaluate(f *Flow) Decision {
+	s := e.session()
+	defer e.mu.Unlock()
+	return s.Evaluate(f)
+}
+
+func (e *Evaluator) session() *Session {
+	e.mu.Lock()
+	if e.shared == nil {
+		e.shared = e.NewSession()
+	}
+	return e.shared
+}
+
+// ScopeNames returns the compiled scopes' names.
+func (e *Evaluator) ScopeNames() []string {
+	out := make([]string, len(e.scopes))
+	for i, s := range e.scopes {
+		out[i] = s.name
+	}
+	return out
+}
+
+// Session evaluates flows with its own caches. It is not safe for
+// concurrent use; make one per goroutine.
+type Session struct {
+	e       *Evaluator
+	classes map[peerKey]*class
+	svcs    map[*inventory.Workload]*svcClass
+	pairs   map[pairKey]*pairRules
+	nclass  uint32
+	nsvc    uint32
+}
+
+// maxCache bounds a session's caches; they are dropped when one grows past it.
+const maxCache = 1 << 20
+
+// NewSession returns a session over e.
+func (e *Evaluator) NewSession() *Session {
+	s := &Session{e: e}
+	s.reset()
+	return s
+}
+
+func (s *Session) reset() {
+	s.classes = map[peerKey]*class{}
+	s.svcs = map[*inventory.Workload]*svcClass{}
+	s.pairs = map[pairKey]*pairRules{}
+	s.nclass, s.nsvc = 0, 0
+}
+
+type peerKey struct {
+	w  *inventory.Workload
+	ip netip.Addr
+}
+
+// class is what one peer (workload version, address) is to the evaluator.
+type class struct {
+	id    uint32
+	scope int32 // deciding scope, -1: unscoped
+	bits  []uint64
+	ip    netip.Addr
+	w     *inventory.Workload
+}
+
+func (c *class) has(bit int) bool { return c.bits[bit>>6]&(1<<(bit&63)) != 0 }
+
+type svcClass struct {
+	id uint32
+	w  *inventory.Workload
+}
+
+type pairKey struct{ src, dst, svc uint32 }
+
+// pairRules are, per side, the intents of the deciding chain whose
+// consumer and provider match the pair, with named ports resolved.
+type pairRules struct {
+	side [3][]candidate
+}
+
+type candidate struct {
+	r     *rule
+	ports []PortRange // resolved (no names); nil with r.anyPort
+}
+
+// ipRecord is the filter record of an address no workload held.
+type ipRecord struct{ ip string }
+
+func (r ipRecord) Field(name string) (filter.Value, bool) {
+	if name == "ip" && r.ip != "" {
+		return filter.Value{Strs: []string{r.ip}, Set: true}, true
+	}
+	return filter.Value{}, false
+}
+
+func (s *Session) classify(p Peer) *class {
+	k := peerKey{p.Workload, p.IP}
+	if c, ok := s.classes[k]; ok {
+		return c
+	}
+	if len(s.classes) >= maxCache || len(s.pairs) >= maxCache {
+		s.reset()
+	}
+	e := s.e
+	var rec filter.Record
+	if p.Workload != nil {
+		rec = inventory.Record{W: p.Workload}
+	} else {
+		ip := ""
+		if p.IP.IsValid() {
+			ip = p.IP.String()
+		}
+		rec = ipRecord{ip}
+	}
+	c := &class{id: s.nclass, scope: -1, bits: make([]uint64, (e.nbits+63)/64+1), ip: p.IP, w: p.Workload}
+	s.nclass++
+	// Scope membership, top down: a child is only tried within its parent.
+	var walk func(xs []int)
+	walk = func(xs []int) {
+		for _, i := range xs {
+			if e.scopes[i].filter.Match(rec) {
+				c.bits[i>>6] |= 1 << (i & 63)
+				walk(e.scopes[i].children)
+			}
+		}
+	}
+	walk(e.top)
+	// The deciding scope: descend through the first member child by name.
+	for xs := e.top; ; {
+		next := -1
+		for _, i := range xs {
+			if c.has(i) {
+				next = i
+				break
+			}
+		}
+		if next < 0 {
+			break
+		}
+		c.scope = int32(next)
+		xs = e.scopes[next].children
+	}
+	for i, f := range e.filters {
+		if f.Match(rec) {
+			b := len(e.scopes) + i
+			c.bits[b>>6] |= 1 << (b & 63)
+		}
+	}
+	s.classes[k] = c
+	return c
+}
+
+func (s *Session) svcClass(w *inventory.Workload) *svcClass {
+	if w == nil {
+		return nil
+	}
+	if c, ok := s.svcs[w]; ok {
+		return c
+	}
+	s.nsvc++
+	c := &svcClass{id: s.nsvc, w: w}
+	s.svcs[w] = c
+	return c
+}
+
+// Evaluate decides f.
+func (s *Session) Evaluate(f *Flow) Decision {
+	src := s.classify(f.Src)
+	dst := s.classify(f.Dst)
+	svc := s.svcClass(f.Service)
+	var d Decision
+	if src.scope < 0 && dst.scope < 0 {
+		return d
+	}
+	k := pairKey{src.id, dst.id, 0}
+	if svc != nil {
+		k.svc = svc.id
+	}
+	pr, ok := s.pairs[k]
+	if !ok {
+		pr = s.pair(src, dst, svc)
+		s.pairs[k] = pr
+	}
+	if src.scope >= 0 {
+		d.Egress = s.decide(Egress, int(src.scope), pr, f)
+	}
+	if dst.scope >= 0 {
+		d.Ingress = s.decide(Ingress, int(dst.scope), pr, f)
+	}
+	return d
+}
+
+func (s *Session) decide(side Direction, scope int, pr *pairRules, f *Flow) SideDecision {
+	for i := range pr.side[side] {
+		c := &pr.side[side][i]
+		if c.r.anyPort || portsMatch(c.ports, f, c.r.viaSvc) {
+			return SideDecision{Scope: c.r.ref.Scope, Action: c.r.action, Rule: c.r.ref}
+		}
+	}
+	sc := &s.e.scopes[scope]
+	return SideDecision{Scope: sc.name, Action: sc.catchAll, Rule: RuleRef{Scope: sc.name, Version: sc.version, Index: -1, Key: "catch-all"}}
+}
+
+func portsMatch(ps []PortRange, f *Flow, viaSvc bool) bool {
+	port := f.Port
+	if viaSvc {
+		port = f.ServicePort
+	}
+	for i := range ps {
+		if ps[i].Matches(f.Proto, port) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Session) pair(src, dst *class, svc *svcClass) *pairRules {
+	e := s.e
+	pr := &pairRules{}
+	for _, side := range []Direction{Egress, Ingress} {
+		scope := src.scope
+		if side == Ingress {
+			scope = dst.scope
+		}
+		if scope < 0 {
+			continue
+		}
+		for _, r := range e.chains[side][scope] {
+			if !s.atomMatch(r.cons, src, nil, false) || !s.atomMatch(r.prov, dst, svc, true) {
+				continue
+			}
+			c := candidate{r: r}
+			if !r.anyPort {
+				c.ports = resolvePorts(r.ports, r.viaSvc, dst.w, svc)
+				if len(c.ports) == 0 {
+					continue // only named ports, none resolved here
+				}
+			}
+			pr.side[side] = append(pr.side[side], c)
+		}
+	}
+	return pr
+}
+
+func (s *Session) atomMatch(i int, c *class, svc *svcClass, provider bool) bool {
+	a := &s.e.atoms[i]
+	switch a.kind {
+	case atomAny:
+		return true
+	case atomBit:
+		return c.has(a.bit)
+	case atomCIDR:
+		return c.ip.IsValid() && a.prefix.Contains(c.ip.Unmap())
+	case atomService:
+		if provider {
+			return svc != nil && svc.w.Kind == inventory.KindService && svc.w.Namespace+"/"+svc.w.Name == a.svc
+		}
+		return s.e.serviceConsumer(a.svc, c)
+	}
+	return false
+}
+
+// serviceConsumer reports whether a source belongs to a service: it is the
+// service itself, or a pod of the service's namespace its selector picks.
+func (e *Evaluator) serviceConsumer(ref string, c *class) bool {
+	w := c.w
+	if w == nil {
+		return false
+	}
+	if w.Kind == inventory.KindService {
+		return w.Namespace+"/"+w.Name == ref
+	}
+	svc := e.services[ref]
+	if svc == nil || w.Kind != inventory.KindPod || w.Namespace != svc.Namespace || len(svc.Selector) == 0 {
+		return false
+	}
+	for k, v := range svc.Selector {
+		if w.Labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// resolvePorts turns named ports into numbers for one destination: for a
+// service provider, the service port of that name; otherwise the
+// destination pod's container port of that name (and protocol).
+func resolvePorts(ps []PortRange, viaSvc bool, dst *inventory.Workload, svc *svcClass) []PortRange {
+	out := make([]PortRange, 0, len(ps))
+	for _, p := range ps {
+		if p.Name == "" {
+			out = append(out, p)
+			continue
+		}
+		if viaSvc {
+			if svc == nil {
+				continue
+			}
+			for _, sp := range svc.w.Ports {
+				if sp.Name == p.Name && protoIs(sp.Protocol, p.Proto) {
+					out = append(out, PortRange{Proto: p.Proto, Lo: uint16(sp.Port), Hi: uint16(sp.Port)})
+				}
+			}
+			continue
+		}
+		for _, n := range namedPorts(dst, p.Name, p.Proto) {
+			out = append(out, PortRange{Proto: p.Proto, Lo: n, Hi: n})
+		}
+	}
+	return out
+}
+
+func protoIs(s string, p Proto) bool {
+	if p == ProtoAny {
+		return true
+	}
+	if s == "" {
+		return p == ProtoTCP
+	}
+	return strings.EqualFold(s, p.String())
+}
