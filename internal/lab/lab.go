@@ -33,7 +33,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/palisade-dev/palisade/internal/lab/app"
-	"github.com/palisade-dev/palisade/internal/lab/netns"
+	"github.com/palisade-dev/palisade/internal/netns"
 )
 
 // Lab is a running lab. Its methods are safe for concurrent use.

@@ -13,8 +13,8 @@ import (
 	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/palisade-dev/palisade/internal/lab/netns"
 	"github.com/palisade-dev/palisade/internal/lab/proxy"
+	"github.com/palisade-dev/palisade/internal/netns"
 )
 
 // nsConn is an open handle on one lab namespace plus a netlink handle in it.

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/palisade-dev/palisade/internal/lab/app"
-	"github.com/palisade-dev/palisade/internal/lab/netns"
 	"github.com/palisade-dev/palisade/internal/lab/proxy"
+	"github.com/palisade-dev/palisade/internal/netns"
 )
 
 // requireRoot fails the test when not run as root: the lab's tests must

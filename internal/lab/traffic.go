@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/palisade-dev/palisade/internal/lab/app"
-	"github.com/palisade-dev/palisade/internal/lab/netns"
+	"github.com/palisade-dev/palisade/internal/netns"
 )
 
 // probeLoop is the kubelet's periodic TCP probe: every ProbePeriod each node

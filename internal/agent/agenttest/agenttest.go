@@ -16,7 +16,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/palisade-dev/palisade/internal/agent/nsutil"
+	"github.com/palisade-dev/palisade/internal/netns"
 )
 
 // Lab is a set of namespaces created by one test.
@@ -84,7 +84,7 @@ func (l *Lab) Exec(ns string, args ...string) string {
 
 // Do runs fn on an OS thread switched into namespace ns. Sockets fn creates
 // belong to ns and keep working after Do returns.
-func Do(ns string, fn func() error) error { return nsutil.Do(Path(ns), fn) }
+func Do(ns string, fn func() error) error { return netns.Do(Path(ns), fn) }
 
 // Pod is a pod namespace with its veth to the node.
 type Pod struct {

@@ -27,8 +27,8 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/palisade-dev/palisade/internal/agent/nsutil"
 	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/netns"
 )
 
 // Chain is the iptables chain (filter table) that holds the rule keeping
@@ -47,7 +47,7 @@ func Enable(nsPath string) error {
 		}
 	}
 	// /proc/sys/net is the opening thread's namespace's.
-	return nsutil.Do(nsPath, func() error {
+	return netns.Do(nsPath, func() error {
 		for _, s := range []string{"nf_conntrack_acct", "nf_conntrack_timestamp"} {
 			if err := os.WriteFile("/proc/sys/net/netfilter/"+s, []byte("1"), 0); err != nil {
 				return fmt.Errorf("%s in %s: %w", s, nsName(nsPath), err)

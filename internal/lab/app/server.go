@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/palisade-dev/palisade/internal/lab/netns"
+	"github.com/palisade-dev/palisade/internal/netns"
 )
 
 // Server serves HTTP on TCP ports inside one network namespace (a pod or the

@@ -16,7 +16,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/palisade-dev/palisade/internal/lab/netns"
+	"github.com/palisade-dev/palisade/internal/netns"
 )
 
 // MasqMark is the packet mark that asks PAL-POSTROUTING to masquerade

@@ -1,7 +1,7 @@
-// Package netns creates, enters and removes the named network namespaces the
-// lab is made of. A named namespace is a bind mount under /run/netns, the same
-// place `ip netns` uses, so `ip netns exec NAME ...` works on every lab
-// namespace and a crashed lab can be found and removed by name.
+// Package netns creates, enters and removes network namespaces; the lab, the
+// agent and their tests share it. A named namespace is a bind mount under
+// /run/netns, the same place `ip netns` uses, so `ip netns exec NAME ...` works
+// on every lab namespace and a crashed lab can be found and removed by name.
 //
 // Nothing here ever changes the namespace of a thread other than one locked
 // for the duration of a call: callers stay in the namespace they started in.
@@ -122,11 +122,15 @@ func Open(path string) (vns.NsHandle, error) {
 	return h, nil
 }
 
-// Do runs fn on a thread that has entered the namespace at path. Sockets fn
-// creates stay in that namespace after Do returns; processes fn starts are
-// born in it. If the thread cannot be brought back to its original namespace
-// it is discarded rather than reused.
+// Do runs fn on a thread that has entered the namespace at path ("" = the
+// caller's own namespace: fn runs directly). Sockets fn creates stay in that
+// namespace after Do returns; processes fn starts are born in it. If the
+// thread cannot be brought back to its original namespace it is discarded
+// rather than reused.
 func Do(path string, fn func() error) error {
+	if path == "" {
+		return fn()
+	}
 	target, err := Open(path)
 	if err != nil {
 		return err
