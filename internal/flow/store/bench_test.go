@@ -201,30 +201,7 @@ func BenchmarkSearch10M(b *testing.B) {
 	defer s.Close()
 	b.Logf("reopened in %v", time.Since(st))
 
-	all := func(f string, limit int) flow.Query {
-		q, err := flow.NewQuery(f, t0.UnixNano(), t1.UnixNano(), limit)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return q
-	}
-	hour := all("", 1000)
-	hour.From, hour.To = t0.Add(12*time.Hour).UnixNano(), t0.Add(13*time.Hour).UnixNano()
-	queries := []struct {
-		name string
-		q    flow.Query
-	}{
-		{"namespace", all(`src.namespace = "ns-7"`, 100)},
-		{"ns+port", all(`src.namespace = "ns-7" and dst.port = 5432`, 100)},
-		{"pod pair (rare, full scan)", all(`src.name = "pod-123" and dst.name = "pod-4567"`, 100)},
-		{"label+attr", all(`src.label.app = "app-3" and replied = false and dst.kind = service`, 1000)},
-		{"cidr", all(`dst.ip in 203.0.0.0/24 and related exists`, 100)},
-		{"egress not replied, full scan", all(`dst.ip in 203.0.7.0/24 and replied = false and src.namespace = ns-3`, 1000)},
-		{"src.port (per port value)", all(`src.port = 40000`, 100)},
-		{"bytes (per flow, full scan)", all(`fwd.bytes > 1048000 and rev.bytes > 1048000`, 100)},
-		{"1 h, no filter", hour},
-		{"everything, limit 100", all("", 100)},
-	}
+	queries := queryMix(b, t0, t1)
 	b.ResetTimer()
 	var lat, cpus []time.Duration
 	for range b.N {
@@ -246,7 +223,7 @@ func BenchmarkSearch10M(b *testing.B) {
 		b.Logf("%-32s %4d flows  wall %-14v cpu %v", q.name, len(fs), time.Since(st), cpuTime()-c0)
 	}
 	st = time.Now()
-	top, _ := s.Top(all("", 0), "src.namespace", 10)
+	top, _ := s.Top(queries[len(queries)-1].q, "src.namespace", 10)
 	b.Logf("top by src.namespace over all: %v (%d groups)", time.Since(st), len(top))
 	slices.Sort(lat)
 	slices.Sort(cpus)
@@ -258,4 +235,37 @@ func BenchmarkSearch10M(b *testing.B) {
 	b.ReportMetric(p(cpus, 0.5), "p50-cpu-ms")
 	b.ReportMetric(p(cpus, 0.99), "p99-cpu-ms")
 	b.ReportMetric(float64(stats.Flows), "flows")
+}
+
+// namedQuery is one query of the search benchmark's mix.
+type namedQuery struct {
+	name string
+	q    flow.Query
+}
+
+// queryMix is the search benchmark's query mix over [t0, t1] (the
+// equivalence test of cold segments runs it too).
+func queryMix(tb testing.TB, t0, t1 time.Time) []namedQuery {
+	all := func(f string, limit int) flow.Query {
+		q, err := flow.NewQuery(f, t0.UnixNano(), t1.UnixNano(), limit)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return q
+	}
+	mid := t0.Add(t1.Sub(t0) / 2)
+	hour := all("", 1000)
+	hour.From, hour.To = mid.UnixNano(), mid.Add(time.Hour).UnixNano()
+	return []namedQuery{
+		{"namespace", all(`src.namespace = "ns-7"`, 100)},
+		{"ns+port", all(`src.namespace = "ns-7" and dst.port = 5432`, 100)},
+		{"pod pair (rare, full scan)", all(`src.name = "pod-123" and dst.name = "pod-4567"`, 100)},
+		{"label+attr", all(`src.label.app = "app-3" and replied = false and dst.kind = service`, 1000)},
+		{"cidr", all(`dst.ip in 203.0.0.0/24 and related exists`, 100)},
+		{"egress not replied, full scan", all(`dst.ip in 203.0.7.0/24 and replied = false and src.namespace = ns-3`, 1000)},
+		{"src.port (per port value)", all(`src.port = 40000`, 100)},
+		{"bytes (per flow, full scan)", all(`fwd.bytes > 1048000 and rev.bytes > 1048000`, 100)},
+		{"1 h, no filter", hour},
+		{"everything, limit 100", all("", 100)},
+	}
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
@@ -164,3 +165,46 @@ func unframe(data []byte) (payload, rest []byte, ok bool) {
 	}
 	return payload, data[blockHeader+int(n):], true
 }
+
+// frames walks the blocks of data. A block that is cut short or fails its
+// CRC is skipped: the walk resumes at the next whole block behind it (a
+// flipped byte in the middle of a file must not lose what follows). fn
+// receives each whole block's offset, payload and end offset. bad lists
+// the damaged byte ranges between whole blocks; tail is the offset where
+// the last whole block ends (anything after it is a torn tail: a write cut
+// short by a crash, never acknowledged).
+func frames(data []byte, fn func(off int, payload []byte, end int)) (bad [][2]int, tail int) {
+	off := 0
+	for off < len(data) {
+		payload, rest, ok := unframe(data[off:])
+		if ok {
+			end := len(data) - len(rest)
+			if fn != nil {
+				fn(off, payload, end)
+			}
+			off, tail = end, end
+			continue
+		}
+		// Resync: the next offset where a whole block starts.
+		next := -1
+		for p := off + 1; p+blockHeader <= len(data); p++ {
+			i := indexMagic(data[p:])
+			if i < 0 {
+				break
+			}
+			p += i
+			if _, _, ok := unframe(data[p:]); ok {
+				next = p
+				break
+			}
+		}
+		if next < 0 {
+			break // torn tail
+		}
+		bad = append(bad, [2]int{off, next})
+		off = next
+	}
+	return bad, tail
+}
+
+func indexMagic(b []byte) int { return bytes.Index(b, blockMagic[:]) }

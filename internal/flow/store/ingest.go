@@ -1,7 +1,9 @@
 package store
 
 import (
+	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
 	"sync"
@@ -119,13 +121,23 @@ func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
 		d.rollback(mark)
 		if d.size != dictSize {
 			_ = d.file.Truncate(dictSize)
+			_ = d.mirror.Truncate(dictSize)
 			d.size = dictSize
 		}
 		// Cut off the parts already written: their records refer to
-		// dictionary entries just rolled back.
+		// dictionary entries just rolled back. A part that cannot be cut
+		// off is ignored from now on (and at the next open).
 		for _, w := range writers[:used] {
-			if w.s.file != nil {
-				_ = w.s.file.Truncate(w.size0)
+			if w.s.file != nil && w.s.size != w.size0 {
+				if w.s.file.Truncate(w.size0) != nil {
+					s.mu.Lock()
+					s.skip = maps.Clone(s.skip)
+					if s.skip == nil {
+						s.skip = map[uint64]bool{}
+					}
+					s.skip[txn] = true
+					s.mu.Unlock()
+				}
 				w.s.size = w.size0
 			}
 		}
@@ -151,7 +163,10 @@ func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
 		dictDone.Add(1)
 		go func() {
 			defer dictDone.Done()
-			dictErr = s.writeFile(d.file, d.path, &d.size, d.delta(mark), true)
+			block := d.delta(mark)
+			size := d.size
+			dictErr = errors.Join(s.writeFile(d.file, d.path, &d.size, block, true),
+				s.writeFile(d.mirror, d.mirrorPath, &size, block, true))
 		}()
 	}
 	s.encode(flows, txn, obs)
@@ -174,7 +189,7 @@ func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
 		j = k
 	}
 	for _, w := range writers {
-		w.commit()
+		w.commit(txn)
 	}
 	if len(obs) > 0 {
 		s.mu.Lock()

@@ -66,7 +66,7 @@ func newMatcher(q *flow.Query) *matcher {
 // at points the matcher at a segment: its columns, then the dictionaries
 // (taken after the columns, so they cover every entry the columns use).
 func (m *matcher) at(s *Store, seg *segment) *view {
-	cs, _, _ := seg.snapshot()
+	cs := s.columnsOf(seg)
 	v := s.dict.view()
 	v.cs = cs
 	m.v = v
@@ -205,15 +205,8 @@ type hit struct {
 // current segment. Segments are evaluated in parallel (one matcher per
 // worker), fn is called in order from the calling goroutine.
 func (s *Store) scan(q *flow.Query, fn func(v *view, i int) bool) {
-	s.mu.RLock()
-	all := s.sorted(true)
-	s.mu.RUnlock()
-	var segs []*segment
-	for _, seg := range all {
-		if _, minStart, maxEnd := seg.snapshot(); minStart <= q.To && maxEnd >= q.From {
-			segs = append(segs, seg)
-		}
-	}
+	segs := s.inRange(q)
+	pre := &prefilter{q: q}
 	type result struct {
 		v    *view
 		hits []int32
@@ -237,7 +230,7 @@ func (s *Store) scan(q *flow.Query, fn func(v *view, i int) bool) {
 				if k >= len(segs) {
 					return
 				}
-				if !stop.Load() {
+				if !stop.Load() && pre.may(s, segs[k]) {
 					res[k].v, res[k].hits = s.scanSegment(q, m, segs[k], res[k].hits)
 				}
 				close(res[k].done)
@@ -263,9 +256,9 @@ func (s *Store) scan(q *flow.Query, fn func(v *view, i int) bool) {
 
 // scanSegment appends the matching records of seg to hits.
 func (s *Store) scanSegment(q *flow.Query, m *matcher, seg *segment, hits []int32) (*view, []int32) {
-	_, minStart, _ := seg.snapshot()
+	b := seg.bounds()
 	v := m.at(s, seg)
-	inside := minStart >= q.From && seg.maxStartNow() <= q.To
+	inside := b.minStart >= q.From && b.maxStart <= q.To
 	hasPair, hasAttr, hasRest := len(m.pairConj) > 0, len(m.attrConj) > 0, len(m.restConj) > 0
 	for ci := range v.cs {
 		c := &v.cs[ci]
@@ -307,6 +300,8 @@ func (s *Store) scanSegment(q *flow.Query, m *matcher, seg *segment, hits []int3
 
 // Search implements flow.Store.
 func (s *Store) Search(q flow.Query) ([]flow.Flow, error) {
+	s.gen.RLock()
+	defer s.gen.RUnlock()
 	var hits []hit
 	limit := q.Limit
 	if limit <= 0 {
@@ -318,7 +313,9 @@ func (s *Store) Search(q flow.Query) ([]flow.Flow, error) {
 		// enough, older ones cannot hold newer flows.
 		return len(hits) < limit
 	})
-	sort.Slice(hits, func(i, j int) bool { return hits[i].start > hits[j].start })
+	// Stable: flows starting at the same time keep the scan's order
+	// (segments newest first, records in file order), hot or cold.
+	sort.SliceStable(hits, func(i, j int) bool { return hits[i].start > hits[j].start })
 	if len(hits) > limit {
 		hits = hits[:limit]
 	}
@@ -340,19 +337,23 @@ func (s *Store) Get(id string) (flow.Flow, bool, error) {
 		return flow.Flow{}, false, err
 	}
 	ms := t.UnixMilli()
+	s.gen.RLock()
+	defer s.gen.RUnlock()
 	s.mu.RLock()
 	segs := s.sorted(true)
 	s.mu.RUnlock()
 	for _, seg := range segs {
-		cs, minStart, _ := seg.snapshot()
-		if len(cs) == 0 || minStart > t.Add(time.Millisecond).UnixNano() || seg.bucket+s.opts.Partition.Nanoseconds() < t.Add(-idLookback).UnixNano() {
+		if seg.bounds().minStart > t.Add(time.Millisecond).UnixNano() || seg.bucket+s.opts.Partition.Nanoseconds() < t.Add(-idLookback).UnixNano() {
 			continue
 		}
+		cs := s.columnsOf(seg)
 		for ci := range cs {
 			c := &cs[ci]
 			for i := range c.idn {
 				if c.idn[i] == n && c.idms[i] == ms {
-					return newMatcher(nil).at(s, seg).flowAt(ci<<chunkBits | i), true, nil
+					v := s.dict.view()
+					v.cs = cs
+					return v.flowAt(ci<<chunkBits | i), true, nil
 				}
 			}
 		}
@@ -364,15 +365,10 @@ func (s *Store) Get(id string) (flow.Flow, bool, error) {
 // combination when the filter needs it) and mapped to keys at the end.
 func (s *Store) Top(q flow.Query, by string, n int) ([]flow.TopEntry, error) {
 	type acc struct{ flows, conns, bytes uint64 }
-	s.mu.RLock()
-	all := s.sorted(true)
-	s.mu.RUnlock()
-	var segs []*segment
-	for _, seg := range all {
-		if _, minStart, maxEnd := seg.snapshot(); minStart <= q.To && maxEnd >= q.From {
-			segs = append(segs, seg)
-		}
-	}
+	s.gen.RLock()
+	defer s.gen.RUnlock()
+	segs := s.inRange(&q)
+	pre := &prefilter{q: &q}
 	// Workers count per pair over their share of the segments.
 	workers := max(1, min(runtime.GOMAXPROCS(0), len(segs), 4))
 	pers := make([][]acc, workers)
@@ -390,6 +386,9 @@ func (s *Store) Top(q flow.Query, by string, n int) ([]flow.TopEntry, error) {
 				k := int(next.Add(1) - 1)
 				if k >= len(segs) {
 					break
+				}
+				if !pre.may(s, segs[k]) {
+					continue
 				}
 				var v *view
 				v, hits = s.scanSegment(&q, m, segs[k], hits[:0])
@@ -427,6 +426,9 @@ func (s *Store) Top(q flow.Query, by string, n int) ([]flow.TopEntry, error) {
 	}
 	groups := map[string]*flow.TopEntry{}
 	var f flow.Flow
+	if last == nil {
+		return []flow.TopEntry{}, nil
+	}
 	for pid, a := range per {
 		if a.flows == 0 {
 			continue
@@ -494,4 +496,101 @@ func counter(c *columns, k int, i int) uint64 {
 		return c.revP[i]
 	}
 	return c.conns[i]
+}
+
+// inRange returns the segments whose flows may overlap q's time range,
+// newest first.
+func (s *Store) inRange(q *flow.Query) []*segment {
+	s.mu.RLock()
+	all := s.sorted(true)
+	s.mu.RUnlock()
+	var segs []*segment
+	for _, seg := range all {
+		if b := seg.bounds(); b.minStart <= q.To && b.maxEnd >= q.From {
+			segs = append(segs, seg)
+		}
+	}
+	return segs
+}
+
+// prefilter says, from a cold segment's summary, whether any of its
+// records may match a query: it evaluates the query's pair-level,
+// attribute-level and source-port conjuncts once per dictionary entry
+// (once per query, on first need) and checks whether the segment uses a
+// matching entry of each. Hot segments are scanned without it: their
+// columns are in memory already.
+type prefilter struct {
+	q    *flow.Query
+	once sync.Once
+	// What matches, by ID; n* are the dictionary sizes evaluated (a
+	// segment using a newer entry may match).
+	pairs, attrs, sports bitset
+	npairs, nattrs       int
+	usePairs, useAttrs   bool
+	useSports            bool
+}
+
+func (p *prefilter) may(s *Store, seg *segment) bool {
+	seg.mu.RLock()
+	cold := seg.cold
+	seg.mu.RUnlock()
+	if !cold || p.q == nil || len(p.q.Conjuncts) == 0 {
+		return true
+	}
+	p.once.Do(func() { p.build(s) })
+	seg.mu.RLock()
+	defer seg.mu.RUnlock()
+	m := &seg.sum
+	if p.usePairs && !m.pairs.intersects(p.pairs) && !m.pairs.any(p.npairs) {
+		return false
+	}
+	if p.useAttrs && !m.attrs.intersects(p.attrs) && !m.attrs.any(p.nattrs) {
+		return false
+	}
+	if p.useSports && !m.sports.intersects(p.sports) {
+		return false
+	}
+	return true
+}
+
+func (p *prefilter) build(s *Store) {
+	m := newMatcher(p.q)
+	m.v = s.dict.view()
+	v := m.v
+	if len(m.pairConj) > 0 {
+		p.usePairs, p.npairs = true, len(v.pairs)
+		for pid := range v.pairs {
+			if m.evalPair(uint32(pid)) == 1 {
+				p.pairs.set(uint32(pid))
+			}
+		}
+	}
+	if len(m.attrConj) > 0 {
+		p.useAttrs, p.nattrs = true, len(v.attrs)
+		for aid := range v.attrs {
+			if m.evalAttr(uint32(aid)) == 1 {
+				p.attrs.set(uint32(aid))
+			}
+		}
+	}
+	for _, k := range m.restConj {
+		cm := &m.conj[k]
+		if cm.c.Level != flow.LevelSrcPort {
+			continue
+		}
+		ports := make(bitset, 1<<16/64)
+		for port := range 1 << 16 {
+			m.scratch.Src.Port = uint16(port)
+			if cm.c.Filter.Match(&m.scratch) {
+				ports.set(uint32(port))
+			}
+		}
+		if p.useSports {
+			for i := range p.sports {
+				p.sports[i] &= ports[i]
+			}
+		} else {
+			p.sports, p.useSports = ports, true
+		}
+	}
 }

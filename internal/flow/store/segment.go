@@ -22,6 +22,11 @@ type dict struct {
 	path string
 	file *os.File
 	size int64
+	// mirrorPath is a second copy of the file, written and fsynced with
+	// it: a dictionary damaged on disk would make every record naming a
+	// lost entry unreadable.
+	mirrorPath string
+	mirror     *os.File
 
 	// mu guards the slices' lengths: the writer appends under it; readers
 	// take the slices under it and read without it (the prefix they see is
@@ -82,6 +87,13 @@ func newDict(path string) *dict {
 	d := &dict{path: path, strID: map[string]uint32{}, attrID: map[attr]uint32{}}
 	d.str("") // ID 0 is the empty string, in every dictionary, never written
 	return d
+}
+
+// entries is the number of entries of every dictionary.
+func (d *dict) entries() int {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return len(d.strs) + len(d.eps) + len(d.pss) + len(d.pairs) + len(d.attrs)
 }
 
 func (d *dict) mark() dictMark {
@@ -360,14 +372,35 @@ type segment struct {
 	file   *os.File
 	size   int64
 
-	// mu guards the columns' lengths, like dict.mu.
+	// mu guards the columns' lengths, like dict.mu, and the fields below.
 	mu       sync.RWMutex
 	minStart int64
 	maxStart int64
 	maxEnd   int64
 	// chunks hold the records, chunkRows each (the last may be partial):
-	// appending never copies more than one chunk.
+	// appending never copies more than one chunk. A cold segment has none:
+	// its records are read from its file when a query needs them.
 	chunks []*columns
+	cold   bool
+	// committed is the length of the file's committed blocks (size may be
+	// ahead of it while a transaction is written).
+	committed int64
+	// sum is the segment's resident summary, kept up to date as records
+	// are added; sumSize is the file length its sidecar file covers (0:
+	// none written).
+	sum     summary
+	sumSize int64
+	// txnLo and txnHi bound the transactions of the file's blocks.
+	txnLo, txnHi uint64
+}
+
+// noteTxn widens the segment's transaction range. Caller holds mu (or
+// owns the segment).
+func (s *segment) noteTxn(txn uint64) {
+	if s.txnLo == 0 || txn < s.txnLo {
+		s.txnLo = txn
+	}
+	s.txnHi = max(s.txnHi, txn)
 }
 
 const (
@@ -503,27 +536,32 @@ func (w *blockWriter) add(f *flow.Flow, pid, aid uint32, idms int64, idn uint64,
 		w.base = startUs
 	}
 	w.nrec++
-	r := &w.recs
-	r.i(startUs - w.base)
-	r.u(uint64(max(endUs-startUs, 0)))
-	r.i(idms - startUs/1000)
-	r.u64(idn)
-	r.ids(pid, aid)
-	r.u(uint64(f.Src.Port))
-	r.u(f.FwdPackets)
-	r.u(f.FwdBytes)
-	r.u(f.RevPackets)
-	r.u(f.RevBytes)
-	r.u(f.Conns)
-	r.u(uint64(len(rels)))
-	for _, x := range rels {
-		r.i(x.idms - startUs/1000)
-		r.u64(x.idn)
-		r.byte1(x.reason)
-	}
 	start, end := startUs*1000, max(endUs, startUs)*1000
-	w.pend.addRow(row{start, end, idms, idn, pid, aid, f.Src.Port, [5]uint64{f.FwdPackets, f.FwdBytes, f.RevPackets, f.RevBytes, f.Conns}}, rels)
+	x := row{start, end, idms, idn, pid, aid, f.Src.Port, [5]uint64{f.FwdPackets, f.FwdBytes, f.RevPackets, f.RevBytes, f.Conns}}
+	encodeRow(&w.recs, w.base, &x, endUs-startUs, rels)
+	w.pend.addRow(x, rels)
 	w.bound = [3]int64{min(w.bound[0], start), max(w.bound[1], start), max(w.bound[2], end)}
+}
+
+// encodeRow appends one record to a block (times relative to base, µs);
+// durUs is end - start in µs as the flow gave it (negative: 0).
+func encodeRow(r *enc, base int64, x *row, durUs int64, rels []rel) {
+	startUs := x.start / 1000
+	r.i(startUs - base)
+	r.u(uint64(max(durUs, 0)))
+	r.i(x.idms - startUs/1000)
+	r.u64(x.idn)
+	r.ids(x.pair, x.attr)
+	r.u(uint64(x.sport))
+	for _, n := range x.n {
+		r.u(n)
+	}
+	r.u(uint64(len(rels)))
+	for _, y := range rels {
+		r.i(y.idms - startUs/1000)
+		r.u64(y.idn)
+		r.byte1(y.reason)
+	}
 }
 
 // row is one record's fixed-size fields.
@@ -573,14 +611,28 @@ func (c *columns) addRow(r row, rels []rel) {
 	c.relOff = append(c.relOff, uint32(len(c.rels)))
 }
 
-// appendRows adds p's records to the segment's chunks, a chunk's worth
-// of rows at a time. Caller holds mu.
+// appendRows adds p's records to the segment's summary and (unless the
+// segment is cold) to its chunks, a chunk's worth of rows at a time.
+// Caller holds mu.
 func (s *segment) appendRows(p *columns) {
+	s.sum.add(p)
+	for i := range p.start {
+		s.minStart = min(s.minStart, p.start[i])
+		s.maxStart = max(s.maxStart, p.start[i])
+		s.maxEnd = max(s.maxEnd, p.end[i])
+	}
+	if !s.cold {
+		s.chunks = appendChunks(s.chunks, p)
+	}
+}
+
+// appendChunks adds p's records to chunks.
+func appendChunks(chunks []*columns, p *columns) []*columns {
 	for lo, n := 0, p.len(); lo < n; {
-		if len(s.chunks) == 0 || s.chunks[len(s.chunks)-1].len() == chunkRows {
-			s.chunks = append(s.chunks, &columns{relOff: []uint32{0}})
+		if len(chunks) == 0 || chunks[len(chunks)-1].len() == chunkRows {
+			chunks = append(chunks, &columns{relOff: []uint32{0}})
 		}
-		c := s.chunks[len(s.chunks)-1]
+		c := chunks[len(chunks)-1]
 		hi := min(n, lo+chunkRows-c.len())
 		if need := c.len() + hi - lo; need > cap(c.start) {
 			// Double (append grows big slices by only 1.25×), up to a chunk.
@@ -606,22 +658,18 @@ func (s *segment) appendRows(p *columns) {
 		for _, off := range p.relOff[lo+1 : hi+1] {
 			c.relOff = append(c.relOff, base+off)
 		}
-		for _, t := range p.start[lo:hi] {
-			s.minStart = min(s.minStart, t)
-			s.maxStart = max(s.maxStart, t)
-		}
-		for _, t := range p.end[lo:hi] {
-			s.maxEnd = max(s.maxEnd, t)
-		}
 		lo = hi
 	}
+	return chunks
 }
 
 // commit adds the block's records to the segment.
-func (w *blockWriter) commit() {
+func (w *blockWriter) commit(txn uint64) {
 	w.s.mu.Lock()
 	defer w.s.mu.Unlock()
+	w.s.noteTxn(txn)
 	w.s.appendRows(&w.pend)
+	w.s.committed = w.s.size
 }
 
 // block returns the encoded segment block, framed, in buf's memory. The
@@ -681,16 +729,31 @@ type blockInfo struct {
 }
 
 // apply decodes one segment block into the segment's columns. Records are
-// kept only when keep says the block's transaction completed; obs then
-// receives the block's agent records.
-func (s *segment) apply(payload []byte, d *dict, keep func(blockInfo) bool, obs flow.Seqs) error {
+// kept only when keep says the block's transaction completed; obs (when
+// not nil) then receives the block's agent records. npairs and nattrs are
+// the dictionaries' sizes: a record referring beyond them is corrupt.
+func (s *segment) apply(payload []byte, npairs, nattrs int, keep func(blockInfo) bool, obs flow.Seqs) error {
+	var p columns
+	kept, err := decodeBlock(payload, npairs, nattrs, keep, &p, obs)
+	if err != nil {
+		return err
+	}
+	if kept && p.len() > 0 {
+		s.mu.Lock()
+		s.appendRows(&p)
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// decodeBlock decodes a segment block's records into p (when keep says
+// so) and its agent records into obs (when not nil).
+func decodeBlock(payload []byte, npairs, nattrs int, keep func(blockInfo) bool, p *columns, obs flow.Seqs) (bool, error) {
 	r := &dec{b: payload}
 	info := blockInfo{txn: r.u(), part: int(r.u()), parts: int(r.u())}
 	n := r.count()
 	base := r.i()
 	kept := keep(info)
-	npairs, nattrs := len(d.pairs), len(d.attrs)
-	var p columns
 	var rels []rel
 	for range n {
 		startUs := base + r.i()
@@ -706,21 +769,16 @@ func (s *segment) apply(payload []byte, d *dict, keep func(blockInfo) bool, obs 
 			rels = append(rels, rel{idms: startUs/1000 + r.i(), idn: r.u64(), reason: r.byte1()})
 		}
 		if r.err != nil {
-			return r.err
+			return false, r.err
 		}
 		if kept {
 			p.addRow(x, rels)
 		}
 	}
-	if kept && p.len() > 0 {
-		s.mu.Lock()
-		s.appendRows(&p)
-		s.mu.Unlock()
-	}
-	if kept {
+	if kept && obs != nil {
 		decodeSeqs(r, obs)
 	}
-	return r.err
+	return kept, r.err
 }
 
 // blockTxn reads only a block's transaction header.
@@ -729,16 +787,13 @@ func blockTxn(payload []byte) blockInfo {
 	return blockInfo{txn: r.u(), part: int(r.u()), parts: int(r.u())}
 }
 
-// snapshot returns the chunks as they are now (copies of their slice
-// headers); safe to read without the lock afterwards.
-func (s *segment) snapshot() ([]columns, int64, int64) {
+// segBounds are a segment's time bounds (unix ns).
+type segBounds struct{ minStart, maxStart, maxEnd int64 }
+
+func (s *segment) bounds() segBounds {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	cs := make([]columns, len(s.chunks))
-	for i, c := range s.chunks {
-		cs[i] = *c
-	}
-	return cs, s.minStart, s.maxEnd
+	return segBounds{s.minStart, s.maxStart, s.maxEnd}
 }
 
 // rows counts the records of a snapshot.
@@ -748,12 +803,6 @@ func rows(cs []columns) int {
 		n += cs[i].len()
 	}
 	return n
-}
-
-func (s *segment) maxStartNow() int64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.maxStart
 }
 
 // view is a consistent snapshot of the dictionaries (and of one segment's

@@ -19,6 +19,8 @@ import (
 type wal struct {
 	dir  string
 	sync bool
+	// aside moves a damaged file aside (see Store.moveAside).
+	aside func(path, why string) error
 
 	mu     sync.Mutex
 	files  []*walFile // oldest first; the last is active
@@ -35,11 +37,14 @@ type walFile struct {
 
 const walRotate = 64 << 20
 
-func openWAL(dir string, sync bool) (*wal, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+func openWAL(dir string, sync bool, aside func(path, why string) error) (*wal, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("flow log: %w", err)
 	}
-	w := &wal{dir: dir, sync: sync}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("flow log: %w", err)
+	}
+	w := &wal{dir: dir, sync: sync, aside: aside}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("flow log: %w", err)
@@ -50,6 +55,9 @@ func openWAL(dir string, sync bool) (*wal, error) {
 			continue
 		}
 		f := &walFile{n: n, path: filepath.Join(dir, e.Name()), obs: flow.Seqs{}}
+		if err := f.repair(aside); err != nil {
+			return nil, err
+		}
 		good, err := f.scan(func(b *flow.Batch) {
 			for _, o := range b.Observations {
 				f.obs.Add(o.Agent, o.Seq)
@@ -64,6 +72,44 @@ func openWAL(dir string, sync bool) (*wal, error) {
 	}
 	sort.Slice(w.files, func(i, j int) bool { return w.files[i].n < w.files[j].n })
 	return w, nil
+}
+
+// repair rewrites a file with a damaged batch in its middle without it
+// (the original is moved aside): the batches around it were acknowledged
+// and must not be lost with it. A torn tail is left to scan.
+func (f *walFile) repair(aside func(path, why string) error) error {
+	data, err := os.ReadFile(f.path)
+	if err != nil {
+		return fmt.Errorf("flow log: %w", err)
+	}
+	var good []byte
+	var why []string
+	bad, tail := frames(data, func(off int, payload []byte, end int) {
+		var b flow.Batch
+		if err := json.Unmarshal(payload, &b); err != nil {
+			why = append(why, fmt.Sprintf("bytes %d-%d: %v", off, end, err))
+			return
+		}
+		good = append(good, data[off:end]...)
+	})
+	for _, b := range bad {
+		why = append(why, fmt.Sprintf("bytes %d-%d: a damaged batch", b[0], b[1]))
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	good = append(good, data[tail:]...) // a torn tail, for scan to cut
+	tmp := f.path + ".repair"
+	if err := writeSync(tmp, good); err != nil {
+		return fmt.Errorf("flow log: %w", err)
+	}
+	if err := aside(f.path, strings.Join(why, "; ")); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, f.path); err != nil {
+		return fmt.Errorf("flow log: %w", err)
+	}
+	return syncDir(filepath.Dir(f.path))
 }
 
 // scan calls fn for each whole batch of the file and returns the length of
@@ -131,7 +177,7 @@ func (w *wal) rotate() error {
 	}
 	f := &walFile{n: w.next, path: filepath.Join(w.dir, strconv.Itoa(w.next)+".log"), obs: flow.Seqs{}}
 	w.next++
-	af, err := os.OpenFile(f.path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	af, err := os.OpenFile(f.path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("flow log: %w", err)
 	}

@@ -1,0 +1,423 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/bits"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Cold segments. A segment whose partition ended more than the hot window
+// (Options.HotWindow) ago keeps only a summary in memory: its time range,
+// its row count and which endpoint pairs, attribute combinations and
+// source ports its records use (bit sets over the store's dictionary IDs).
+// A query evaluates its filter once per dictionary entry anyway, so it
+// knows which pairs, attribute combinations and ports can match, and skips
+// every cold segment whose summary shares none with them without reading
+// it. The others are read from their file, decoded into columns for the
+// query and kept in a small cache (Options.ColdCacheBytes). The summary
+// is also written beside the segment (seg-N.sum) so that reopening a store
+// reads summaries, not segments.
+
+// bitset is a set of small integers.
+type bitset []uint64
+
+func (b *bitset) set(i uint32) {
+	w := int(i >> 6)
+	if w >= len(*b) {
+		*b = append(*b, make([]uint64, w+1-len(*b))...)
+	}
+	(*b)[w] |= 1 << (i & 63)
+}
+
+func (b bitset) has(i uint32) bool {
+	w := int(i >> 6)
+	return w < len(b) && b[w]&(1<<(i&63)) != 0
+}
+
+// intersects reports whether b and o share an element.
+func (b bitset) intersects(o bitset) bool {
+	for i := range min(len(b), len(o)) {
+		if b[i]&o[i] != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// any reports whether b holds an element ≥ n.
+func (b bitset) any(n int) bool {
+	w := n >> 6
+	if w >= len(b) {
+		return false
+	}
+	if b[w]>>(uint(n)&63) != 0 {
+		return true
+	}
+	for _, x := range b[w+1:] {
+		if x != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (b bitset) count() int {
+	n := 0
+	for _, x := range b {
+		n += bits.OnesCount64(x)
+	}
+	return n
+}
+
+// summary is what a segment keeps resident about its records.
+type summary struct {
+	rows   int
+	pairs  bitset // pair IDs used
+	attrs  bitset // attribute combination IDs used
+	sports bitset // source ports used
+	rels   int    // related links, for the size of a decoded segment
+}
+
+func (m *summary) add(p *columns) {
+	m.rows += p.len()
+	m.rels += len(p.rels)
+	for _, x := range p.pair {
+		m.pairs.set(x)
+	}
+	for _, x := range p.attr {
+		m.attrs.set(x)
+	}
+	for _, x := range p.sport {
+		m.sports.set(uint32(x))
+	}
+}
+
+func (m *summary) clone() summary {
+	return summary{rows: m.rows, rels: m.rels, pairs: append(bitset(nil), m.pairs...),
+		attrs: append(bitset(nil), m.attrs...), sports: append(bitset(nil), m.sports...)}
+}
+
+// decodedBytes estimates the heap a segment's decoded columns take.
+func (m *summary) decodedBytes() int64 {
+	return int64(m.rows)*90 + int64(m.rels)*24
+}
+
+const sumSuffix = ".sum"
+
+func (s *Store) sumPath(bucket int64) string {
+	return s.segPath(bucket)[:len(s.segPath(bucket))-len(segSuffix)] + sumSuffix
+}
+
+// writeSummary writes seg's summary beside it. Caller holds wmu, and has
+// saved the done set since the segment's last commit: the agent records of
+// the blocks a summary covers are not read again at open.
+func (s *Store) writeSummary(seg *segment) error {
+	seg.mu.RLock()
+	var e enc
+	e.u(2) // version
+	e.u(uint64(seg.committed))
+	e.u(s.txn)
+	e.u(seg.txnLo)
+	e.u(seg.txnHi)
+	e.u(uint64(seg.sum.rows))
+	e.u(uint64(seg.sum.rels))
+	e.i(seg.minStart)
+	e.i(seg.maxStart)
+	e.i(seg.maxEnd)
+	for _, b := range []bitset{seg.sum.pairs, seg.sum.attrs, seg.sum.sports} {
+		e.u(uint64(len(b)))
+		for _, w := range b {
+			e.u64(w)
+		}
+	}
+	size := seg.committed
+	seg.mu.RUnlock()
+	path := s.sumPath(seg.bucket)
+	tmp := path + ".tmp"
+	// No fsync: a summary lost in a crash is rebuilt from the segment.
+	if err := os.WriteFile(tmp, frame(e.b), 0o600); err != nil {
+		return fmt.Errorf("flow store: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("flow store: %w", err)
+	}
+	seg.mu.Lock()
+	seg.sumSize = size
+	seg.mu.Unlock()
+	return nil
+}
+
+// readSummary loads seg's summary file when it is whole and covers at
+// most size bytes of the segment; it returns the bytes covered (0: none).
+func (s *Store) readSummary(seg *segment, size int64, npairs, nattrs int) int64 {
+	data, err := os.ReadFile(s.sumPath(seg.bucket))
+	if err != nil {
+		return 0
+	}
+	payload, _, ok := unframe(data)
+	if !ok {
+		return 0
+	}
+	r := &dec{b: payload}
+	if r.u() != 2 {
+		return 0
+	}
+	covered := int64(r.u())
+	txn := r.u()
+	txnLo, txnHi := r.u(), r.u()
+	var m summary
+	m.rows, m.rels = int(r.u()), int(r.u())
+	minStart, maxStart, maxEnd := r.i(), r.i(), r.i()
+	for _, b := range []*bitset{&m.pairs, &m.attrs, &m.sports} {
+		n := r.count()
+		*b = make(bitset, n)
+		for i := range *b {
+			(*b)[i] = r.u64()
+		}
+	}
+	if r.err != nil || covered > size || covered <= 0 || m.pairs.any(npairs) || m.attrs.any(nattrs) {
+		return 0
+	}
+	s.txn = max(s.txn, txn)
+	seg.sum = m
+	seg.minStart, seg.maxStart, seg.maxEnd = minStart, maxStart, maxEnd
+	seg.sumSize = covered
+	seg.txnLo, seg.txnHi = txnLo, txnHi
+	return covered
+}
+
+// coldCache keeps the decoded columns of the cold segments read last, up
+// to a byte budget.
+type coldCache struct {
+	mu   sync.Mutex
+	max  int64
+	used int64
+	tick uint64
+	m    map[*segment]*coldEntry
+}
+
+type coldEntry struct {
+	size  int64 // the segment's committed length decoded
+	cs    []columns
+	bytes int64
+	last  uint64
+}
+
+func (c *coldCache) get(seg *segment, size int64) ([]columns, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.m[seg]
+	if e == nil || e.size != size {
+		return nil, false
+	}
+	c.tick++
+	e.last = c.tick
+	return e.cs, true
+}
+
+func (c *coldCache) put(seg *segment, size int64, cs []columns, bytes int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if bytes > c.max {
+		return
+	}
+	if c.m == nil {
+		c.m = map[*segment]*coldEntry{}
+	}
+	if old := c.m[seg]; old != nil {
+		c.used -= old.bytes
+	}
+	c.tick++
+	c.m[seg] = &coldEntry{size, cs, bytes, c.tick}
+	c.used += bytes
+	for c.used > c.max {
+		var lru *segment
+		for k, e := range c.m {
+			if lru == nil || e.last < c.m[lru].last {
+				lru = k
+			}
+		}
+		c.used -= c.m[lru].bytes
+		delete(c.m, lru)
+	}
+}
+
+func (c *coldCache) drop(seg *segment) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.m[seg]; e != nil {
+		c.used -= e.bytes
+		delete(c.m, seg)
+	}
+}
+
+func (c *coldCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m, c.used = nil, 0
+}
+
+// columnsOf returns seg's records as columns: its chunks when hot, else
+// decoded from its file (through the cache). A cold segment whose file
+// has damaged blocks yields the whole ones; the damage is logged and the
+// file repaired by the next retention pass.
+func (s *Store) columnsOf(seg *segment) []columns {
+	seg.mu.RLock()
+	if !seg.cold {
+		cs := make([]columns, len(seg.chunks))
+		for i, c := range seg.chunks {
+			cs[i] = *c
+		}
+		seg.mu.RUnlock()
+		return cs
+	}
+	size, est := seg.committed, seg.sum.decodedBytes()
+	seg.mu.RUnlock()
+	if cs, ok := s.cold.get(seg, size); ok {
+		return cs
+	}
+	s.coldReads.Add(1)
+	data, err := readPrefix(seg.path, size)
+	if err != nil {
+		s.log.Error("flow store: reading a cold segment", "file", seg.path, "err", err)
+		return nil
+	}
+	v := s.dict.view()
+	skip := s.skipSnapshot()
+	var chunks []*columns
+	var p columns
+	bad, tail := frames(data, func(_ int, payload []byte, _ int) {
+		p.reset()
+		kept, err := decodeBlock(payload, len(v.pairs), len(v.attrs), func(bi blockInfo) bool { return !skip[bi.txn] }, &p, nil)
+		if err != nil {
+			s.noteDamaged(seg, err)
+			return
+		}
+		if kept {
+			chunks = appendChunks(chunks, &p)
+		}
+	})
+	if len(bad) > 0 || tail < len(data) {
+		s.noteDamaged(seg, errCorrupt)
+	}
+	cs := make([]columns, len(chunks))
+	for i, c := range chunks {
+		cs[i] = *c
+	}
+	s.cold.put(seg, size, cs, est)
+	return cs
+}
+
+// noteDamaged records that seg's file has a damaged block, once.
+func (s *Store) noteDamaged(seg *segment, err error) {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	if s.damaged == nil {
+		s.damaged = map[*segment]bool{}
+	}
+	if !s.damaged[seg] {
+		s.damaged[seg] = true
+		s.log.Error("flow store: damaged block in a segment; serving its whole blocks, repairing it at the next retention pass", "file", seg.path, "err", err)
+	}
+}
+
+func readPrefix(path string, size int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data := make([]byte, size)
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+func (c *columns) reset() {
+	c.start, c.end, c.idms, c.idn = c.start[:0], c.end[:0], c.idms[:0], c.idn[:0]
+	c.pair, c.attr, c.sport = c.pair[:0], c.attr[:0], c.sport[:0]
+	c.fwdP, c.fwdB, c.revP, c.revB, c.conns = c.fwdP[:0], c.fwdB[:0], c.revP[:0], c.revB[:0], c.conns[:0]
+	c.relOff, c.rels = c.relOff[:0], c.rels[:0]
+}
+
+// evict makes the segments whose partition ended before now-HotWindow
+// cold: their summaries are written and their columns dropped. Caller
+// holds wmu.
+func (s *Store) evict(now time.Time) {
+	edge := now.Add(-s.opts.HotWindow).UnixNano()
+	part := s.opts.Partition.Nanoseconds()
+	s.mu.RLock()
+	segs := s.sorted(false)
+	s.mu.RUnlock()
+	var todo []*segment
+	for _, seg := range segs {
+		seg.mu.RLock()
+		stale := seg.committed > 0 && seg.sumSize != seg.committed
+		cold := seg.cold
+		seg.mu.RUnlock()
+		if !cold && seg.bucket+part <= edge || cold && stale {
+			todo = append(todo, seg)
+		}
+	}
+	if len(todo) == 0 {
+		return
+	}
+	if err := s.saveDone(); err != nil {
+		s.log.Error("flow store: eviction skipped", "err", err)
+		return
+	}
+	for _, seg := range todo {
+		if err := s.writeSummary(seg); err != nil {
+			s.log.Error("flow store: eviction", "err", err)
+			continue
+		}
+		seg.mu.Lock()
+		seg.cold, seg.chunks = true, nil
+		seg.mu.Unlock()
+	}
+}
+
+// moveAside moves a damaged file into the store's damaged/ directory,
+// keeping it for inspection, and logs it.
+func (s *Store) moveAside(path, why string) error {
+	dir := filepath.Join(s.dir, "damaged")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("flow store: %w", err)
+	}
+	dst := filepath.Join(dir, fmt.Sprintf("%s.%d", filepath.Base(path), time.Now().UnixNano()))
+	if err := os.Rename(path, dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("flow store: moving %s aside: %w", path, err)
+	}
+	s.log.Warn("flow store: moved a damaged file aside", "file", path, "to", dst, "why", why)
+	return nil
+}
+
+// rewrite replaces path's contents with data (atomically), after moving the
+// original aside.
+func (s *Store) rewrite(path string, data []byte, why string) error {
+	tmp := path + ".repair"
+	if err := writeSync(tmp, data); err != nil {
+		return fmt.Errorf("flow store: %w", err)
+	}
+	if err := s.moveAside(path, why); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("flow store: %w", err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// skipSnapshot returns the set of transactions whose blocks are ignored.
+func (s *Store) skipSnapshot() map[uint64]bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.skip
+}
