@@ -1,7 +1,6 @@
 package image
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -76,7 +75,7 @@ func (x *Extractor) ReadDir(ctx context.Context, root string) (*Layer, error) {
 
 func (x *Extractor) readDirFile(p string, e *Entry, keptTotal *int64, layer *Layer, where string) error {
 	wantKeep := x.Keep != nil && x.Keep(e.Path)
-	if !wantKeep && (x.Probe == nil || e.Size < int64(len(elfMagic))) {
+	if !wantKeep && (x.Probe == nil || e.Size < execMagicLen) {
 		return nil
 	}
 	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
@@ -89,7 +88,7 @@ func (x *Extractor) readDirFile(p string, e *Entry, keptTotal *int64, layer *Lay
 		return x.readContent(f, e, keptTotal, layer, where)
 	}
 	var head [4]byte
-	if _, err := io.ReadFull(f, head[:]); err != nil || !bytes.Equal(head[:], elfMagic) {
+	if _, err := io.ReadFull(f, head[:]); err != nil || !isExecutable(head[:]) {
 		return nil
 	}
 	if x.probeAllowed(e, layer, where) {

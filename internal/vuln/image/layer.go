@@ -74,7 +74,7 @@ var DefaultLimits = Limits{
 }
 
 // Extractor reads layers. Keep selects files whose content is kept; Probe
-// is called on regular files that start with the ELF magic, through an
+// is called on regular files that start with an ELF, PE or Mach-O magic, through an
 // io.ReaderAt, and returns what should be remembered about them (nil for
 // nothing). ScratchDir receives temporary copies of executables too large to
 // probe in memory; nothing else is ever written.
@@ -88,7 +88,20 @@ type Extractor struct {
 // maxInMemoryProbe is the size up to which executables are probed from memory.
 const maxInMemoryProbe = 64 << 20
 
-var elfMagic = []byte("\x7fELF")
+// execMagicLen bytes identify an executable to probe: ELF, PE (MZ) or
+// Mach-O (32/64-bit, either byte order).
+const execMagicLen = 4
+
+func isExecutable(head []byte) bool {
+	if len(head) < execMagicLen {
+		return false
+	}
+	switch string(head[:4]) {
+	case "\x7fELF", "\xfe\xed\xfa\xce", "\xfe\xed\xfa\xcf", "\xce\xfa\xed\xfe", "\xcf\xfa\xed\xfe":
+		return true
+	}
+	return head[0] == 'M' && head[1] == 'Z'
+}
 
 // ErrLimit marks errors caused by a work bound; errors.Is works on them.
 var ErrLimit = errors.New("limit exceeded")
@@ -254,15 +267,15 @@ func (x *Extractor) readContent(r io.Reader, e *Entry, keptTotal *int64, layer *
 		e.Data = data
 		return nil
 	}
-	if x.Probe == nil || e.Size < int64(len(elfMagic)) {
+	if x.Probe == nil || e.Size < execMagicLen {
 		return nil
 	}
 	br := bufio.NewReaderSize(r, 4096)
-	head, err := br.Peek(len(elfMagic))
+	head, err := br.Peek(execMagicLen)
 	if err != nil {
 		return fmt.Errorf("%s: reading %s: %w", where, e.Path, err)
 	}
-	if !bytes.Equal(head, elfMagic) {
+	if !isExecutable(head) {
 		return nil
 	}
 	if !x.probeAllowed(e, layer, where) {

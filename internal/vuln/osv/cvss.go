@@ -51,12 +51,15 @@ func SeverityRank(level string) int {
 	return 0
 }
 
-// Score is the severity an advisory carries: the highest-versioned CVSS
-// vector it has (v4 over v3), or a qualitative level when no vector is given.
+// Score is the severity of a finding: the highest-versioned CVSS vector
+// (v4 over v3), or a qualitative level when no vector is known. Source names
+// where it came from: the record and the field ("GHSA-69ch-w2m2-3vjp
+// CVSS_V3", "DEBIAN-CVE-2023-45853 Debian urgency medium").
 type Score struct {
 	Severity string  `json:"severity"`
 	Score    float64 `json:"score,omitempty"`
 	Vector   string  `json:"vector,omitempty"`
+	Source   string  `json:"source,omitempty"`
 }
 
 // ParseCVSS computes the base score of a CVSS v3.0, v3.1 or v4.0 vector.
@@ -147,9 +150,8 @@ func roundup(x float64) float64 {
 	return float64(i/10000+1) / 10
 }
 
-// severityOf picks the best score among severity entries; ok is false when
-// none carries a usable vector or level.
-func severityOf(sev []Severity) (Score, bool) {
+// cvssOf picks the highest-versioned CVSS vector among severity entries.
+func cvssOf(sev []Severity) (Score, bool) {
 	best, found, bestRank := Score{}, false, -1
 	for _, s := range sev {
 		rank := 0
@@ -158,11 +160,6 @@ func severityOf(sev []Severity) (Score, bool) {
 			rank = 4
 		case "CVSS_V3":
 			rank = 3
-		case "Ubuntu":
-			if lvl := qualitative(s.Score); lvl != "" && !found {
-				best, found = Score{Severity: lvl}, true
-			}
-			continue
 		default:
 			continue
 		}
@@ -170,13 +167,18 @@ func severityOf(sev []Severity) (Score, bool) {
 		if err != nil || rank <= bestRank {
 			continue
 		}
-		best, found, bestRank = Score{Severity: Rating(score), Score: score, Vector: s.Score}, true, rank
+		best, found, bestRank = Score{Severity: Rating(score), Score: score, Vector: s.Score, Source: s.Type}, true, rank
 	}
 	return best, found
 }
 
+// qualitative maps the documented qualitative scales to CVSS ratings:
+// GitHub (LOW, MODERATE, HIGH, CRITICAL), Red Hat (Low, Moderate,
+// Important, Critical), Ubuntu (negligible, low, medium, high, critical),
+// Debian's security tracker urgency (unimportant, low, medium, high; a
+// trailing "*" or "**" marks a guess) and Alpine/NVD-style words.
 func qualitative(s string) string {
-	switch strings.ToUpper(strings.TrimSpace(s)) {
+	switch strings.TrimRight(strings.ToUpper(strings.TrimSpace(s)), "*") {
 	case "CRITICAL":
 		return SeverityCritical
 	case "HIGH", "IMPORTANT":
@@ -189,29 +191,71 @@ func qualitative(s string) string {
 	return ""
 }
 
-// ScoreOf returns the severity of an advisory for one affected entry:
-// the entry's own severity, then the record's, then a qualitative
-// database_specific.severity (as GitHub advisories carry), else UNKNOWN.
-func (a *Advisory) ScoreOf(af *Affected) Score {
+// CVSSOf returns the CVSS score an advisory carries for one affected entry:
+// the entry's own vectors, then the record's.
+func (a *Advisory) CVSSOf(af *Affected) (Score, bool) {
 	if af != nil {
-		if s, ok := severityOf(af.Severity); ok {
-			return s
+		if s, ok := cvssOf(af.Severity); ok {
+			s.Source = a.ID + " " + s.Source
+			return s, true
 		}
 	}
-	if s, ok := severityOf(a.Severity); ok {
-		return s
+	if s, ok := cvssOf(a.Severity); ok {
+		s.Source = a.ID + " " + s.Source
+		return s, true
 	}
-	for _, raw := range []json.RawMessage{a.DatabaseSpecific, affectedDB(af)} {
-		var ds struct {
-			Severity string `json:"severity"`
-		}
-		if len(raw) > 0 && json.Unmarshal(raw, &ds) == nil {
-			if lvl := qualitative(ds.Severity); lvl != "" {
-				return Score{Severity: lvl}
+	return Score{}, false
+}
+
+// QualitativeOf returns a qualitative severity the advisory carries: an
+// "Ubuntu" severity entry, or database_specific "severity" (GitHub, Red Hat)
+// or "urgency" (Debian), on the entry or the record.
+func (a *Advisory) QualitativeOf(af *Affected) (Score, bool) {
+	for _, sev := range [][]Severity{affectedSeverity(af), a.Severity} {
+		for _, s := range sev {
+			if s.Type == "Ubuntu" {
+				if lvl := qualitative(s.Score); lvl != "" {
+					return Score{Severity: lvl, Source: a.ID + " Ubuntu priority " + s.Score}, true
+				}
 			}
 		}
 	}
+	for _, raw := range []json.RawMessage{affectedDB(af), a.DatabaseSpecific} {
+		var ds struct {
+			Severity string `json:"severity"`
+			Urgency  string `json:"urgency"`
+		}
+		if len(raw) == 0 || json.Unmarshal(raw, &ds) != nil {
+			continue
+		}
+		if lvl := qualitative(ds.Severity); lvl != "" {
+			return Score{Severity: lvl, Source: a.ID + " database_specific severity " + ds.Severity}, true
+		}
+		if lvl := qualitative(ds.Urgency); lvl != "" {
+			return Score{Severity: lvl, Source: a.ID + " urgency " + ds.Urgency}, true
+		}
+	}
+	return Score{}, false
+}
+
+// ScoreOf returns the severity of an advisory for one affected entry from
+// the record alone: its CVSS vectors, else its qualitative severity, else
+// UNKNOWN. Store.Match also consults aliased records (see there).
+func (a *Advisory) ScoreOf(af *Affected) Score {
+	if s, ok := a.CVSSOf(af); ok {
+		return s
+	}
+	if s, ok := a.QualitativeOf(af); ok {
+		return s
+	}
 	return Score{Severity: SeverityUnknown}
+}
+
+func affectedSeverity(af *Affected) []Severity {
+	if af == nil {
+		return nil
+	}
+	return af.Severity
 }
 
 func affectedDB(af *Affected) json.RawMessage {

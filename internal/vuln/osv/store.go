@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
+	"sort"
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
@@ -17,6 +19,7 @@ var (
 	bucketAdvisories = []byte("osv.advisories")
 	bucketIndex      = []byte("osv.index")
 	bucketMeta       = []byte("osv.meta")
+	bucketAliases    = []byte("osv.aliases") // alias or id \x00 record id
 	keyGeneration    = []byte("generation")
 	keyCount         = []byte("count")
 )
@@ -35,7 +38,26 @@ func NewStore(db *bolt.DB) (*Store, error) {
 				return err
 			}
 		}
-		return nil
+		if tx.Bucket(bucketAliases) != nil {
+			return nil
+		}
+		// A database from before the alias index: build it.
+		al, err := tx.CreateBucket(bucketAliases)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketAdvisories).ForEach(func(k, v []byte) error {
+			var a Advisory
+			if json.Unmarshal(v, &a) != nil {
+				return nil
+			}
+			for _, key := range aliasKeys(&a) {
+				if err := al.Put(key, nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("vulnerability database: %w", err)
@@ -142,10 +164,21 @@ func indexKeys(a *Advisory) [][]byte {
 	return keys
 }
 
+// aliasKeys indexes a record under its id and every alias, so records of
+// different sources naming the same vulnerability find each other whichever
+// side lists the other.
+func aliasKeys(a *Advisory) [][]byte {
+	var keys [][]byte
+	for _, id := range append([]string{a.ID}, a.AllAliases()...) {
+		keys = append(keys, []byte(id+"\x00"+a.ID))
+	}
+	return keys
+}
+
 // put stores a record, replacing the index entries of a previous version;
 // it reports whether anything changed.
 func put(tx *bolt.Tx, a *Advisory) (changed, added bool, err error) {
-	adv, idx := tx.Bucket(bucketAdvisories), tx.Bucket(bucketIndex)
+	adv, idx, al := tx.Bucket(bucketAdvisories), tx.Bucket(bucketIndex), tx.Bucket(bucketAliases)
 	data, err := json.Marshal(a)
 	if err != nil {
 		return false, false, err
@@ -162,6 +195,11 @@ func put(tx *bolt.Tx, a *Advisory) (changed, added bool, err error) {
 					return false, false, err
 				}
 			}
+			for _, k := range aliasKeys(&prev) {
+				if err := al.Delete(k); err != nil {
+					return false, false, err
+				}
+			}
 		}
 	}
 	if err := adv.Put([]byte(a.ID), data); err != nil {
@@ -169,6 +207,11 @@ func put(tx *bolt.Tx, a *Advisory) (changed, added bool, err error) {
 	}
 	for _, k := range indexKeys(a) {
 		if err := idx.Put(k, nil); err != nil {
+			return false, false, err
+		}
+	}
+	for _, k := range aliasKeys(a) {
+		if err := al.Put(k, nil); err != nil {
 			return false, false, err
 		}
 	}
@@ -202,7 +245,10 @@ type Match struct {
 	Advisory *Advisory
 	Affected *Affected
 	Fixed    string // the lowest fixed version above the installed one, if any
-	Score    Score
+	// FixedVersions lists every branch's fix the record gives for the
+	// package, in version order (e.g. 1.26.9, 1.27.2).
+	FixedVersions []string
+	Score         Score
 }
 
 // Match returns, for each query, the advisories whose affected ranges or
@@ -247,10 +293,7 @@ func (s *Store) Match(qs []Query) ([][]Match, error) {
 						continue
 					}
 					if m, ok := matchAdvisory(a, q); ok {
-						m.Score = a.ScoreOf(m.Affected)
-						if m.Score.Severity == SeverityUnknown {
-							m.Score = aliasScore(adv, a, m.Score)
-						}
+						m.Score = scoreWithAliases(tx, a, m.Affected, cache)
 						out[i] = append(out[i], m)
 					}
 				}
@@ -261,23 +304,77 @@ func (s *Store) Match(qs []Query) ([][]Match, error) {
 	return out, err
 }
 
-// aliasScore borrows the score of an aliased record (a CVE or GHSA record
-// in the same database) when the advisory itself carries none, as Debian and
-// Go advisories do.
-func aliasScore(adv *bolt.Bucket, a *Advisory, def Score) Score {
-	for _, id := range a.AllAliases() {
-		data := adv.Get([]byte(id))
-		if data == nil {
-			continue
-		}
-		var x Advisory
-		if json.Unmarshal(data, &x) == nil {
-			if s := x.ScoreOf(nil); s.Severity != SeverityUnknown {
-				return s
-			}
+// scoreWithAliases finds a finding's severity from every imported source:
+// the record's own CVSS vectors; else the CVSS vectors of a record sharing
+// an id or alias with it (GitHub's advisories in OSV format and NVD-style CVE
+// records carry them, Go and distribution records mostly do not); else a
+// qualitative severity of the record, then of an aliased record; else UNKNOWN.
+func scoreWithAliases(tx *bolt.Tx, a *Advisory, af *Affected, cache map[string]*Advisory) Score {
+	if s, ok := a.CVSSOf(af); ok {
+		return s
+	}
+	related := relatedRecords(tx, a, cache)
+	var best Score
+	found := false
+	for _, r := range related {
+		if s, ok := r.CVSSOf(nil); ok && (!found || cvssRank(s) > cvssRank(best)) {
+			best, found = s, true
 		}
 	}
-	return def
+	if found {
+		return best
+	}
+	if s, ok := a.QualitativeOf(af); ok {
+		return s
+	}
+	for _, r := range related {
+		if s, ok := r.QualitativeOf(nil); ok {
+			return s
+		}
+	}
+	return Score{Severity: SeverityUnknown}
+}
+
+func cvssRank(s Score) int {
+	if strings.HasPrefix(s.Vector, "CVSS:4.0/") {
+		return 4
+	}
+	return 3
+}
+
+// relatedRecords returns the other records that list one of a's ids, or
+// whose ids a lists, sorted by id; withdrawn ones are left out.
+func relatedRecords(tx *bolt.Tx, a *Advisory, cache map[string]*Advisory) []*Advisory {
+	al, adv := tx.Bucket(bucketAliases), tx.Bucket(bucketAdvisories)
+	ids := map[string]bool{}
+	for _, id := range append([]string{a.ID}, a.AllAliases()...) {
+		prefix := []byte(id + "\x00")
+		c := al.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			ids[string(k[len(prefix):])] = true
+		}
+	}
+	delete(ids, a.ID)
+	var out []*Advisory
+	for id := range ids {
+		r, ok := cache[id]
+		if !ok {
+			data := adv.Get([]byte(id))
+			if data == nil {
+				continue
+			}
+			r = new(Advisory)
+			if json.Unmarshal(data, r) != nil {
+				continue
+			}
+			cache[id] = r
+		}
+		if r.Withdrawn == nil {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }
 
 func matchAdvisory(a *Advisory, q Query) (Match, bool) {
@@ -289,7 +386,7 @@ func matchAdvisory(a *Advisory, q Query) (Match, bool) {
 			continue
 		}
 		if fixed, ok := Affects(scheme, af, q.Version); ok {
-			return Match{Advisory: a, Affected: af, Fixed: fixed}, true
+			return Match{Advisory: a, Affected: af, Fixed: fixed, FixedVersions: FixedVersions(scheme, a, af.Package)}, true
 		}
 	}
 	return Match{}, false
@@ -321,6 +418,29 @@ func Affects(scheme version.Scheme, af *Affected, v string) (fixed string, affec
 		return "", false
 	}
 	return fixed, true
+}
+
+// FixedVersions lists the fixed events of every SEMVER and ECOSYSTEM range
+// of the advisory's entries for pkg, deduplicated, in version order.
+func FixedVersions(scheme version.Scheme, a *Advisory, pkg Package) []string {
+	var out []string
+	for _, af := range a.Affected {
+		if af.Package.Ecosystem != pkg.Ecosystem || af.Package.Name != pkg.Name {
+			continue
+		}
+		for _, r := range af.Ranges {
+			if r.Type != "SEMVER" && r.Type != "ECOSYSTEM" {
+				continue
+			}
+			for _, e := range r.Events {
+				if e.Fixed != "" && !slices.Contains(out, e.Fixed) {
+					out = append(out, e.Fixed)
+				}
+			}
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return version.Compare(scheme, out[i], out[j]) < 0 })
+	return out
 }
 
 // inRange walks the events in version order: introduced opens the range,

@@ -1,47 +1,65 @@
 package pkgdb
 
 import (
-	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 
+	"github.com/palisade-dev/palisade/internal/vuln/goexe"
 	"github.com/palisade-dev/palisade/internal/vuln/image"
 )
 
-// GoBinary is what a Go executable's embedded build information says.
+// GoBinary is what a Go executable says about itself: build information,
+// platform and the functions linked in (see package goexe).
 type GoBinary struct {
 	GoVersion string     `json:"goVersion"`
 	Path      string     `json:"path,omitempty"`
 	Main      GoModule   `json:"main"`
 	Deps      []GoModule `json:"deps,omitempty"`
+	GOOS      string     `json:"goos,omitempty"`
+	GOARCH    string     `json:"goarch,omitempty"`
+	// Symbols maps package paths to the function names linked in, inlined
+	// ones included ("F", "T.M"); nil when they could not be read, and then
+	// reachability is unknown.
+	Symbols      map[string][]string `json:"symbols,omitempty"`
+	SymbolSource string              `json:"symbolSource,omitempty"`
+	// Location is the executable's path in the image (in Inventory.GoBinaries).
+	Location string `json:"location,omitempty"`
 }
 
 // GoModule is a module linked into a Go binary (after replacement).
 type GoModule struct {
 	Path    string `json:"path"`
 	Version string `json:"version"`
+	// Replaces is the module path the code imports when a replace
+	// directive substituted Path for it (packages keep that path).
+	Replaces string `json:"replaces,omitempty"`
 }
 
-// Probe reads the build information of a Go executable; it returns nil
-// (and no error) for executables that are not Go programs. Pass it to
-// image.Extractor.
+// Probe reads the build information and symbols of a Go executable (ELF,
+// PE or Mach-O); it returns nil (and no error) for executables that are not
+// Go programs. Pass it to image.Extractor.
 func Probe(_ string, r io.ReaderAt, _ int64) ([]byte, error) {
-	bi, err := buildinfo.Read(r)
+	info, err := goexe.Read(r)
 	if err != nil {
 		return nil, nil // not a Go binary, or one without module information
 	}
-	out := GoBinary{GoVersion: bi.GoVersion, Path: bi.Path, Main: GoModule{Path: bi.Main.Path, Version: bi.Main.Version}}
+	bi := info.BuildInfo
+	out := GoBinary{GoVersion: bi.GoVersion, Path: bi.Path, Main: GoModule{Path: bi.Main.Path, Version: bi.Main.Version},
+		GOOS: info.GOOS, GOARCH: info.GOARCH, Symbols: info.Symbols, SymbolSource: info.SymbolSource}
 	for _, d := range bi.Deps {
 		if d == nil {
 			continue
 		}
-		m := d
+		m := GoModule{Path: d.Path, Version: d.Version}
 		if d.Replace != nil {
-			m = d.Replace
+			m = GoModule{Path: d.Replace.Path, Version: d.Replace.Version}
+			if d.Replace.Path != d.Path {
+				m.Replaces = d.Path
+			}
 		}
-		out.Deps = append(out.Deps, GoModule{Path: m.Path, Version: m.Version})
+		out.Deps = append(out.Deps, m)
 	}
 	return json.Marshal(out)
 }
@@ -79,6 +97,8 @@ func collectGo(fsys *image.FS, inv *Inventory) error {
 			continue
 		}
 		inv.Packages = append(inv.Packages, GoPackages(&bin, e.Path)...)
+		bin.Location = e.Path
+		inv.GoBinaries = append(inv.GoBinaries, bin)
 	}
 	return nil
 }

@@ -96,6 +96,19 @@ type Inventory struct {
 	Distro   *Distro   `json:"distro,omitempty"`
 	Packages []Package `json:"packages"`
 	Warnings []string  `json:"warnings,omitempty"`
+	// GoBinaries are the Go executables found, with the symbols that decide
+	// whether a Go advisory's vulnerable code is in them.
+	GoBinaries []GoBinary `json:"goBinaries,omitempty"`
+}
+
+// GoBinary returns the Go executable at location, if any.
+func (inv *Inventory) GoBinary(location string) *GoBinary {
+	for i := range inv.GoBinaries {
+		if inv.GoBinaries[i].Location == location {
+			return &inv.GoBinaries[i]
+		}
+	}
+	return nil
 }
 
 var keepExact = map[string]bool{

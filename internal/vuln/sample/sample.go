@@ -70,9 +70,20 @@ require (
 replace golang.org/x/text => golang.org/x/text v0.3.7
 `
 
-// GoApp builds the sample program (static, unstripped) in dir and returns
-// its bytes.
+// GoApp builds the sample program (static, unstripped, linux) in dir and
+// returns its bytes.
 func GoApp(dir string) ([]byte, error) {
+	return BuildGoApp(dir, GoAppBuild{})
+}
+
+// GoAppBuild varies the sample program's build.
+type GoAppBuild struct {
+	GOOS, GOARCH string // default: the toolchain's host platform ("" = linux/amd64 here)
+	Strip        bool   // -ldflags=-s -w: no symbol table, no DWARF
+}
+
+// BuildGoApp builds the sample program in dir as b says and returns its bytes.
+func BuildGoApp(dir string, b GoAppBuild) ([]byte, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -81,10 +92,21 @@ func GoApp(dir string) ([]byte, error) {
 			return nil, err
 		}
 	}
-	for _, args := range [][]string{{"mod", "tidy"}, {"build", "-o", "vulnapp", "."}} {
+	build := []string{"build", "-o", "vulnapp"}
+	if b.Strip {
+		build = append(build, "-ldflags=-s -w")
+	}
+	env := append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
+	if b.GOOS != "" {
+		env = append(env, "GOOS="+b.GOOS)
+	}
+	if b.GOARCH != "" {
+		env = append(env, "GOARCH="+b.GOARCH)
+	}
+	for _, args := range [][]string{{"mod", "tidy"}, append(build, ".")} {
 		cmd := exec.Command("go", args...)
 		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
+		cmd.Env = env
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("go %v: %w\n%s\n(the Go module proxy must be reachable, or the modules in the module cache)", args, err, out)
 		}

@@ -295,3 +295,25 @@ func GoVulnDB(t testing.TB) string {
 }
 
 func nilLogger() *log.Logger { return log.New(io.Discard, "", 0) }
+
+// GovulncheckVersion is the reference tool Go findings are compared with.
+const GovulncheckVersion = "v1.9.0"
+
+// Govulncheck returns govulncheck's path and a local Go vulnerability
+// database built by golang.org/x/vulndb's cmd/indexdb from the same
+// golang.org/x/vulndb data the tests import, building both with
+// scripts/ensure-govulncheck.sh (from the Go module proxy) if missing.
+func Govulncheck(t testing.TB) (bin, db string) {
+	t.Helper()
+	cmd := exec.Command("bash", filepath.Join(RepoRoot(t), "scripts", "ensure-govulncheck.sh"))
+	cmd.Env = append(os.Environ(), "GOVULNCHECK_VERSION="+GovulncheckVersion, "VULNDB_VERSION="+VulnDBVersion)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("govulncheck %s and its database are missing and building them failed: %v\n%s\n"+
+			"fix: run `bash scripts/ensure-govulncheck.sh` with the Go module proxy reachable", GovulncheckVersion, err, stderr.String())
+	}
+	dir := strings.TrimSpace(string(out))
+	return filepath.Join(dir, "govulncheck"), filepath.Join(dir, "db-"+VulnDBVersion)
+}
