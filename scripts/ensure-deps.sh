@@ -2,8 +2,9 @@
 # ensure-deps.sh installs what a fresh machine lacks for Palisade's tests and
 # demo: Debian packages (iproute2, iptables, ipset, conntrack, debootstrap),
 # the control plane (kube-apiserver, kube-controller-manager, etcd built from
-# the Go module proxy and cached in ~/.cache/palisade), syft (an outside
-# reference for the scanner's tests) and a Debian minbase rootfs. Idempotent:
+# the Go module proxy and cached in ~/.cache/palisade), syft and govulncheck
+# with a local Go vulnerability database (outside references for the
+# scanner's tests) and a Debian minbase rootfs. Idempotent:
 # a warm machine finishes in seconds. Needs root.
 #
 # --demo installs only what `palisade demo` needs (packages and the control
@@ -36,7 +37,10 @@ if $demo; then
 fi
 bash scripts/ensure-syft.sh >/dev/null &
 syft=$!
+bash scripts/ensure-govulncheck.sh >/dev/null &
+govulncheck=$!
 bash scripts/ensure-rootfs.sh >/dev/null
 wait "$kube" || { echo "ensure-deps: control-plane build failed; retry: go run ./cmd/palisade dev kube build" >&2; exit 1; }
 wait "$syft" || { echo "ensure-deps: syft build failed; retry: bash scripts/ensure-syft.sh" >&2; exit 1; }
+wait "$govulncheck" || { echo "ensure-deps: govulncheck build failed; retry: bash scripts/ensure-govulncheck.sh" >&2; exit 1; }
 echo "ensure-deps: ready" >&2
