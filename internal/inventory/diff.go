@@ -15,6 +15,7 @@ func diff(a, b *Workload) []string {
 	}
 	check("labels", nonEmptyMap(a.Labels), nonEmptyMap(b.Labels))
 	check("annotations", nonEmptyMap(a.Annotations), nonEmptyMap(b.Annotations))
+	check("namespaceLabels", nonEmptyMap(a.NamespaceLabels), nonEmptyMap(b.NamespaceLabels))
 	check("ips", nonEmpty(a.IPs), nonEmpty(b.IPs))
 	check("cidrs", nonEmpty(a.CIDRs), nonEmpty(b.CIDRs))
 	check("node", a.Node, b.Node)

@@ -8,7 +8,7 @@ import (
 )
 
 // Fields a workload filter can name. Prefixed fields: label.<key>,
-// annotation.<key>, and attributes published by other parts of Palisade
+// annotation.<key>, namespace_label.<key> (a pod's namespace's labels), and attributes published by other parts of Palisade
 // such as vuln.max_cvss, vuln.critical, vuln.high and vuln.cve (a set).
 var Fields = []string{
 	"id", "cluster", "kind", "name", "namespace", "uid", "node", "host_ip", "phase",
@@ -20,7 +20,7 @@ var Fields = []string{
 }
 
 // FieldPrefixes are the open-ended field families.
-var FieldPrefixes = []string{"label.", "annotation.", "vuln.", "attr."}
+var FieldPrefixes = []string{"label.", "annotation.", "namespace_label.", "vuln.", "attr."}
 
 // Schema validates workload filter field names.
 var Schema = filter.StaticSchema{Fields: Fields, Prefixes: FieldPrefixes}
@@ -135,6 +135,13 @@ func (r Record) Field(name string) (filter.Value, bool) {
 		return filter.Value{Str: v}, ok
 	case strings.HasPrefix(name, "annotation."):
 		v, ok := w.Annotations[name[len("annotation."):]]
+		return filter.Value{Str: v}, ok
+	case strings.HasPrefix(name, "namespace_label."):
+		if w.Kind == KindNamespace {
+			v, ok := w.Labels[name[len("namespace_label."):]]
+			return filter.Value{Str: v}, ok
+		}
+		v, ok := w.NamespaceLabels[name[len("namespace_label."):]]
 		return filter.Value{Str: v}, ok
 	case strings.HasPrefix(name, "attr."):
 		return attr(w, name[len("attr."):])

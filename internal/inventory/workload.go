@@ -26,9 +26,19 @@ type Owner struct {
 
 // Container is one container of a pod and the image it runs.
 type Container struct {
-	Name        string `json:"name"`
-	Image       string `json:"image"`
-	ImageDigest string `json:"imageDigest,omitempty"` // sha256:..., when the runtime reported it
+	Name        string          `json:"name"`
+	Image       string          `json:"image"`
+	ImageDigest string          `json:"imageDigest,omitempty"` // sha256:..., when the runtime reported it
+	Ports       []ContainerPort `json:"ports,omitempty"`
+}
+
+// ContainerPort is a port a container declares. Named ports are what
+// Kubernetes NetworkPolicies and service targetPorts refer to by name: a
+// name resolves per pod, to the port of the same name and protocol.
+type ContainerPort struct {
+	Name     string `json:"name,omitempty"`
+	Protocol string `json:"protocol"` // TCP, UDP or SCTP
+	Port     int32  `json:"port"`
 }
 
 // ServicePort is one port of a Kubernetes service.
@@ -63,11 +73,16 @@ type Workload struct {
 	CIDRs       []string          `json:"cidrs,omitempty"` // node podCIDRs, external ranges
 	Labels      map[string]string `json:"labels,omitempty"`
 	Annotations map[string]string `json:"annotations,omitempty"`
-	Node        string            `json:"node,omitempty"`
-	HostIP      string            `json:"hostIP,omitempty"`
-	Phase       string            `json:"phase,omitempty"`
-	Owner       *Owner            `json:"owner,omitempty"`
-	Containers  []Container       `json:"containers,omitempty"`
+	// NamespaceLabels are, for a pod, the labels its namespace carried at
+	// this version's time (a label change of the namespace makes a new
+	// version of each of its pods), so a filter can select pods by their
+	// namespace's labels as a NetworkPolicy namespaceSelector does.
+	NamespaceLabels map[string]string `json:"namespaceLabels,omitempty"`
+	Node            string            `json:"node,omitempty"`
+	HostIP          string            `json:"hostIP,omitempty"`
+	Phase           string            `json:"phase,omitempty"`
+	Owner           *Owner            `json:"owner,omitempty"`
+	Containers      []Container       `json:"containers,omitempty"`
 	// ImagePullSecrets and ServiceAccount let the scanner find registry credentials.
 	ImagePullSecrets []string `json:"imagePullSecrets,omitempty"`
 	ServiceAccount   string   `json:"serviceAccount,omitempty"`

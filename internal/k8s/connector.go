@@ -52,6 +52,11 @@ type Connector struct {
 	jobs cache.Indexer
 	svcs cache.Indexer
 	eps  cache.Indexer
+	nss  cache.Indexer
+	// podMu orders a pod's conversion and Apply with its namespace's: a pod
+	// converted with its namespace's old labels is never applied after the
+	// namespace handler applied it with the new ones.
+	podMu sync.Mutex
 }
 
 // New returns a connector for cluster; Run starts it.
@@ -105,7 +110,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	nss := f.Core().V1().Namespaces().Informer()
 	rs := f.Apps().V1().ReplicaSets().Informer()
 	jobs := f.Batch().V1().Jobs().Informer()
-	c.rs, c.jobs, c.svcs, c.eps = rs.GetIndexer(), jobs.GetIndexer(), svcs.GetIndexer(), eps.GetIndexer()
+	c.rs, c.jobs, c.svcs, c.eps, c.nss = rs.GetIndexer(), jobs.GetIndexer(), svcs.GetIndexer(), eps.GetIndexer(), nss.GetIndexer()
 	eps.AddIndexers(cache.Indexers{"service": func(obj any) ([]string, error) {
 		s := obj.(*discoveryv1.EndpointSlice)
 		return []string{s.Namespace + "/" + s.Labels[discoveryv1.LabelServiceName]}, nil
@@ -136,14 +141,14 @@ func (c *Connector) Run(ctx context.Context) error {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
 	}{
-		{pods, c.handler(func(obj any) { c.inv.Apply(podWorkload(c.cluster, obj.(*corev1.Pod), c)) },
+		{pods, c.handler(func(obj any) { c.applyPod(obj.(*corev1.Pod)) },
 			func(obj any) { c.deleted(inventory.KindPod, obj) })},
 		{svcs, c.handler(func(obj any) { c.applyService(obj.(*corev1.Service)) },
 			func(obj any) { c.deleted(inventory.KindService, obj) })},
 		{eps, c.handler(func(obj any) { c.sliceChanged(obj) }, func(obj any) { c.sliceChanged(obj) })},
 		{nodes, c.handler(func(obj any) { c.inv.Apply(nodeWorkload(c.cluster, obj.(*corev1.Node))) },
 			func(obj any) { c.deleted(inventory.KindNode, obj) })},
-		{nss, c.handler(func(obj any) { c.inv.Apply(namespaceWorkload(c.cluster, obj.(*corev1.Namespace))) },
+		{nss, c.handler(func(obj any) { c.namespaceChanged(pods.GetIndexer(), obj.(*corev1.Namespace)) },
 			func(obj any) { c.deleted(inventory.KindNamespace, obj) })},
 		{rs, cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) { c.ownerAppeared(pods.GetIndexer(), obj) }}},
 		{jobs, cache.ResourceEventHandlerFuncs{}},
@@ -212,6 +217,25 @@ func (c *Connector) sliceChanged(obj any) {
 	}
 }
 
+// namespaceChanged records a namespace and re-applies its pods, which carry
+// the namespace's labels (a pod may also have arrived before its namespace).
+// Pods whose version does not change are ignored by the inventory.
+func (c *Connector) namespaceChanged(pods cache.Indexer, ns *corev1.Namespace) {
+	c.inv.Apply(namespaceWorkload(c.cluster, ns))
+	objs, _ := pods.ByIndex(cache.NamespaceIndex, ns.Name)
+	c.podMu.Lock()
+	defer c.podMu.Unlock()
+	for _, o := range objs {
+		c.inv.Apply(podWorkload(c.cluster, o.(*corev1.Pod), c))
+	}
+}
+
+func (c *Connector) applyPod(p *corev1.Pod) {
+	c.podMu.Lock()
+	defer c.podMu.Unlock()
+	c.inv.Apply(podWorkload(c.cluster, p, c))
+}
+
 // ownerAppeared re-resolves pods whose ReplicaSet arrived after them.
 func (c *Connector) ownerAppeared(pods cache.Indexer, obj any) {
 	rs, ok := obj.(*appsv1.ReplicaSet)
@@ -222,7 +246,7 @@ func (c *Connector) ownerAppeared(pods cache.Indexer, obj any) {
 	for _, o := range objs {
 		p := o.(*corev1.Pod)
 		if ref := controllerOf(p.OwnerReferences); ref != nil && ref.UID == rs.UID {
-			c.inv.Apply(podWorkload(c.cluster, p, c))
+			c.applyPod(p)
 		}
 	}
 }
@@ -274,6 +298,17 @@ func (c *Connector) replicaSet(ns, name string) (*appsv1.ReplicaSet, bool) {
 		return nil, false
 	}
 	return o.(*appsv1.ReplicaSet), true
+}
+
+func (c *Connector) namespaceLabels(ns string) map[string]string {
+	if c.nss == nil {
+		return nil
+	}
+	o, ok, _ := c.nss.GetByKey(ns)
+	if !ok {
+		return nil
+	}
+	return o.(*corev1.Namespace).Labels
 }
 
 func (c *Connector) job(ns, name string) (*batchv1.Job, bool) {

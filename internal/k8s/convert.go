@@ -34,14 +34,17 @@ func base(cluster string, kind inventory.Kind, m *metav1.ObjectMeta) inventory.W
 	}
 }
 
-// owners resolves a pod's controller through its intermediate controllers.
+// owners resolves a pod's controller through its intermediate controllers,
+// and its namespace's labels.
 type owners interface {
 	replicaSet(namespace, name string) (*appsv1.ReplicaSet, bool)
 	job(namespace, name string) (*batchv1.Job, bool)
+	namespaceLabels(namespace string) map[string]string
 }
 
 func podWorkload(cluster string, p *corev1.Pod, o owners) inventory.Workload {
 	w := base(cluster, inventory.KindPod, &p.ObjectMeta)
+	w.NamespaceLabels = copyMap(o.namespaceLabels(p.Namespace))
 	w.Node = p.Spec.NodeName
 	w.HostIP = p.Status.HostIP
 	w.Phase = string(p.Status.Phase)
@@ -60,7 +63,15 @@ func podWorkload(cluster string, p *corev1.Pod, o owners) inventory.Workload {
 		digests[cs.Name] = imageDigest(cs.ImageID)
 	}
 	for _, c := range append(append([]corev1.Container(nil), p.Spec.InitContainers...), p.Spec.Containers...) {
-		w.Containers = append(w.Containers, inventory.Container{Name: c.Name, Image: c.Image, ImageDigest: digests[c.Name]})
+		ic := inventory.Container{Name: c.Name, Image: c.Image, ImageDigest: digests[c.Name]}
+		for _, cp := range c.Ports {
+			proto := string(cp.Protocol)
+			if proto == "" {
+				proto = string(corev1.ProtocolTCP)
+			}
+			ic.Ports = append(ic.Ports, inventory.ContainerPort{Name: cp.Name, Protocol: proto, Port: cp.ContainerPort})
+		}
+		w.Containers = append(w.Containers, ic)
 	}
 	w.Owner = resolveOwner(p.Namespace, p.OwnerReferences, p.Labels, o)
 	return w
