@@ -203,7 +203,7 @@ func ParsePort(s string) (PortRange, error) {
 		r.Lo, r.Hi = uint16(a), uint16(b)
 		return r, nil
 	}
-	if isRange || !validPortName(port) {
+	if !validPortName(port) { // names may hold dashes: serve-80-tcp
 		return PortRange{}, fmt.Errorf("port %q: want a number 1-65535, a range lo-hi or a port name", s)
 	}
 	r.Name = port
