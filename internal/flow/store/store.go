@@ -652,7 +652,7 @@ func (s *Store) loadDone() (trusted bool, err error) {
 }
 
 func writeSync(path string, data []byte) error {
-	f, err := os.Create(path)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
