@@ -5,6 +5,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/tools/clientcmd"
@@ -56,5 +57,7 @@ func newServerCmd() *cobra.Command {
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of a cluster to watch")
 	f.StringVar(&cluster, "cluster", "default", "name of the cluster given by --kubeconfig")
 	f.StringArrayVar(&connect, "connect", nil, "NAME=KUBECONFIG of another cluster to watch (repeatable)")
+	f.DurationVar(&cfg.FlowRetention, "flow-retention", 7*24*time.Hour, "drop stored flows older than this")
+	f.Var((*byteSize)(&cfg.FlowMaxBytes), "flow-max-bytes", "cap on the flow store's files, e.g. 20GiB or 500MB (default: half of the data disk's free space at start)")
 	return cmd
 }

@@ -177,6 +177,10 @@ func (s *Service) Flush(all bool) error {
 func (s *Service) Run(ctx context.Context) error {
 	t := time.NewTicker(s.opts.FlushEvery)
 	defer t.Stop()
+	// Retention also runs when nothing is stored (a store applies it on
+	// writes too).
+	ret := time.NewTicker(time.Minute)
+	defer ret.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -184,6 +188,10 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-t.C:
 			if err := s.Flush(false); err != nil {
 				s.log.Error("flow service", "err", err)
+			}
+		case now := <-ret.C:
+			if r, ok := s.store.(interface{ Retain(time.Time) }); ok {
+				r.Retain(now)
 			}
 		}
 	}

@@ -95,6 +95,7 @@ func (s *Server) getStatus(w http.ResponseWriter, _ *http.Request) {
 		"started":    s.started,
 		"workloads":  s.Inventory.Len(),
 		"connectors": s.Connectors(),
+		"flowStore":  s.flowStore.Stats(),
 	})
 }
 

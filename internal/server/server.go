@@ -48,6 +48,9 @@ type Config struct {
 	AgentToken string
 	// FlowRetention drops stored flows older than this. Default 7 days.
 	FlowRetention time.Duration
+	// FlowMaxBytes caps the flow store's files: the oldest segments go
+	// first. 0: half of the data disk's free space at start (logged).
+	FlowMaxBytes int64
 	// ScanRegistries, when set, limits image scanning to these registry
 	// hosts (e.g. "127.0.0.1:5000", "registry.corp"); images from other
 	// registries are inventoried but never pulled. An entry without a port
@@ -82,6 +85,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("server: a data directory is required (--data)")
 	}
+	if err := secureDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	kv, err := store.Open(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -111,7 +117,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if s.cfg.FlowRetention == 0 {
 		s.cfg.FlowRetention = 7 * 24 * time.Hour
 	}
-	if s.flowStore, err = flowstore.Open(filepath.Join(cfg.DataDir, "flows"), flowstore.Options{MaxAge: s.cfg.FlowRetention}); err != nil {
+	if s.flowStore, err = openFlowStore(filepath.Join(cfg.DataDir, "flows"), s.cfg.FlowRetention, s.cfg.FlowMaxBytes); err != nil {
 		return fail(err)
 	}
 	if s.Flows, err = flow.NewService(s.flowStore, inv, flow.Options{Window: cfg.FlowWindow}); err != nil {

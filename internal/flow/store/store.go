@@ -545,17 +545,17 @@ type Stats struct {
 	DictEntries    int    `json:"dictEntries"`
 	ColdReads      uint64 `json:"coldReads"`
 	ColdCacheBytes int64  `json:"coldCacheBytes"`
-	// Limits: 0 is none.
-	MaxAge    time.Duration `json:"maxAge"`
-	MaxBytes  int64         `json:"maxBytes"`
-	HotWindow time.Duration `json:"hotWindow"`
+	// Retention: MaxAge ("0s": none) and MaxBytes (0: none).
+	MaxAge    string `json:"maxAge"`
+	MaxBytes  int64  `json:"maxBytes"`
+	HotWindow string `json:"hotWindow"`
 }
 
 // Stats returns the store's size.
 func (s *Store) Stats() Stats {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	st := Stats{MaxAge: s.opts.MaxAge, MaxBytes: s.opts.MaxBytes, HotWindow: s.opts.HotWindow, ColdReads: s.coldReads.Load()}
+	st := Stats{MaxAge: s.opts.MaxAge.String(), MaxBytes: s.opts.MaxBytes, HotWindow: s.opts.HotWindow.String(), ColdReads: s.coldReads.Load()}
 	for _, seg := range s.segs {
 		seg.mu.RLock()
 		st.Segments++
