@@ -25,6 +25,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Verdict is what a rule or a chain's default does with a packet.
@@ -419,4 +420,53 @@ func (r *Rules) matches(ru *Rule, p Packet) bool {
 		}
 	}
 	return true
+}
+
+// NamespaceStatus is what an agent programmed in one namespace.
+type NamespaceStatus struct {
+	// Target is "node" or the pod's NAMESPACE/NAME.
+	Target  string `json:"target"`
+	NetNS   string `json:"netns,omitempty"`
+	Scope   string `json:"scope,omitempty"`
+	Version string `json:"version,omitempty"`
+	// Hash is the programmed Rules' Hash ("" for the node's gate alone).
+	Hash       string    `json:"hash,omitempty"`
+	Rules      int       `json:"rules"`
+	Sets       int       `json:"sets"`
+	Members    int       `json:"members"`
+	Programmed time.Time `json:"programmed,omitempty"`
+	// Pending: the pod's namespace was not found yet (its traffic waits at
+	// the node's gate).
+	Pending bool   `json:"pending,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// DriftEvent is a change someone else made to Palisade's chains or sets,
+// and its repair.
+type DriftEvent struct {
+	Time   time.Time `json:"time"`
+	Target string    `json:"target"`
+	// What the agent had to restore, e.g. "chains (12 lines missing, 0
+	// unexpected)" or "3 set changes".
+	What string `json:"what"`
+	// Repaired is how long after the change the repair was done, when the
+	// agent learnt of it from a notification.
+	Repaired time.Duration `json:"repairedNs,omitempty"`
+}
+
+// AgentStatus is one agent's enforcement state, sent to the server and
+// shown by `palisade enforce status`.
+type AgentStatus struct {
+	Node string `json:"node"`
+	// Hash is the Bundle hash fully programmed ("" while none is).
+	Hash       string            `json:"hash"`
+	Versions   []string          `json:"versions,omitempty"`
+	Programmed time.Time         `json:"programmed,omitempty"`
+	Namespaces []NamespaceStatus `json:"namespaces"`
+	Drift      []DriftEvent      `json:"drift,omitempty"`
+	Errors     []string          `json:"errors,omitempty"`
+	// ServerLost is set while the agent cannot reach the server (the rules
+	// stay in force unless the bundle says FailOpen).
+	ServerLost bool      `json:"serverLost,omitempty"`
+	Reported   time.Time `json:"reported"`
 }

@@ -1,0 +1,561 @@
+// Package enforce programs compiled rule sets (internal/ruleset) into
+// iptables and ipset in a node's network namespace and in each of its
+// pods' namespaces. It knows the kernel and nothing about policy.
+//
+// Contract with the rest of the namespace:
+//   - Palisade owns the chains PALISADE-IN, PALISADE-OUT, PALISADE-FWD and
+//     the ipsets named PALISADE-*; it adds one jump to each from INPUT,
+//     OUTPUT (and FORWARD on nodes) and never touches any other rule or
+//     chain. Changes are atomic: iptables-restore --noflush (declaring a
+//     chain flushes only that chain, in the same transaction as its new
+//     rules) and ipset restore.
+//   - An allowed packet RETURNs to the base chain, so the CNI's and
+//     kube-proxy's rules still decide after Palisade's; a denied one is
+//     rejected. Established and related connections are let through first.
+//   - IP changes are applied to sets member by member; rules are reloaded
+//     only when the rules themselves change.
+//   - Rules stay in the kernel when the agent stops or loses the server
+//     (fail-closed). Disable removes Palisade's jumps, chains and sets, and
+//     the filter table if Palisade made it, leaving iptables-save and
+//     ipset list as they were.
+//   - No open window for new pods: the node's chains refuse every packet
+//     from or to an address of the node's pod ranges that is not in
+//     PALISADE-READY, and a pod's address is added there only once its own
+//     namespace is programmed (or the server says no enforced scope
+//     decides it).
+//   - Drift: each programmed namespace has a netlink socket subscribed to
+//     nf_tables change notifications; any change makes the agent compare
+//     its chains and sets with what it programmed and restore them,
+//     recording a drift event. A periodic full check is the backstop (and
+//     the only way set edits are seen: ipset sends no notifications).
+package enforce
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	vns "github.com/vishvananda/netns"
+
+	"github.com/palisade-dev/palisade/internal/ruleset"
+)
+
+// Config configures an Enforcer.
+type Config struct {
+	Node string
+	// NetNS is the node's namespace path ("" = the agent's own).
+	NetNS string
+	// Pods finds pod namespaces; required.
+	Pods PodNamespaces
+	// StateFile keeps the last bundle across agent restarts ("" = none).
+	StateFile string
+	// CheckInterval is the periodic full drift check (default 30 s).
+	CheckInterval time.Duration
+	// OnDrift, if set, is called for every drift event.
+	OnDrift func(ruleset.DriftEvent)
+	Logger  *slog.Logger
+}
+
+// NodeTarget is the Target of the node's own namespace in statuses.
+const NodeTarget = "node"
+
+// Enforcer keeps one node's namespaces programmed to its Bundle.
+type Enforcer struct {
+	cfg Config
+	log *slog.Logger
+
+	mu         sync.Mutex
+	bundle     *ruleset.Bundle
+	programmed string // hash of the bundle fully programmed
+	at         time.Time
+	ns         map[string]*nsState // by target
+	drift      []ruleset.DriftEvent
+	errs       []string
+	serverLost bool
+
+	kick  chan struct{}
+	dirty map[string]time.Time // targets to check, and when the change was noticed
+}
+
+type nsState struct {
+	target     string
+	path       string
+	spec       *spec
+	snap       *snapshot
+	hash       string
+	scope      string
+	version    string
+	ips        []string
+	watch      *nftWatch
+	err        string
+	pending    bool
+	programmed time.Time
+}
+
+// New returns an enforcer; with a StateFile it resumes the bundle it
+// programmed last (rules stayed in the kernel meanwhile).
+func New(cfg Config) (*Enforcer, error) {
+	if cfg.Pods == nil {
+		return nil, errors.New("enforce: Config.Pods is required")
+	}
+	if cfg.CheckInterval <= 0 {
+		cfg.CheckInterval = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	e := &Enforcer{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), ns: map[string]*nsState{},
+		kick: make(chan struct{}, 1), dirty: map[string]time.Time{}}
+	if cfg.StateFile != "" {
+		buf, err := os.ReadFile(cfg.StateFile)
+		switch {
+		case err == nil:
+			var b ruleset.Bundle
+			if err := json.Unmarshal(buf, &b); err != nil {
+				return nil, fmt.Errorf("enforce: state %s: %w", cfg.StateFile, err)
+			}
+			e.bundle = &b
+		case !errors.Is(err, os.ErrNotExist):
+			return nil, fmt.Errorf("enforce: state: %w", err)
+		}
+	}
+	return e, nil
+}
+
+// Bundle returns the bundle in force (nil: none).
+func (e *Enforcer) Bundle() *ruleset.Bundle {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.bundle
+}
+
+// Apply makes b the bundle in force and programs it. An empty bundle
+// removes everything Palisade programmed on the node.
+func (e *Enforcer) Apply(b *ruleset.Bundle) error {
+	for _, p := range b.Pods {
+		if p.Rules != nil {
+			if err := p.Rules.Validate(); err != nil {
+				return fmt.Errorf("bundle %s: pod %s: %w", b.Hash, p.ID, err)
+			}
+		}
+	}
+	if b.Self != nil {
+		if err := b.Self.Validate(); err != nil {
+			return fmt.Errorf("bundle %s: node: %w", b.Hash, err)
+		}
+	}
+	e.mu.Lock()
+	e.bundle = b
+	e.mu.Unlock()
+	if err := e.persist(b); err != nil {
+		return err
+	}
+	return e.reconcile()
+}
+
+func (e *Enforcer) persist(b *ruleset.Bundle) error {
+	if e.cfg.StateFile == "" {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(e.cfg.StateFile), 0o700); err != nil {
+		return err
+	}
+	buf, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	tmp := e.cfg.StateFile + ".tmp"
+	if err := os.WriteFile(tmp, buf, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, e.cfg.StateFile)
+}
+
+// Disable removes Palisade's rules and sets from the node and every pod
+// namespace it programmed, and forgets the bundle.
+func (e *Enforcer) Disable() error {
+	return e.Apply(&ruleset.Bundle{Node: e.cfg.Node})
+}
+
+// SetServerLost records whether the agent currently reaches the server.
+func (e *Enforcer) SetServerLost(lost bool) {
+	e.mu.Lock()
+	e.serverLost = lost
+	e.mu.Unlock()
+}
+
+// reconcile programs the bundle in force into every namespace.
+func (e *Enforcer) reconcile() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.reconcileLocked()
+}
+
+func (e *Enforcer) reconcileLocked() error {
+	b := e.bundle
+	if b == nil {
+		return nil
+	}
+	var errs []error
+	if b.Empty() {
+		for t, st := range e.ns {
+			if err := e.unprogram(st); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", t, err))
+			}
+		}
+		// The node itself even if this agent never programmed it (e.g. a
+		// restart without a state file).
+		if _, ok := e.ns[NodeTarget]; !ok {
+			if err := remove(e.cfg.NetNS); err != nil {
+				errs = append(errs, fmt.Errorf("node: %w", err))
+			}
+		}
+		e.ns = map[string]*nsState{}
+		e.programmed, e.at = b.Hash, time.Now()
+		e.recordErrs(errs)
+		return errors.Join(errs...)
+	}
+	cidrs := parseCIDRs(b.PodCIDRs)
+	// Addresses that pass the node's gate: exempt pods, the node's own
+	// addresses in its pod ranges, and (below) programmed pods.
+	ready := nodeAddrsIn(e.cfg.NetNS, cidrs)
+	wanted := map[string]bool{NodeTarget: true}
+	for i := range b.Pods {
+		p := &b.Pods[i]
+		wanted[p.ID] = true
+		if p.Rules == nil {
+			ready = append(ready, inCIDRs(p.IPs, cidrs)...)
+			if st := e.ns[p.ID]; st != nil {
+				if err := e.unprogram(st); err != nil {
+					errs = append(errs, fmt.Errorf("pod %s: %w", p.ID, err))
+				}
+				delete(e.ns, p.ID)
+			}
+			continue
+		}
+		st := e.programPod(p)
+		if st.err != "" && !st.pending {
+			errs = append(errs, fmt.Errorf("pod %s: %s", p.ID, st.err))
+		}
+		if st.snap != nil && !st.pending && st.err == "" {
+			ready = append(ready, inCIDRs(p.IPs, cidrs)...)
+		}
+	}
+	for t, st := range e.ns {
+		if !wanted[t] {
+			if err := e.unprogram(st); err != nil && !errors.Is(err, errNoNamespace) {
+				errs = append(errs, fmt.Errorf("%s: %w", t, err))
+			}
+			delete(e.ns, t)
+		}
+	}
+	sort.Strings(ready)
+	node := e.ns[NodeTarget]
+	if node == nil {
+		node = &nsState{target: NodeTarget, path: e.cfg.NetNS}
+		e.ns[NodeTarget] = node
+	}
+	node.spec = &spec{rules: b.Self, node: true, gate: b.PodCIDRs, ready: ready}
+	if b.Self != nil {
+		node.hash, node.scope, node.version = b.Self.Hash(), b.Self.Scope, b.Self.Version
+	} else {
+		node.hash, node.scope, node.version = "", "", ""
+	}
+	if err := e.programNS(node, false); err != nil {
+		errs = append(errs, fmt.Errorf("node: %w", err))
+	}
+	if len(errs) == 0 && !e.anyPending() {
+		e.programmed, e.at = b.Hash, time.Now()
+	}
+	e.recordErrs(errs)
+	return errors.Join(errs...)
+}
+
+func (e *Enforcer) recordErrs(errs []error) {
+	e.errs = e.errs[:0]
+	for _, err := range errs {
+		e.errs = append(e.errs, err.Error())
+	}
+}
+
+func (e *Enforcer) anyPending() bool {
+	for _, st := range e.ns {
+		if st.pending {
+			return true
+		}
+	}
+	return false
+}
+
+// programPod programs one pod's namespace (if found).
+func (e *Enforcer) programPod(p *ruleset.Pod) *nsState {
+	st := e.ns[p.ID]
+	if st == nil {
+		st = &nsState{target: p.ID}
+		e.ns[p.ID] = st
+	}
+	path, err := e.cfg.Pods.Find(*p)
+	if err != nil {
+		st.pending, st.err = errors.Is(err, errNoNamespace), err.Error()
+		if st.pending {
+			st.err = ""
+		}
+		return st
+	}
+	if st.path != path {
+		// A new namespace (or a new incarnation under the same name).
+		st.watch.Close()
+		st.watch, st.snap = nil, nil
+		st.path = path
+	}
+	st.pending = false
+	st.ips = p.IPs
+	newHash := p.Rules.Hash()
+	if st.snap != nil && st.hash == newHash {
+		return st // unchanged; drift is the watchers' business
+	}
+	st.spec = &spec{rules: p.Rules}
+	st.hash, st.scope, st.version = newHash, p.Rules.Scope, p.Rules.Version
+	if err := e.programNS(st, false); err != nil {
+		st.err = err.Error()
+	}
+	return st
+}
+
+// programNS programs st.spec into st.path and makes sure a watcher runs.
+func (e *Enforcer) programNS(st *nsState, repair bool) error {
+	if st.watch == nil {
+		target := st.target
+		w, err := watchNFT(st.path, func() { e.markDirty(target) })
+		if err != nil {
+			st.err = err.Error()
+			return err
+		}
+		st.watch = w
+	}
+	_, snap, err := program(st.path, st.spec, false, st.snap)
+	if err != nil {
+		st.err = err.Error()
+		return err
+	}
+	st.snap, st.err, st.programmed = snap, "", time.Now()
+	return nil
+}
+
+func (e *Enforcer) unprogram(st *nsState) error {
+	st.watch.Close()
+	st.watch = nil
+	if st.path == "" && st.target != NodeTarget {
+		return nil
+	}
+	if st.target != NodeTarget {
+		if _, err := os.Stat(st.path); err != nil {
+			return nil // the namespace is gone, and its rules with it
+		}
+	}
+	return remove(st.path)
+}
+
+func (e *Enforcer) markDirty(target string) {
+	e.mu.Lock()
+	if _, ok := e.dirty[target]; !ok {
+		e.dirty[target] = time.Now()
+	}
+	e.mu.Unlock()
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run repairs drift and follows pod namespaces until ctx ends. Rules stay
+// in force when it returns.
+func (e *Enforcer) Run(ctx context.Context) error {
+	if err := e.cfg.Pods.Watch(ctx, func() { e.markDirty("") }); err != nil {
+		return err
+	}
+	if e.Bundle() != nil {
+		if err := e.reconcile(); err != nil {
+			e.log.Warn("enforce: resuming the last bundle", "err", err)
+		}
+	}
+	full := time.NewTicker(e.cfg.CheckInterval)
+	defer full.Stop()
+	retry := time.NewTicker(100 * time.Millisecond)
+	defer retry.Stop()
+	defer e.closeWatches()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-e.kick:
+		case <-full.C:
+			e.mu.Lock()
+			for t := range e.ns {
+				if _, ok := e.dirty[t]; !ok {
+					e.dirty[t] = time.Time{}
+				}
+			}
+			e.mu.Unlock()
+		case <-retry.C:
+			e.mu.Lock()
+			p := e.anyPending()
+			e.mu.Unlock()
+			if !p {
+				continue
+			}
+			e.markDirty("")
+			continue
+		}
+		e.check()
+	}
+}
+
+func (e *Enforcer) closeWatches() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, st := range e.ns {
+		st.watch.Close()
+		st.watch = nil
+	}
+}
+
+// check re-verifies the dirty namespaces and repairs drift; "" (pod
+// namespaces changed) re-reconciles pending pods.
+func (e *Enforcer) check() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dirty := e.dirty
+	e.dirty = map[string]time.Time{}
+	if _, ok := dirty[""]; ok && e.bundle != nil && !e.bundle.Empty() {
+		if e.anyPending() {
+			_ = e.reconcileLocked()
+		}
+		// A namespace that went away takes its rules with it; a new one
+		// with a known pod's address is picked up by reconcile.
+		for _, st := range e.ns {
+			if st.target != NodeTarget && st.path != "" && inode(st.path) == 0 {
+				st.watch.Close()
+				st.watch, st.snap, st.path, st.pending = nil, nil, "", true
+			}
+		}
+	}
+	for t, since := range dirty {
+		st := e.ns[t]
+		if t == "" || st == nil || st.spec == nil || st.snap == nil || st.path == "" && t != NodeTarget {
+			continue
+		}
+		what, snap, err := program(st.path, st.spec, false, st.snap)
+		if err != nil {
+			st.err = err.Error()
+			continue
+		}
+		st.snap, st.err = snap, ""
+		if what != "" {
+			ev := ruleset.DriftEvent{Time: time.Now(), Target: t, What: what}
+			if !since.IsZero() {
+				ev.Repaired = time.Since(since)
+			}
+			e.drift = append(e.drift, ev)
+			if len(e.drift) > 100 {
+				e.drift = e.drift[len(e.drift)-100:]
+			}
+			e.log.Warn("enforce: drift repaired", "target", t, "what", what, "after", ev.Repaired)
+			if e.cfg.OnDrift != nil {
+				go e.cfg.OnDrift(ev)
+			}
+		}
+	}
+}
+
+// Status reports what is programmed.
+func (e *Enforcer) Status() ruleset.AgentStatus {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := ruleset.AgentStatus{Node: e.cfg.Node, Hash: e.programmed, Programmed: e.at, ServerLost: e.serverLost,
+		Drift: append([]ruleset.DriftEvent(nil), e.drift...), Errors: append([]string(nil), e.errs...), Reported: time.Now(),
+		Namespaces: []ruleset.NamespaceStatus{}}
+	if e.bundle != nil {
+		s.Versions = e.bundle.Versions
+	}
+	for _, st := range e.ns {
+		ns := ruleset.NamespaceStatus{Target: st.target, NetNS: st.path, Scope: st.scope, Version: st.version,
+			Hash: st.hash, Programmed: st.programmed, Pending: st.pending, Error: st.err}
+		if st.snap != nil {
+			ns.Rules, ns.Sets, ns.Members = st.snap.rules(), st.snap.sets, st.snap.members
+		}
+		s.Namespaces = append(s.Namespaces, ns)
+	}
+	sort.Slice(s.Namespaces, func(i, j int) bool { return s.Namespaces[i].Target < s.Namespaces[j].Target })
+	return s
+}
+
+func parseCIDRs(xs []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, x := range xs {
+		if p, err := netip.ParsePrefix(x); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+func inCIDRs(ips []string, cidrs []netip.Prefix) []string {
+	var out []string
+	for _, s := range ips {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			continue
+		}
+		for _, p := range cidrs {
+			if p.Contains(a) {
+				out = append(out, a.String())
+				break
+			}
+		}
+	}
+	return out
+}
+
+// nodeAddrsIn lists the node namespace's own addresses inside cidrs (the
+// bridge gateway, a tunnel address): the node's own traffic to its pods
+// passes the gate.
+func nodeAddrsIn(path string, cidrs []netip.Prefix) []string {
+	if len(cidrs) == 0 {
+		return nil
+	}
+	var h vns.NsHandle
+	var err error
+	if path == "" {
+		h, err = vns.Get()
+	} else {
+		h, err = vns.GetFromPath(path)
+	}
+	if err != nil {
+		return nil
+	}
+	defer h.Close()
+	nl, err := netlink.NewHandleAt(h)
+	if err != nil {
+		return nil
+	}
+	defer nl.Close()
+	as, err := nl.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil
+	}
+	var ips []string
+	for _, a := range as {
+		ips = append(ips, a.IP.String())
+	}
+	return inCIDRs(ips, cidrs)
+}
