@@ -43,9 +43,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	vns "github.com/vishvananda/netns"
-
 	"github.com/palisade-dev/palisade/internal/ruleset"
 )
 
@@ -533,29 +530,5 @@ func nodeAddrsIn(path string, cidrs []netip.Prefix) []string {
 	if len(cidrs) == 0 {
 		return nil
 	}
-	var h vns.NsHandle
-	var err error
-	if path == "" {
-		h, err = vns.Get()
-	} else {
-		h, err = vns.GetFromPath(path)
-	}
-	if err != nil {
-		return nil
-	}
-	defer h.Close()
-	nl, err := netlink.NewHandleAt(h)
-	if err != nil {
-		return nil
-	}
-	defer nl.Close()
-	as, err := nl.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return nil
-	}
-	var ips []string
-	for _, a := range as {
-		ips = append(ips, a.IP.String())
-	}
-	return inCIDRs(ips, cidrs)
+	return inCIDRs(addrsIn(path), cidrs)
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/palisade-dev/palisade/internal/agent/agenttest"
-	"github.com/palisade-dev/palisade/internal/netns"
 	"github.com/palisade-dev/palisade/internal/ruleset"
 	"github.com/palisade-dev/palisade/internal/testutil"
 )
@@ -65,6 +64,29 @@ func dial(ns, addr string) error {
 		return fmt.Errorf("got %q", b)
 	}
 	return nil
+}
+
+// probeLoop dials addr from ns in a loop, calling ok for every connection
+// that gets through, until the returned stop is called.
+func probeLoop(ns, addr string, ok func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if dial(ns, addr) == nil {
+				ok()
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 type snapshotNS struct{ ipt, sets string }
@@ -233,25 +255,11 @@ func testEnforce(t *testing.T, mode string) {
 
 	// Drift: flush p1's egress chain while a blocked probe loop runs.
 	var leakFirst, leakLast atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if dial(p1.NS, p2.IP+":9090") == nil {
-				now := time.Now().UnixNano()
-				leakFirst.CompareAndSwap(0, now)
-				leakLast.Store(now)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
+	stopLoop := probeLoop(p1.NS, p2.IP+":9090", func() {
+		now := time.Now().UnixNano()
+		leakFirst.CompareAndSwap(0, now)
+		leakLast.Store(now)
+	})
 	time.Sleep(100 * time.Millisecond)
 	flushed := time.Now()
 	l.Exec(p1.NS, "iptables", "-F", ChainOut)
@@ -261,8 +269,7 @@ func testEnforce(t *testing.T, mode string) {
 	})
 	restored := time.Since(flushed)
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stopLoop()
 	if restored > time.Second {
 		t.Errorf("drift repaired after %v, want ≤ 1 s", restored)
 	}
@@ -303,22 +310,7 @@ func testEnforce(t *testing.T, mode string) {
 	// programmed (the node's gate) nor after (its own ingress).
 	p4IP := "10.244.1.13"
 	var p4ok atomic.Int32
-	stop = make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if dial(p3.NS, p4IP+":8080") == nil {
-				p4ok.Add(1)
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
+	stopLoop = probeLoop(p3.NS, p4IP+":8080", func() { p4ok.Add(1) })
 	p4 := l.AddPod(n1, "p4", 13)
 	listen(t, p4.NS, p4.IP, 8080)
 	time.Sleep(300 * time.Millisecond) // the pod is up, its rules not yet known
@@ -337,8 +329,7 @@ func testEnforce(t *testing.T, mode string) {
 	}
 	expect("new pod programmed", [3]string{p1.NS, p4.IP + ":8080", "ok"}, [3]string{p4.NS, p3.IP + ":8080", "ok"})
 	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stopLoop()
 	if n := p4ok.Load(); n != 0 {
 		t.Errorf("the probe loop from p3 reached the new pod %d times", n)
 	}
@@ -363,5 +354,4 @@ func testEnforce(t *testing.T, mode string) {
 	if s, _ := SaveFilter(agenttest.Path(p4.NS)); strings.Contains(s, "PALISADE") {
 		t.Errorf("p4 keeps Palisade rules after disable:\n%s", s)
 	}
-	_ = netns.Path
 }

@@ -141,9 +141,16 @@ func contains(xs []string, x string) bool {
 	return false
 }
 
-// addrsIn lists the global addresses in the namespace at p.
+// addrsIn lists the global addresses in the namespace at p ("" = the
+// agent's own).
 func addrsIn(p string) []string {
-	h, err := vns.GetFromPath(p)
+	var h vns.NsHandle
+	var err error
+	if p == "" {
+		h, err = vns.Get()
+	} else {
+		h, err = vns.GetFromPath(p)
+	}
 	if err != nil {
 		return nil
 	}
