@@ -127,7 +127,7 @@ func newFlowsCmd() *cobra.Command {
 	top.Flags().StringVar(&since, "since", "1h", "start of the time range")
 	top.Flags().StringVar(&until, "until", "", "end of the time range (default now)")
 
-	cmd.AddCommand(search, get, top)
+	cmd.AddCommand(search, get, top, newFlowsFollowCmd(&serverURL, &output))
 	return cmd
 }
 

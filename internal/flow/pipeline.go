@@ -76,6 +76,10 @@ type cluster struct {
 	rel      map[*cluster]string
 	emitted  bool
 	resolved bool // ID fixed
+	// prov is the flow as last materialized for Provisional; dirty says
+	// it changed since.
+	prov  *Flow
+	dirty bool
 }
 
 // ObsRef names one agent record.
@@ -169,6 +173,7 @@ func (p *Pipeline) Add(o *Observation, arrival time.Time) {
 		p.pending[k] = append(p.pending[k], c)
 	}
 	c.arrived = arrival
+	c.dirty = true
 	c.obs = append(c.obs, ref)
 	f := &c.f
 	if o.Start.Before(f.Start) {
@@ -305,17 +310,7 @@ func (p *Pipeline) Flush(now time.Time, all bool) Emitted {
 	}
 	em := Emitted{Flows: make([]Flow, 0, len(out)), Obs: Seqs{}}
 	for _, c := range out {
-		p.fixID(c)
-		f := c.f
-		f.ID = c.id
-		f.Replied = f.RevPackets > 0 || f.HasFlag(FlagSYNACK)
-		for o, reason := range c.rel {
-			p.fixID(o)
-			f.Related = append(f.Related, Related{ID: o.id, Reason: reason})
-		}
-		sort.Slice(f.Related, func(i, j int) bool { return f.Related[i].ID < f.Related[j].ID })
-		p.enrich(&f)
-		em.Flows = append(em.Flows, f)
+		em.Flows = append(em.Flows, p.materialize(c))
 		for _, r := range c.obs {
 			em.Obs.Add(r.Agent, r.Seq)
 		}
@@ -330,6 +325,49 @@ func (p *Pipeline) Flush(now time.Time, all bool) Emitted {
 	}
 	p.expireNAT(now, all)
 	return em
+}
+
+// materialize returns c as a flow: its ID fixed, related, enriched.
+func (p *Pipeline) materialize(c *cluster) Flow {
+	p.fixID(c)
+	f := c.f
+	f.ID = c.id
+	f.Flags = append([]string(nil), f.Flags...)
+	f.Points = append([]ObservationPoint(nil), f.Points...)
+	f.Replied = f.RevPackets > 0 || f.HasFlag(FlagSYNACK)
+	for o, reason := range c.rel {
+		p.fixID(o)
+		f.Related = append(f.Related, Related{ID: o.id, Reason: reason})
+	}
+	sort.Slice(f.Related, func(i, j int) bool { return f.Related[i].ID < f.Related[j].ID })
+	p.enrich(&f)
+	return f
+}
+
+// Provisional returns the flows still waiting for their window to close,
+// as they are now (related to the pending flows found so far, enriched):
+// searchable before they are stored, with the IDs they will be stored
+// under. A flow changed since the last call (more observation points,
+// relations) is rebuilt; the others are returned as they were.
+func (p *Pipeline) Provisional() []Flow {
+	var out []Flow
+	for _, cs := range p.pending {
+		for _, c := range cs {
+			if c.dirty || c.prov == nil {
+				p.relate(c)
+			}
+		}
+	}
+	for _, cs := range p.pending {
+		for _, c := range cs {
+			if c.dirty || c.prov == nil {
+				f := p.materialize(c)
+				c.prov, c.dirty = &f, false
+			}
+			out = append(out, *c.prov)
+		}
+	}
+	return out
 }
 
 func removeCluster(cs []*cluster, c *cluster) []*cluster {
@@ -452,6 +490,7 @@ func (p *Pipeline) link(a, b *cluster, reason string) bool {
 		}
 		if _, ok := x[0].rel[x[1]]; !ok && len(x[0].rel) < MaxRelated {
 			x[0].rel[x[1]] = reason
+			x[0].dirty = true
 		}
 	}
 	return true

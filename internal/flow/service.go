@@ -45,6 +45,9 @@ type Service struct {
 
 	Agents *Agents
 	m      metrics
+
+	// live: provisional flows and followers (live.go).
+	live liveState
 }
 
 type metrics struct {
@@ -89,6 +92,7 @@ func NewService(store Store, r Resolver, opts Options) (*Service, error) {
 	for i := range pending {
 		s.take(&pending[i], now)
 	}
+	s.publish(nil)
 	return s, nil
 }
 
@@ -155,6 +159,8 @@ func (s *Service) Flush(all bool) error {
 	em := s.pipe.Flush(s.opts.Now(), all)
 	todo := append(s.retry, em)
 	s.retry = nil
+	// Searchable now, stored or not: pending and emitted flows.
+	s.publish(todo)
 	s.mu.Unlock()
 	for i, e := range todo {
 		if len(e.Flows) == 0 && len(e.Obs) == 0 {
@@ -168,6 +174,11 @@ func (s *Service) Flush(all bool) error {
 			return fmt.Errorf("flow service: storing flows: %w", err)
 		}
 		s.m.flowsStored.Add(uint64(len(e.Flows)))
+	}
+	if len(em.Flows) > 0 || len(todo) > 1 {
+		s.mu.Lock()
+		s.publish(s.retry)
+		s.mu.Unlock()
 	}
 	return nil
 }
@@ -211,7 +222,11 @@ func (s *Service) Search(filter string, from, to time.Time, limit int) ([]Flow, 
 		s.m.searchErrors.Add(1)
 		return nil, err
 	}
-	return s.store.Search(q)
+	stored, err := s.store.Search(q)
+	if err != nil {
+		return nil, err
+	}
+	return s.mergeLive(&q, stored), nil
 }
 
 // Detail is a flow with its related flows.
@@ -225,7 +240,7 @@ var ErrNotFound = errors.New("flow not found")
 
 // Get returns a flow, with its observation points, and its related flows.
 func (s *Service) Get(id string) (*Detail, error) {
-	f, ok, err := s.store.Get(id)
+	f, ok, err := s.get(id)
 	if err != nil {
 		return nil, err
 	}
@@ -234,11 +249,21 @@ func (s *Service) Get(id string) (*Detail, error) {
 	}
 	d := &Detail{Flow: f}
 	for _, r := range f.Related {
-		if rf, ok, err := s.store.Get(r.ID); err == nil && ok {
+		if rf, ok, err := s.get(r.ID); err == nil && ok {
 			d.RelatedFlows = append(d.RelatedFlows, rf)
 		}
 	}
 	return d, nil
+}
+
+// get finds a flow, stored or provisional.
+func (s *Service) get(id string) (Flow, bool, error) {
+	f, ok, err := s.store.Get(id)
+	if err != nil || ok {
+		return f, ok, err
+	}
+	f, ok = s.liveGet(id)
+	return f, ok, nil
 }
 
 // Top returns the n largest groups of flows in [from, to] by a field

@@ -38,6 +38,7 @@ func (s *Server) routes() http.Handler {
 		}
 		return subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+s.cfg.AgentToken)) == 1
 	})
+	s.followRoutes(mux)
 	s.vulnRoutes(mux)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no API endpoint %s %s", r.Method, r.URL.Path))

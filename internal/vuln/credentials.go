@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -48,6 +49,18 @@ type sealer struct {
 func loadSealer(dataDir string) (*sealer, error) {
 	p := filepath.Join(dataDir, KeyFile)
 	key, err := os.ReadFile(p)
+	if err == nil && len(key) != 32 {
+		// A damaged key cannot open the sealed credentials: keep it aside
+		// for inspection and start with a new one (credentials must be set
+		// again; nothing else depends on the key).
+		aside := fmt.Sprintf("%s.damaged.%d", p, time.Now().UnixNano())
+		if err := os.Rename(p, aside); err != nil {
+			return nil, fmt.Errorf("moving the damaged %s aside: %w", p, err)
+		}
+		slog.Warn("vuln: the registry credentials key is damaged; moved it aside and made a new one: set registry credentials again",
+			"file", p, "movedTo", aside, "bytes", len(key))
+		key, err = nil, os.ErrNotExist
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		key = make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
