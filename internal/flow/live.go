@@ -45,6 +45,7 @@ func (s *Service) publish(unstored []Emitted) {
 	flows := s.pipe.Provisional()
 	for _, e := range unstored {
 		flows = append(flows, e.Flows...)
+		flows = append(flows, e.Updates...)
 	}
 	l := &live{flows: flows, byID: make(map[string]int, len(flows))}
 	for i := range flows {
@@ -134,22 +135,22 @@ func (s *Service) provisional(q *Query) []Flow {
 }
 
 // mergeLive merges the provisional flows of q into stored (both newest
-// first): a flow both stored and provisional (stored a moment ago) is
-// taken from the store.
+// first): a flow both stored and provisional (stored a moment ago, or
+// updated with a late link) is taken from the provisional set, the newer.
 func (s *Service) mergeLive(q *Query, stored []Flow) []Flow {
 	prov := s.provisional(q)
 	if len(prov) == 0 {
 		return stored
 	}
-	have := make(map[string]bool, len(stored))
-	for i := range stored {
-		have[stored[i].ID] = true
+	have := make(map[string]bool, len(prov))
+	for i := range prov {
+		have[prov[i].ID] = true
 	}
 	out := make([]Flow, 0, min(len(stored)+len(prov), max(q.Limit, 1)))
 	i, j := 0, 0
 	for len(out) < q.Limit && (i < len(stored) || j < len(prov)) {
-		if j < len(prov) && have[prov[j].ID] {
-			j++
+		if i < len(stored) && have[stored[i].ID] {
+			i++
 			continue
 		}
 		if j >= len(prov) || i < len(stored) && !stored[i].Start.Before(prov[j].Start) {

@@ -116,3 +116,55 @@ func TestProvisionalFlowsAndFollow(t *testing.T) {
 		}
 	}
 }
+
+// A related partner reported after the first flow was stored links both
+// ways, in the store: the first flow is stored again with the link.
+func TestLatePartnerStored(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	clk := &clock{t: time.Now()}
+	svc, err := flow.NewService(st, nil, flow.Options{Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := testBatch(1)
+	first := b
+	first.Observations = b.Observations[:1] // pod1→svc at veth1, with the NAT mapping
+	if err := svc.Ingest(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	clk.add(time.Minute)
+	svc.Flush(false)
+	late := b
+	late.Observations, late.NAT = b.Observations[1:], nil // pod1→pod2, a minute late
+	if err := svc.Ingest(context.Background(), late); err != nil {
+		t.Fatal(err)
+	}
+	clk.add(time.Minute)
+	if err := svc.Flush(false); err != nil {
+		t.Fatal(err)
+	}
+	if m := svc.Metrics(); m.FlowsStored != 2 || m.FlowsUpdated != 1 {
+		t.Fatalf("metrics: %+v", m)
+	}
+	fs, err := st.Search(mustQuery(t, ""))
+	if err != nil || len(fs) != 2 {
+		t.Fatalf("stored: %v %+v", err, fs)
+	}
+	if len(fs[0].Related) != 1 || len(fs[1].Related) != 1 || fs[0].Related[0].ID != fs[1].ID || fs[1].Related[0].ID != fs[0].ID {
+		t.Fatalf("not linked both ways in the store: %+v", fs)
+	}
+}
+
+func mustQuery(t *testing.T, filter string) flow.Query {
+	t.Helper()
+	q, err := flow.NewQuery(filter, t0.Add(-time.Hour).UnixNano(), time.Now().Add(time.Hour).UnixNano(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}

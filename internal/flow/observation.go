@@ -44,6 +44,11 @@ type NAT struct {
 	ConnID   uint32 `json:"connID"`
 	Original Tuple  `json:"original"`
 	Reply    Tuple  `json:"reply"`
+	// Time is when the connection was set up (conntrack's start
+	// timestamp, else when the agent saw the mapping): the mapping relates
+	// only flows active at or after it, so a tuple reused later by another
+	// connection is not related through an old mapping.
+	Time time.Time `json:"time,omitzero"`
 }
 
 // Observation is one record an agent reports: a flow seen at one

@@ -53,11 +53,29 @@ type Pipeline struct {
 	// mapping (reported once, at NEW) lives as long as its flows keep
 	// coming.
 	natUsed map[[2]Key]time.Time
+	// counter is, per conversation, the observation point whose new
+	// connections a conversation-mode flow counts (see Add).
+	counter map[Key]counterPoint
+	// recent holds emitted flows for natTTL, so a related flow arriving
+	// after its partner was emitted still links both ways: the partner is
+	// emitted again (Emitted.Updates) with the new link.
+	recent  map[Key][]*cluster
+	updated map[*cluster]bool
+}
+
+// counterPoint is the point that counts a conversation's connections, and
+// when it last did.
+type counterPoint struct {
+	node, iface string
+	used        time.Time
 }
 
 type natLink struct {
 	other  Key
 	reason string
+	// since is when the mapping was set up (NAT.Time; zero: unknown):
+	// flows that ended before it are not of its connection.
+	since time.Time
 }
 
 type natExpiry struct {
@@ -76,6 +94,10 @@ type cluster struct {
 	rel      map[*cluster]string
 	emitted  bool
 	resolved bool // ID fixed
+	// emittedAt is when Flush emitted it (it stays in recent for natTTL).
+	emittedAt time.Time
+	// lateRel are links to flows no longer held (emitted long ago).
+	lateRel []Related
 	// prov is the flow as last materialized for Provisional; dirty says
 	// it changed since.
 	prov  *Flow
@@ -98,6 +120,9 @@ func NewPipeline(window time.Duration, r Resolver) *Pipeline {
 		natByOrig: map[Key][]natLink{},
 		natByPost: map[Key][]natLink{},
 		natUsed:   map[[2]Key]time.Time{},
+		counter:   map[Key]counterPoint{},
+		recent:    map[Key][]*cluster{},
+		updated:   map[*cluster]bool{},
 	}
 }
 
@@ -142,8 +167,8 @@ func (p *Pipeline) AddNAT(n NAT, arrival time.Time) {
 	for _, mode := range []string{ConversationMode, DetailedMode} {
 		o, q := KeyOf(mode, n.Original), KeyOf(mode, post)
 		if !hasLink(p.natByOrig[o], q) {
-			p.natByOrig[o] = append(p.natByOrig[o], natLink{q, reason})
-			p.natByPost[q] = append(p.natByPost[q], natLink{o, reason})
+			p.natByOrig[o] = append(p.natByOrig[o], natLink{q, reason, n.Time})
+			p.natByPost[q] = append(p.natByPost[q], natLink{o, reason, n.Time})
 			p.natExpiry = append(p.natExpiry, natExpiry{arrival.Add(p.natTTL()), o, q})
 		}
 	}
@@ -186,7 +211,28 @@ func (p *Pipeline) Add(o *Observation, arrival time.Time) {
 	f.FwdBytes = max(f.FwdBytes, o.FwdBytes)
 	f.RevPackets = max(f.RevPackets, o.RevPackets)
 	f.RevBytes = max(f.RevBytes, o.RevBytes)
-	f.Conns = max(f.Conns, o.Conns)
+	if o.Mode == ConversationMode {
+		// A conversation's records come per window from every point, in
+		// windows not aligned between nodes, and a record's Conns also
+		// counts connections carried over from earlier windows: the most
+		// of any point, or the sum of Conns, would count a connection
+		// several times. Each connection is new in exactly one window of
+		// each point, so one point, the same for the whole conversation,
+		// counts: the flow's Conns are that point's new connections, and
+		// the sum over the conversation's flows is exact, across windows
+		// and agent restarts.
+		cp, ok := p.counter[k]
+		if !ok || arrival.Sub(cp.used) > p.natTTL() {
+			cp = counterPoint{node: o.Point.Node, iface: o.Point.Interface}
+		}
+		if cp.node == o.Point.Node && cp.iface == o.Point.Interface {
+			cp.used = arrival
+			f.Conns += o.NewConns
+		}
+		p.counter[k] = cp
+	} else {
+		f.Conns = max(f.Conns, o.Conns)
+	}
 	for _, fl := range o.Flags {
 		if !contains(f.Flags, fl) {
 			f.Flags = append(f.Flags, fl)
@@ -264,6 +310,9 @@ func overlap(s1, e1, s2, e2 time.Time) (time.Duration, bool) {
 type Emitted struct {
 	Flows []Flow
 	Obs   Seqs
+	// Updates are flows emitted before, again with the links of related
+	// flows that arrived after them: the store replaces them.
+	Updates []Flow
 }
 
 // Flush emits the flows whose window has closed at now (all of them when
@@ -293,7 +342,10 @@ func (p *Pipeline) Flush(now time.Time, all bool) Emitted {
 		p.relate(c)
 	}
 	for _, c := range out {
-		c.emitted = true
+		c.emitted, c.emittedAt = true, now
+		k := c.f.Key()
+		p.recent[k] = append(p.recent[k], c)
+		delete(p.updated, c)
 	}
 	for k, cs := range p.pending {
 		keep := cs[:0]
@@ -315,16 +367,55 @@ func (p *Pipeline) Flush(now time.Time, all bool) Emitted {
 			em.Obs.Add(r.Agent, r.Seq)
 		}
 	}
-	for _, c := range out {
-		for _, ik := range c.inner {
-			p.tunnels[ik] = removeCluster(p.tunnels[ik], c)
-			if len(p.tunnels[ik]) == 0 {
-				delete(p.tunnels, ik)
-			}
+	// Flows emitted earlier that a flow related since: again, with the
+	// new links.
+	for c := range p.updated {
+		em.Updates = append(em.Updates, p.materialize(c))
+	}
+	sort.Slice(em.Updates, func(i, j int) bool { return em.Updates[i].ID < em.Updates[j].ID })
+	clear(p.updated)
+	p.expireRecent(now, all)
+	p.expireNAT(now, all)
+	for k, cp := range p.counter {
+		if now.Sub(cp.used) > p.natTTL() {
+			delete(p.counter, k)
 		}
 	}
-	p.expireNAT(now, all)
 	return em
+}
+
+// expireRecent forgets the flows emitted more than natTTL ago.
+func (p *Pipeline) expireRecent(now time.Time, all bool) {
+	for k, cs := range p.recent {
+		keep := cs[:0]
+		for _, c := range cs {
+			if !all && now.Sub(c.emittedAt) < p.natTTL() {
+				keep = append(keep, c)
+				continue
+			}
+			for _, ik := range c.inner {
+				p.tunnels[ik] = removeCluster(p.tunnels[ik], c)
+				if len(p.tunnels[ik]) == 0 {
+					delete(p.tunnels, ik)
+				}
+			}
+			// Partners still pending keep their link, not the pointer.
+			for o := range c.rel {
+				if o.rel != nil {
+					if _, ok := o.rel[c]; ok && !o.emitted {
+						o.lateRel = append(o.lateRel, Related{ID: c.id, Reason: o.rel[c]})
+						delete(o.rel, c)
+					}
+				}
+			}
+			c.rel = nil
+		}
+		if len(keep) == 0 {
+			delete(p.recent, k)
+		} else {
+			p.recent[k] = keep
+		}
+	}
 }
 
 // materialize returns c as a flow: its ID fixed, related, enriched.
@@ -339,6 +430,7 @@ func (p *Pipeline) materialize(c *cluster) Flow {
 		p.fixID(o)
 		f.Related = append(f.Related, Related{ID: o.id, Reason: reason})
 	}
+	f.Related = append(f.Related, c.lateRel...)
 	sort.Slice(f.Related, func(i, j int) bool { return f.Related[i].ID < f.Related[j].ID })
 	p.enrich(&f)
 	return f
@@ -438,12 +530,12 @@ func (p *Pipeline) fixID(c *cluster) {
 func (p *Pipeline) relate(c *cluster) {
 	k := c.f.Key()
 	for _, l := range p.natByOrig[k] {
-		if p.link(c, p.closest(l.other, c), l.reason) {
+		if l.active(c) && p.link(c, p.closest(l.other, c), l.reason) {
 			p.natUsed[[2]Key{k, l.other}] = c.arrived
 		}
 	}
 	for _, l := range p.natByPost[k] {
-		if p.link(c, p.closest(l.other, c), l.reason) {
+		if l.active(c) && p.link(c, p.closest(l.other, c), l.reason) {
 			p.natUsed[[2]Key{l.other, k}] = c.arrived
 		}
 	}
@@ -463,18 +555,27 @@ func (p *Pipeline) relate(c *cluster) {
 	}
 }
 
+// active reports whether c may be of the mapping's connection: it did not
+// end before the mapping was set up (a second of slack: node clocks).
+func (l natLink) active(c *cluster) bool {
+	return l.since.IsZero() || !c.f.End.Before(l.since.Add(-time.Second))
+}
+
 // closest returns the flow with key k overlapping c the most, within a
-// second of slack (clocks of different nodes).
+// second of slack (clocks of different nodes): a pending one, or one
+// emitted lately (the link then updates it).
 func (p *Pipeline) closest(k Key, c *cluster) *cluster {
 	var best *cluster
 	var bestOv time.Duration
-	for _, o := range p.pending[k] {
-		if o == c {
-			continue
-		}
-		ov, ok := overlap(o.f.Start.Add(-time.Second), o.f.End.Add(time.Second), c.f.Start, c.f.End)
-		if ok && (best == nil || ov > bestOv) {
-			best, bestOv = o, ov
+	for _, cs := range [2][]*cluster{p.pending[k], p.recent[k]} {
+		for _, o := range cs {
+			if o == c {
+				continue
+			}
+			ov, ok := overlap(o.f.Start.Add(-time.Second), o.f.End.Add(time.Second), c.f.Start, c.f.End)
+			if ok && (best == nil || ov > bestOv) {
+				best, bestOv = o, ov
+			}
 		}
 	}
 	return best
@@ -491,6 +592,9 @@ func (p *Pipeline) link(a, b *cluster, reason string) bool {
 		if _, ok := x[0].rel[x[1]]; !ok && len(x[0].rel) < MaxRelated {
 			x[0].rel[x[1]] = reason
 			x[0].dirty = true
+			if x[0].emitted {
+				p.updated[x[0]] = true
+			}
 		}
 	}
 	return true

@@ -52,7 +52,7 @@ type Service struct {
 
 type metrics struct {
 	batches, observations, duplicates, nats atomic.Uint64
-	flowsStored, storeErrors                atomic.Uint64
+	flowsStored, storeErrors, flowsUpdated  atomic.Uint64
 	refusedMalformed, refusedOversized      atomic.Uint64
 	refusedUnauthenticated                  atomic.Uint64
 	searches, searchErrors                  atomic.Uint64
@@ -162,18 +162,28 @@ func (s *Service) Flush(all bool) error {
 	// Searchable now, stored or not: pending and emitted flows.
 	s.publish(todo)
 	s.mu.Unlock()
-	for i, e := range todo {
-		if len(e.Flows) == 0 && len(e.Obs) == 0 {
-			continue
+	for i := range todo {
+		e := &todo[i]
+		err := error(nil)
+		if len(e.Flows) > 0 || len(e.Obs) > 0 {
+			if err = s.store.Append(e.Flows, e.Obs); err == nil {
+				s.m.flowsStored.Add(uint64(len(e.Flows)))
+				e.Flows, e.Obs = nil, nil
+			}
 		}
-		if err := s.store.Append(e.Flows, e.Obs); err != nil {
+		if err == nil && len(e.Updates) > 0 {
+			if err = s.store.Replace(e.Updates); err == nil {
+				s.m.flowsUpdated.Add(uint64(len(e.Updates)))
+				e.Updates = nil
+			}
+		}
+		if err != nil {
 			s.m.storeErrors.Add(1)
 			s.mu.Lock()
 			s.retry = append(todo[i:], s.retry...)
 			s.mu.Unlock()
 			return fmt.Errorf("flow service: storing flows: %w", err)
 		}
-		s.m.flowsStored.Add(uint64(len(e.Flows)))
 	}
 	if len(em.Flows) > 0 || len(todo) > 1 {
 		s.mu.Lock()
@@ -294,6 +304,7 @@ type Metrics struct {
 	Duplicates             uint64 `json:"duplicates"`
 	NATMappings            uint64 `json:"natMappings"`
 	FlowsStored            uint64 `json:"flowsStored"`
+	FlowsUpdated           uint64 `json:"flowsUpdated"`
 	PendingFlows           int    `json:"pendingFlows"`
 	StoreErrors            uint64 `json:"storeErrors"`
 	RefusedMalformed       uint64 `json:"refusedMalformed"`
@@ -310,7 +321,7 @@ func (s *Service) Metrics() Metrics {
 	s.mu.Unlock()
 	return Metrics{
 		Batches: s.m.batches.Load(), Observations: s.m.observations.Load(), Duplicates: s.m.duplicates.Load(),
-		NATMappings: s.m.nats.Load(), FlowsStored: s.m.flowsStored.Load(), PendingFlows: pending,
+		NATMappings: s.m.nats.Load(), FlowsStored: s.m.flowsStored.Load(), FlowsUpdated: s.m.flowsUpdated.Load(), PendingFlows: pending,
 		StoreErrors: s.m.storeErrors.Load(), RefusedMalformed: s.m.refusedMalformed.Load(),
 		RefusedOversized: s.m.refusedOversized.Load(), RefusedUnauthenticated: s.m.refusedUnauthenticated.Load(),
 		Searches: s.m.searches.Load(), SearchErrors: s.m.searchErrors.Load(),
@@ -329,6 +340,7 @@ func (s *Service) WriteMetrics(w io.Writer) {
 		{"palisade_flow_duplicate_observations_total", m.Duplicates},
 		{"palisade_flow_nat_mappings_total", m.NATMappings},
 		{"palisade_flow_flows_stored_total", m.FlowsStored},
+		{"palisade_flow_flows_updated_total", m.FlowsUpdated},
 		{"palisade_flow_pending_flows", uint64(m.PendingFlows)},
 		{"palisade_flow_store_errors_total", m.StoreErrors},
 		{`palisade_flow_batches_refused_total{reason="malformed"}`, m.RefusedMalformed},

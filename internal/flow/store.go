@@ -13,6 +13,10 @@ type Store interface {
 	// Append durably stores flows together with the agent records (by
 	// Agent, Seq) they were made of: both or neither survive a crash.
 	Append(flows []Flow, obs Seqs) error
+	// Replace durably replaces stored flows by new versions with the same
+	// IDs and starts (a related flow arrived after them and links them).
+	// A flow not stored (any more) is ignored.
+	Replace(flows []Flow) error
 	// Done reports whether the record (agent, seq) is stored as a flow.
 	Done(agent string, seq uint64) bool
 	// Search returns the flows overlapping [q.From, q.To] that match

@@ -278,7 +278,11 @@ func (w *Watcher) add(f *ct.Flow) {
 		w.seen = map[seenKey]struct{}{}
 	}
 	w.nat.Add(1)
-	w.pending = append(w.pending, flow.NAT{Node: w.cfg.Node, ConnID: f.ID, Original: orig, Reply: reply})
+	at := f.Timestamp.Start // with nf_conntrack_timestamp; else when seen
+	if at.IsZero() {
+		at = time.Now()
+	}
+	w.pending = append(w.pending, flow.NAT{Node: w.cfg.Node, ConnID: f.ID, Original: orig, Reply: reply, Time: at.UTC()})
 }
 
 // Take returns and forgets the mappings collected since the last Take.

@@ -82,11 +82,13 @@ type summary struct {
 	attrs  bitset // attribute combination IDs used
 	sports bitset // source ports used
 	rels   int    // related links, for the size of a decoded segment
+	repl   int    // rows replacing an earlier version (dead rows as many)
 }
 
 func (m *summary) add(p *columns) {
 	m.rows += p.len()
 	m.rels += len(p.rels)
+	m.repl += p.repl
 	for _, x := range p.pair {
 		m.pairs.set(x)
 	}
@@ -99,7 +101,7 @@ func (m *summary) add(p *columns) {
 }
 
 func (m *summary) clone() summary {
-	return summary{rows: m.rows, rels: m.rels, pairs: append(bitset(nil), m.pairs...),
+	return summary{rows: m.rows, rels: m.rels, repl: m.repl, pairs: append(bitset(nil), m.pairs...),
 		attrs: append(bitset(nil), m.attrs...), sports: append(bitset(nil), m.sports...)}
 }
 
@@ -120,13 +122,14 @@ func (s *Store) sumPath(bucket int64) string {
 func (s *Store) writeSummary(seg *segment) error {
 	seg.mu.RLock()
 	var e enc
-	e.u(2) // version
+	e.u(3) // version
 	e.u(uint64(seg.committed))
 	e.u(s.txn)
 	e.u(seg.txnLo)
 	e.u(seg.txnHi)
 	e.u(uint64(seg.sum.rows))
 	e.u(uint64(seg.sum.rels))
+	e.u(uint64(seg.sum.repl))
 	e.i(seg.minStart)
 	e.i(seg.maxStart)
 	e.i(seg.maxEnd)
@@ -165,14 +168,14 @@ func (s *Store) readSummary(seg *segment, size int64, npairs, nattrs int) int64 
 		return 0
 	}
 	r := &dec{b: payload}
-	if r.u() != 2 {
+	if r.u() != 3 {
 		return 0
 	}
 	covered := int64(r.u())
 	txn := r.u()
 	txnLo, txnHi := r.u(), r.u()
 	var m summary
-	m.rows, m.rels = int(r.u()), int(r.u())
+	m.rows, m.rels, m.repl = int(r.u()), int(r.u()), int(r.u())
 	minStart, maxStart, maxEnd := r.i(), r.i(), r.i()
 	for _, b := range []*bitset{&m.pairs, &m.attrs, &m.sports} {
 		n := r.count()
@@ -205,11 +208,12 @@ type coldCache struct {
 type coldEntry struct {
 	size  int64 // the segment's committed length decoded
 	cs    []columns
+	dead  bitset
 	bytes int64
 	last  uint64
 }
 
-func (c *coldCache) get(seg *segment, size int64) ([]columns, bool) {
+func (c *coldCache) get(seg *segment, size int64) (*coldEntry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.m[seg]
@@ -218,12 +222,13 @@ func (c *coldCache) get(seg *segment, size int64) ([]columns, bool) {
 	}
 	c.tick++
 	e.last = c.tick
-	return e.cs, true
+	return e, true
 }
 
-func (c *coldCache) put(seg *segment, size int64, cs []columns, bytes int64) {
+func (c *coldCache) put(seg *segment, size int64, e *coldEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	bytes := e.bytes
 	if bytes > c.max {
 		return
 	}
@@ -234,7 +239,8 @@ func (c *coldCache) put(seg *segment, size int64, cs []columns, bytes int64) {
 		c.used -= old.bytes
 	}
 	c.tick++
-	c.m[seg] = &coldEntry{size, cs, bytes, c.tick}
+	e.size, e.last = size, c.tick
+	c.m[seg] = e
 	c.used += bytes
 	for c.used > c.max {
 		var lru *segment
@@ -267,26 +273,27 @@ func (c *coldCache) clear() {
 // decoded from its file (through the cache). A cold segment whose file
 // has damaged blocks yields the whole ones; the damage is logged and the
 // file repaired by the next retention pass.
-func (s *Store) columnsOf(seg *segment) []columns {
+func (s *Store) columnsOf(seg *segment) ([]columns, bitset) {
 	seg.mu.RLock()
 	if !seg.cold {
 		cs := make([]columns, len(seg.chunks))
 		for i, c := range seg.chunks {
 			cs[i] = *c
 		}
+		dead := seg.dead
 		seg.mu.RUnlock()
-		return cs
+		return cs, dead
 	}
-	size, est := seg.committed, seg.sum.decodedBytes()
+	size, est, repl := seg.committed, seg.sum.decodedBytes(), seg.sum.repl
 	seg.mu.RUnlock()
-	if cs, ok := s.cold.get(seg, size); ok {
-		return cs
+	if e, ok := s.cold.get(seg, size); ok {
+		return e.cs, e.dead
 	}
 	s.coldReads.Add(1)
 	data, err := readPrefix(seg.path, size)
 	if err != nil {
 		s.log.Error("flow store: reading a cold segment", "file", seg.path, "err", err)
-		return nil
+		return nil, nil
 	}
 	v := s.dict.view()
 	skip := s.skipSnapshot()
@@ -310,8 +317,12 @@ func (s *Store) columnsOf(seg *segment) []columns {
 	for i, c := range chunks {
 		cs[i] = *c
 	}
-	s.cold.put(seg, size, cs, est)
-	return cs
+	var dead bitset
+	if repl > 0 {
+		dead = markDead(chunks)
+	}
+	s.cold.put(seg, size, &coldEntry{cs: cs, dead: dead, bytes: est})
+	return cs, dead
 }
 
 // noteDamaged records that seg's file has a damaged block, once.
@@ -345,6 +356,7 @@ func (c *columns) reset() {
 	c.pair, c.attr, c.sport = c.pair[:0], c.attr[:0], c.sport[:0]
 	c.fwdP, c.fwdB, c.revP, c.revB, c.conns = c.fwdP[:0], c.fwdB[:0], c.revP[:0], c.revB[:0], c.conns[:0]
 	c.relOff, c.rels = c.relOff[:0], c.rels[:0]
+	c.repl = 0
 }
 
 // evict makes the segments whose partition ended before now-HotWindow
@@ -379,7 +391,7 @@ func (s *Store) evict(now time.Time) {
 			continue
 		}
 		seg.mu.Lock()
-		seg.cold, seg.chunks = true, nil
+		seg.cold, seg.chunks, seg.dead = true, nil, nil
 		seg.mu.Unlock()
 	}
 }

@@ -161,6 +161,7 @@ func (s *Store) compact() error {
 		if decodeErr != nil {
 			return cleanup(fmt.Errorf("flow store: compaction: %s: %w", seg.path, decodeErr))
 		}
+		all = *all.live()
 		// One block per chunk of records, each its own transaction; the
 		// agent records go with the last.
 		var file []byte
@@ -254,7 +255,7 @@ func (s *Store) compact() error {
 		}
 		seg.size, seg.committed, seg.sumSize = r.size, r.size, 0
 		ns := r.ns
-		seg.sum, seg.chunks, seg.txnLo, seg.txnHi = ns.sum, ns.chunks, ns.txnLo, ns.txnHi
+		seg.sum, seg.chunks, seg.dead, seg.txnLo, seg.txnHi = ns.sum, ns.chunks, ns.dead, ns.txnLo, ns.txnHi
 		seg.minStart, seg.maxStart, seg.maxEnd = ns.minStart, ns.maxStart, ns.maxEnd
 		seg.mu.Unlock()
 	}
@@ -288,6 +289,24 @@ func (c *columns) appendCols(p *columns) {
 	for _, off := range p.relOff[1:] {
 		c.relOff = append(c.relOff, base+off)
 	}
+	c.repl += p.repl
+}
+
+// live returns c without the rows a later row of the same flow replaces.
+func (c *columns) live() *columns {
+	if c.repl == 0 {
+		return c
+	}
+	dead := markDead([]*columns{c})
+	out := &columns{relOff: []uint32{0}}
+	for i := range c.idn {
+		if dead.has(uint32(i)) {
+			continue
+		}
+		out.addRow(row{c.start[i], c.end[i], c.idms[i], c.idn[i], c.pair[i], c.attr[i], c.sport[i],
+			[5]uint64{c.fwdP[i], c.fwdB[i], c.revP[i], c.revB[i], c.conns[i]}}, c.rels[c.relOff[i]:c.relOff[i+1]])
+	}
+	return out
 }
 
 // writeNew writes a file durably.
@@ -409,7 +428,7 @@ func (s *Store) repair(seg *segment) error {
 		seg.file = nil
 	}
 	seg.size, seg.committed, seg.sumSize = int64(len(good)), int64(len(good)), 0
-	seg.sum, seg.chunks, seg.txnLo, seg.txnHi = ns.sum, ns.chunks, ns.txnLo, ns.txnHi
+	seg.sum, seg.chunks, seg.dead, seg.txnLo, seg.txnHi = ns.sum, ns.chunks, ns.dead, ns.txnLo, ns.txnHi
 	seg.minStart, seg.maxStart, seg.maxEnd = ns.minStart, ns.maxStart, ns.maxEnd
 	seg.mu.Unlock()
 	s.cold.drop(seg)

@@ -25,6 +25,7 @@ type ingest struct {
 	offs    []int32 // order[offs[k]:offs[k+1]] are bucket k's (sorted) flows
 	jobs    []job
 	writers []*blockWriter // one per job
+	repl    bool           // the flows replace stored versions (Replace)
 }
 
 // job is one block to encode: flows idx of partition in.buckets[bucket].
@@ -76,6 +77,36 @@ func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
 	if len(flows) == 0 && len(obs) == 0 {
 		return nil
 	}
+	s.in.repl = false
+	return s.appendLocked(flows, obs)
+}
+
+// Replace implements flow.Store: the new versions are appended to their
+// segments in blocks marked as replacements (one transaction); a search
+// then sees only the last version of a flow. A flow whose segment is gone
+// (retention) is not stored again.
+func (s *Store) Replace(flows []flow.Flow) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	part := s.opts.Partition.Nanoseconds()
+	var keep []flow.Flow
+	s.mu.RLock()
+	for i := range flows {
+		if ns := flows[i].Start.UnixNano(); ns >= 0 && s.segs[ns/part*part] != nil {
+			keep = append(keep, flows[i])
+		}
+	}
+	s.mu.RUnlock()
+	if len(keep) == 0 {
+		return nil
+	}
+	s.in.repl = true
+	defer func() { s.in.repl = false }()
+	return s.appendLocked(keep, nil)
+}
+
+// appendLocked is Append (or Replace, with in.repl). Caller holds wmu.
+func (s *Store) appendLocked(flows []flow.Flow, obs flow.Seqs) error {
 	in := &s.in
 	if err := s.prepare(flows); err != nil {
 		return err
@@ -221,6 +252,9 @@ func (s *Store) encode(flows []flow.Flow, txn uint64, obs flow.Seqs) {
 			for _, i := range jobs[j].idx {
 				p := &in.prep[i]
 				w.add(&flows[i], p.pid, p.aid, p.idms, p.idn, in.rels[p.worker][p.relLo:p.relHi])
+			}
+			if in.repl {
+				w.pend.repl = w.nrec
 			}
 			var o flow.Seqs
 			if j == len(jobs)-1 {

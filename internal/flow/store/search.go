@@ -66,9 +66,9 @@ func newMatcher(q *flow.Query) *matcher {
 // at points the matcher at a segment: its columns, then the dictionaries
 // (taken after the columns, so they cover every entry the columns use).
 func (m *matcher) at(s *Store, seg *segment) *view {
-	cs := s.columnsOf(seg)
+	cs, dead := s.columnsOf(seg)
 	v := s.dict.view()
-	v.cs = cs
+	v.cs, v.dead = cs, dead
 	m.v = v
 	if len(m.pairConj) > 0 && len(m.pairTab) < len(v.pairs) {
 		m.pairTab = append(m.pairTab, make([]int8, len(v.pairs)-len(m.pairTab))...)
@@ -268,6 +268,9 @@ func (s *Store) scanSegment(q *flow.Query, m *matcher, seg *segment, hits []int3
 			if !inside && (c.start[i] > q.To || c.end[i] < q.From) {
 				continue
 			}
+			if v.dead != nil && v.dead.has(uint32(ci<<chunkBits|i)) {
+				continue
+			}
 			// The pair and attribute tables inline: one lookup each per flow.
 			if hasPair {
 				r := m.pairTab[pairs[i]]
@@ -346,11 +349,11 @@ func (s *Store) Get(id string) (flow.Flow, bool, error) {
 		if seg.bounds().minStart > t.Add(time.Millisecond).UnixNano() || seg.bucket+s.opts.Partition.Nanoseconds() < t.Add(-idLookback).UnixNano() {
 			continue
 		}
-		cs := s.columnsOf(seg)
+		cs, dead := s.columnsOf(seg)
 		for ci := range cs {
 			c := &cs[ci]
 			for i := range c.idn {
-				if c.idn[i] == n && c.idms[i] == ms {
+				if c.idn[i] == n && c.idms[i] == ms && !dead.has(uint32(ci<<chunkBits|i)) {
 					v := s.dict.view()
 					v.cs = cs
 					return v.flowAt(ci<<chunkBits | i), true, nil

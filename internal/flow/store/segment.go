@@ -382,6 +382,9 @@ type segment struct {
 	// its records are read from its file when a query needs them.
 	chunks []*columns
 	cold   bool
+	// dead marks the rows (by global index) replaced by a later version
+	// of the same flow (see Store.Replace); nil when none.
+	dead bitset
 	// committed is the length of the file's committed blocks (size may be
 	// ahead of it while a transaction is written).
 	committed int64
@@ -426,6 +429,8 @@ type columns struct {
 	conns      []uint64
 	relOff     []uint32
 	rels       []rel
+	// repl counts the rows that replace earlier versions (Replace).
+	repl int
 }
 
 func (c *columns) len() int { return len(c.start) }
@@ -467,6 +472,7 @@ func (w *blockWriter) reset(s *segment) {
 	p.pair, p.attr, p.sport = p.pair[:0], p.attr[:0], p.sport[:0]
 	p.fwdP, p.fwdB, p.revP, p.revB, p.conns = p.fwdP[:0], p.fwdB[:0], p.revP[:0], p.revB[:0], p.conns[:0]
 	p.relOff, p.rels = p.relOff[:0], p.rels[:0]
+	p.repl = 0
 }
 
 // lookup returns the pair and attribute IDs of f, adding dictionary
@@ -623,6 +629,9 @@ func (s *segment) appendRows(p *columns) {
 	}
 	if !s.cold {
 		s.chunks = appendChunks(s.chunks, p)
+		if p.repl > 0 {
+			s.dead = markDead(s.chunks)
+		}
 	}
 }
 
@@ -679,6 +688,9 @@ func (w *blockWriter) block(buf []byte, txn uint64, part, parts int, obs flow.Se
 	e := enc{b: append(buf[:0], make([]byte, blockHeader)...)}
 	e.u(txn)
 	e.u(uint64(part))
+	if w.pend.repl > 0 {
+		parts |= replFlag
+	}
 	e.u(uint64(parts))
 	e.u(uint64(w.nrec))
 	e.i(w.base)
@@ -726,6 +738,7 @@ func decodeSeqs(d *dec, into flow.Seqs) {
 type blockInfo struct {
 	txn         uint64
 	part, parts int
+	repl        bool // replacements (replFlag)
 }
 
 // apply decodes one segment block into the segment's columns. Records are
@@ -750,7 +763,7 @@ func (s *segment) apply(payload []byte, npairs, nattrs int, keep func(blockInfo)
 // so) and its agent records into obs (when not nil).
 func decodeBlock(payload []byte, npairs, nattrs int, keep func(blockInfo) bool, p *columns, obs flow.Seqs) (bool, error) {
 	r := &dec{b: payload}
-	info := blockInfo{txn: r.u(), part: int(r.u()), parts: int(r.u())}
+	info := readBlockInfo(r)
 	n := r.count()
 	base := r.i()
 	kept := keep(info)
@@ -775,6 +788,9 @@ func decodeBlock(payload []byte, npairs, nattrs int, keep func(blockInfo) bool, 
 			p.addRow(x, rels)
 		}
 	}
+	if kept && info.repl {
+		p.repl += n
+	}
 	if kept && obs != nil {
 		decodeSeqs(r, obs)
 	}
@@ -782,9 +798,40 @@ func decodeBlock(payload []byte, npairs, nattrs int, keep func(blockInfo) bool, 
 }
 
 // blockTxn reads only a block's transaction header.
-func blockTxn(payload []byte) blockInfo {
-	r := &dec{b: payload}
-	return blockInfo{txn: r.u(), part: int(r.u()), parts: int(r.u())}
+func blockTxn(payload []byte) blockInfo { return readBlockInfo(&dec{b: payload}) }
+
+// replFlag marks, in a block's parts count, a block of replacements: its
+// records replace the earlier records of the same flows in the segment.
+// (A reader that does not know the flag sees an incomplete transaction
+// and ignores the block.)
+const replFlag = 1 << 20
+
+func readBlockInfo(r *dec) blockInfo {
+	bi := blockInfo{txn: r.u(), part: int(r.u())}
+	parts := r.u()
+	bi.repl = parts&replFlag != 0
+	bi.parts = int(parts &^ replFlag)
+	return bi
+}
+
+// markDead returns the rows of chunks that a later row of the same flow
+// replaces.
+func markDead(chunks []*columns) bitset {
+	last := map[[2]uint64]uint32{}
+	for ci, c := range chunks {
+		for i := range c.idn {
+			last[[2]uint64{uint64(c.idms[i]), c.idn[i]}] = uint32(ci<<chunkBits | i)
+		}
+	}
+	var dead bitset
+	for ci, c := range chunks {
+		for i := range c.idn {
+			if g := uint32(ci<<chunkBits | i); last[[2]uint64{uint64(c.idms[i]), c.idn[i]}] != g {
+				dead.set(g)
+			}
+		}
+	}
+	return dead
 }
 
 // segBounds are a segment's time bounds (unix ns).
@@ -809,6 +856,7 @@ func rows(cs []columns) int {
 // columns when c is set) for reading without locks.
 type view struct {
 	cs    []columns // the segment's chunks
+	dead  bitset    // rows replaced by a later version
 	c     *columns  // the chunk being scanned
 	eps   []flow.Endpoint
 	pairs []pair

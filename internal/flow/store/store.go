@@ -562,7 +562,7 @@ func (s *Store) Stats() Stats {
 		if !seg.cold {
 			st.HotSegments++
 		}
-		st.Flows += seg.sum.rows
+		st.Flows += seg.sum.rows - seg.sum.repl
 		st.Bytes += seg.size
 		seg.mu.RUnlock()
 	}
