@@ -5,7 +5,7 @@ import "github.com/spf13/cobra"
 // areaCommands lists the top-level commands of every product area. Each
 // constructor lives in the file named after its area (server.go, lab.go, ...).
 func areaCommands() []*cobra.Command {
-	return []*cobra.Command{
+	return append([]*cobra.Command{
 		newServerCmd(),
 		newInventoryCmd(),
 		newDevCmd(),
@@ -15,5 +15,5 @@ func areaCommands() []*cobra.Command {
 		newVulndbCmd(),
 		newAgentCmd(),
 		newFlowsCmd(),
-	}
+	}, policyCommands()...)
 }

@@ -27,6 +27,10 @@ type Options struct {
 	Logger         *slog.Logger
 	// Now is the clock (tests). Default time.Now.
 	Now func() time.Time
+	// OnFlows, when set, is called with every batch of flows once it is
+	// stored (live policy analysis, compliance). It runs on the flush
+	// path: it must not block, and must not keep or change the flows.
+	OnFlows func(flows []Flow)
 }
 
 // Service is the server side of flow visibility: it ingests agent
@@ -168,6 +172,9 @@ func (s *Service) Flush(all bool) error {
 		if len(e.Flows) > 0 || len(e.Obs) > 0 {
 			if err = s.store.Append(e.Flows, e.Obs); err == nil {
 				s.m.flowsStored.Add(uint64(len(e.Flows)))
+				if s.opts.OnFlows != nil && len(e.Flows) > 0 {
+					s.opts.OnFlows(e.Flows)
+				}
 				e.Flows, e.Obs = nil, nil
 			}
 		}

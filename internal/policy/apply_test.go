@@ -72,7 +72,9 @@ func apply(t *testing.T, r *Repo, file, src string, opts ApplyOptions) (*Result,
 	return r.Apply(docs, opts)
 }
 
-func services(ns, name string) bool { return ns == "sock-shop" && (name == "carts" || name == "front-end") }
+func services(ns, name string) bool {
+	return ns == "sock-shop" && (name == "carts" || name == "front-end")
+}
 
 func TestApplyIdempotentAndRoundTrip(t *testing.T) {
 	r, kv := openRepo(t)

@@ -700,3 +700,20 @@ func protoIs(s string, p Proto) bool {
 	}
 	return strings.EqualFold(s, p.String())
 }
+
+// Within reports whether scope is ancestor or one of its descendants.
+func (e *Evaluator) Within(scope, ancestor string) bool {
+	if scope == "" {
+		return false
+	}
+	i, ok := e.byName[scope]
+	if !ok {
+		return false
+	}
+	for ; i >= 0; i = e.scopes[i].parent {
+		if e.scopes[i].name == ancestor {
+			return true
+		}
+	}
+	return false
+}

@@ -163,6 +163,10 @@ func ParseDocuments(file string, r io.Reader) ([]*Document, error) {
 		}
 	}
 	if len(errs) > 0 {
+		sort.SliceStable(errs, func(i, j int) bool {
+			a, b := errs[i].Pos, errs[j].Pos
+			return a.Line < b.Line || a.Line == b.Line && a.Column < b.Column
+		})
 		return docs, errs
 	}
 	return docs, nil

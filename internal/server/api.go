@@ -40,6 +40,7 @@ func (s *Server) routes() http.Handler {
 	})
 	s.followRoutes(mux)
 	s.vulnRoutes(mux)
+	s.policyRoutes(mux)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no API endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -146,7 +147,7 @@ func (s *Server) getWorkload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no workload with id %q", id))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"workload": wl, "history": hist})
+	writeJSON(w, http.StatusOK, map[string]any{"workload": wl, "history": hist, "scopes": s.policy.workloadScopes(wl)})
 }
 
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {

@@ -72,6 +72,7 @@ type Server struct {
 	flowStore  *flowstore.Store
 	Flows      *flow.Service
 	Vuln       *vuln.Service
+	policy     *policyAPI
 
 	httpSrv  *http.Server
 	listener net.Listener
@@ -120,7 +121,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if s.flowStore, err = openFlowStore(filepath.Join(cfg.DataDir, "flows"), s.cfg.FlowRetention, s.cfg.FlowMaxBytes); err != nil {
 		return fail(err)
 	}
-	if s.Flows, err = flow.NewService(s.flowStore, inv, flow.Options{Window: cfg.FlowWindow}); err != nil {
+	if s.policy, err = newPolicyAPI(kv, inv, s.flowStore); err != nil {
+		return fail(err)
+	}
+	if s.Flows, err = flow.NewService(s.flowStore, inv, flow.Options{Window: cfg.FlowWindow, OnFlows: s.policy.onFlows}); err != nil {
 		return fail(err)
 	}
 	if err := s.persistAgentConfigs(); err != nil {

@@ -1,0 +1,349 @@
+// Package analyze compares policy decisions with what the network did:
+// for every flow, the decision of a policy version (internal/policy's
+// evaluator, with the ends resolved through the inventory at the flow's
+// own time) against the flow's outcome (replied or not) gives its verdict:
+// Permitted, Escaped, Rejected or Misdropped. Flows no scope decides are
+// counted as unscoped, never dropped.
+//
+// The package does no I/O of its own: callers hand it flows (from the flow
+// store for a time range, or as the flow service emits them) and an
+// inventory Resolver.
+package analyze
+
+import (
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/internal/policy"
+)
+
+// Resolver is the inventory at a time: the flow pipeline's resolver, which
+// internal/inventory implements from its history.
+type Resolver = flow.Resolver
+
+// Input turns a flow into the evaluator's input, resolving both ends at the
+// flow's start. translated reports a flow that is the rewritten copy of
+// another one (the node-address side of an egress SNAT, the outer flow of
+// a tunnel): it is decided with its original and gets no verdict of its
+// own.
+func Input(f *flow.Flow, r Resolver) (in policy.Flow, translated bool) {
+	t := f.Start
+	in.Src = peer(f.Src.IP, t, r)
+	in.Dst = peer(f.Dst.IP, t, r)
+	in.Proto, _ = policy.ParseProto(f.Proto)
+	in.Port = f.Dst.Port
+	if f.Tunnel != "" {
+		translated = true
+	}
+	dnat := false
+	for _, rel := range f.Related {
+		switch rel.Reason {
+		case flow.ReasonEgress:
+			if in.Src.Workload != nil && in.Src.Workload.Kind == inventory.KindNode {
+				translated = true
+			}
+		case flow.ReasonClusterIP, flow.ReasonNodePort:
+			dnat = true
+		}
+	}
+	dw := in.Dst.Workload
+	switch {
+	case dw != nil && dw.Kind == inventory.KindService:
+		in.Service, in.ServicePort = dw, f.Dst.Port
+	case dw != nil && dw.Kind == inventory.KindNode:
+		// A node port: the service that owns it, if any.
+		if svc, ok := r.ServiceFor(f.Dst.IP, f.Dst.Port, f.Proto, t); ok {
+			for _, p := range svc.Ports {
+				if uint16(p.NodePort) == f.Dst.Port {
+					in.Service, in.ServicePort = svc, uint16(p.Port)
+				}
+			}
+		}
+	case dnat && f.Dst.Service != "":
+		// The DNAT-related flow to a backend: the service port whose
+		// target port it reached.
+		if svc, ok := r.ServiceFor(f.Dst.IP, f.Dst.Port, f.Proto, t); ok {
+			in.Service, in.ServicePort = svc, servicePortFor(svc, f.Dst.IP, f.Dst.Port)
+		}
+	}
+	return in, translated
+}
+
+// servicePortFor returns the service port whose target port is port on the
+// backend ip (a number, or a name the endpoint resolved to port).
+func servicePortFor(svc *inventory.Workload, ip string, port uint16) uint16 {
+	ps := strconv.Itoa(int(port))
+	for _, p := range svc.Ports {
+		if p.TargetPort == ps || (p.TargetPort == "" && uint16(p.Port) == port) {
+			return uint16(p.Port)
+		}
+	}
+	// A named target port: the endpoint's resolved ports.
+	for _, e := range svc.Endpoints {
+		if e.IP != ip {
+			continue
+		}
+		for _, ep := range e.Ports {
+			if uint16(ep) == port && len(svc.Ports) == 1 {
+				return uint16(svc.Ports[0].Port)
+			}
+		}
+	}
+	if len(svc.Ports) > 0 {
+		return uint16(svc.Ports[0].Port)
+	}
+	return port
+}
+
+func peer(ip string, t time.Time, r Resolver) policy.Peer {
+	p := policy.Peer{}
+	if a, err := netip.ParseAddr(ip); err == nil {
+		p.IP = a.Unmap()
+	}
+	if r != nil {
+		if w, ok := r.WorkloadAt(ip, t); ok {
+			p.Workload = w
+		}
+	}
+	return p
+}
+
+// FlowVerdict is one flow's analysis.
+type FlowVerdict struct {
+	Flow     flow.Flow       `json:"flow"`
+	Verdict  policy.Verdict  `json:"verdict"`
+	Decision policy.Decision `json:"decision"`
+	// Rule is the deciding rule (the denying side, else the allowing one).
+	Rule       policy.RuleRef `json:"rule"`
+	Translated bool           `json:"translated,omitempty"`
+}
+
+// Analyzer decides flows with one evaluator session; not safe for
+// concurrent use.
+type Analyzer struct {
+	ev    *policy.Evaluator
+	sess  *policy.Session
+	r     Resolver
+	scope string
+}
+
+// New returns an analyzer of the flows that touch scope (one end's
+// deciding scope is scope or below it; "" for every flow).
+func New(ev *policy.Evaluator, r Resolver, scope string) *Analyzer {
+	return &Analyzer{ev: ev, sess: ev.NewSession(), r: r, scope: scope}
+}
+
+// Analyze decides one flow. ok is false when the flow does not touch the
+// analyzer's scope.
+func (a *Analyzer) Analyze(f *flow.Flow) (fv FlowVerdict, ok bool) {
+	in, translated := Input(f, a.r)
+	d := a.sess.Evaluate(&in)
+	if a.scope != "" && !a.ev.Within(d.Egress.Scope, a.scope) && !a.ev.Within(d.Ingress.Scope, a.scope) {
+		return fv, false
+	}
+	fv = FlowVerdict{Flow: *f, Decision: d, Translated: translated}
+	if !translated {
+		fv.Verdict = policy.VerdictOf(d.Action(), f.Replied)
+		if d.Action() != policy.NoAction {
+			fv.Rule = d.Deciding().Rule
+		}
+	}
+	return fv, true
+}
+
+// Counts are flows per verdict.
+type Counts struct {
+	Permitted  int `json:"permitted"`
+	Escaped    int `json:"escaped"`
+	Rejected   int `json:"rejected"`
+	Misdropped int `json:"misdropped"`
+	Unscoped   int `json:"unscoped"`
+}
+
+// Add counts one verdict.
+func (c *Counts) Add(v policy.Verdict) {
+	switch v {
+	case policy.Permitted:
+		c.Permitted++
+	case policy.Escaped:
+		c.Escaped++
+	case policy.Rejected:
+		c.Rejected++
+	case policy.Misdropped:
+		c.Misdropped++
+	default:
+		c.Unscoped++
+	}
+}
+
+// Of returns the count of one verdict.
+func (c Counts) Of(v policy.Verdict) int {
+	switch v {
+	case policy.Permitted:
+		return c.Permitted
+	case policy.Escaped:
+		return c.Escaped
+	case policy.Rejected:
+		return c.Rejected
+	case policy.Misdropped:
+		return c.Misdropped
+	}
+	return c.Unscoped
+}
+
+// Total is the sum of all verdicts.
+func (c Counts) Total() int { return c.Permitted + c.Escaped + c.Rejected + c.Misdropped + c.Unscoped }
+
+// RuleCounts are the verdicts of the flows one rule decided.
+type RuleCounts struct {
+	Rule   policy.RuleRef `json:"rule"`
+	Action policy.Action  `json:"action"`
+	Intent string         `json:"intent,omitempty"` // the intent, rendered
+	Counts
+}
+
+// ScopeCounts are the verdicts of the flows one scope decided (a flow
+// counts for each side's scope once).
+type ScopeCounts struct {
+	Scope string `json:"scope"`
+	Counts
+}
+
+// MinuteCounts are the verdicts of the flows starting in one minute.
+type MinuteCounts struct {
+	Minute time.Time `json:"minute"`
+	Counts
+}
+
+// Report is the result of an analysis.
+type Report struct {
+	Scope    string            `json:"scope,omitempty"`
+	Versions map[string]string `json:"versions"` // scope → version analyzed
+	From     time.Time         `json:"from"`
+	To       time.Time         `json:"to"`
+	Flows    int               `json:"flows"` // flows analyzed (touching the scope)
+	Counts   Counts            `json:"counts"`
+	// Translated are rewritten copies of analyzed flows (SNAT, tunnels),
+	// counted here rather than judged twice.
+	Translated int            `json:"translated"`
+	ByRule     []RuleCounts   `json:"byRule"`
+	ByScope    []ScopeCounts  `json:"byScope"`
+	ByMinute   []MinuteCounts `json:"byMinute"`
+	// Truncated is set when the flow source stopped at its limit.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// Tally accumulates a Report.
+type Tally struct {
+	rep     Report
+	rules   map[string]*RuleCounts
+	scopes  map[string]*ScopeCounts
+	minutes map[int64]*MinuteCounts
+	intents func(policy.RuleRef) string
+}
+
+// NewTally starts a report; intents renders a rule's intent (nil: none).
+func NewTally(scope string, versions map[string]string, from, to time.Time, intents func(policy.RuleRef) string) *Tally {
+	return &Tally{rep: Report{Scope: scope, Versions: versions, From: from, To: to},
+		rules: map[string]*RuleCounts{}, scopes: map[string]*ScopeCounts{}, minutes: map[int64]*MinuteCounts{}, intents: intents}
+}
+
+// Add counts one analyzed flow.
+func (t *Tally) Add(fv *FlowVerdict) {
+	if fv.Translated {
+		t.rep.Translated++
+		return
+	}
+	t.rep.Flows++
+	t.rep.Counts.Add(fv.Verdict)
+	k := fv.Rule.String()
+	rc := t.rules[k]
+	if rc == nil {
+		rc = &RuleCounts{Rule: fv.Rule, Action: fv.Decision.Deciding().Action}
+		if t.intents != nil && fv.Rule.Scope != "" {
+			rc.Intent = t.intents(fv.Rule)
+		}
+		t.rules[k] = rc
+	}
+	rc.Add(fv.Verdict)
+	seen := ""
+	for _, s := range []string{fv.Decision.Egress.Scope, fv.Decision.Ingress.Scope} {
+		if s == seen || (s == "" && seen != "") {
+			continue
+		}
+		seen = s
+		sc := t.scopes[s]
+		if sc == nil {
+			sc = &ScopeCounts{Scope: s}
+			t.scopes[s] = sc
+		}
+		sc.Add(fv.Verdict)
+	}
+	m := fv.Flow.Start.UTC().Truncate(time.Minute).Unix()
+	mc := t.minutes[m]
+	if mc == nil {
+		mc = &MinuteCounts{Minute: time.Unix(m, 0).UTC()}
+		t.minutes[m] = mc
+	}
+	mc.Add(fv.Verdict)
+}
+
+// Report returns the report, groups sorted (rules by flows, descending).
+func (t *Tally) Report() *Report {
+	r := t.rep
+	r.ByRule = make([]RuleCounts, 0, len(t.rules))
+	for _, rc := range t.rules {
+		r.ByRule = append(r.ByRule, *rc)
+	}
+	sort.Slice(r.ByRule, func(i, j int) bool {
+		if a, b := r.ByRule[i].Total(), r.ByRule[j].Total(); a != b {
+			return a > b
+		}
+		return r.ByRule[i].Rule.String() < r.ByRule[j].Rule.String()
+	})
+	r.ByScope = make([]ScopeCounts, 0, len(t.scopes))
+	for _, sc := range t.scopes {
+		r.ByScope = append(r.ByScope, *sc)
+	}
+	sort.Slice(r.ByScope, func(i, j int) bool { return r.ByScope[i].Scope < r.ByScope[j].Scope })
+	r.ByMinute = make([]MinuteCounts, 0, len(t.minutes))
+	for _, mc := range t.minutes {
+		r.ByMinute = append(r.ByMinute, *mc)
+	}
+	sort.Slice(r.ByMinute, func(i, j int) bool { return r.ByMinute[i].Minute.Before(r.ByMinute[j].Minute) })
+	return &r
+}
+
+// Cell selects the flows of one cell of a report for drill-down; zero
+// fields select everything.
+type Cell struct {
+	Verdict *policy.Verdict
+	Rule    string    // RuleRef.String()
+	Scope   string    // a side's deciding scope
+	Minute  time.Time // start minute
+}
+
+// Holds reports whether fv is in the cell.
+func (c Cell) Holds(fv *FlowVerdict) bool {
+	if fv.Translated {
+		return false
+	}
+	if c.Verdict != nil && fv.Verdict != *c.Verdict {
+		return false
+	}
+	if c.Rule != "" && !strings.EqualFold(fv.Rule.String(), c.Rule) {
+		return false
+	}
+	if c.Scope != "" && fv.Decision.Egress.Scope != c.Scope && fv.Decision.Ingress.Scope != c.Scope {
+		return false
+	}
+	if !c.Minute.IsZero() && !fv.Flow.Start.UTC().Truncate(time.Minute).Equal(c.Minute.UTC().Truncate(time.Minute)) {
+		return false
+	}
+	return true
+}

@@ -1,0 +1,592 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/filter"
+	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/internal/policy"
+	"github.com/palisade-dev/palisade/internal/policy/analyze"
+	"github.com/palisade-dev/palisade/internal/policy/compliance"
+	"github.com/palisade-dev/palisade/internal/store"
+)
+
+// policyAPI adapts internal/policy (scopes, versions, analysis, compliance)
+// to HTTP. Domain logic and persistence stay in internal/policy.
+type policyAPI struct {
+	repo  *policy.Repo
+	mon   *compliance.Monitor
+	inv   *inventory.Inventory
+	flows flow.Store
+}
+
+// MaxAnalysisFlows caps the flows one historical analysis reads.
+const MaxAnalysisFlows = 2_000_000
+
+func newPolicyAPI(kv store.KV, inv *inventory.Inventory, flows flow.Store) (*policyAPI, error) {
+	repo, err := policy.OpenRepo(kv)
+	if err != nil {
+		return nil, err
+	}
+	mon, err := compliance.Open(kv, inv, slog.Default())
+	if err != nil {
+		return nil, err
+	}
+	p := &policyAPI{repo: repo, mon: mon, inv: inv, flows: flows}
+	if err := p.refresh(); err != nil {
+		slog.Error("policy: the enforced versions do not compile; compliance monitoring is off until they do", "err", err)
+	}
+	return p, nil
+}
+
+// onFlows is the flow service's hook: live compliance analysis.
+func (p *policyAPI) onFlows(flows []flow.Flow) {
+	if p != nil {
+		p.mon.Observe(flows)
+	}
+}
+
+// refresh hands the enforced versions to the compliance monitor.
+func (p *policyAPI) refresh() error {
+	set, err := p.repo.Set(policy.Selection{Default: "enforced"})
+	if err != nil {
+		return err
+	}
+	set.Services = p.services()
+	return p.mon.SetPolicy(set)
+}
+
+// services maps "namespace/name" to the live services (service consumers).
+func (p *policyAPI) services() map[string]*inventory.Workload {
+	out := map[string]*inventory.Workload{}
+	f, _ := filter.Parse(`kind = service`, inventory.Schema)
+	for _, w := range p.inv.Search(f, inventory.SearchOptions{}) {
+		out[w.Namespace+"/"+w.Name] = w
+	}
+	return out
+}
+
+func (p *policyAPI) serviceExists(ns, name string) bool {
+	_, ok := p.services()[ns+"/"+name]
+	return ok
+}
+
+func (s *Server) policyRoutes(mux *http.ServeMux) {
+	p := s.policy
+	mux.HandleFunc("GET /api/v1/scopes", p.listScopes)
+	mux.HandleFunc("POST /api/v1/scopes", p.putScope)
+	mux.HandleFunc("GET /api/v1/scopes/{name}", p.getScope)
+	mux.HandleFunc("DELETE /api/v1/scopes/{name}", p.deleteScope)
+	mux.HandleFunc("GET /api/v1/scopes/{name}/policies", p.listPolicies)
+	mux.HandleFunc("POST /api/v1/scopes/{name}/policies", p.putPolicy)
+	mux.HandleFunc("GET /api/v1/scopes/{name}/versions", p.listVersions)
+	mux.HandleFunc("GET /api/v1/scopes/{name}/versions/{version}", p.getVersion)
+	mux.HandleFunc("GET /api/v1/scopes/{name}/versions/{version}/diff", p.diffVersions)
+	mux.HandleFunc("POST /api/v1/scopes/{name}/versions/{version}/enforce", p.enforce)
+	mux.HandleFunc("POST /api/v1/policy/apply", p.apply)
+	mux.HandleFunc("POST /api/v1/policy/delete", p.delete)
+	mux.HandleFunc("GET /api/v1/policy/audit", p.audit)
+	mux.HandleFunc("GET /api/v1/analysis", p.analysis)
+	mux.HandleFunc("GET /api/v1/analysis/flows", p.analysisFlows)
+	mux.HandleFunc("GET /api/v1/analysis/live", p.live)
+	mux.HandleFunc("GET /api/v1/compliance/alerts", p.alerts)
+	mux.HandleFunc("POST /api/v1/compliance/alerts/{id}/ack", p.ack)
+}
+
+// who is the caller's identity ("local" until authentication lands).
+func who(r *http.Request) string {
+	if v, ok := r.Context().Value(principalKey{}).(string); ok && v != "" {
+		return v
+	}
+	return "local"
+}
+
+// principalKey is where an authentication layer puts the caller's name.
+type principalKey struct{}
+
+// ScopeView is a scope with its versions' summary.
+type ScopeView struct {
+	policy.ScopeRecord
+	Versions []VersionSummary `json:"versions"`
+}
+
+// VersionSummary describes a version without its intents.
+type VersionSummary struct {
+	Name      string              `json:"version"`
+	State     policy.VersionState `json:"state"`
+	Policies  int                 `json:"policies"`
+	Created   time.Time           `json:"created"`
+	CreatedBy string              `json:"createdBy"`
+	Updated   time.Time           `json:"updated"`
+	UpdatedBy string              `json:"updatedBy"`
+}
+
+func (p *policyAPI) view(s policy.ScopeRecord) ScopeView {
+	v := ScopeView{ScopeRecord: s, Versions: []VersionSummary{}}
+	for _, ver := range p.repo.Versions(s.Name) {
+		v.Versions = append(v.Versions, VersionSummary{Name: ver.Name, State: ver.State, Policies: len(ver.Policies),
+			Created: ver.Created, CreatedBy: ver.CreatedBy, Updated: ver.Updated, UpdatedBy: ver.UpdatedBy})
+	}
+	return v
+}
+
+func (p *policyAPI) listScopes(w http.ResponseWriter, _ *http.Request) {
+	out := []ScopeView{}
+	for _, s := range p.repo.Scopes() {
+		out = append(out, p.view(s))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (p *policyAPI) getScope(w http.ResponseWriter, r *http.Request) {
+	s, ok := p.repo.Scope(r.PathValue("name"))
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no scope %q", r.PathValue("name")))
+		return
+	}
+	writeJSON(w, http.StatusOK, p.view(s))
+}
+
+func (p *policyAPI) version(w http.ResponseWriter, r *http.Request, name string) (*policy.Version, bool) {
+	v, err := p.repo.Version(r.PathValue("name"), name)
+	if err != nil {
+		code := http.StatusBadRequest
+		if errors.Is(err, policy.ErrNotFound) {
+			code = http.StatusNotFound
+		}
+		writeError(w, code, err)
+		return nil, false
+	}
+	return v, true
+}
+
+func (p *policyAPI) listPolicies(w http.ResponseWriter, r *http.Request) {
+	if _, ok := p.repo.Scope(r.PathValue("name")); !ok {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no scope %q", r.PathValue("name")))
+		return
+	}
+	v, err := p.repo.Version(r.PathValue("name"), r.URL.Query().Get("version"))
+	if errors.Is(err, policy.ErrNotFound) && r.URL.Query().Get("version") == "" {
+		writeJSON(w, http.StatusOK, []policy.Policy{})
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusNotFound, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v.Policies)
+}
+
+func (p *policyAPI) listVersions(w http.ResponseWriter, r *http.Request) {
+	if _, ok := p.repo.Scope(r.PathValue("name")); !ok {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no scope %q", r.PathValue("name")))
+		return
+	}
+	out := p.repo.Versions(r.PathValue("name"))
+	if out == nil {
+		out = []*policy.Version{}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (p *policyAPI) getVersion(w http.ResponseWriter, r *http.Request) {
+	if v, ok := p.version(w, r, r.PathValue("version")); ok {
+		writeJSON(w, http.StatusOK, v)
+	}
+}
+
+func (p *policyAPI) diffVersions(w http.ResponseWriter, r *http.Request) {
+	a, ok := p.version(w, r, r.PathValue("version"))
+	if !ok {
+		return
+	}
+	b, ok := p.version(w, r, r.URL.Query().Get("to"))
+	if !ok {
+		return
+	}
+	d := policy.DiffVersions(a, b)
+	if d == nil {
+		d = []string{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"from": a.Name, "to": b.Name, "diff": d})
+}
+
+func (p *policyAPI) enforce(w http.ResponseWriter, r *http.Request) {
+	v, ok := p.version(w, r, r.PathValue("version"))
+	if !ok {
+		return
+	}
+	if err := p.repo.SetEnforced(v.Scope, v.Name, who(r)); err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	if err := p.refresh(); err != nil {
+		writeError(w, http.StatusUnprocessableEntity, fmt.Errorf("version marked enforced, but the enforced versions do not compile: %w", err))
+		return
+	}
+	s, _ := p.repo.Scope(v.Scope)
+	writeJSON(w, http.StatusOK, p.view(s))
+}
+
+// ApplyRequest is the body of /api/v1/policy/apply and /delete: YAML files
+// (names are for error messages).
+type ApplyRequest struct {
+	Files  []ApplyFile `json:"files"`
+	DryRun bool        `json:"dryRun,omitempty"`
+}
+
+// ApplyFile is one YAML input.
+type ApplyFile struct {
+	Name    string `json:"name"`
+	Content string `json:"content"`
+}
+
+// applyError is the answer to documents that do not apply.
+type applyError struct {
+	Error  string        `json:"error"`
+	Errors policy.Errors `json:"errors"`
+}
+
+func (p *policyAPI) apply(w http.ResponseWriter, r *http.Request)  { p.run(w, r, false) }
+func (p *policyAPI) delete(w http.ResponseWriter, r *http.Request) { p.run(w, r, true) }
+
+func (p *policyAPI) run(w http.ResponseWriter, r *http.Request, del bool) {
+	var req ApplyRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, policy.MaxDocumentBytes*2))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))
+		return
+	}
+	var docs []*policy.Document
+	var errs policy.Errors
+	for _, f := range req.Files {
+		d, err := policy.ParseDocuments(f.Name, strings.NewReader(f.Content))
+		docs = append(docs, d...)
+		var es policy.Errors
+		if errors.As(err, &es) {
+			errs = append(errs, es...)
+		} else if err != nil {
+			errs = append(errs, &policy.Error{Pos: policy.Pos{File: f.Name}, Msg: err.Error()})
+		}
+	}
+	if len(errs) > 0 {
+		writeJSON(w, http.StatusUnprocessableEntity, applyError{Error: errs.Error(), Errors: errs})
+		return
+	}
+	p.execute(w, r, docs, req.DryRun, del)
+}
+
+// execute applies or deletes parsed documents and answers with the result
+// or, for documents that do not apply, 422 and every error.
+func (p *policyAPI) execute(w http.ResponseWriter, r *http.Request, docs []*policy.Document, dryRun, del bool) {
+	opts := policy.ApplyOptions{DryRun: dryRun, Who: who(r), ServiceExists: p.serviceExists}
+	var res *policy.Result
+	var err error
+	if del {
+		res, err = p.repo.Delete(docs, opts)
+	} else {
+		res, err = p.repo.Apply(docs, opts)
+	}
+	var es policy.Errors
+	switch {
+	case errors.As(err, &es):
+		writeJSON(w, http.StatusUnprocessableEntity, applyError{Error: es.Error(), Errors: es})
+		return
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	if len(res.Changes) > 0 && !dryRun {
+		if err := p.refresh(); err != nil {
+			slog.Error("policy: refreshing compliance monitoring", "err", err)
+		}
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// putScope creates or updates a scope from JSON (the fields of a Scope document).
+func (p *policyAPI) putScope(w http.ResponseWriter, r *http.Request) {
+	var s policy.Scope
+	if err := readJSON(r, &s); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	p.applyObjects(w, r, []any{policy.ScopeDoc(s)})
+}
+
+// putPolicy adds or changes an intent of the scope's newest draft.
+func (p *policyAPI) putPolicy(w http.ResponseWriter, r *http.Request) {
+	var pol policy.Policy
+	if err := readJSON(r, &pol); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	pol.Scope = r.PathValue("name")
+	p.applyObjects(w, r, []any{policy.PolicyDoc(pol, r.URL.Query().Get("version"))})
+}
+
+func (p *policyAPI) deleteScope(w http.ResponseWriter, r *http.Request) {
+	s, ok := p.repo.Scope(r.PathValue("name"))
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no scope %q", r.PathValue("name")))
+		return
+	}
+	p.runObjects(w, r, []any{policy.ScopeDoc(s.Scope)}, true)
+}
+
+func (p *policyAPI) applyObjects(w http.ResponseWriter, r *http.Request, docs []any) {
+	p.runObjects(w, r, docs, false)
+}
+
+// runObjects applies JSON objects through the same path as YAML documents,
+// so both obey the same validation.
+func (p *policyAPI) runObjects(w http.ResponseWriter, r *http.Request, objs []any, del bool) {
+	var b strings.Builder
+	if err := policy.Marshal(&b, objs); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	docs, err := policy.ParseDocuments("request", strings.NewReader(b.String()))
+	var es policy.Errors
+	if errors.As(err, &es) {
+		writeJSON(w, http.StatusUnprocessableEntity, applyError{Error: es.Error(), Errors: es})
+		return
+	}
+	p.execute(w, r, docs, r.URL.Query().Get("dry_run") == "true", del)
+}
+
+func (p *policyAPI) audit(w http.ResponseWriter, r *http.Request) {
+	n, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+	out, err := p.repo.Audit(n)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	if out == nil {
+		out = []policy.AuditEntry{}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// analysisQuery is what /api/v1/analysis and /analysis/flows read.
+type analysisQuery struct {
+	scope, version string
+	from, to       time.Time
+}
+
+func parseAnalysisQuery(r *http.Request) (analysisQuery, error) {
+	q := r.URL.Query()
+	aq := analysisQuery{scope: q.Get("scope"), version: q.Get("version"), to: time.Now().UTC()}
+	var err error
+	if v := q.Get("to"); v != "" {
+		if aq.to, err = time.Parse(time.RFC3339Nano, v); err != nil {
+			return aq, fmt.Errorf("to: %q is not an RFC 3339 time", v)
+		}
+	}
+	switch {
+	case q.Get("from") != "":
+		if aq.from, err = time.Parse(time.RFC3339Nano, q.Get("from")); err != nil {
+			return aq, fmt.Errorf("from: %q is not an RFC 3339 time", q.Get("from"))
+		}
+	case q.Get("since") != "":
+		d, err := time.ParseDuration(q.Get("since"))
+		if err != nil || d <= 0 {
+			return aq, fmt.Errorf("since: %q is not a positive duration (e.g. 15m, 24h)", q.Get("since"))
+		}
+		aq.from = aq.to.Add(-d)
+	default:
+		aq.from = aq.to.Add(-time.Hour)
+	}
+	if !aq.from.Before(aq.to) {
+		return aq, fmt.Errorf("from (%s) must be before to (%s)", aq.from.Format(time.RFC3339), aq.to.Format(time.RFC3339))
+	}
+	if aq.version != "" && aq.scope == "" {
+		return aq, errors.New("version: give the scope it belongs to (scope=NAME)")
+	}
+	return aq, nil
+}
+
+// analyze runs a historical analysis, calling fn for every analyzed flow.
+// The analyzed version of the scope becomes immutable.
+func (p *policyAPI) analyze(aq analysisQuery, fn func(*analyze.FlowVerdict)) (map[string]string, bool, error) {
+	sel := policy.Selection{Default: "latest"}
+	if aq.scope != "" {
+		if _, ok := p.repo.Scope(aq.scope); !ok {
+			return nil, false, fmt.Errorf("scope %q: %w", aq.scope, policy.ErrNotFound)
+		}
+		v := aq.version
+		if v == "" {
+			v = "latest"
+		}
+		sel.Versions = map[string]string{aq.scope: v}
+	}
+	set, err := p.repo.Set(sel)
+	if err != nil {
+		return nil, false, err
+	}
+	set.Services = p.services()
+	ev, err := policy.Compile(set)
+	if err != nil {
+		return nil, false, err
+	}
+	versions := map[string]string{}
+	for s, v := range set.Versions {
+		versions[s] = v.Name
+	}
+	if aq.scope != "" && versions[aq.scope] != "" {
+		if err := p.repo.MarkAnalyzed(aq.scope, versions[aq.scope]); err != nil {
+			return nil, false, err
+		}
+	}
+	flows, err := p.flows.Search(flow.Query{From: aq.from.UnixNano(), To: aq.to.UnixNano(), Limit: MaxAnalysisFlows})
+	if err != nil {
+		return nil, false, err
+	}
+	an := analyze.New(ev, p.inv, aq.scope)
+	for i := range flows {
+		if fv, ok := an.Analyze(&flows[i]); ok {
+			fn(&fv)
+		}
+	}
+	return versions, len(flows) >= MaxAnalysisFlows, nil
+}
+
+func (p *policyAPI) analysis(w http.ResponseWriter, r *http.Request) {
+	aq, err := parseAnalysisQuery(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	var fvs []analyze.FlowVerdict
+	versions, truncated, err := p.analyze(aq, func(fv *analyze.FlowVerdict) { fvs = append(fvs, *fv) })
+	if err != nil {
+		writeAnalysisError(w, err)
+		return
+	}
+	t := analyze.NewTally(aq.scope, versions, aq.from, aq.to, p.intentText)
+	for i := range fvs {
+		t.Add(&fvs[i])
+	}
+	rep := t.Report()
+	rep.Truncated = truncated
+	writeJSON(w, http.StatusOK, rep)
+}
+
+func writeAnalysisError(w http.ResponseWriter, err error) {
+	code := http.StatusUnprocessableEntity
+	if errors.Is(err, policy.ErrNotFound) {
+		code = http.StatusNotFound
+	}
+	writeError(w, code, err)
+}
+
+// intentText renders the intent a rule names (for reports).
+func (p *policyAPI) intentText(ref policy.RuleRef) string {
+	if ref.CatchAll() {
+		return "catch-all"
+	}
+	v, err := p.repo.Version(ref.Scope, ref.Version)
+	if err != nil || ref.Index >= len(v.Policies) {
+		return ""
+	}
+	return policy.PolicyString(v.Policies[ref.Index])
+}
+
+// analysisFlows drills down to the flows of one cell: verdict, rule, scope
+// and minute select it.
+func (p *policyAPI) analysisFlows(w http.ResponseWriter, r *http.Request) {
+	aq, err := parseAnalysisQuery(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	q := r.URL.Query()
+	var cell analyze.Cell
+	if v := q.Get("verdict"); v != "" {
+		vd, err := policy.ParseVerdict(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("verdict: %w", err))
+			return
+		}
+		cell.Verdict = &vd
+	}
+	cell.Rule, cell.Scope = q.Get("rule"), q.Get("in_scope")
+	if v := q.Get("minute"); v != "" {
+		if cell.Minute, err = time.Parse(time.RFC3339, v); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("minute: %q is not an RFC 3339 time", v))
+			return
+		}
+	}
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit <= 0 {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("limit: %q is not a positive number", v))
+			return
+		}
+	}
+	out := []analyze.FlowVerdict{}
+	_, _, err = p.analyze(aq, func(fv *analyze.FlowVerdict) {
+		if len(out) < limit && cell.Holds(fv) {
+			out = append(out, *fv)
+		}
+	})
+	if err != nil {
+		writeAnalysisError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (p *policyAPI) live(w http.ResponseWriter, _ *http.Request) {
+	rep := p.mon.Live()
+	if rep == nil {
+		writeError(w, http.StatusServiceUnavailable, errors.New("live analysis is not running (the enforced versions do not compile)"))
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+func (p *policyAPI) alerts(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, p.mon.Alerts(r.URL.Query().Get("all") == "true"))
+}
+
+func (p *policyAPI) ack(w http.ResponseWriter, r *http.Request) {
+	a, err := p.mon.Ack(r.PathValue("id"), who(r))
+	if errors.Is(err, compliance.ErrNoAlert) {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no alert %q", r.PathValue("id")))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
+// workloadScopes returns the scopes a workload belongs to now, from the
+// top down to its deciding scope.
+func (p *policyAPI) workloadScopes(w *inventory.Workload) []string {
+	set, err := p.repo.Set(policy.Selection{Default: "latest"})
+	if err != nil {
+		return nil
+	}
+	set.Versions = nil
+	ev, err := policy.Compile(set)
+	if err != nil {
+		return nil
+	}
+	out := ev.Scopes(policy.Peer{Workload: w})
+	if out == nil {
+		out = []string{}
+	}
+	return out
+}
