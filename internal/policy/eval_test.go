@@ -41,6 +41,7 @@ func precedenceSet() Set {
 				pol("shop", `label.app = "payment"`, `label.app = "front"`, "ALLOW", "default", 0, Egress, "tcp/8080"),  // #6
 				pol("shop", `label.app = "front"`, "service:shop/carts", "ALLOW", "default", 0, Both, "tcp/80"),         // #7
 				pol("shop", `label.app = "front"`, "service:shop/orders", "ALLOW", "default", 0, Both, "tcp/web"),       // #8
+				pol("shop", `label.app = "front"`, `label.app = "carts"`, "ALLOW", "default", 0, Both, "tcp/metrics"),   // #9
 			}},
 			"db": {Name: "v1", Policies: []Policy{
 				pol("db", `label.app = "payment"`, `label.app = "user-db"`, "DENY", "default", 0, Both, "tcp/27017"), // #0
@@ -65,6 +66,7 @@ func TestPrecedence(t *testing.T) {
 	pay := pod("lab", "shop", "pay", "10.244.1.11", map[string]string{"app": "payment"})
 	userdb := pod("lab", "shop", "userdb", "10.244.2.12", map[string]string{"app": "user-db", "tier": "db"})
 	carts := pod("lab", "shop", "carts", "10.244.2.13", map[string]string{"app": "carts"})
+	carts.Workload.Containers = []inventory.Container{{Name: "carts", Ports: []inventory.ContainerPort{{Name: "metrics", Protocol: "TCP", Port: 9090}}}}
 	prom := pod("lab", "mon", "prom", "10.244.2.20", map[string]string{"app": "prom"})
 	alien := pod("other", "shop", "x", "10.9.0.1", map[string]string{"app": "front"})
 	node := Peer{IP: netip.MustParseAddr("192.168.0.1"), Workload: &inventory.Workload{ID: "lab/node//n1", Cluster: "lab", Kind: inventory.KindNode, Name: "n1", IPs: []string{"192.168.0.1"}}}
@@ -122,6 +124,10 @@ func TestPrecedence(t *testing.T) {
 			want{"DENY", "DENY shop@v3 catch-all", "DENY shop@v3 catch-all"}},
 		{"named service port", front, ordersSvc, ProtoTCP, 8081, ordersSvcW, 8081,
 			want{"ALLOW", "ALLOW shop@v3#8", "ALLOW shop@v3#8"}},
+		{"named container port resolved on the destination pod", front, carts, ProtoTCP, 9090, nil, 0,
+			want{"ALLOW", "ALLOW shop@v3#9", "ALLOW shop@v3#9"}},
+		{"a named port another pod does not declare", front, pay, ProtoTCP, 9090, nil, 0,
+			want{"DENY", "DENY shop@v3 catch-all", "DENY shop@v3 catch-all"}},
 	}
 	side := func(d SideDecision) string {
 		if d.Action == NoAction {

@@ -2,10 +2,10 @@ package policy
 
 import "github.com/palisade-dev/palisade/internal/inventory"
 
-// namedPorts returns the numbers a named port has on a destination workload:
-// the container ports of that name and protocol (a pod, as Kubernetes
-// resolves a NetworkPolicy's named port per destination pod), or the ports
-// of the service ports of that name (a service).
+// namedPorts returns the numbers a named port has on a destination
+// workload: a pod's container ports of that name and protocol (as
+// Kubernetes resolves a NetworkPolicy's or a service's named port, per
+// pod), or a service's ports of that name.
 func namedPorts(w *inventory.Workload, name string, proto Proto) []uint16 {
 	if w == nil {
 		return nil

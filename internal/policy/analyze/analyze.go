@@ -113,6 +113,17 @@ func peer(ip string, t time.Time, r Resolver) policy.Peer {
 	return p
 }
 
+// Answered is the network outcome of a flow: whether the destination took
+// the traffic. A TCP connection whose SYN was seen is answered only by a
+// SYN-ACK (a refusal with RST from a closed port is not); other flows are
+// answered when anything came back (the flow's replied field).
+func Answered(f *flow.Flow) bool {
+	if f.Proto == "tcp" && f.HasFlag(flow.FlagSYN) {
+		return f.HasFlag(flow.FlagSYNACK)
+	}
+	return f.Replied
+}
+
 // FlowVerdict is one flow's analysis.
 type FlowVerdict struct {
 	Flow     flow.Flow       `json:"flow"`
@@ -148,7 +159,7 @@ func (a *Analyzer) Analyze(f *flow.Flow) (fv FlowVerdict, ok bool) {
 	}
 	fv = FlowVerdict{Flow: *f, Decision: d, Translated: translated}
 	if !translated {
-		fv.Verdict = policy.VerdictOf(d.Action(), f.Replied)
+		fv.Verdict = policy.VerdictOf(d.Action(), Answered(f))
 		if d.Action() != policy.NoAction {
 			fv.Rule = d.Deciding().Rule
 		}

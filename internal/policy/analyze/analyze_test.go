@@ -1,0 +1,111 @@
+package analyze
+
+import (
+	"testing"
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/internal/policy"
+)
+
+// A real in-memory inventory: a front-end pod, a carts pod and service, a
+// node with the front-end NodePort, and an IP reused by two pods.
+func inv(t *testing.T, t0 time.Time) *inventory.Inventory {
+	i, err := inventory.Open(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { i.Close() })
+	deleted := t0.Add(10 * time.Minute)
+	for _, w := range []inventory.Workload{
+		{ID: "lab/pod/shop/front", Cluster: "lab", Kind: inventory.KindPod, Namespace: "shop", Name: "front", IPs: []string{"10.244.1.10"}, Labels: map[string]string{"app": "front"}, Updated: t0},
+		{ID: "lab/pod/shop/carts", Cluster: "lab", Kind: inventory.KindPod, Namespace: "shop", Name: "carts", IPs: []string{"10.244.1.11"}, Labels: map[string]string{"app": "carts"}, Updated: t0},
+		{ID: "lab/service/shop/carts", Cluster: "lab", Kind: inventory.KindService, Namespace: "shop", Name: "carts", IPs: []string{"10.96.0.11"},
+			Ports: []inventory.ServicePort{{Protocol: "TCP", Port: 80, TargetPort: "8080"}}, Endpoints: []inventory.Endpoint{{IP: "10.244.1.11", Ports: []int32{8080}, Ready: true}}, Updated: t0},
+		{ID: "lab/service/shop/front", Cluster: "lab", Kind: inventory.KindService, Namespace: "shop", Name: "front", IPs: []string{"10.96.0.10"}, ServiceType: "NodePort",
+			Ports: []inventory.ServicePort{{Protocol: "TCP", Port: 80, TargetPort: "8079", NodePort: 30080}}, Endpoints: []inventory.Endpoint{{IP: "10.244.1.10", Ports: []int32{8079}, Ready: true}}, Updated: t0},
+		{ID: "lab/node//n1", Cluster: "lab", Kind: inventory.KindNode, Name: "n1", IPs: []string{"10.10.0.11"}, Updated: t0},
+		{ID: "lab/pod/shop/old", Cluster: "lab", Kind: inventory.KindPod, Namespace: "shop", Name: "old", UID: "1", IPs: []string{"10.244.1.50"}, Labels: map[string]string{"app": "front"}, Updated: t0},
+	} {
+		i.Apply(w)
+	}
+	i.Delete("lab/pod/shop/old", deleted)
+	i.Apply(inventory.Workload{ID: "lab/pod/shop/new", Cluster: "lab", Kind: inventory.KindPod, Namespace: "shop", Name: "new", UID: "2", IPs: []string{"10.244.1.50"}, Labels: map[string]string{"app": "other"}, Updated: deleted.Add(time.Minute)})
+	return i
+}
+
+func TestAnalyze(t *testing.T) {
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	in := inv(t, t0)
+	ev, err := policy.Compile(policy.Set{
+		Scopes: []policy.Scope{{Name: "lab", Filter: `cluster = "lab"`, CatchAll: policy.Deny}},
+		Versions: map[string]*policy.Version{"lab": {Name: "v1", Policies: []policy.Policy{
+			{Consumer: `label.app = "front"`, Provider: "service:shop/carts", Action: policy.Allow, Ports: []string{"tcp/80"}},    // #0
+			{Consumer: "any", Provider: "service:shop/front", Action: policy.Allow, Ports: []string{"tcp/80"}},                    // #1
+			{Consumer: `label.app = "front"`, Provider: "cidr:203.0.113.10/32", Action: policy.Allow, Ports: []string{"tcp/666"}}, // #2
+		}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := t0.Add(time.Minute)
+	tcp := func(src, dst string, dport uint16, flags ...string) flow.Flow {
+		return flow.Flow{ID: src + ">" + dst, Proto: "tcp", Start: at, Src: flow.Endpoint{IP: src}, Dst: flow.Endpoint{IP: dst, Port: dport}, Flags: flags, Replied: true}
+	}
+	dnat := func(f flow.Flow, reason, svc string) flow.Flow {
+		f.Related = []flow.Related{{ID: "x", Reason: reason}}
+		f.Dst.Service = svc
+		return f
+	}
+	reused := tcp("10.244.1.50", "203.0.113.10", 666, "SYN", "SYN-ACK")
+	reusedLater := reused
+	reusedLater.Start = t0.Add(20 * time.Minute)
+	cases := []struct {
+		name       string
+		f          flow.Flow
+		verdict    policy.Verdict
+		rule       string
+		translated bool
+	}{
+		{"pod to the cluster IP", tcp("10.244.1.10", "10.96.0.11", 80, "SYN", "SYN-ACK"), policy.Permitted, "lab@v1#0", false},
+		{"DNAT-related flow to the backend's target port", dnat(tcp("10.244.1.10", "10.244.1.11", 8080, "SYN", "SYN-ACK"), flow.ReasonClusterIP, "shop/carts"), policy.Permitted, "lab@v1#0", false},
+		{"the backend reached directly", tcp("10.244.1.10", "10.244.1.11", 8080, "SYN", "SYN-ACK"), policy.Escaped, "lab@v1 catch-all", false},
+		{"external to a node port", tcp("203.0.113.10", "10.10.0.11", 30080, "SYN", "SYN-ACK"), policy.Permitted, "lab@v1#1", false},
+		{"node to the backend after NodePort DNAT", dnat(tcp("10.10.0.11", "10.244.1.10", 8079, "SYN", "SYN-ACK"), flow.ReasonNodePort, "shop/front"), policy.Permitted, "lab@v1#1", false},
+		{"refused with RST is not answered", tcp("10.244.1.10", "203.0.113.10", 666, "SYN", "RST"), policy.Misdropped, "lab@v1#2", false},
+		{"SNAT copy on the node address", dnat(tcp("10.10.0.11", "203.0.113.10", 666, "SYN", "SYN-ACK"), flow.ReasonEgress, ""), policy.Unscoped, "", true},
+		{"reused IP: the pod that held it then", reused, policy.Permitted, "lab@v1#2", false},
+		{"reused IP: the pod that holds it later", reusedLater, policy.Escaped, "lab@v1 catch-all", false},
+		{"external to external: unscoped", tcp("203.0.113.10", "203.0.113.11", 80), policy.Unscoped, "", false},
+	}
+	a := New(ev, in, "")
+	tl := NewTally("", nil, t0, t0.Add(time.Hour), nil)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fv, ok := a.Analyze(&c.f)
+			if !ok {
+				t.Fatal("not analyzed")
+			}
+			if fv.Verdict != c.verdict || fv.Rule.String() != c.rule || fv.Translated != c.translated {
+				t.Fatalf("got %v by %q (translated %v), want %v by %q (translated %v); decision %+v", fv.Verdict, fv.Rule.String(), fv.Translated, c.verdict, c.rule, c.translated, fv.Decision)
+			}
+			tl.Add(&fv)
+		})
+	}
+	rep := tl.Report()
+	if rep.Flows != 9 || rep.Translated != 1 || rep.Counts.Permitted != 5 || rep.Counts.Escaped != 2 || rep.Counts.Misdropped != 1 || rep.Counts.Unscoped != 1 {
+		t.Fatalf("report counts = %+v (flows %d, translated %d)", rep.Counts, rep.Flows, rep.Translated)
+	}
+	esc := policy.Escaped
+	n := 0
+	for _, c := range cases {
+		fv, _ := a.Analyze(&c.f)
+		if (Cell{Verdict: &esc, Rule: "lab@v1 catch-all"}).Holds(&fv) {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("drill-down to escaped/catch-all: %d flows, want 2", n)
+	}
+}
