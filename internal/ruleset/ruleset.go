@@ -62,6 +62,21 @@ type IPSet struct {
 	Members []string `json:"members"`
 	// Comment says what the set stands for (e.g. the intent's provider).
 	Comment string `json:"comment,omitempty"`
+	// Digest identifies the members (Digest computes it; a compiler sets
+	// it once for a set many namespaces share, so hashing a bundle does
+	// not rehash the same members per pod).
+	Digest string `json:"digest,omitempty"`
+}
+
+// ComputeDigest sorts and deduplicates the members and sets s.Digest.
+func (s *IPSet) ComputeDigest() {
+	s.canonical()
+	h := sha256.New()
+	for _, m := range s.Members {
+		h.Write([]byte(m))
+		h.Write([]byte{0})
+	}
+	s.Digest = hex.EncodeToString(h.Sum(nil)[:12])
 }
 
 // Rule matches packets of a chain by peer address (and, for a HashIPPort
@@ -151,6 +166,20 @@ type Bundle struct {
 // touches the node).
 func (b *Bundle) Empty() bool { return b.Self == nil && len(b.Pods) == 0 && len(b.PodCIDRs) == 0 }
 
+// AllRules returns the node's and every pod's Rules.
+func (b *Bundle) AllRules() []*Rules {
+	var out []*Rules
+	if b.Self != nil {
+		out = append(out, b.Self)
+	}
+	for i := range b.Pods {
+		if b.Pods[i].Rules != nil {
+			out = append(out, b.Pods[i].Rules)
+		}
+	}
+	return out
+}
+
 // Canonicalize sorts what has no meaningful order (pods, sets, members) so
 // equal content hashes equally. Rule order is meaning and is kept.
 func (b *Bundle) Canonicalize() {
@@ -167,13 +196,20 @@ func (b *Bundle) Canonicalize() {
 	}
 }
 
-// Canonicalize sorts the sets and their members.
+// Canonicalize sorts the sets and the members of sets without a Digest (a
+// set with one is canonical already: ComputeDigest canonicalizes first).
 func (r *Rules) Canonicalize() {
 	sort.Slice(r.Sets, func(i, j int) bool { return r.Sets[i].Name < r.Sets[j].Name })
 	for i := range r.Sets {
-		sort.Strings(r.Sets[i].Members)
-		r.Sets[i].Members = dedup(r.Sets[i].Members)
+		if r.Sets[i].Digest == "" {
+			r.Sets[i].canonical()
+		}
 	}
+}
+
+func (s *IPSet) canonical() {
+	sort.Strings(s.Members)
+	s.Members = dedup(s.Members)
 }
 
 func dedup(xs []string) []string {
@@ -186,33 +222,70 @@ func dedup(xs []string) []string {
 	return out
 }
 
-// Seal canonicalizes the bundle and sets its Hash.
+// Seal canonicalizes the bundle and sets its Hash: over the node's
+// fields, every pod's ID, UID and IPs, and every Rules' Hash.
 func (b *Bundle) Seal() {
 	b.Canonicalize()
-	b.Hash = ""
-	buf, _ := json.Marshal(b)
-	sum := sha256.Sum256(buf)
-	b.Hash = hex.EncodeToString(sum[:12])
-}
-
-// Hash identifies one namespace's rules (chains and sets). RulesHash
-// identifies the chains alone: when only set members change, the agent
-// updates the sets and leaves the rules alone.
-func (r *Rules) Hash() string {
-	buf, _ := json.Marshal(r)
-	sum := sha256.Sum256(buf)
-	return hex.EncodeToString(sum[:12])
-}
-
-// RulesHash hashes the chains and the sets' names and types, not their
-// members.
-func (r *Rules) RulesHash() string {
-	c := *r
-	c.Sets = make([]IPSet, len(r.Sets))
-	for i, s := range r.Sets {
-		c.Sets[i] = IPSet{Name: s.Name, Type: s.Type}
+	h := sha256.New()
+	head := *b
+	head.Hash, head.Self, head.Pods = "", nil, nil
+	buf, _ := json.Marshal(head)
+	h.Write(buf)
+	if b.Self != nil {
+		h.Write([]byte("self " + b.Self.Hash() + "\n"))
 	}
-	return c.Hash()
+	for _, p := range b.Pods {
+		rh := "-"
+		if p.Rules != nil {
+			rh = p.Rules.Hash()
+		}
+		fmt.Fprintf(h, "pod %s %s %s %s\n", p.ID, p.UID, strings.Join(p.IPs, ","), rh)
+	}
+	b.Hash = hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// Hash identifies one namespace's rules: chains, and sets by name, type
+// and member digest.
+func (r *Rules) Hash() string {
+	h := sha256.New()
+	h.Write([]byte(r.RulesHash()))
+	for i := range r.Sets {
+		s := &r.Sets[i]
+		if s.Digest == "" {
+			s.ComputeDigest()
+		}
+		h.Write([]byte(s.Name + " " + s.Digest + "\n"))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// RulesHash identifies the chains and the sets' names and types, not
+// their members: when only members change, the agent updates the sets and
+// leaves the rules alone.
+func (r *Rules) RulesHash() string {
+	var b strings.Builder
+	b.WriteString(r.Scope + " " + r.Version + "\n")
+	chain := func(name string, c *Chain) {
+		b.WriteString(name + " " + string(c.Default) + "\n")
+		for i := range c.Rules {
+			ru := &c.Rules[i]
+			for _, f := range []string{string(ru.Verdict), ru.Proto, ru.Ports, ru.Set, ru.PeerCIDR, ru.OrigDst, strconv.Itoa(int(ru.OrigDstPort)), strconv.FormatBool(ru.DNATOnly), ru.Comment} {
+				b.WriteString(f)
+				b.WriteByte('|')
+			}
+			b.WriteByte('\n')
+		}
+	}
+	chain("ingress", &r.Ingress)
+	chain("egress", &r.Egress)
+	if r.Forward != nil {
+		chain("forward", r.Forward)
+	}
+	for _, s := range r.Sets {
+		b.WriteString("set " + s.Name + " " + string(s.Type) + "\n")
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	return hex.EncodeToString(sum[:12])
 }
 
 // SetByName returns the named set.

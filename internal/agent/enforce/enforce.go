@@ -138,6 +138,13 @@ func (e *Enforcer) Bundle() *ruleset.Bundle {
 // Apply makes b the bundle in force and programs it. An empty bundle
 // removes everything Palisade programmed on the node.
 func (e *Enforcer) Apply(b *ruleset.Bundle) error {
+	// Digests come from the sender; recompute them (canonicalizing the
+	// members) so a wrong one can never make the agent skip a change.
+	for _, r := range b.AllRules() {
+		for i := range r.Sets {
+			r.Sets[i].ComputeDigest()
+		}
+	}
 	for _, p := range b.Pods {
 		if p.Rules != nil {
 			if err := p.Rules.Validate(); err != nil {
