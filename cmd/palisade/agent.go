@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -16,8 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/palisade-dev/palisade/internal/agent"
-	"github.com/palisade-dev/palisade/internal/apiclient"
 	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/pkg/client"
 )
 
 // newAgentCmd is the node agent and its remote control.
@@ -46,7 +44,7 @@ spooled to disk until the server acknowledges them.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Server, "server", apiclient.Server(""), "server URL (env PALISADE_SERVER)")
+	f.StringVar(&cfg.Server, "server", client.ServerURL(""), "server URL (env PALISADE_SERVER)")
 	f.StringVar(&cfg.Node, "node", "", "node name")
 	f.StringVar(&cfg.NetNS, "netns", "", "the node's network namespace (e.g. /run/netns/node1); default: the agent's own")
 	f.StringVar(&cfg.Mode, "mode", flow.ConversationMode, "initial mode: conversation or detailed (the server can change it)")
@@ -62,7 +60,7 @@ spooled to disk until the server acknowledges them.`,
 }
 
 func newAgentModeCmd() *cobra.Command {
-	var server, token string
+	var af apiFlags
 	cmd := &cobra.Command{
 		Use:   "mode NODE detailed|conversation",
 		Short: "Switch a node's agent between conversation and detailed mode",
@@ -72,15 +70,17 @@ func newAgentModeCmd() *cobra.Command {
 			if mode != flow.ConversationMode && mode != flow.DetailedMode {
 				return fmt.Errorf("mode %q: want %s or %s", mode, flow.DetailedMode, flow.ConversationMode)
 			}
-			u := strings.TrimRight(server, "/") + "/api/v1/agents/" + url.PathEscape(node) + "/config"
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
-			defer cancel()
-			var got flow.AgentConfig
-			c := &http.Client{Timeout: 10 * time.Second}
-			if err := agent.DoJSON(ctx, c, token, http.MethodPut, u, flow.AgentConfig{Mode: mode}, nil); err != nil {
+			c, err := af.client()
+			if err != nil {
 				return err
 			}
-			if err := agent.DoJSON(ctx, c, token, http.MethodGet, u, nil, &got); err != nil {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			if _, err := c.SetAgentConfig(ctx, node, flow.AgentConfig{Mode: mode}); err != nil {
+				return err
+			}
+			got, err := c.AgentConfig(ctx, node)
+			if err != nil {
 				return err
 			}
 			b, _ := json.Marshal(got)
@@ -88,7 +88,6 @@ func newAgentModeCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&server, "server", apiclient.Server(""), "server URL (env PALISADE_SERVER)")
-	cmd.Flags().StringVar(&token, "token", os.Getenv("PALISADE_TOKEN"), "API token (env PALISADE_TOKEN)")
+	af.register(cmd)
 	return cmd
 }

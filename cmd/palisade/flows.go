@@ -3,33 +3,24 @@ package main
 import (
 	"fmt"
 	"io"
-	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/palisade-dev/palisade/internal/apiclient"
 	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/pkg/client"
 )
 
-// flowsGet calls GET base+path?q and decodes the answer into out.
-func flowsGet(serverURL, path string, q url.Values, out any) error {
-	u := apiclient.Server(serverURL) + "/api/v1" + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	return apiclient.Do("GET", u, nil, out)
-}
-
 func newFlowsCmd() *cobra.Command {
-	var serverURL, output string
+	var af apiFlags
+	var output string
 	cmd := &cobra.Command{
 		Use:   "flows",
-		Short: "Search the flows agents reported (API token: $PALISADE_TOKEN)",
+		Short: "Search the flows agents reported",
 	}
-	cmd.PersistentFlags().StringVar(&serverURL, "server", "", "Palisade server URL (default $PALISADE_SERVER or "+apiclient.DefaultServer+")")
+	af.register(cmd)
 	cmd.PersistentFlags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 
 	var since, until string
@@ -41,17 +32,16 @@ func newFlowsCmd() *cobra.Command {
   palisade flows search 'related contains "clusterip-dnat"' -o json`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q := url.Values{"from": {since}, "limit": {fmt.Sprint(limit)}}
-			if until != "" {
-				q.Set("to", until)
+			c, err := af.client()
+			if err != nil {
+				return err
 			}
+			q := client.FlowQuery{From: since, To: until, Limit: limit}
 			if len(args) == 1 {
-				q.Set("filter", args[0])
+				q.Filter = args[0]
 			}
-			var res struct {
-				Flows []flow.Flow `json:"flows"`
-			}
-			if err := flowsGet(serverURL, "/flows", q, &res); err != nil {
+			res, err := c.SearchFlows(cmd.Context(), q)
+			if err != nil {
 				return filterErr(err, args)
 			}
 			return flowsPrint(cmd.OutOrStdout(), output, res.Flows, res)
@@ -66,8 +56,12 @@ func newFlowsCmd() *cobra.Command {
 		Short: "Show a flow with its observation points and related flows",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var d flow.Detail
-			if err := flowsGet(serverURL, "/flows/"+url.PathEscape(args[0]), nil, &d); err != nil {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			d, err := c.Flow(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
 			if output == "json" {
@@ -99,15 +93,12 @@ func newFlowsCmd() *cobra.Command {
 		Example: "  palisade flows top --by dst.port --since 1h\n  palisade flows top --by pair --filter 'src.namespace = shop'",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			q := url.Values{"by": {by}, "from": {since}, "n": {fmt.Sprint(n)}, "filter": {filterSrc}}
-			if until != "" {
-				q.Set("to", until)
+			c, err := af.client()
+			if err != nil {
+				return err
 			}
-			var res struct {
-				By      string          `json:"by"`
-				Entries []flow.TopEntry `json:"entries"`
-			}
-			if err := flowsGet(serverURL, "/flows/top", q, &res); err != nil {
+			res, err := c.TopFlows(cmd.Context(), client.FlowQuery{Filter: filterSrc, From: since, To: until}, by, n)
+			if err != nil {
 				return filterErr(err, []string{filterSrc})
 			}
 			if output == "json" {
@@ -127,7 +118,7 @@ func newFlowsCmd() *cobra.Command {
 	top.Flags().StringVar(&since, "since", "1h", "start of the time range")
 	top.Flags().StringVar(&until, "until", "", "end of the time range (default now)")
 
-	cmd.AddCommand(search, get, top, newFlowsFollowCmd(&serverURL, &output))
+	cmd.AddCommand(search, get, top, newFlowsFollowCmd(&af, &output))
 	return cmd
 }
 

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/flow/flowapi"
 	"github.com/palisade-dev/palisade/internal/flow/store"
+	"github.com/palisade-dev/palisade/internal/httpapi"
 )
 
 func TestFlowsCLI(t *testing.T) {
@@ -33,7 +35,9 @@ func TestFlowsCLI(t *testing.T) {
 	}
 	svc.Flush(true)
 	mux := http.NewServeMux()
-	svc.Routes(mux, nil)
+	if err := httpapi.Mount(mux, flowapi.Routes(svc), nil); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 

@@ -4,27 +4,27 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/url"
 	"sort"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
-	"github.com/palisade-dev/palisade/internal/apiclient"
 	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/pkg/api"
+	"github.com/palisade-dev/palisade/pkg/client"
 )
 
 func newInventoryCmd() *cobra.Command {
-	var serverURL, output string
+	var af apiFlags
+	var output string
 	inv := &cobra.Command{
 		Use:     "inventory",
 		Aliases: []string{"inv"},
 		Short:   "Search the live Kubernetes inventory",
 	}
-	inv.PersistentFlags().StringVar(&serverURL, "server", "", "Palisade server URL (default $PALISADE_SERVER or "+apiclient.DefaultServer+")")
+	af.register(inv)
 	inv.PersistentFlags().StringVarP(&output, "output", "o", "table", "output format: table or json")
-	base := func() string { return apiclient.Server(serverURL) + "/api/v1" }
 
 	var includeDeleted bool
 	search := &cobra.Command{
@@ -32,18 +32,16 @@ func newInventoryCmd() *cobra.Command {
 		Short: "List workloads matching a filter, e.g. 'namespace = sock-shop and label.app = carts'",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q := url.Values{}
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			var src string
 			if len(args) == 1 {
-				q.Set("filter", args[0])
+				src = args[0]
 			}
-			if includeDeleted {
-				q.Set("include_deleted", "true")
-			}
-			var res struct {
-				Count int                   `json:"count"`
-				Items []*inventory.Workload `json:"items"`
-			}
-			if err := apiclient.Do("GET", base()+"/inventory?"+q.Encode(), nil, &res); err != nil {
+			res, err := c.SearchInventory(cmd.Context(), src, client.SearchOptions{IncludeDeleted: includeDeleted})
+			if err != nil {
 				return filterErr(err, args)
 			}
 			if output == "json" {
@@ -59,8 +57,12 @@ func newInventoryCmd() *cobra.Command {
 		Short: "Show a workload's profile and history",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var res json.RawMessage
-			if err := apiclient.Do("GET", base()+"/inventory/"+args[0], nil, &res); err != nil {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Workload(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
 			return printJSON(cmd.OutOrStdout(), res)
@@ -73,12 +75,12 @@ func newInventoryCmd() *cobra.Command {
 		Short: "Which workload held an IP (now, or at --at RFC3339)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q := url.Values{"ip": {args[0]}}
-			if at != "" {
-				q.Set("at", at)
+			c, err := af.client()
+			if err != nil {
+				return err
 			}
-			var w inventory.Workload
-			if err := apiclient.Do("GET", base()+"/inventory/lookup?"+q.Encode(), nil, &w); err != nil {
+			w, err := c.Lookup(cmd.Context(), args[0], at)
+			if err != nil {
 				return err
 			}
 			if output == "json" {
@@ -94,8 +96,12 @@ func newInventoryCmd() *cobra.Command {
 		&cobra.Command{
 			Use: "list", Short: "List saved filters", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				var res json.RawMessage
-				if err := apiclient.Do("GET", base()+"/filters", nil, &res); err != nil {
+				c, err := af.client()
+				if err != nil {
+					return err
+				}
+				res, err := c.Filters(cmd.Context())
+				if err != nil {
 					return err
 				}
 				return printJSON(cmd.OutOrStdout(), res)
@@ -104,8 +110,12 @@ func newInventoryCmd() *cobra.Command {
 		&cobra.Command{
 			Use: "save NAME FILTER", Short: "Save a filter under a name", Args: cobra.ExactArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				var res json.RawMessage
-				if err := apiclient.Do("POST", base()+"/filters", map[string]string{"name": args[0], "filter": args[1]}, &res); err != nil {
+				c, err := af.client()
+				if err != nil {
+					return err
+				}
+				res, err := c.SaveFilter(cmd.Context(), api.SavedFilter{Name: args[0], Filter: args[1]})
+				if err != nil {
 					return filterErr(err, args[1:])
 				}
 				return printJSON(cmd.OutOrStdout(), res)
@@ -113,8 +123,12 @@ func newInventoryCmd() *cobra.Command {
 		},
 		&cobra.Command{
 			Use: "delete NAME", Short: "Delete a saved filter", Args: cobra.ExactArgs(1),
-			RunE: func(_ *cobra.Command, args []string) error {
-				return apiclient.Do("DELETE", base()+"/filters/"+url.PathEscape(args[0]), nil, nil)
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := af.client()
+				if err != nil {
+					return err
+				}
+				return c.DeleteFilter(cmd.Context(), args[0])
 			},
 		},
 	)
@@ -124,7 +138,7 @@ func newInventoryCmd() *cobra.Command {
 
 // filterErr points at the offending column of a rejected filter.
 func filterErr(err error, args []string) error {
-	e, ok := err.(*apiclient.Error)
+	e, ok := client.AsError(err)
 	if !ok || e.Position <= 0 || len(args) == 0 {
 		return err
 	}

@@ -14,11 +14,12 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/palisade-dev/palisade/internal/apiclient"
 	"github.com/palisade-dev/palisade/internal/policy"
 	"github.com/palisade-dev/palisade/internal/policy/analyze"
 	"github.com/palisade-dev/palisade/internal/policy/compliance"
 	"github.com/palisade-dev/palisade/internal/server"
+	"github.com/palisade-dev/palisade/pkg/api"
+	"github.com/palisade-dev/palisade/pkg/client"
 )
 
 // policyCommands are the policy-as-code, analysis and compliance commands.
@@ -27,7 +28,7 @@ func policyCommands() []*cobra.Command {
 }
 
 func apiURL(serverURL, path string, q url.Values) string {
-	u := apiclient.Server(serverURL) + "/api/v1" + path
+	u := client.ServerURL(serverURL) + "/api/v1" + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
@@ -35,7 +36,8 @@ func apiURL(serverURL, path string, q url.Values) string {
 }
 
 func serverFlag(cmd *cobra.Command, v *string) {
-	cmd.PersistentFlags().StringVar(v, "server", "", "Palisade server URL (default $PALISADE_SERVER or "+apiclient.DefaultServer+")")
+	cmd.PersistentFlags().StringVar(v, "server", "", "Palisade server URL (default $PALISADE_SERVER or "+client.DefaultServer+")")
+	cliAPI.registerCredentials(cmd)
 }
 
 // readPolicyFiles reads -f FILE|DIR|-: a directory gives its *.yaml and
@@ -100,8 +102,8 @@ func runApply(cmd *cobra.Command, serverURL string, files []string, dryRun, del 
 		path = "/policy/delete"
 	}
 	var res policy.Result
-	if err := apiclient.Do("POST", apiURL(serverURL, path, nil), server.ApplyRequest{Files: in, DryRun: dryRun}, &res); err != nil {
-		var ae *apiclient.Error
+	if err := apiDo("POST", apiURL(serverURL, path, nil), server.ApplyRequest{Files: in, DryRun: dryRun}, &res); err != nil {
+		var ae *api.Error
 		if errors.As(err, &ae) && ae.Status == 422 {
 			return errors.New("nothing applied:\n" + ae.Message)
 		}
@@ -181,7 +183,7 @@ func newGetCmd() *cobra.Command {
 				return fmt.Errorf("-o %s: want yaml, json or table", output)
 			}
 			var scopes []server.ScopeView
-			if err := apiclient.Do("GET", apiURL(serverURL, "/scopes", nil), nil, &scopes); err != nil {
+			if err := apiDo("GET", apiURL(serverURL, "/scopes", nil), nil, &scopes); err != nil {
 				return err
 			}
 			if scope != "" {
@@ -204,7 +206,7 @@ func newGetCmd() *cobra.Command {
 				var all []*policy.Version
 				for _, s := range scopes {
 					var vs []*policy.Version
-					if err := apiclient.Do("GET", apiURL(serverURL, "/scopes/"+url.PathEscape(s.Name)+"/versions", nil), nil, &vs); err != nil {
+					if err := apiDo("GET", apiURL(serverURL, "/scopes/"+url.PathEscape(s.Name)+"/versions", nil), nil, &vs); err != nil {
 						return err
 					}
 					for _, v := range vs {
@@ -222,7 +224,7 @@ func newGetCmd() *cobra.Command {
 						q.Set("version", version)
 					}
 					var ps []policy.Policy
-					if err := apiclient.Do("GET", apiURL(serverURL, "/scopes/"+url.PathEscape(s.Name)+"/policies", q), nil, &ps); err != nil {
+					if err := apiDo("GET", apiURL(serverURL, "/scopes/"+url.PathEscape(s.Name)+"/policies", q), nil, &ps); err != nil {
 						return err
 					}
 					all = append(all, ps...)
@@ -367,7 +369,7 @@ network did. The analyzed version becomes immutable.`,
 				return err
 			}
 			var rep analyze.Report
-			if err := apiclient.Do("GET", apiURL(serverURL, "/analysis", q), nil, &rep); err != nil {
+			if err := apiDo("GET", apiURL(serverURL, "/analysis", q), nil, &rep); err != nil {
 				return err
 			}
 			if output == "json" {
@@ -418,7 +420,7 @@ network did. The analyzed version becomes immutable.`,
 				return err
 			}
 			var fvs []analyze.FlowVerdict
-			if err := apiclient.Do("GET", apiURL(serverURL, "/analysis/flows", q), nil, &fvs); err != nil {
+			if err := apiDo("GET", apiURL(serverURL, "/analysis/flows", q), nil, &fvs); err != nil {
 				return err
 			}
 			if output == "json" {
@@ -520,7 +522,7 @@ func newComplianceCmd() *cobra.Command {
 				q.Set("all", "true")
 			}
 			var as []compliance.Alert
-			if err := apiclient.Do("GET", apiURL(serverURL, "/compliance/alerts", q), nil, &as); err != nil {
+			if err := apiDo("GET", apiURL(serverURL, "/compliance/alerts", q), nil, &as); err != nil {
 				return err
 			}
 			if output == "json" {
@@ -546,7 +548,7 @@ func newComplianceCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var a compliance.Alert
-			if err := apiclient.Do("POST", apiURL(serverURL, "/compliance/alerts/"+url.PathEscape(args[0])+"/ack", nil), nil, &a); err != nil {
+			if err := apiDo("POST", apiURL(serverURL, "/compliance/alerts/"+url.PathEscape(args[0])+"/ack", nil), nil, &a); err != nil {
 				return err
 			}
 			if output == "json" {

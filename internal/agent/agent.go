@@ -11,17 +11,14 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +31,7 @@ import (
 	"github.com/palisade-dev/palisade/internal/agent/conntrack"
 	"github.com/palisade-dev/palisade/internal/agent/report"
 	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/pkg/client"
 )
 
 // Config configures an Agent. Zero durations take the defaults noted.
@@ -73,7 +71,10 @@ type Config struct {
 	MaxFlows             uint32        // flow map size (default 262144)
 	MaxBatch             int           // observations per batch (default 5000)
 	HTTPClient           *http.Client  `json:"-"`
-	Log                  *slog.Logger  `json:"-"`
+	// API, when set, is the client for every call to the server (Server,
+	// Token and HTTPClient are then ignored).
+	API *client.Client `json:"-"`
+	Log *slog.Logger   `json:"-"`
 }
 
 func (c *Config) defaults() error {
@@ -111,6 +112,13 @@ func (c *Config) defaults() error {
 	def(&c.HeartbeatInterval, 10*time.Second)
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if c.API == nil {
+		api, err := client.New(client.Options{Server: c.Server, Token: c.Token, HTTP: c.HTTPClient, UserAgent: "palisade-agent"})
+		if err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		c.API = api
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
@@ -241,8 +249,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.ct = conntrack.NewWatcher(conntrack.Config{Node: cfg.Node, NSPath: cfg.NetNS, Log: cfg.Log})
 
 	a.rep, err = report.Open(report.Config{
-		Server: cfg.Server, Node: cfg.Node, Agent: cfg.Agent, Token: cfg.Token,
-		SpoolDir: cfg.SpoolDir, MaxBatch: cfg.MaxBatch, Client: cfg.HTTPClient, Log: cfg.Log,
+		API: cfg.API, Node: cfg.Node, Agent: cfg.Agent,
+		SpoolDir: cfg.SpoolDir, MaxBatch: cfg.MaxBatch, Log: cfg.Log,
 		OnResponse: a.onIngestResponse,
 	})
 	if err != nil {
@@ -460,10 +468,6 @@ func (a *Agent) detach(h *netlink.Handle) {
 	}
 }
 
-func (a *Agent) agentURL(suffix string) string {
-	return strings.TrimRight(a.cfg.Server, "/") + "/api/v1/agents/" + url.PathEscape(a.cfg.Node) + suffix
-}
-
 func (a *Agent) onIngestResponse(body []byte) {
 	var r flow.IngestResponse
 	if json.Unmarshal(body, &r) == nil && r.Config.Mode != "" {
@@ -473,8 +477,7 @@ func (a *Agent) onIngestResponse(body []byte) {
 
 func (a *Agent) pollConfig(ctx context.Context) {
 	every(ctx, a.cfg.ConfigPoll, true, func() {
-		var c flow.AgentConfig
-		if err := a.do(ctx, http.MethodGet, a.agentURL("/config"), nil, &c); err == nil && c.Mode != "" {
+		if c, err := a.cfg.API.AgentConfig(ctx, a.cfg.Node); err == nil && c.Mode != "" {
 			if err := a.SetMode(c.Mode); err != nil {
 				a.cfg.Log.Warn("server config", "err", err)
 			}
@@ -493,7 +496,7 @@ func (a *Agent) heartbeats(ctx context.Context) {
 			Spooled:      h.Report.ObservationsSpooled,
 			Mode:         h.Mode,
 		}
-		if err := a.do(ctx, http.MethodPost, a.agentURL("/heartbeat"), hb, nil); err != nil {
+		if _, err := a.cfg.API.Heartbeat(ctx, a.cfg.Node, hb); err != nil {
 			a.cfg.Log.Debug("heartbeat", "err", err)
 		}
 	})
@@ -514,52 +517,6 @@ func every(ctx context.Context, d time.Duration, now bool, fn func()) {
 			fn()
 		}
 	}
-}
-
-// do sends a JSON request to the server and decodes a JSON answer.
-func (a *Agent) do(ctx context.Context, method, u string, in, out any) error {
-	return DoJSON(ctx, a.cfg.HTTPClient, a.cfg.Token, method, u, in, out)
-}
-
-// DoJSON sends in (if not nil) as JSON and decodes a 2xx answer into out
-// (if not nil).
-func DoJSON(ctx context.Context, c *http.Client, token, method, u string, in, out any) error {
-	var body *bytes.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	} else {
-		body = bytes.NewReader(nil)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		_ = json.NewDecoder(resp.Body).Decode(&e)
-		return fmt.Errorf("%s %s: %s %s", method, u, resp.Status, e.Error)
-	}
-	if out != nil {
-		return json.NewDecoder(resp.Body).Decode(out)
-	}
-	return nil
 }
 
 func openNS(path string) (netns.NsHandle, error) {

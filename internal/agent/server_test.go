@@ -9,7 +9,9 @@ import (
 	"github.com/palisade-dev/palisade/internal/agent"
 	"github.com/palisade-dev/palisade/internal/agent/agenttest"
 	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/flow/flowapi"
 	"github.com/palisade-dev/palisade/internal/flow/store"
+	"github.com/palisade-dev/palisade/internal/httpapi"
 	"github.com/palisade-dev/palisade/internal/inventory"
 )
 
@@ -38,7 +40,9 @@ func TestAgentWithFlowService(t *testing.T) {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	svc.Routes(mux, func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer tok" })
+	if err := httpapi.Mount(mux, flowapi.Routes(svc), nil); err != nil {
+		t.Fatal(err)
+	}
 	hs := httptest.NewServer(mux)
 	defer hs.Close()
 

@@ -2,26 +2,19 @@ package server
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"regexp"
 	"time"
 
-	"github.com/palisade-dev/palisade/internal/filter"
-	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/internal/httpapi"
 	"github.com/palisade-dev/palisade/internal/store"
+	"github.com/palisade-dev/palisade/pkg/api"
 )
 
 const bucketFilters = "filters"
 
 // SavedFilter is a named inventory filter (later the building block of scopes).
-type SavedFilter struct {
-	Name        string    `json:"name"`
-	Filter      string    `json:"filter"`
-	Description string    `json:"description,omitempty"`
-	Created     time.Time `json:"created"`
-}
+type SavedFilter = api.SavedFilter
 
 type savedFilters struct{ kv store.KV }
 
@@ -53,46 +46,46 @@ func (s *Server) listFilters(w http.ResponseWriter, _ *http.Request) {
 		})
 	})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err)
+		httpapi.WriteError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) saveFilter(w http.ResponseWriter, r *http.Request) {
 	var sf SavedFilter
-	if err := readJSON(r, &sf); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+	if err := httpapi.ReadJSON(w, r, &sf, 0); err != nil {
+		httpapi.WriteError(w, err)
 		return
 	}
 	if !filterName.MatchString(sf.Name) {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("name: %q must be 1-128 letters, digits, '.', '_' or '-'", sf.Name))
+		httpapi.WriteError(w, api.BadRequest("name", "name: %q must be 1-128 letters, digits, '.', '_' or '-'", sf.Name))
 		return
 	}
-	parsed, err := filter.Parse(sf.Filter, inventory.Schema)
+	parsed, err := parseFilter(sf.Filter)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("filter: %w", err))
+		httpapi.WriteError(w, err)
 		return
 	}
 	sf.Filter = parsed.String()
 	sf.Created = time.Now().UTC()
 	b, _ := json.Marshal(sf)
 	if err := s.kv.Update(func(tx store.Tx) error { return tx.Put(bucketFilters, sf.Name, b) }); err != nil {
-		writeError(w, http.StatusInternalServerError, err)
+		httpapi.WriteError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, sf)
+	httpapi.WriteJSON(w, http.StatusCreated, sf)
 }
 
 func (s *Server) getFilter(w http.ResponseWriter, r *http.Request) {
 	sf, ok, err := s.filters.get(r.PathValue("name"))
 	switch {
 	case err != nil:
-		writeError(w, http.StatusInternalServerError, err)
+		httpapi.WriteError(w, err)
 	case !ok:
-		writeError(w, http.StatusNotFound, fmt.Errorf("no saved filter %q", r.PathValue("name")))
+		httpapi.WriteError(w, api.NotFound("no saved filter %q", r.PathValue("name")))
 	default:
-		writeJSON(w, http.StatusOK, sf)
+		httpapi.WriteJSON(w, http.StatusOK, sf)
 	}
 }
 
@@ -100,11 +93,11 @@ func (s *Server) deleteFilter(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	_, ok, _ := s.filters.get(name)
 	if !ok {
-		writeError(w, http.StatusNotFound, errors.New("no saved filter "+fmt.Sprintf("%q", name)))
+		httpapi.WriteError(w, api.NotFound("no saved filter %q", name))
 		return
 	}
 	if err := s.kv.Update(func(tx store.Tx) error { return tx.Delete(bucketFilters, name) }); err != nil {
-		writeError(w, http.StatusInternalServerError, err)
+		httpapi.WriteError(w, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

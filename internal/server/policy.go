@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/palisade-dev/palisade/internal/auth"
 	"github.com/palisade-dev/palisade/internal/filter"
 	"github.com/palisade-dev/palisade/internal/flow"
 	"github.com/palisade-dev/palisade/internal/inventory"
@@ -79,26 +80,31 @@ func (p *policyAPI) serviceExists(ns, name string) bool {
 	return ok
 }
 
-func (s *Server) policyRoutes(mux *http.ServeMux) {
+func init() { addRoutes((*Server).policyRoutes) }
+
+func (s *Server) policyRoutes() []Route {
 	p := s.policy
-	mux.HandleFunc("GET /api/v1/scopes", p.listScopes)
-	mux.HandleFunc("POST /api/v1/scopes", p.putScope)
-	mux.HandleFunc("GET /api/v1/scopes/{name}", p.getScope)
-	mux.HandleFunc("DELETE /api/v1/scopes/{name}", p.deleteScope)
-	mux.HandleFunc("GET /api/v1/scopes/{name}/policies", p.listPolicies)
-	mux.HandleFunc("POST /api/v1/scopes/{name}/policies", p.putPolicy)
-	mux.HandleFunc("GET /api/v1/scopes/{name}/versions", p.listVersions)
-	mux.HandleFunc("GET /api/v1/scopes/{name}/versions/{version}", p.getVersion)
-	mux.HandleFunc("GET /api/v1/scopes/{name}/versions/{version}/diff", p.diffVersions)
-	mux.HandleFunc("POST /api/v1/scopes/{name}/versions/{version}/enforce", p.enforce)
-	mux.HandleFunc("POST /api/v1/policy/apply", p.apply)
-	mux.HandleFunc("POST /api/v1/policy/delete", p.delete)
-	mux.HandleFunc("GET /api/v1/policy/audit", p.audit)
-	mux.HandleFunc("GET /api/v1/analysis", p.analysis)
-	mux.HandleFunc("GET /api/v1/analysis/flows", p.analysisFlows)
-	mux.HandleFunc("GET /api/v1/analysis/live", p.live)
-	mux.HandleFunc("GET /api/v1/compliance/alerts", p.alerts)
-	mux.HandleFunc("POST /api/v1/compliance/alerts/{id}/ack", p.ack)
+	const read, write = auth.Permission("policy.read"), auth.Permission("policy.write")
+	return []Route{
+		{Method: "GET", Pattern: "/api/v1/scopes", Perm: read, Handler: p.listScopes},
+		{Method: "POST", Pattern: "/api/v1/scopes", Perm: write, Handler: p.putScope},
+		{Method: "GET", Pattern: "/api/v1/scopes/{name}", Perm: read, Handler: p.getScope},
+		{Method: "DELETE", Pattern: "/api/v1/scopes/{name}", Perm: write, Handler: p.deleteScope},
+		{Method: "GET", Pattern: "/api/v1/scopes/{name}/policies", Perm: read, Handler: p.listPolicies},
+		{Method: "POST", Pattern: "/api/v1/scopes/{name}/policies", Perm: write, Handler: p.putPolicy},
+		{Method: "GET", Pattern: "/api/v1/scopes/{name}/versions", Perm: read, Handler: p.listVersions},
+		{Method: "GET", Pattern: "/api/v1/scopes/{name}/versions/{version}", Perm: read, Handler: p.getVersion},
+		{Method: "GET", Pattern: "/api/v1/scopes/{name}/versions/{version}/diff", Perm: read, Handler: p.diffVersions},
+		{Method: "POST", Pattern: "/api/v1/scopes/{name}/versions/{version}/enforce", Perm: write, Handler: p.enforce},
+		{Method: "POST", Pattern: "/api/v1/policy/apply", Perm: write, Handler: p.apply},
+		{Method: "POST", Pattern: "/api/v1/policy/delete", Perm: write, Handler: p.delete},
+		{Method: "GET", Pattern: "/api/v1/policy/audit", Perm: read, Handler: p.audit},
+		{Method: "GET", Pattern: "/api/v1/analysis", Perm: read, Handler: p.analysis},
+		{Method: "GET", Pattern: "/api/v1/analysis/flows", Perm: read, Handler: p.analysisFlows},
+		{Method: "GET", Pattern: "/api/v1/analysis/live", Perm: read, Handler: p.live},
+		{Method: "GET", Pattern: "/api/v1/compliance/alerts", Perm: read, Handler: p.alerts},
+		{Method: "POST", Pattern: "/api/v1/compliance/alerts/{id}/ack", Perm: write, Handler: p.ack},
+	}
 }
 
 // who is the caller's identity ("local" until authentication lands).

@@ -19,6 +19,7 @@ import (
 	"github.com/palisade-dev/palisade/internal/devkube"
 	"github.com/palisade-dev/palisade/internal/inventory"
 	"github.com/palisade-dev/palisade/internal/testutil"
+	"github.com/palisade-dev/palisade/pkg/api"
 )
 
 var (
@@ -106,11 +107,11 @@ func deletePod(t *testing.T, ns, name string) {
 func TestAPIErrorsAndFilters(t *testing.T) {
 	s := startServer(t, t.TempDir(), kube.Config)
 	defer s.Stop()
-	var e apiError
+	var e api.Error
 	if code := get(t, s, "/api/v1/inventory?filter="+url.QueryEscape(`namespace = x and lable.app = y`), &e); code != 400 {
 		t.Fatalf("invalid filter: HTTP %d", code)
 	}
-	if e.Position != 19 || e.Error == "" {
+	if e.Position != 19 || e.Message == "" {
 		t.Errorf("invalid filter error = %+v, want position 19", e)
 	}
 	if code := get(t, s, "/api/v1/inventory/lab/pod/nope/nope", &e); code != 404 {
@@ -305,6 +306,7 @@ func TestAgentModeSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	s := startServer(t, dir, kube.Config)
 	req, _ := http.NewRequest("PUT", s.URL()+"/api/v1/agents/node1/config", stringsReader(`{"mode":"detailed"}`))
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("PUT config: %v %v", resp, err)

@@ -2,22 +2,24 @@ package server
 
 import (
 	"context"
-	"slices"
-	"strings"
-
-	"errors"
 	"fmt"
-	"github.com/google/go-containerregistry/pkg/name"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/palisade-dev/palisade/internal/auth"
 	"github.com/palisade-dev/palisade/internal/filter"
+	"github.com/palisade-dev/palisade/internal/httpapi"
 	"github.com/palisade-dev/palisade/internal/inventory"
 	"github.com/palisade-dev/palisade/internal/vuln"
+	"github.com/palisade-dev/palisade/pkg/api"
 )
 
 // startScanner opens the vulnerability service, feeds it the inventory's
@@ -173,63 +175,70 @@ func (r findingRecord) Field(name string) (filter.Value, bool) {
 	return filter.Value{}, false
 }
 
-func (s *Server) vulnRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/v1/registries", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, s.Vuln.Registries())
-	})
-	mux.HandleFunc("POST /api/v1/registries/{name}/credentials", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Username string `json:"username"`
-			Password string `json:"password"`
-		}
-		if err := readJSON(r, &req); err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		if req.Username == "" || req.Password == "" {
-			writeError(w, http.StatusBadRequest, errors.New("username and password are required"))
-			return
-		}
-		if err := s.Vuln.SetCredentials(r.PathValue("name"), req.Username, req.Password); err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		// Never echo the secret back.
-		writeJSON(w, http.StatusOK, map[string]string{"registry": r.PathValue("name"), "status": "stored"})
-	})
-	mux.HandleFunc("GET /api/v1/vulnerabilities", func(w http.ResponseWriter, r *http.Request) {
-		f, err := filter.Parse(r.URL.Query().Get("filter"), findingSchema)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("filter: %w", err))
-			return
-		}
-		res := s.Vuln.Vulnerabilities(func(x *vuln.Finding) bool { return f.Match(findingRecord{x}) })
-		writeJSON(w, http.StatusOK, map[string]any{"count": len(res), "items": res})
-	})
-	mux.HandleFunc("GET /api/v1/images", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, s.Vuln.Images())
-	})
-	mux.HandleFunc("GET /api/v1/images/{digest}", func(w http.ResponseWriter, r *http.Request) {
-		rep, ok := s.Vuln.Image(r.PathValue("digest"))
-		if !ok {
-			writeError(w, http.StatusNotFound, fmt.Errorf("no scanned image %q", r.PathValue("digest")))
-			return
-		}
-		writeJSON(w, http.StatusOK, rep)
-	})
-	mux.HandleFunc("POST /api/v1/vulndb/import", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Path string `json:"path"`
-		}
-		if err := readJSON(r, &req); err != nil || req.Path == "" {
-			writeError(w, http.StatusBadRequest, errors.New(`body must be {"path": "<directory or zip of OSV JSON on the server>"}`))
-			return
-		}
-		st, err := s.Vuln.ImportDB(r.Context(), req.Path, nil)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, st)
-	})
+func (s *Server) vulnRoutes() []Route {
+	return []Route{
+		{Method: "GET", Pattern: "/api/v1/registries", Perm: auth.VulnRead, Handler: func(w http.ResponseWriter, _ *http.Request) {
+			httpapi.WriteJSON(w, http.StatusOK, s.Vuln.Registries())
+		}},
+		{Method: "POST", Pattern: "/api/v1/registries/{name}/credentials", Perm: auth.AdminRegistries, Handler: s.setRegistryCredentials},
+		{Method: "GET", Pattern: "/api/v1/vulnerabilities", Perm: auth.VulnRead, Handler: s.listVulnerabilities},
+		{Method: "GET", Pattern: "/api/v1/images", Perm: auth.VulnRead, Handler: func(w http.ResponseWriter, _ *http.Request) {
+			httpapi.WriteJSON(w, http.StatusOK, s.Vuln.Images())
+		}},
+		{Method: "GET", Pattern: "/api/v1/images/{digest}", Perm: auth.VulnRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+			rep, ok := s.Vuln.Image(r.PathValue("digest"))
+			if !ok {
+				httpapi.WriteError(w, api.NotFound("no scanned image %q", r.PathValue("digest")))
+				return
+			}
+			httpapi.WriteJSON(w, http.StatusOK, rep)
+		}},
+		{Method: "POST", Pattern: "/api/v1/vulndb/import", Perm: auth.AdminVulnDB, Handler: s.importVulnDB},
+	}
+}
+
+func (s *Server) setRegistryCredentials(w http.ResponseWriter, r *http.Request) {
+	var req api.Credentials
+	if err := httpapi.ReadJSON(w, r, &req, 0); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if req.Username == "" || req.Password == "" {
+		httpapi.WriteError(w, api.BadRequest("username", "username and password are required"))
+		return
+	}
+	if err := s.Vuln.SetCredentials(r.PathValue("name"), req.Username, req.Password); err != nil {
+		httpapi.WriteError(w, api.BadRequest("", "%v", err))
+		return
+	}
+	// Never echo the secret back.
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"registry": r.PathValue("name"), "status": "stored"})
+}
+
+func (s *Server) listVulnerabilities(w http.ResponseWriter, r *http.Request) {
+	f, err := filter.Parse(r.URL.Query().Get("filter"), findingSchema)
+	if err != nil {
+		httpapi.WriteError(w, &api.Error{Status: http.StatusBadRequest, Message: "filter: " + err.Error(), Position: err.(*filter.Error).Pos, Field: "filter"})
+		return
+	}
+	res := s.Vuln.Vulnerabilities(func(x *vuln.Finding) bool { return f.Match(findingRecord{x}) })
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"count": len(res), "items": res})
+}
+
+func (s *Server) importVulnDB(w http.ResponseWriter, r *http.Request) {
+	var req api.VulnDBImport
+	if err := httpapi.ReadJSON(w, r, &req, 0); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if req.Path == "" {
+		httpapi.WriteError(w, api.BadRequest("path", `body must be {"path": "<directory or zip of OSV JSON on the server>"}`))
+		return
+	}
+	st, err := s.Vuln.ImportDB(r.Context(), req.Path, nil)
+	if err != nil {
+		httpapi.WriteError(w, api.BadRequest("path", "%v", err))
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, st)
 }

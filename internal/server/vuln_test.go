@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"github.com/palisade-dev/palisade/pkg/api"
 	"net/url"
 	"testing"
 	"time"
@@ -68,7 +69,7 @@ func TestPodsGetVulnAttributes(t *testing.T) {
 	if vulns.Count == 0 {
 		t.Error("GET /api/v1/vulnerabilities does not list GO-2022-1059")
 	}
-	var e apiError
+	var e api.Error
 	if code := get(t, s, "/api/v1/vulnerabilities?filter="+url.QueryEscape(`sevrity = high`), &e); code != 400 || e.Position != 1 {
 		t.Errorf("bad vulnerability filter: HTTP %d %+v", code, e)
 	}

@@ -17,10 +17,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -31,6 +29,8 @@ import (
 	"time"
 
 	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/pkg/api"
+	"github.com/palisade-dev/palisade/pkg/client"
 )
 
 // Config configures a Reporter.
@@ -49,6 +49,9 @@ type Config struct {
 	// RetryMin/RetryMax bound the backoff after a failed send.
 	RetryMin, RetryMax time.Duration
 	Client             *http.Client
+	// API, when set, is the client batches are posted with (Server, Token
+	// and Client are then ignored).
+	API *client.Client
 	// OnResponse is called with each 2xx response body (the server may
 	// piggyback agent config, e.g. {"mode":"detailed"}).
 	OnResponse func(body []byte)
@@ -70,7 +73,6 @@ type Counters struct {
 // concurrently with Run.
 type Reporter struct {
 	cfg  Config
-	url  string
 	wake chan struct{}
 
 	mu        sync.Mutex
@@ -120,8 +122,15 @@ func Open(cfg Config) (*Reporter, error) {
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = 5 * time.Second
 	}
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 30 * time.Second}
+	if cfg.API == nil {
+		if cfg.Client == nil {
+			cfg.Client = &http.Client{Timeout: 30 * time.Second}
+		}
+		c, err := client.New(client.Options{Server: cfg.Server, Token: cfg.Token, HTTP: cfg.Client, UserAgent: "palisade-agent"})
+		if err != nil {
+			return nil, fmt.Errorf("report: %w", err)
+		}
+		cfg.API = c
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -131,7 +140,6 @@ func Open(cfg Config) (*Reporter, error) {
 	}
 	r := &Reporter{
 		cfg:  cfg,
-		url:  strings.TrimRight(cfg.Server, "/") + "/api/v1/agents/" + url.PathEscape(cfg.Node) + "/flows",
 		wake: make(chan struct{}, 1),
 	}
 	if err := r.load(); err != nil {
@@ -401,40 +409,29 @@ func (r *Reporter) send(ctx context.Context, f spoolFile) error {
 		r.remove(f, false)
 		return nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(data))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Content-Encoding", "gzip")
-	if r.cfg.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+r.cfg.Token)
-	}
-	resp, err := r.cfg.Client.Do(req)
-	if err != nil {
-		return err
-	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
+	body, err := r.cfg.API.PostFlows(ctx, r.cfg.Node, data)
+	status := api.StatusOf(err)
 	switch {
-	case resp.StatusCode/100 == 2:
+	case err == nil:
 		r.remove(f, true)
 		if r.cfg.OnResponse != nil && len(body) > 0 {
 			r.cfg.OnResponse(body)
 		}
 		return nil
-	case resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusRequestEntityTooLarge ||
-		resp.StatusCode == http.StatusUnprocessableEntity:
+	case status == http.StatusBadRequest || status == http.StatusRequestEntityTooLarge ||
+		status == http.StatusUnprocessableEntity:
 		// A verdict on the batch's content: the server will never accept
 		// it, and keeping it would block every later one. Every other
 		// answer (404 or 405 from something else listening on the server's
 		// address during an outage, 401, 429, 5xx) says nothing about the
 		// batch, so it is kept and retried.
-		r.cfg.Log.Error("server refused flow batch; dropping", "batch", f.batch, "status", resp.Status, "body", string(body))
+		r.cfg.Log.Error("server refused flow batch; dropping", "batch", f.batch, "err", err)
 		r.remove(f, false)
 		return nil
+	case status != 0:
+		return fmt.Errorf("%w: %v", errRefused, err)
 	default:
-		return fmt.Errorf("%w: %s: %s", errRefused, resp.Status, bytes.TrimSpace(body))
+		return err
 	}
 }
 

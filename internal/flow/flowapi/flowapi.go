@@ -1,0 +1,320 @@
+// Package flowapi serves the flow service (internal/flow) over HTTP: agent
+// batches and heartbeats, agent configuration, flow search.
+package flowapi
+
+import (
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/auth"
+	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/httpapi"
+	"github.com/palisade-dev/palisade/pkg/api"
+)
+
+// Routes are the flow and agent endpoints, for the server's route table.
+//
+//	POST /api/v1/agents/{node}/flows       a flow.Batch as JSON (Content-Encoding: gzip optional)
+//	POST /api/v1/agents/{node}/heartbeat   a flow.Heartbeat
+//	GET  /api/v1/agents                    every agent's config and health
+//	GET  /api/v1/agents/{node}/config      a flow.AgentConfig
+//	PUT  /api/v1/agents/{node}/config
+//	GET  /api/v1/flows?filter=F&from=T&to=T&limit=N
+//	GET  /api/v1/flows/top?by=FIELD&filter=F&from=T&to=T&n=N
+//	GET  /api/v1/flows/metrics
+//	GET  /api/v1/flows/{id}
+//	GET  /api/v1/flows/follow?filter=F        newline-delimited JSON, as flows appear
+//
+// Times are RFC 3339, unix seconds, or a duration before now ("5m").
+// Errors are pkg/api's shape: "position" for a bad filter, "field" (e.g.
+// "observations[3].tuple.srcIP") for a malformed batch.
+func Routes(svc *flow.Service) []httpapi.Route {
+	s := &handlers{svc: svc, opts: svc.Options()}
+	refused := func() { svc.CountRefused(flow.RefusedUnauthenticated) }
+	return []httpapi.Route{
+		{Method: "POST", Pattern: "/api/v1/agents/{node}/flows", Perm: auth.AgentReport, Handler: s.handleIngest, OnDenied: refused},
+		{Method: "POST", Pattern: "/api/v1/agents/{node}/heartbeat", Perm: auth.AgentReport, Handler: s.handleHeartbeat},
+		{Method: "GET", Pattern: "/api/v1/agents", Perm: auth.AgentsRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+			httpapi.WriteJSON(w, http.StatusOK, api.AgentList{Agents: s.svc.Agents.List()})
+		}},
+		{Method: "GET", Pattern: "/api/v1/agents/{node}/config", Perm: auth.AgentsRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+			httpapi.WriteJSON(w, http.StatusOK, s.svc.Agents.Config(r.PathValue("node")))
+		}},
+		{Method: "PUT", Pattern: "/api/v1/agents/{node}/config", Perm: auth.AgentsWrite, Handler: s.handleSetConfig},
+		{Method: "GET", Pattern: "/api/v1/flows", Perm: auth.FlowsRead, Handler: s.handleSearch},
+		{Method: "GET", Pattern: "/api/v1/flows/top", Perm: auth.FlowsRead, Handler: s.handleTop},
+		{Method: "GET", Pattern: "/api/v1/flows/metrics", Perm: auth.FlowsRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+			httpapi.WriteJSON(w, http.StatusOK, s.svc.Metrics())
+		}},
+		{Method: "GET", Pattern: "/api/v1/flows/{id}", Perm: auth.FlowsRead, Handler: s.handleGet},
+		{Method: "GET", Pattern: flow.FollowPath, Perm: auth.FlowsRead, Handler: s.handleFollow},
+	}
+}
+
+func (s *handlers) handleIngest(w http.ResponseWriter, r *http.Request) {
+	node := r.PathValue("node")
+	b, err := s.readBatch(w, r)
+	if err == nil && b.Node != node {
+		if b.Node == "" {
+			b.Node = node
+		} else {
+			err = &flow.BatchError{Field: "node", Msg: "batch node " + strconv.Quote(b.Node) + " differs from the URL's " + strconv.Quote(node)}
+		}
+	}
+	if err != nil {
+		e := batchAPIError(err)
+		if e.Status == http.StatusRequestEntityTooLarge {
+			s.svc.CountRefused(flow.RefusedOversized)
+		} else {
+			s.svc.CountRefused(flow.RefusedMalformed)
+		}
+		httpapi.WriteError(w, e)
+		return
+	}
+	// Ingest counts the batches it refuses itself.
+	if err := s.svc.Ingest(r.Context(), b); err != nil {
+		if errors.As(err, new(*flow.BatchError)) {
+			httpapi.WriteError(w, batchAPIError(err))
+			return
+		}
+		httpapi.WriteError(w, api.Errorf(http.StatusServiceUnavailable, "%v", err))
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, flow.IngestResponse{Accepted: len(b.Observations), Config: s.svc.Agents.Config(node)})
+}
+
+// batchAPIError gives a refused batch its status and the field at fault.
+func batchAPIError(err error) *api.Error {
+	var be *flow.BatchError
+	if errors.As(err, &be) {
+		return api.BadRequest(be.Path(), "%s", be.Error())
+	}
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return api.BadRequest("", "batch: %v", err)
+}
+
+// readBatch decodes a request body within the size limits.
+func (s *handlers) readBatch(w http.ResponseWriter, r *http.Request) (flow.Batch, error) {
+	var b flow.Batch
+	tooLarge := func(what string, n int64) error {
+		return api.Errorf(http.StatusRequestEntityTooLarge, "%s larger than %d bytes", what, n)
+	}
+	if err := httpapi.RequireJSON(r); err != nil {
+		return b, err
+	}
+	if r.ContentLength > s.opts.MaxBatchBytes {
+		return b, tooLarge("batch", s.opts.MaxBatchBytes)
+	}
+	var body io.Reader = http.MaxBytesReader(w, r.Body, s.opts.MaxBatchBytes)
+	if strings.EqualFold(r.Header.Get("Content-Encoding"), "gzip") {
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			if isMaxBytes(err) {
+				return b, tooLarge("batch", s.opts.MaxBatchBytes)
+			}
+			return b, api.BadRequest("", "batch: gzip: %v", err)
+		}
+		defer zr.Close()
+		body = zr
+	}
+	lr := &limitReader{r: body, left: s.opts.MaxBatchDecoded}
+	dec := json.NewDecoder(lr)
+	if err := dec.Decode(&b); err != nil {
+		switch {
+		case lr.over:
+			return b, tooLarge("decoded batch", s.opts.MaxBatchDecoded)
+		case isMaxBytes(err):
+			return b, tooLarge("batch", s.opts.MaxBatchBytes)
+		}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return b, api.BadRequest(te.Field, "batch: %v", err)
+		}
+		return b, api.BadRequest("", "batch: %v", err)
+	}
+	if dec.More() {
+		return b, api.BadRequest("", "batch: trailing data after the batch")
+	}
+	return b, nil
+}
+
+func isMaxBytes(err error) bool {
+	var mb *http.MaxBytesError
+	return errors.As(err, &mb)
+}
+
+type limitReader struct {
+	r    io.Reader
+	left int64
+	over bool
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		l.over = true
+		return 0, errors.New("too large")
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
+
+func (s *handlers) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
+	var hb flow.Heartbeat
+	if err := httpapi.ReadJSON(w, r, &hb, 0); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	node := r.PathValue("node")
+	s.svc.Agents.Heartbeat(node, hb, s.opts.Now())
+	httpapi.WriteJSON(w, http.StatusOK, s.svc.Agents.Config(node))
+}
+
+func (s *handlers) handleSetConfig(w http.ResponseWriter, r *http.Request) {
+	var c flow.AgentConfig
+	if err := httpapi.ReadJSON(w, r, &c, 0); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if err := s.svc.Agents.SetConfig(r.PathValue("node"), c); err != nil {
+		httpapi.WriteError(w, api.BadRequest("mode", "%v", err))
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, c)
+}
+
+// timeRange reads from/to (default: the last hour).
+func (s *handlers) timeRange(r *http.Request) (from, to time.Time, err error) {
+	now := s.opts.Now()
+	if to, err = flow.ParseTime(r.URL.Query().Get("to"), now, now); err != nil {
+		return to, to, api.BadRequest("to", "to: %v", err)
+	}
+	if from, err = flow.ParseTime(r.URL.Query().Get("from"), to.Add(-time.Hour), now); err != nil {
+		return from, to, api.BadRequest("from", "from: %v", err)
+	}
+	return from, to, nil
+}
+
+func (s *handlers) handleSearch(w http.ResponseWriter, r *http.Request) {
+	from, to, err := s.timeRange(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	limit := 0
+	if v := r.URL.Query().Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 0 {
+			httpapi.WriteError(w, api.BadRequest("limit", "limit %q: want a number", v))
+			return
+		}
+	}
+	flows, err := s.svc.Search(r.URL.Query().Get("filter"), from, to, limit)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if flows == nil {
+		flows = []flow.Flow{}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, api.FlowList{Flows: flows})
+}
+
+func (s *handlers) handleTop(w http.ResponseWriter, r *http.Request) {
+	from, to, err := s.timeRange(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	by := r.URL.Query().Get("by")
+	if !flow.ValidTopBy(by) {
+		httpapi.WriteError(w, api.BadRequest("by", `by %q: want "pair" or an endpoint field such as src.namespace, dst.port, dst.service, proto`, by))
+		return
+	}
+	n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+	entries, err := s.svc.TopWhere(r.URL.Query().Get("filter"), by, from, to, n)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, api.TopList{By: by, Entries: entries})
+}
+
+func (s *handlers) handleGet(w http.ResponseWriter, r *http.Request) {
+	d, err := s.svc.Get(r.PathValue("id"))
+	switch {
+	case errors.Is(err, flow.ErrNotFound):
+		httpapi.WriteError(w, api.NotFound("flow %q not found", r.PathValue("id")))
+	case err != nil:
+		httpapi.WriteError(w, api.BadRequest("id", "%v", err))
+	default:
+		httpapi.WriteJSON(w, http.StatusOK, d)
+	}
+}
+
+type handlers struct {
+	svc  *flow.Service
+	opts flow.Options
+}
+
+// handleFollow streams the flows matching ?filter= as they appear
+// (newline-delimited JSON, one flow per line; an empty line every 10 s
+// keeps idle connections alive), until the client goes away. A bad filter
+// is answered like a search's, with its position.
+func (s *handlers) handleFollow(w http.ResponseWriter, r *http.Request) {
+	f, err := s.svc.Follow(r.URL.Query().Get("filter"))
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	defer s.svc.Unfollow(f)
+	fl, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	if fl != nil {
+		fl.Flush()
+	}
+	enc := json.NewEncoder(w)
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case x := <-f.C:
+			if enc.Encode(&x) != nil {
+				return
+			}
+			// Whatever else is waiting goes in the same write.
+			for more := true; more; {
+				select {
+				case x := <-f.C:
+					if enc.Encode(&x) != nil {
+						return
+					}
+				default:
+					more = false
+				}
+			}
+		case <-tick.C:
+			if _, err := w.Write([]byte("\n")); err != nil {
+				return
+			}
+		}
+		if fl != nil {
+			fl.Flush()
+		}
+	}
+}

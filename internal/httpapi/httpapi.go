@@ -1,0 +1,185 @@
+// Package httpapi is the one set of HTTP plumbing every API handler uses:
+// the route type with its required permission, JSON answers, the error
+// shape of pkg/api, body decoding within limits and query-parameter
+// parsing. Packages that serve routes (internal/server, internal/flow)
+// return []Route; internal/server mounts them all in one table.
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/palisade-dev/palisade/internal/auth"
+	"github.com/palisade-dev/palisade/internal/filter"
+	"github.com/palisade-dev/palisade/pkg/api"
+)
+
+// Route is one endpoint: a method, a net/http ServeMux path pattern, the
+// permission a caller needs and the handler.
+type Route struct {
+	Method  string // GET, POST, PUT, DELETE
+	Pattern string // e.g. /api/v1/flows/{id}
+	Perm    auth.Permission
+	Handler http.HandlerFunc
+	// OnDenied, when set, is called when a caller is refused before the
+	// handler runs (a refusal counter, say).
+	OnDenied func()
+}
+
+// String is "METHOD PATTERN".
+func (r Route) String() string { return r.Method + " " + r.Pattern }
+
+// Guard wraps a route's handler with what the route requires (the server
+// authenticates and authorizes here).
+type Guard func(Route, http.Handler) http.Handler
+
+// Mount registers every route on mux behind guard. It refuses the whole
+// table when one route has no valid permission, no handler, or conflicts
+// with another: a route cannot be served without saying who may call it.
+func Mount(mux *http.ServeMux, routes []Route, guard Guard) (err error) {
+	seen := map[string]bool{}
+	for _, rt := range routes {
+		switch {
+		case rt.Method == "" || !strings.HasPrefix(rt.Pattern, "/"):
+			return fmt.Errorf("route %q: want a method and a path starting with /", rt.String())
+		case !rt.Perm.Valid():
+			return fmt.Errorf("route %s: no valid permission (%q); every route names the permission it requires", rt, rt.Perm)
+		case rt.Handler == nil:
+			return fmt.Errorf("route %s: no handler", rt)
+		case seen[rt.String()]:
+			return fmt.Errorf("route %s registered twice", rt)
+		}
+		seen[rt.String()] = true
+	}
+	defer func() {
+		// ServeMux panics on conflicting patterns: report it as an error.
+		if v := recover(); v != nil {
+			err = fmt.Errorf("routes: %v", v)
+		}
+	}()
+	for _, rt := range routes {
+		var h http.Handler = rt.Handler
+		if guard != nil {
+			h = guard(rt, h)
+		}
+		mux.Handle(rt.String(), h)
+	}
+	return nil
+}
+
+// WriteJSON answers v as JSON with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v) //nolint:errcheck // the client went away
+}
+
+// WriteError answers err in the API's error shape. An *api.Error keeps its
+// status; a filter error is a 400 with the column at fault; a body over
+// its limit is a 413; anything else is a 500 whose text is logged, not
+// sent (it may name server internals).
+func WriteError(w http.ResponseWriter, err error) {
+	WriteJSON(w, ErrorStatus(err), AsAPIError(err))
+}
+
+// ErrorStatus is the status WriteError answers err with.
+func ErrorStatus(err error) int { return AsAPIError(err).Status }
+
+// AsAPIError maps err onto the error shape (see WriteError).
+func AsAPIError(err error) *api.Error {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		if ae.Status == 0 {
+			c := *ae
+			c.Status = http.StatusBadRequest
+			return &c
+		}
+		return ae
+	}
+	var fe *filter.Error
+	if errors.As(err, &fe) {
+		return &api.Error{Status: http.StatusBadRequest, Message: err.Error(), Position: fe.Pos}
+	}
+	var mb *http.MaxBytesError
+	if errors.As(err, &mb) {
+		return &api.Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("request body larger than %d bytes", mb.Limit)}
+	}
+	slog.Error("api: internal error", "err", err)
+	return &api.Error{Status: http.StatusInternalServerError, Message: "internal error (logged on the server)"}
+}
+
+// DefaultMaxBody bounds request bodies of ordinary JSON endpoints.
+const DefaultMaxBody = 1 << 20
+
+// ReadJSON decodes the request body into v: JSON only (415 otherwise), at
+// most limit bytes (413; DefaultMaxBody when limit <= 0), no unknown
+// fields and nothing after the value (400).
+func ReadJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	if err := RequireJSON(r); err != nil {
+		return err
+	}
+	if limit <= 0 {
+		limit = DefaultMaxBody
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			return &api.Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("request body larger than %d bytes", limit)}
+		}
+		if errors.Is(err, io.EOF) {
+			return api.BadRequest("", "request body: empty; want a JSON object")
+		}
+		return api.BadRequest(jsonField(err), "request body: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return api.BadRequest("", "request body: data after the JSON value")
+	}
+	return nil
+}
+
+// jsonField names the field of a type error ("" if unknown).
+func jsonField(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return te.Field
+	}
+	return ""
+}
+
+// RequireJSON refuses a body that does not say it is JSON, so a browser
+// form or a text/plain fetch from another origin cannot write (CSRF).
+func RequireJSON(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return &api.Error{Status: http.StatusUnsupportedMediaType,
+			Message: fmt.Sprintf("Content-Type %q: want application/json", ct)}
+	}
+	return nil
+}
+
+// QueryInt parses query parameter name as an integer in [lo, hi]; absent
+// gives def.
+func QueryInt(r *http.Request, name string, def, lo, hi int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, api.BadRequest(name, "%s: %q is not an integer from %d to %d", name, v, lo, hi)
+	}
+	return n, nil
+}

@@ -1,0 +1,104 @@
+package api
+
+import (
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/flow"
+	flowstore "github.com/palisade-dev/palisade/internal/flow/store"
+	"github.com/palisade-dev/palisade/internal/inventory"
+)
+
+// The domain records travel as they are; the aliases let clients outside
+// this module name them.
+type (
+	Workload       = inventory.Workload
+	InventoryEvent = inventory.Event
+	Flow           = flow.Flow
+	FlowDetail     = flow.Detail
+	TopEntry       = flow.TopEntry
+	Batch          = flow.Batch
+	Observation    = flow.Observation
+	IngestResponse = flow.IngestResponse
+	AgentConfig    = flow.AgentConfig
+	Heartbeat      = flow.Heartbeat
+	AgentStatus    = flow.AgentStatus
+	FlowMetrics    = flow.Metrics
+	FlowStoreStats = flowstore.Stats
+)
+
+// Status answers GET /api/v1/status.
+type Status struct {
+	Version    string            `json:"version"`
+	Started    time.Time         `json:"started"`
+	Workloads  int               `json:"workloads"`
+	Connectors []ConnectorStatus `json:"connectors"`
+	FlowStore  FlowStoreStats    `json:"flowStore"`
+}
+
+// ConnectorStatus is one Kubernetes connector's state: "connecting",
+// "synced" or "degraded".
+type ConnectorStatus struct {
+	Cluster  string    `json:"cluster"`
+	Server   string    `json:"server"`
+	State    string    `json:"state"`
+	Error    string    `json:"error,omitempty"`
+	Since    time.Time `json:"since"`
+	LastSync time.Time `json:"lastSync,omitempty"`
+}
+
+// InventoryList answers GET /api/v1/inventory.
+type InventoryList struct {
+	Count int         `json:"count"`
+	Items []*Workload `json:"items"`
+}
+
+// WorkloadDetail answers GET /api/v1/inventory/{id}.
+type WorkloadDetail struct {
+	Workload *Workload        `json:"workload"`
+	History  []InventoryEvent `json:"history"`
+	// Scopes are the policy scopes the workload belongs to.
+	Scopes []string `json:"scopes"`
+}
+
+// External is the body of POST /api/v1/external: a user-defined workload
+// outside the clusters.
+type External struct {
+	Name   string            `json:"name"`
+	CIDRs  []string          `json:"cidrs"`
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// SavedFilter is a named inventory filter (POST|GET /api/v1/filters).
+type SavedFilter struct {
+	Name        string    `json:"name"`
+	Filter      string    `json:"filter"`
+	Description string    `json:"description,omitempty"`
+	Created     time.Time `json:"created"`
+}
+
+// FlowList answers GET /api/v1/flows.
+type FlowList struct {
+	Flows []Flow `json:"flows"`
+}
+
+// TopList answers GET /api/v1/flows/top.
+type TopList struct {
+	By      string     `json:"by"`
+	Entries []TopEntry `json:"entries"`
+}
+
+// AgentList answers GET /api/v1/agents.
+type AgentList struct {
+	Agents []AgentStatus `json:"agents"`
+}
+
+// Credentials is the body of POST /api/v1/registries/{name}/credentials.
+type Credentials struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// VulnDBImport is the body of POST /api/v1/vulndb/import.
+type VulnDBImport struct {
+	Path string `json:"path"`
+}
