@@ -210,7 +210,8 @@ func (c Counts) Of(v policy.Verdict) int {
 // Total is the sum of all verdicts.
 func (c Counts) Total() int { return c.Permitted + c.Escaped + c.Rejected + c.Misdropped + c.Unscoped }
 
-// RuleCounts are the verdicts of the flows one rule decided.
+// RuleCounts are the verdicts of the flows one rule decided (a flow whose
+// two sides two rules decided counts for both).
 type RuleCounts struct {
 	Rule   policy.RuleRef `json:"rule"`
 	Action policy.Action  `json:"action"`
@@ -272,16 +273,25 @@ func (t *Tally) Add(fv *FlowVerdict) {
 	}
 	t.rep.Flows++
 	t.rep.Counts.Add(fv.Verdict)
-	k := fv.Rule.String()
-	rc := t.rules[k]
-	if rc == nil {
-		rc = &RuleCounts{Rule: fv.Rule, Action: fv.Decision.Deciding().Action}
-		if t.intents != nil && fv.Rule.Scope != "" {
-			rc.Intent = t.intents(fv.Rule)
+	// Each side's rule counts the flow (once when both sides are one rule).
+	for i, sd := range []policy.SideDecision{fv.Decision.Egress, fv.Decision.Ingress} {
+		if sd.Action == policy.NoAction && (i == 1 || fv.Decision.Ingress.Action != policy.NoAction) {
+			continue // unscoped flows count once, under no rule
 		}
-		t.rules[k] = rc
+		if i == 1 && sd.Rule == fv.Decision.Egress.Rule {
+			continue
+		}
+		k := sd.Rule.String()
+		rc := t.rules[k]
+		if rc == nil {
+			rc = &RuleCounts{Rule: sd.Rule, Action: sd.Action}
+			if t.intents != nil && sd.Rule.Scope != "" {
+				rc.Intent = t.intents(sd.Rule)
+			}
+			t.rules[k] = rc
+		}
+		rc.Add(fv.Verdict)
 	}
-	rc.Add(fv.Verdict)
 	seen := ""
 	for _, s := range []string{fv.Decision.Egress.Scope, fv.Decision.Ingress.Scope} {
 		if s == seen || (s == "" && seen != "") {
