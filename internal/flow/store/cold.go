@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -211,6 +212,7 @@ type coldEntry struct {
 	dead  bitset
 	bytes int64
 	last  uint64
+	at    time.Time // last use
 }
 
 func (c *coldCache) get(seg *segment, size int64) (*coldEntry, bool) {
@@ -221,7 +223,7 @@ func (c *coldCache) get(seg *segment, size int64) (*coldEntry, bool) {
 		return nil, false
 	}
 	c.tick++
-	e.last = c.tick
+	e.last, e.at = c.tick, time.Now()
 	return e, true
 }
 
@@ -237,21 +239,30 @@ func (c *coldCache) put(seg *segment, size int64, e *coldEntry) {
 	}
 	if old := c.m[seg]; old != nil {
 		c.used -= old.bytes
+		delete(c.m, seg)
 	}
-	c.tick++
-	e.size, e.last = size, c.tick
-	c.m[seg] = e
-	c.used += bytes
-	for c.used > c.max {
+	// Scan-resistant: a query scanning more cold segments than the cache
+	// holds would otherwise evict each entry before the next query needs
+	// it. Entries used in the last minute stay; a newcomer that finds no
+	// room among the others is not kept.
+	now := time.Now()
+	for c.used+bytes > c.max {
 		var lru *segment
 		for k, e := range c.m {
 			if lru == nil || e.last < c.m[lru].last {
 				lru = k
 			}
 		}
+		if lru == nil || now.Sub(c.m[lru].at) < time.Minute {
+			return
+		}
 		c.used -= c.m[lru].bytes
 		delete(c.m, lru)
 	}
+	c.tick++
+	e.size, e.last, e.at = size, c.tick, now
+	c.m[seg] = e
+	c.used += bytes
 }
 
 func (c *coldCache) drop(seg *segment) {
@@ -315,7 +326,7 @@ func (s *Store) columnsOf(seg *segment) ([]columns, bitset) {
 	}
 	cs := make([]columns, len(chunks))
 	for i, c := range chunks {
-		cs[i] = *c
+		cs[i] = c.clip()
 	}
 	var dead bitset
 	if repl > 0 {
@@ -432,4 +443,19 @@ func (s *Store) skipSnapshot() map[uint64]bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.skip
+}
+
+// clip returns c with its columns no larger than their contents (a small
+// cold segment decoded would otherwise hold a whole growth step of spare
+// capacity in the cache).
+func (c *columns) clip() columns {
+	if cap(c.start) <= c.len()+c.len()/8 {
+		return *c
+	}
+	return columns{
+		start: slices.Clone(c.start), end: slices.Clone(c.end), idms: slices.Clone(c.idms), idn: slices.Clone(c.idn),
+		pair: slices.Clone(c.pair), attr: slices.Clone(c.attr), sport: slices.Clone(c.sport),
+		fwdP: slices.Clone(c.fwdP), fwdB: slices.Clone(c.fwdB), revP: slices.Clone(c.revP), revB: slices.Clone(c.revB),
+		conns: slices.Clone(c.conns), relOff: slices.Clone(c.relOff), rels: slices.Clone(c.rels), repl: c.repl,
+	}
 }

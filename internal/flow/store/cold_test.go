@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/flow/flowgen"
 )
 
 // syncBuf is a log sink tests read.
@@ -38,14 +39,14 @@ func logTo(b *syncBuf) *slog.Logger { return slog.New(slog.NewTextHandler(b, nil
 
 // fill appends n generated flows spread over [t0, t1) in batches of
 // 10,000.
-func fill(t testing.TB, s *Store, g *gen, n int, t0, t1 time.Time) {
+func fill(t testing.TB, s *Store, g *flowgen.Gen, n int, t0, t1 time.Time) {
 	t.Helper()
 	step := t1.Sub(t0) / time.Duration(n)
 	batch := make([]flow.Flow, 10_000)
 	for done := 0; done < n; {
 		k := min(len(batch), n-done)
 		for i := range k {
-			g.flow(&batch[i], t0.Add(time.Duration(done+i)*step))
+			g.Flow(&batch[i], t0.Add(time.Duration(done+i)*step))
 		}
 		if err := s.Append(batch[:k], nil); err != nil {
 			t.Fatal(err)
@@ -131,7 +132,7 @@ func TestColdSegmentsAnswerLikeHot(t *testing.T) {
 	t0 := t1.Add(-48 * time.Hour)
 	allHot := Options{HotWindow: 1000 * 24 * time.Hour}
 	s := open(t, dir, allHot)
-	fill(t, s, newGen(3), n, t0, t1)
+	fill(t, s, flowgen.New(3), n, t0, t1)
 	mix := queryMix(t, t0, t1)
 	st := s.Stats()
 	if st.Flows != n || st.HotSegments != st.Segments || st.Segments < 200 {

@@ -32,7 +32,7 @@ type Options struct {
 	// resident and queries read them from disk. Default 1 h.
 	HotWindow time.Duration
 	// ColdCacheBytes caps the decoded cold segments kept between queries.
-	// Default 128 MiB.
+	// Default 256 MiB.
 	ColdCacheBytes int64
 	// MaxAge drops segments whose newest flow is older. Default 0: keep.
 	MaxAge time.Duration
@@ -107,7 +107,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.HotWindow = time.Hour
 	}
 	if opts.ColdCacheBytes <= 0 {
-		opts.ColdCacheBytes = 128 << 20
+		opts.ColdCacheBytes = 256 << 20
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
