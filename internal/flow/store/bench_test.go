@@ -118,9 +118,13 @@ func BenchmarkSearch10M(b *testing.B) {
 	recent := queryMix(b, t1.Add(-time.Hour), t1)
 	recent = recent[:len(recent)-2] // the last two are "1 h" and "everything"
 	b.ResetTimer()
+	runs := 5
+	if v := os.Getenv("FLOWSTORE_BENCH_RUNS"); v != "" {
+		runs, _ = strconv.Atoi(v)
+	}
 	run := func(queries []namedQuery) (lat, cpus []time.Duration) {
 		for _, q := range queries {
-			for range 5 {
+			for range runs {
 				st, c0 := time.Now(), cpuTime()
 				if _, err := s.Search(q.q); err != nil {
 					b.Fatal(err)

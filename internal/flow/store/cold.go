@@ -8,7 +8,6 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 )
@@ -295,7 +294,7 @@ func (s *Store) columnsOf(seg *segment) ([]columns, bitset) {
 		seg.mu.RUnlock()
 		return cs, dead
 	}
-	size, est, repl := seg.committed, seg.sum.decodedBytes(), seg.sum.repl
+	size, est, repl, rows := seg.committed, seg.sum.decodedBytes(), seg.sum.repl, seg.sum.rows
 	seg.mu.RUnlock()
 	if e, ok := s.cold.get(seg, size); ok {
 		return e.cs, e.dead
@@ -308,32 +307,56 @@ func (s *Store) columnsOf(seg *segment) ([]columns, bitset) {
 	}
 	v := s.dict.view()
 	skip := s.skipSnapshot()
-	var chunks []*columns
-	var p columns
+	// Decoded in place into columns sized from the summary, then cut into
+	// chunks without copying.
+	var all columns
+	all.grow(rows)
+	all.relOff = append(all.relOff, 0)
 	bad, tail := frames(data, func(_ int, payload []byte, _ int) {
-		p.reset()
-		kept, err := decodeBlock(payload, len(v.pairs), len(v.attrs), func(bi blockInfo) bool { return !skip[bi.txn] }, &p, nil)
-		if err != nil {
+		n0, r0 := all.len(), len(all.rels)
+		if _, err := decodeBlock(payload, len(v.pairs), len(v.attrs), func(bi blockInfo) bool { return !skip[bi.txn] }, &all, nil); err != nil {
+			all.truncate(n0, r0)
 			s.noteDamaged(seg, err)
-			return
-		}
-		if kept {
-			chunks = appendChunks(chunks, &p)
 		}
 	})
 	if len(bad) > 0 || tail < len(data) {
 		s.noteDamaged(seg, errCorrupt)
 	}
-	cs := make([]columns, len(chunks))
-	for i, c := range chunks {
-		cs[i] = c.clip()
-	}
+	cs := all.split()
 	var dead bitset
 	if repl > 0 {
-		dead = markDead(chunks)
+		ptrs := make([]*columns, len(cs))
+		for i := range cs {
+			ptrs[i] = &cs[i]
+		}
+		dead = markDead(ptrs)
 	}
 	s.cold.put(seg, size, &coldEntry{cs: cs, dead: dead, bytes: est})
 	return cs, dead
+}
+
+// truncate cuts c back to n rows and r related links.
+func (c *columns) truncate(n, r int) {
+	c.start, c.end, c.idms, c.idn = c.start[:n], c.end[:n], c.idms[:n], c.idn[:n]
+	c.pair, c.attr, c.sport = c.pair[:n], c.attr[:n], c.sport[:n]
+	c.fwdP, c.fwdB, c.revP, c.revB, c.conns = c.fwdP[:n], c.fwdB[:n], c.revP[:n], c.revB[:n], c.conns[:n]
+	c.relOff, c.rels = c.relOff[:n+1], c.rels[:r]
+}
+
+// split cuts c into chunks of chunkRows rows sharing its memory (each
+// chunk's relOff index the whole rels).
+func (c *columns) split() []columns {
+	var out []columns
+	for lo := 0; lo < c.len(); lo += chunkRows {
+		hi := min(c.len(), lo+chunkRows)
+		out = append(out, columns{
+			start: c.start[lo:hi:hi], end: c.end[lo:hi:hi], idms: c.idms[lo:hi:hi], idn: c.idn[lo:hi:hi],
+			pair: c.pair[lo:hi:hi], attr: c.attr[lo:hi:hi], sport: c.sport[lo:hi:hi],
+			fwdP: c.fwdP[lo:hi:hi], fwdB: c.fwdB[lo:hi:hi], revP: c.revP[lo:hi:hi], revB: c.revB[lo:hi:hi],
+			conns: c.conns[lo:hi:hi], relOff: c.relOff[lo : hi+1 : hi+1], rels: c.rels[:len(c.rels):len(c.rels)],
+		})
+	}
+	return out
 }
 
 // noteDamaged records that seg's file has a damaged block, once.
@@ -443,19 +466,4 @@ func (s *Store) skipSnapshot() map[uint64]bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.skip
-}
-
-// clip returns c with its columns no larger than their contents (a small
-// cold segment decoded would otherwise hold a whole growth step of spare
-// capacity in the cache).
-func (c *columns) clip() columns {
-	if cap(c.start) <= c.len()+c.len()/8 {
-		return *c
-	}
-	return columns{
-		start: slices.Clone(c.start), end: slices.Clone(c.end), idms: slices.Clone(c.idms), idn: slices.Clone(c.idn),
-		pair: slices.Clone(c.pair), attr: slices.Clone(c.attr), sport: slices.Clone(c.sport),
-		fwdP: slices.Clone(c.fwdP), fwdB: slices.Clone(c.fwdB), revP: slices.Clone(c.revP), revB: slices.Clone(c.revB),
-		conns: slices.Clone(c.conns), relOff: slices.Clone(c.relOff), rels: slices.Clone(c.rels), repl: c.repl,
-	}
 }
