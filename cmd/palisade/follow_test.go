@@ -114,4 +114,12 @@ func TestFlowsFollowAndSearchWithinSeconds(t *testing.T) {
 		t.Fatalf("follow printed:\n%s", got)
 	}
 	t.Logf("searchable %v after the report; follow printed: %s", found, got)
+
+	root := newRootCmd()
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs([]string{"flows", "follow", "dst.port = = 1", "--server", s.URL()})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "^") {
+		t.Fatalf("bad filter: %v", err)
+	}
 }
