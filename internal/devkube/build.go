@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // Versions of the control plane Palisade is tested against. client-go and
@@ -80,6 +82,17 @@ func EnsureBinaries(ctx context.Context, log io.Writer) (Binaries, error) {
 	if ok {
 		return b, nil
 	}
+	// One build at a time per cache: parallel test binaries and the CLI
+	// would otherwise compile the same packages side by side and race on
+	// the same temporary output file. Whoever waits finds the cache warm.
+	unlock, err := lockCache(ctx, log)
+	if err != nil {
+		return b, err
+	}
+	defer unlock()
+	if b, ok = CachedBinaries(); ok {
+		return b, nil
+	}
 	if _, err := os.Stat(b.Etcd); err != nil {
 		var gomod strings.Builder
 		fmt.Fprintf(&gomod, "module palisade.local/etcdbuild\n\ngo 1.26\n\nrequire go.etcd.io/etcd/server/v3 %s\n\nreplace (\n", EtcdVersion)
@@ -137,4 +150,32 @@ func goBuild(ctx context.Context, log io.Writer, dir, gomod, pkg, out, ldflags s
 			"retry with `palisade dev kube build`, or delete %s to start clean)", pkg, err, src)
 	}
 	return os.Rename(tmp, out)
+}
+
+// lockCache takes an exclusive lock on the binary cache, waiting for
+// another process's build to finish.
+func lockCache(ctx context.Context, log io.Writer) (func(), error) {
+	if err := os.MkdirAll(CacheDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("devkube: create cache dir: %w", err)
+	}
+	path := filepath.Join(CacheDir(), "build.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("devkube: open build lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+		return func() { f.Close() }, nil
+	}
+	fmt.Fprintf(log, "devkube: another process is building the control plane (%s); waiting for it\n", path)
+	for {
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("devkube: waiting for another build (%s): %w", path, ctx.Err())
+		case <-time.After(time.Second):
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+			return func() { f.Close() }, nil
+		}
+	}
 }
