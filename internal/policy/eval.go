@@ -405,12 +405,15 @@ func (e *Evaluator) ScopeNames() []string {
 // Session evaluates flows with its own caches. It is not safe for
 // concurrent use; make one per goroutine.
 type Session struct {
-	e       *Evaluator
-	classes map[peerKey]*class
-	svcs    map[*inventory.Workload]*svcClass
-	pairs   map[pairKey]*pairRules
-	nclass  uint32
-	nsvc    uint32
+	e *Evaluator
+	// Peers by workload version (its first address seen), by address for
+	// peers no workload held, and by both for a workload's other addresses.
+	byW    map[*inventory.Workload]*class
+	byIP   map[netip.Addr]*class
+	other  map[peerKey]*class
+	svcs   map[*inventory.Workload]*svcClass
+	nclass uint32
+	nsvc   uint32
 }
 
 // maxCache bounds a session's caches; they are dropped when one grows past it.
@@ -424,9 +427,10 @@ func (e *Evaluator) NewSession() *Session {
 }
 
 func (s *Session) reset() {
-	s.classes = map[peerKey]*class{}
+	s.byW = map[*inventory.Workload]*class{}
+	s.byIP = map[netip.Addr]*class{}
+	s.other = map[peerKey]*class{}
 	s.svcs = map[*inventory.Workload]*svcClass{}
-	s.pairs = map[pairKey]*pairRules{}
 	s.nclass, s.nsvc = 0, 0
 }
 
@@ -435,33 +439,36 @@ type peerKey struct {
 	ip netip.Addr
 }
 
-// class is what one peer (workload version, address) is to the evaluator.
+// class is what one peer (workload version, address) is to the evaluator:
+// its scopes and filters as bits, and for each side it decides the
+// intents of its chain that can match it.
 type class struct {
 	id    uint32
 	scope int32 // deciding scope, -1: unscoped
 	bits  []uint64
 	ip    netip.Addr
 	w     *inventory.Workload
+	// egress: the deciding chain's intents whose consumer is this peer;
+	// ingress: those whose provider is this peer (or a service, decided
+	// per flow). Built on first use.
+	egress, ingress []candidate
+	built           [3]bool
 }
 
 func (c *class) has(bit int) bool { return c.bits[bit>>6]&(1<<(bit&63)) != 0 }
 
 type svcClass struct {
-	id uint32
-	w  *inventory.Workload
+	id  uint32
+	w   *inventory.Workload
+	key string // "NAMESPACE/NAME"
 }
 
-type pairKey struct{ src, dst, svc uint32 }
-
-// pairRules are, per side, the intents of the deciding chain whose
-// consumer and provider match the pair, with named ports resolved.
-type pairRules struct {
-	side [3][]candidate
-}
-
+// candidate is an intent of a peer's chain with its ports as they apply
+// there (named ports resolved when they can be, once).
 type candidate struct {
-	r     *rule
-	ports []PortRange // resolved (no names); nil with r.anyPort
+	r        *rule
+	ports    []PortRange
+	resolved bool // ports hold no names
 }
 
 // ipRecord is the filter record of an address no workload held.
@@ -475,13 +482,34 @@ func (r ipRecord) Field(name string) (filter.Value, bool) {
 }
 
 func (s *Session) classify(p Peer) *class {
-	k := peerKey{p.Workload, p.IP}
-	if c, ok := s.classes[k]; ok {
+	if p.Workload != nil {
+		if c, ok := s.byW[p.Workload]; ok {
+			if c.ip == p.IP {
+				return c
+			}
+			if c, ok := s.other[peerKey{p.Workload, p.IP}]; ok {
+				return c
+			}
+		}
+	} else if c, ok := s.byIP[p.IP]; ok {
 		return c
 	}
-	if len(s.classes) >= maxCache || len(s.pairs) >= maxCache {
+	if len(s.byW)+len(s.byIP)+len(s.other) >= maxCache {
 		s.reset()
 	}
+	c := s.newClass(p)
+	switch {
+	case p.Workload == nil:
+		s.byIP[p.IP] = c
+	case s.byW[p.Workload] == nil:
+		s.byW[p.Workload] = c
+	default:
+		s.other[peerKey{p.Workload, p.IP}] = c
+	}
+	return c
+}
+
+func (s *Session) newClass(p Peer) *class {
 	e := s.e
 	var rec filter.Record
 	if p.Workload != nil {
@@ -527,8 +555,45 @@ func (s *Session) classify(p Peer) *class {
 			c.bits[b>>6] |= 1 << (b & 63)
 		}
 	}
-	s.classes[k] = c
 	return c
+}
+
+// candidates returns the intents of c's chain for side that can match c
+// on its own end of the flow.
+func (s *Session) candidates(c *class, side Direction) []candidate {
+	if c.built[side] {
+		if side == Egress {
+			return c.egress
+		}
+		return c.ingress
+	}
+	var out []candidate
+	for _, r := range s.e.chains[side][c.scope] {
+		cd := candidate{r: r, ports: r.ports, resolved: !r.hasNamed}
+		if side == Egress {
+			if !s.atomMatch(r.cons, c, nil, false) {
+				continue
+			}
+		} else if !r.viaSvc {
+			if !s.atomMatch(r.prov, c, nil, true) {
+				continue
+			}
+			if r.hasNamed {
+				cd.ports, cd.resolved = resolvePorts(r.ports, false, c.w, nil), true
+				if len(cd.ports) == 0 {
+					continue // only named ports, none declared here
+				}
+			}
+		}
+		out = append(out, cd)
+	}
+	c.built[side] = true
+	if side == Egress {
+		c.egress = out
+	} else {
+		c.ingress = out
+	}
+	return out
 }
 
 func (s *Session) svcClass(w *inventory.Workload) *svcClass {
@@ -539,7 +604,7 @@ func (s *Session) svcClass(w *inventory.Workload) *svcClass {
 		return c
 	}
 	s.nsvc++
-	c := &svcClass{id: s.nsvc, w: w}
+	c := &svcClass{id: s.nsvc, w: w, key: w.Namespace + "/" + w.Name}
 	s.svcs[w] = c
 	return c
 }
@@ -548,83 +613,93 @@ func (s *Session) svcClass(w *inventory.Workload) *svcClass {
 func (s *Session) Evaluate(f *Flow) Decision {
 	src := s.classify(f.Src)
 	dst := s.classify(f.Dst)
-	svc := s.svcClass(f.Service)
 	var d Decision
 	if src.scope < 0 && dst.scope < 0 {
 		return d
 	}
-	k := pairKey{src.id, dst.id, 0}
-	if svc != nil {
-		k.svc = svc.id
-	}
-	pr, ok := s.pairs[k]
-	if !ok {
-		pr = s.pair(src, dst, svc)
-		s.pairs[k] = pr
-	}
+	svc := s.svcClass(f.Service)
 	if src.scope >= 0 {
-		d.Egress = s.decide(Egress, int(src.scope), pr, f)
+		d.Egress = s.decide(Egress, src, dst, svc, f)
 	}
 	if dst.scope >= 0 {
-		d.Ingress = s.decide(Ingress, int(dst.scope), pr, f)
+		d.Ingress = s.decide(Ingress, src, dst, svc, f)
 	}
 	return d
 }
 
-func (s *Session) decide(side Direction, scope int, pr *pairRules, f *Flow) SideDecision {
-	for i := range pr.side[side] {
-		c := &pr.side[side][i]
-		if c.r.anyPort || portsMatch(c.ports, f, c.r.viaSvc) {
-			return SideDecision{Scope: c.r.ref.Scope, Action: c.r.action, Rule: c.r.ref}
+// decide walks the candidates of the deciding end, checking the other end
+// and the ports.
+func (s *Session) decide(side Direction, src, dst *class, svc *svcClass, f *Flow) SideDecision {
+	own := src
+	if side == Ingress {
+		own = dst
+	}
+	cands := s.candidates(own, side)
+	for i := range cands {
+		c := &cands[i]
+		r := c.r
+		if side == Egress || r.viaSvc {
+			if !s.atomMatch(r.prov, dst, svc, true) {
+				continue
+			}
+		}
+		if side == Ingress && !s.atomMatch(r.cons, src, nil, false) {
+			continue
+		}
+		if r.anyPort || portsMatch(c.ports, c.resolved, r.viaSvc, dst.w, svc, f) {
+			return SideDecision{Scope: r.ref.Scope, Action: r.action, Rule: r.ref}
 		}
 	}
-	sc := &s.e.scopes[scope]
+	sc := &s.e.scopes[own.scope]
 	return SideDecision{Scope: sc.name, Action: sc.catchAll, Rule: RuleRef{Scope: sc.name, Version: sc.version, Index: -1, Key: "catch-all"}}
 }
 
-func portsMatch(ps []PortRange, f *Flow, viaSvc bool) bool {
+// portsMatch reports whether the flow's port (the service port for a
+// service provider) is one of ps; names still in ps resolve on the
+// destination (or the service) without allocating.
+func portsMatch(ps []PortRange, resolved, viaSvc bool, dst *inventory.Workload, svc *svcClass, f *Flow) bool {
 	port := f.Port
 	if viaSvc {
 		port = f.ServicePort
 	}
 	for i := range ps {
-		if ps[i].Matches(f.Proto, port) {
+		p := &ps[i]
+		if p.Name == "" || resolved {
+			if p.Matches(f.Proto, port) {
+				return true
+			}
+			continue
+		}
+		if p.Proto != ProtoAny && p.Proto != f.Proto {
+			continue
+		}
+		if viaSvc {
+			if svc != nil && servicePortNamed(svc.w, p.Name, p.Proto, port) {
+				return true
+			}
+			continue
+		}
+		if hasNamedPort(dst, p.Name, p.Proto, port) {
 			return true
 		}
 	}
 	return false
 }
 
-func (s *Session) pair(src, dst *class, svc *svcClass) *pairRules {
-	e := s.e
-	pr := &pairRules{}
-	for _, side := range []Direction{Egress, Ingress} {
-		scope := src.scope
-		if side == Ingress {
-			scope = dst.scope
-		}
-		if scope < 0 {
-			continue
-		}
-		for _, r := range e.chains[side][scope] {
-			if !s.atomMatch(r.cons, src, nil, false) || !s.atomMatch(r.prov, dst, svc, true) {
-				continue
-			}
-			c := candidate{r: r}
-			if !r.anyPort {
-				c.ports = resolvePorts(r.ports, r.viaSvc, dst.w, svc)
-				if len(c.ports) == 0 {
-					continue // only named ports, none resolved here
-				}
-			}
-			pr.side[side] = append(pr.side[side], c)
+func servicePortNamed(w *inventory.Workload, name string, proto Proto, port uint16) bool {
+	for _, sp := range w.Ports {
+		if sp.Name == name && uint16(sp.Port) == port && protoIs(sp.Protocol, proto) {
+			return true
 		}
 	}
-	return pr
+	return false
 }
 
 func (s *Session) atomMatch(i int, c *class, svc *svcClass, provider bool) bool {
 	a := &s.e.atoms[i]
+	if a.kind == atomBit { // the common case first
+		return c.bits[a.bit>>6]&(1<<(a.bit&63)) != 0
+	}
 	switch a.kind {
 	case atomAny:
 		return true
@@ -634,7 +709,7 @@ func (s *Session) atomMatch(i int, c *class, svc *svcClass, provider bool) bool 
 		return c.ip.IsValid() && a.prefix.Contains(c.ip.Unmap())
 	case atomService:
 		if provider {
-			return svc != nil && svc.w.Kind == inventory.KindService && svc.w.Namespace+"/"+svc.w.Name == a.svc
+			return svc != nil && svc.w.Kind == inventory.KindService && svc.key == a.svc
 		}
 		return s.e.serviceConsumer(a.svc, c)
 	}

@@ -25,3 +25,19 @@ func namedPorts(w *inventory.Workload, name string, proto Proto) []uint16 {
 	}
 	return out
 }
+
+// hasNamedPort reports whether port is w's port of that name and protocol,
+// without allocating (namedPorts' test for one port).
+func hasNamedPort(w *inventory.Workload, name string, proto Proto, port uint16) bool {
+	if w == nil {
+		return false
+	}
+	for _, c := range w.Containers {
+		for _, cp := range c.Ports {
+			if cp.Name == name && uint16(cp.Port) == port && protoIs(cp.Protocol, proto) {
+				return true
+			}
+		}
+	}
+	return servicePortNamed(w, name, proto, port)
+}
