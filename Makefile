@@ -3,7 +3,7 @@
 #   make test   every test, after installing what the machine lacks
 GO ?= go
 
-.PHONY: demo test deps build bench
+.PHONY: demo test deps build bench console
 
 build:
 	$(GO) build -o bin/palisade ./cmd/palisade
@@ -20,3 +20,8 @@ test: deps
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+# The web console (web/ → internal/console/dist, committed so `go build`
+# needs no Node; TestDistIsFresh fails when dist/ is older than web/).
+console:
+	cd web && npm ci --no-audit --no-fund && npx tsc --noEmit && node build.mjs

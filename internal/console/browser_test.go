@@ -1,0 +1,66 @@
+package console_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/console/browsertest"
+	"github.com/palisade-dev/palisade/internal/server"
+)
+
+// pages are the console's pages, with what each shows once loaded.
+var pages = []struct{ name, hash, ready string }{
+	{"inventory", "#/inventory", `document.querySelector("[data-testid=inventory-table]")`},
+	{"flows", "#/flows", `document.querySelector("[data-testid=flows-table]")`},
+	{"top", "#/top", `document.querySelector("[data-testid=top-table]")`},
+	{"map", "#/map", `(document.querySelector("[data-testid=service-map]")?.dataset.layoutMs ?? "") !== ""`},
+	{"vulnerabilities", "#/vulnerabilities", `document.querySelector("[data-testid=vuln-table]")`},
+	{"agents", "#/agents", `document.querySelector("[data-testid=agents-table]")`},
+}
+
+func startServer(t testing.TB) *server.Server {
+	t.Helper()
+	s, err := server.Start(context.Background(), server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", FlowWindow: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	return s
+}
+
+// TestPagesLoadOnEmptyServer: every page of a server with nothing
+// connected loads cleanly (no console error, no failed request) in both
+// themes; keyboard focus reaches the navigation.
+func TestPagesLoadOnEmptyServer(t *testing.T) {
+	s := startServer(t)
+	b := browsertest.Start(t)
+	p := b.NewPage(t)
+	for _, pg := range pages {
+		t.Run(pg.name, func(t *testing.T) {
+			p.Open(s.URL() + "/" + pg.hash)
+			p.WaitFor(pg.name+" loaded", pg.ready, 20*time.Second)
+			p.Clean(pg.name)
+			p.Screenshot("empty-" + pg.name)
+		})
+	}
+	// The harness itself: a failed request is reported.
+	t.Run("problems are seen", func(t *testing.T) {
+		browsertest.Eval[any](p, `fetch("/no-such-file.js").then(() => 1)`)
+		p.WaitFor("404 reported", `new Promise(r => setTimeout(() => r(true), 300))`, 5*time.Second)
+		if pr := p.Problems(); len(pr) == 0 || !strings.Contains(strings.Join(pr, " "), "404") {
+			t.Errorf("a 404 went unnoticed: %v", pr)
+		}
+	})
+	t.Run("theme", func(t *testing.T) {
+		before := browsertest.Eval[string](p, `document.documentElement.dataset.theme`)
+		browsertest.Eval[any](p, `document.querySelector("header.top button.ghost").click()`)
+		p.WaitFor("theme switched", `document.documentElement.dataset.theme !== `+"\""+before+"\"", 5*time.Second)
+		bg := browsertest.Eval[string](p, `getComputedStyle(document.body).backgroundColor`)
+		if !strings.HasPrefix(bg, "rgb") {
+			t.Errorf("background %q", bg)
+		}
+		p.Clean("theme")
+	})
+}

@@ -1,0 +1,115 @@
+// Cytoscape.js rendering of the service map (its own chunk: loaded with the
+// map page only).
+import cytoscape from "cytoscape";
+import fcose from "cytoscape-fcose";
+import { bytes, num } from "../format";
+import type { Graph } from "./mapgraph";
+
+cytoscape.use(fcose);
+
+// Cytoscape injects a <style> element (".__________cytoscape_container
+// { position: relative }") unless an element with this id exists. The CSP
+// forbids inline styles, so the rule lives in style.css and a placeholder
+// tells Cytoscape it is there.
+const STYLESHEET_ID = "__________cytoscape_stylesheet";
+if (!document.getElementById(STYLESHEET_ID)) {
+  const m = document.createElement("meta");
+  m.id = STYLESHEET_ID;
+  document.head.appendChild(m);
+}
+
+const css = (n: string) => getComputedStyle(document.documentElement).getPropertyValue(n).trim();
+
+export async function renderGraph(container: HTMLElement, g: Graph, onTap: (id: string, kind: "node" | "edge" | "bg") => void) {
+  const maxConns = Math.max(1, ...[...g.edges.values()].map((e) => e.conns));
+  const elements: cytoscape.ElementDefinition[] = [];
+  for (const n of g.nodes.values()) elements.push({ group: "nodes", data: { id: n.id, label: n.label, kind: n.kind } });
+  for (const e of g.edges.values())
+    elements.push({
+      group: "edges",
+      data: {
+        id: e.id,
+        source: e.source,
+        target: e.target,
+        label: [...e.ports].map((p) => p.replace(/\/tcp$/, "")).join(", "),
+        w: 1 + 5 * Math.sqrt(e.conns / maxConns),
+        title: `${num(e.conns)} conns, ${bytes(e.bytes)}`,
+      },
+    });
+  const fg = css("--fg"),
+    muted = css("--muted"),
+    accent = css("--accent"),
+    bg = css("--bg");
+  const big = g.nodes.size > 150;
+  const cy = cytoscape({
+    container,
+    elements,
+    minZoom: 0.05,
+    maxZoom: 4,
+    boxSelectionEnabled: false,
+    textureOnViewport: big,
+    hideEdgesOnViewport: big,
+    style: [
+      {
+        selector: "node",
+        style: {
+          label: "data(label)",
+          color: fg,
+          "font-size": 11,
+          "text-valign": "bottom",
+          "text-margin-y": 4,
+          "text-outline-color": bg,
+          "text-outline-width": 2,
+          width: 26,
+          height: 26,
+          "background-color": css("--node-pod"),
+          "border-width": 1,
+          "border-color": fg,
+        },
+      },
+      { selector: "node[kind = 'service']", style: { shape: "round-rectangle", "background-color": css("--node-svc") } },
+      { selector: "node[kind = 'node']", style: { shape: "hexagon", "background-color": css("--node-node") } },
+      { selector: "node[kind = 'ext']", style: { shape: "diamond", "background-color": css("--node-ext") } },
+      {
+        selector: "edge",
+        style: {
+          width: "data(w)",
+          "curve-style": "bezier",
+          "target-arrow-shape": "triangle",
+          "line-color": muted,
+          "target-arrow-color": muted,
+          label: big ? "" : "data(label)",
+          "font-size": 9,
+          color: fg,
+          "text-background-color": bg,
+          "text-background-opacity": 0.8,
+          "text-background-padding": "1px",
+          "text-rotation": "autorotate",
+        },
+      },
+      { selector: ":selected", style: { "line-color": accent, "target-arrow-color": accent, "background-color": accent, "border-width": 3 } },
+    ],
+    layout: { name: "preset" },
+  });
+  cy.on("tap", (ev) => {
+    if (ev.target === cy) onTap("", "bg");
+    else onTap(ev.target.id(), ev.target.isNode() ? "node" : "edge");
+  });
+  await new Promise<void>((resolve) => {
+    const layout = cy.layout({
+      name: "fcose",
+      quality: big ? "draft" : "default",
+      randomize: true,
+      animate: false,
+      nodeRepulsion: () => 9000,
+      idealEdgeLength: () => 90,
+      nodeSeparation: 80,
+      packComponents: true,
+      fit: true,
+      padding: 30,
+    } as any);
+    layout.one("layoutstop", () => resolve());
+    layout.run();
+  });
+  return cy;
+}
