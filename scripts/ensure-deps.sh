@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ensure-deps.sh installs what a fresh machine lacks for Palisade's tests and
-# demo: Debian packages (iproute2, iptables, ipset, conntrack, debootstrap),
+# demo: Debian packages (iproute2, iptables, ipset, conntrack, debootstrap,
+# chromium for the web console's browser tests),
 # the control plane (kube-apiserver, kube-controller-manager, etcd built from
 # the Go module proxy and cached in ~/.cache/palisade), syft and govulncheck
 # with a local Go vulnerability database (outside references for the
@@ -17,7 +18,9 @@ cd "$(dirname "$0")/.."
 [[ "$(id -u)" == 0 ]] || { echo "ensure-deps: run as root (tests create network namespaces and iptables rules)" >&2; exit 1; }
 
 need=()
-for pair in ip:iproute2 iptables:iptables ipset:ipset conntrack:conntrack debootstrap:debootstrap rpm:rpm db5.3_load:db5.3-util sqlite3:sqlite3; do
+pairs="ip:iproute2 iptables:iptables ipset:ipset conntrack:conntrack debootstrap:debootstrap rpm:rpm db5.3_load:db5.3-util sqlite3:sqlite3"
+$demo || pairs+=" chromium:chromium" # the console's browser tests
+for pair in $pairs; do
 	command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then

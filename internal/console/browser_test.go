@@ -22,7 +22,8 @@ var pages = []struct{ name, hash, ready string }{
 
 func startServer(t testing.TB) *server.Server {
 	t.Helper()
-	s, err := server.Start(context.Background(), server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", FlowWindow: time.Second})
+	s, err := server.Start(context.Background(), server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", FlowWindow: time.Second,
+		ScanRegistries: []string{"127.0.0.1"}}) // nothing is pulled from elsewhere
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -168,3 +168,29 @@ func TestHandlerHeaders(t *testing.T) {
 		}
 	})
 }
+
+// TestBundleBudget: the whole console (index.html, the app, its styles and
+// the lazily loaded map chunk) is at most 300 KB gzipped (issue 12).
+func TestBundleBudget(t *testing.T) {
+	b, err := ReadBuild(Files())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total, first int
+	for f := range b.Files {
+		raw, _ := fs.ReadFile(Files(), f)
+		var z bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&z, gzip.BestCompression)
+		zw.Write(raw)
+		zw.Close()
+		total += z.Len()
+		if !strings.HasPrefix(f, "cy-") {
+			first += z.Len()
+		}
+		t.Logf("%-24s %7d bytes, %6d gzipped", f, len(raw), z.Len())
+	}
+	t.Logf("first load %d KB gzipped, everything %d KB", first/1000, total/1000)
+	if total > 300_000 {
+		t.Errorf("the console is %d bytes gzipped, over the 300 KB budget", total)
+	}
+}

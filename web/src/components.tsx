@@ -137,6 +137,7 @@ export function DataTable<T>({
   empty = "Nothing matches.",
   testid,
   caption,
+  partial,
 }: {
   cols: Column<T>[];
   rows: T[];
@@ -146,6 +147,7 @@ export function DataTable<T>({
   empty?: string;
   testid?: string;
   caption?: string;
+  partial?: boolean; // rows are the first page only; the rest is loading
 }) {
   const [sort, setSort] = useState<[string, 1 | -1] | undefined>(initialSort);
   const [page, setPage] = useState(0);
@@ -169,8 +171,9 @@ export function DataTable<T>({
     <div class="table-wrap" data-testid={testid}>
       <div class="table-bar">
         <span class="muted" data-testid="row-count">
-          {rows.length === 0 ? "no rows" : `${(p * pageSize + 1).toLocaleString("en-US")}–${Math.min((p + 1) * pageSize, sorted.length).toLocaleString("en-US")} of ${sorted.length.toLocaleString("en-US")}`}
+          {rows.length === 0 ? "no rows" : `${(p * pageSize + 1).toLocaleString("en-US")}–${Math.min((p + 1) * pageSize, sorted.length).toLocaleString("en-US")} of ${partial ? "…" : sorted.length.toLocaleString("en-US")}`}
         </span>
+        {partial && <span class="spinner" aria-label="loading every match" />}
         <span class="spacer" />
         {pages > 1 && (
           <nav class="pager" aria-label="pages">
@@ -192,7 +195,7 @@ export function DataTable<T>({
           </nav>
         )}
         {csv && (
-          <button class="secondary" onClick={() => download(csv, toCSV(cols, sorted))} disabled={!rows.length}>
+          <button class="secondary" onClick={() => download(csv, toCSV(cols, sorted))} disabled={!rows.length || partial}>
             Export CSV
           </button>
         )}
@@ -210,7 +213,7 @@ export function DataTable<T>({
                   style={c.width ? { width: c.width } : undefined}
                   aria-sort={on ? (sort![1] === 1 ? "ascending" : "descending") : "none"}
                 >
-                  <button class="th" onClick={() => setSort(on && sort![1] === 1 ? [c.key, -1] : [c.key, 1])}>
+                  <button class="th" disabled={partial} onClick={() => setSort(on && sort![1] === 1 ? [c.key, -1] : [c.key, 1])}>
                     {c.title}
                     <span class="arrow" aria-hidden="true">
                       {on ? (sort![1] === 1 ? "▲" : "▼") : ""}

@@ -48,6 +48,7 @@ export function FilterBox({
   error,
   placeholder,
   label,
+  onFocus,
 }: {
   value: string;
   onChange: (v: string) => void;
@@ -57,6 +58,7 @@ export function FilterBox({
   error?: ApiError;
   placeholder?: string;
   label: string;
+  onFocus?: () => void;
 }) {
   const input = useRef<HTMLInputElement>(null);
   const [caret, setCaret] = useState(value.length);
@@ -145,7 +147,10 @@ export function FilterBox({
             onKeyUp={(e) => {
               if (["ArrowLeft", "ArrowRight", "Home", "End"].includes(e.key)) setCaret(e.currentTarget.selectionStart ?? 0);
             }}
-            onFocus={() => setOpen(true)}
+            onFocus={() => {
+              setOpen(true);
+              onFocus?.();
+            }}
             onBlur={() => setTimeout(() => setOpen(false), 150)}
             onKeyDown={(e) => {
               if (e.key === "ArrowDown" && suggestions.length) {

@@ -98,13 +98,15 @@ export async function renderGraph(container: HTMLElement, g: Graph, onTap: (id: 
   await new Promise<void>((resolve) => {
     const layout = cy.layout({
       name: "fcose",
+      // 500 workloads: the spectral (draft) phase alone lays them out well
+      // enough, in a fraction of the force-directed refinement's time.
       quality: big ? "draft" : "default",
       randomize: true,
       animate: false,
       nodeRepulsion: () => 9000,
       idealEdgeLength: () => 90,
       nodeSeparation: 80,
-      packComponents: true,
+      packComponents: !big,
       fit: true,
       padding: 30,
     } as any);

@@ -1,5 +1,5 @@
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { api, ApiError, Flow, getSchemas, q, Schemas } from "../api";
+import { api, ApiError, Flow, q } from "../api";
 import { Column, DataTable, ErrorBox, Loading } from "../components";
 import { FilterBox } from "../filterbox";
 import { bytes, endpoint, num, time } from "../format";
@@ -64,11 +64,7 @@ export function Ep({ e, port }: { e: Flow["src"]; port?: boolean }) {
 // flowValues completes flow fields from the inventory sample: src./dst.
 // fields take the inventory's values of the same name.
 export function useFlowCompletion() {
-  const { values } = useCompletion();
-  const [schemas, setSchemas] = useState<Schemas>();
-  useEffect(() => {
-    getSchemas().then(setSchemas, () => {});
-  }, []);
+  const { values, schemas, load } = useCompletion();
   const fv = useMemo(
     () => (field: string) => {
       if (field === "__fields__") return values("__fields__").flatMap((f) => ["src." + f, "dst." + f]);
@@ -81,7 +77,7 @@ export function useFlowCompletion() {
     },
     [values],
   );
-  return { schema: schemas?.flows, values: fv };
+  return { schema: schemas?.flows, values: fv, load };
 }
 
 export function FlowsPage({ route }: { route: Route }) {
@@ -91,7 +87,7 @@ export function FlowsPage({ route }: { route: Route }) {
   const [text, setText] = useState(filter);
   useEffect(() => setText(filter), [filter]);
   const [res, setRes] = useState<{ flows?: Flow[]; error?: ApiError; loading: boolean; at: number }>({ loading: true, at: Date.now() });
-  const { schema, values } = useFlowCompletion();
+  const { schema, values, load } = useFlowCompletion();
   useEffect(() => {
     let live = true;
     setRes((r) => ({ ...r, loading: true }));
@@ -142,6 +138,7 @@ export function FlowsPage({ route }: { route: Route }) {
         onSubmit={(v) => go({ filter: v.trim() })}
         schema={schema}
         values={values}
+        onFocus={load}
         error={filterError}
         placeholder="e.g. dst.namespace = sock-shop and dst.port = 80"
       />

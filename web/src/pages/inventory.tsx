@@ -1,4 +1,4 @@
-import { useEffect, useMemo, useState } from "preact/hooks";
+import { useCallback, useEffect, useMemo, useState } from "preact/hooks";
 import { api, ApiError, getSchemas, q, Schemas, Workload } from "../api";
 import { Column, DataTable, ErrorBox, Loading } from "../components";
 import { FilterBox, inventoryValues } from "../filterbox";
@@ -62,36 +62,58 @@ export const workloadCols: Column<Workload>[] = [
 
 // useInventoryCompletion: the schema's fields and, for values, a sample of
 // the live inventory (loaded once per page).
-export function useCompletion() {
+export function useCompletion(eager = false) {
   const [schemas, setSchemas] = useState<Schemas>();
   const [sample, setSample] = useState<Workload[]>([]);
+  const [want, setWant] = useState(eager);
   useEffect(() => {
     getSchemas().then(setSchemas, () => {});
-    api<{ items: Workload[] }>("/api/v1/inventory?limit=5000").then((r) => setSample(r.items ?? []), () => {});
   }, []);
+  // The sample of live values is loaded when the filter box is first used,
+  // not with the page: a first page must not wait for it.
+  useEffect(() => {
+    if (want) api<{ items: Workload[] }>("/api/v1/inventory?limit=2000").then((r) => setSample(r.items ?? []), () => {});
+  }, [want]);
   const values = useMemo(() => inventoryValues(sample), [sample]);
-  return { schemas, values, sample };
+  const load = useCallback(() => setWant(true), []);
+  return { schemas, values, sample, load };
 }
+
+const PAGE = 50;
 
 export function InventoryPage({ route }: { route: Route }) {
   const filter = route.params.get("filter") ?? "";
   const [text, setText] = useState(filter);
-  const [res, setRes] = useState<{ items?: Workload[]; error?: ApiError; loading: boolean; ms?: number }>({ loading: true });
-  const { schemas, values } = useCompletion();
+  const [res, setRes] = useState<{ items?: Workload[]; error?: ApiError; loading: boolean; partial?: boolean }>({ loading: true });
+  const { schemas, values, load } = useCompletion();
   const deleted = route.params.get("deleted") === "1";
   useEffect(() => setText(filter), [filter]);
+  // Two requests: the first page (the API's order, by ID) shows at once;
+  // every match follows for sorting, paging and export.
   useEffect(() => {
     let live = true;
-    const t0 = performance.now();
+    let full = false;
+    const url = (limit?: number) => "/api/v1/inventory" + q({ filter, include_deleted: deleted ? "true" : undefined, limit });
     setRes((r) => ({ ...r, loading: true }));
-    api<{ items: Workload[] }>("/api/v1/inventory" + q({ filter, include_deleted: deleted ? "true" : undefined })).then(
-      (r) => live && setRes({ items: r.items ?? [], loading: false, ms: performance.now() - t0 }),
+    api<{ items: Workload[] }>(url(PAGE)).then(
+      (r) => live && !full && setRes({ items: r.items ?? [], loading: true, partial: (r.items ?? []).length >= PAGE }),
+      () => {},
+    );
+    api<{ items: Workload[] }>(url()).then(
+      (r) => {
+        full = true;
+        if (live) setRes({ items: r.items ?? [], loading: false });
+      },
       (e) => live && setRes({ error: e, loading: false }),
     );
     return () => {
       live = false;
     };
   }, [filter, deleted]);
+  // A mark for the benchmark of the first page (docs/BENCHMARKS.md).
+  useEffect(() => {
+    if (res.items && !performance.getEntriesByName("palisade:inventory-rendered").length) performance.mark("palisade:inventory-rendered");
+  }, [res]);
   const filterError = res.error?.status === 400 ? res.error : undefined;
   return (
     <>
@@ -106,6 +128,7 @@ export function InventoryPage({ route }: { route: Route }) {
         onSubmit={(v) => setParams({ filter: v.trim(), deleted: deleted ? "1" : undefined })}
         schema={schemas?.inventory}
         values={values}
+        onFocus={load}
         error={filterError}
         placeholder="e.g. namespace = sock-shop and kind = pod   (press / to focus, ↓ for completion)"
       />
@@ -124,12 +147,14 @@ export function InventoryPage({ route }: { route: Route }) {
       {res.loading && !res.items && <Loading what="workloads" />}
       {res.items && !filterError && (
         <DataTable
+          key={res.partial ? "first" : "all"}
           testid="inventory-table"
           caption="workloads"
           cols={workloadCols}
           rows={res.items}
+          pageSize={PAGE}
+          partial={res.partial}
           csv="palisade-inventory.csv"
-          initialSort={["namespace", 1]}
           empty={filter ? "No workload matches this filter." : "The inventory is empty: is a cluster connected?"}
         />
       )}

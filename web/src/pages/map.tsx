@@ -3,13 +3,13 @@
 // graph library (Cytoscape.js with the fCoSE layout) is loaded only when the
 // page is opened.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { api, ApiError, Flow, q } from "../api";
-import { ErrorBox, Loading } from "../components";
+import { api, ApiError, Flow, q, Workload } from "../api";
+import { DataTable, ErrorBox, Loading } from "../components";
 import { FilterBox } from "../filterbox";
 import { bytes, num } from "../format";
 import { href, Route, setParams } from "../router";
 import { TimeRange } from "../timerange";
-import { useCompletion } from "./inventory";
+import { useApi } from "../hooks";
 import { LIMIT, useFlowCompletion } from "./flows";
 import type { Graph, MapNode, MapEdge } from "./mapgraph";
 import { buildGraph } from "./mapgraph";
@@ -24,8 +24,8 @@ export function MapPage({ route }: { route: Route }) {
   const to = p.get("to") ?? "";
   const [text, setText] = useState(filter);
   useEffect(() => setText(filter), [filter]);
-  const { values } = useCompletion();
   const fc = useFlowCompletion();
+  const nsList = useApi(() => api<{ items: Workload[] }>("/api/v1/inventory" + q({ filter: "kind = namespace" })), []);
   const [res, setRes] = useState<{ flows?: Flow[]; error?: ApiError; loading: boolean }>({ loading: true });
   const go = (x: Record<string, string>) => setParams({ ns, filter, from, to, ...x });
   useEffect(() => {
@@ -42,7 +42,7 @@ export function MapPage({ route }: { route: Route }) {
     };
   }, [ns, filter, from, to]);
   const graph = useMemo(() => (res.flows ? buildGraph(res.flows) : undefined), [res.flows]);
-  const namespaces = values("namespace");
+  const namespaces = (nsList.data?.items ?? []).map((w) => w.name).sort();
   const [sel, setSel] = useState<Selected>({});
   const filterError = res.error?.position ? res.error : undefined;
   return (
@@ -63,16 +63,19 @@ export function MapPage({ route }: { route: Route }) {
         </label>
         <TimeRange from={from} to={to} onChange={(f, t) => go({ from: f, to: t })} />
       </div>
-      <FilterBox label="flow filter for the map" value={text} onChange={setText} onSubmit={(v) => go({ filter: v.trim() })} schema={fc.schema} values={fc.values} error={filterError} />
+      <FilterBox label="flow filter for the map" value={text} onChange={setText} onSubmit={(v) => go({ filter: v.trim() })} schema={fc.schema} values={fc.values} onFocus={fc.load} error={filterError} />
       {res.error && !filterError && <ErrorBox error={res.error} />}
       {res.loading && !graph && <Loading what="flows for the map" />}
       {graph && (
-        <div class="map-wrap">
-          <GraphView graph={graph} onSelect={setSel} />
-          <aside class="card map-side" aria-live="polite">
-            <Side graph={graph} sel={sel} from={from} to={to} truncated={(res.flows?.length ?? 0) >= LIMIT} />
-          </aside>
-        </div>
+        <>
+          <div class="map-wrap">
+            <GraphView graph={graph} onSelect={setSel} />
+            <aside class="card map-side" aria-live="polite">
+              <Side graph={graph} sel={sel} from={from} to={to} truncated={(res.flows?.length ?? 0) >= LIMIT} />
+            </aside>
+          </div>
+          <EdgeTable graph={graph} from={from} to={to} />
+        </>
       )}
     </>
   );
@@ -223,5 +226,33 @@ function GraphView({ graph, onSelect }: { graph: Graph; onSelect: (s: Selected) 
       />
       <div class="muted small map-foot">{layoutMs !== undefined ? `laid out ${num(graph.nodes.size)} nodes in ${Math.round(layoutMs)} ms` : "laying out…"}</div>
     </div>
+  );
+}
+
+// EdgeTable is the map as text: every call with its ports and volume (for
+// keyboard and screen-reader users, and for export).
+function EdgeTable({ graph, from, to }: { graph: Graph; from: string; to: string }) {
+  const label = (id: string) => {
+    const n = graph.nodes.get(id);
+    return n ? (n.namespace ? `${n.namespace}/${n.label}` : n.label) : id;
+  };
+  return (
+    <details class="card" data-testid="map-edges">
+      <summary>Calls as a table ({num(graph.edges.size)})</summary>
+      <DataTable
+        caption="calls on the map"
+        rows={[...graph.edges.values()]}
+        csv="palisade-service-map.csv"
+        initialSort={["conns", -1]}
+        cols={[
+          { key: "src", title: "From", value: (e: MapEdge) => label(e.source), render: (e) => <span data-testid="map-edge" data-source={graph.nodes.get(e.source)?.label} data-target={graph.nodes.get(e.target)?.label}>{label(e.source)}</span> },
+          { key: "dst", title: "To", value: (e) => label(e.target) },
+          { key: "ports", title: "Ports", value: (e) => [...e.ports].join(" ") },
+          { key: "conns", title: "Connections", numeric: true, value: (e) => e.conns, render: (e) => num(e.conns) },
+          { key: "bytes", title: "Bytes", numeric: true, value: (e) => e.bytes, render: (e) => bytes(e.bytes) },
+          { key: "flows", title: "", value: () => "", render: (e) => <a href={href(["flows"], { filter: e.filter, from, to })}>flows</a> },
+        ]}
+      />
+    </details>
   );
 }

@@ -28,7 +28,7 @@ export function TopPage({ route }: { route: Route }) {
   const [metric, setMetric] = useState<"conns" | "bytes" | "flows">("conns");
   const [text, setText] = useState(filter);
   useEffect(() => setText(filter), [filter]);
-  const { schema, values } = useFlowCompletion();
+  const { schema, values, load } = useFlowCompletion();
   const top = useApi(() => api<{ entries: TopEntry[] }>("/api/v1/flows/top" + q({ by, filter, from, to, n: 50 })), [by, filter, from, to]);
   const go = (x: Record<string, string>) => setParams({ by, filter, from, to, ...x });
   const rows = top.data?.entries ?? [];
@@ -59,7 +59,7 @@ export function TopPage({ route }: { route: Route }) {
         </label>
         <TimeRange from={from} to={to} onChange={(f, t) => go({ from: f, to: t })} />
       </div>
-      <FilterBox label="flow filter" value={text} onChange={setText} onSubmit={(v) => go({ filter: v.trim() })} schema={schema} values={values} error={top.error?.position ? top.error : undefined} />
+      <FilterBox label="flow filter" value={text} onChange={setText} onSubmit={(v) => go({ filter: v.trim() })} schema={schema} values={values} onFocus={load} error={top.error?.position ? top.error : undefined} />
       {top.error && !top.error.position && <ErrorBox error={top.error} />}
       {top.loading && !top.data && <Loading what="top talkers" />}
       {top.data && (

@@ -1,0 +1,104 @@
+package console_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/console/browsertest"
+	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/internal/server"
+)
+
+// pods adds n pods to the server's inventory, spread over 50 namespaces;
+// pod i has the IP 10.(i/65536+100).(i/256%256).(i%256) and owner
+// Deployment app-(i/group).
+func pods(s *server.Server, n, group int) []inventory.Workload {
+	out := make([]inventory.Workload, 0, n)
+	now := time.Now().Add(-time.Hour)
+	for i := range n {
+		ns := fmt.Sprintf("team-%02d", i%50)
+		name := fmt.Sprintf("app-%d-%05d", i/group, i)
+		w := inventory.Workload{
+			ID: "bench/pod/" + ns + "/" + name, Cluster: "bench", Kind: inventory.KindPod, Namespace: ns, Name: name,
+			IPs:    []string{fmt.Sprintf("10.%d.%d.%d", 100+i/65536, i/256%256, i%256)},
+			Labels: map[string]string{"app": fmt.Sprintf("app-%d", i/group), "tier": []string{"web", "api", "db"}[i%3]},
+			Node:   fmt.Sprintf("node-%d", i%20), Phase: "Running",
+			Owner:      &inventory.Owner{Kind: "Deployment", Name: fmt.Sprintf("app-%d", i/group)},
+			Containers: []inventory.Container{{Name: "main", Image: fmt.Sprintf("registry.example/app-%d:1.0", i/group)}},
+			Created:    now,
+		}
+		s.Inventory.Apply(w)
+		out = append(out, w)
+	}
+	return out
+}
+
+// BenchmarkInventoryFirstPage: a fresh load of the console's inventory page
+// over 10,000 workloads, from navigation start to the first page of the
+// table rendered (the API answer of all 10,000 included).
+func BenchmarkInventoryFirstPage(b *testing.B) {
+	s := startServer(b)
+	pods(s, 10000, 1)
+	br := browsertest.Start(b)
+	p := br.NewPage(b)
+	var total float64
+	for i := 0; b.Loop(); i++ {
+		p.Open(fmt.Sprintf("%s/?load=%d#/inventory", s.URL(), i))
+		p.WaitFor("first page", `performance.getEntriesByName("palisade:inventory-rendered").length > 0`, 30*time.Second)
+		ms := browsertest.Eval[float64](p, `performance.getEntriesByName("palisade:inventory-rendered")[0].startTime`)
+		rows := browsertest.Eval[int](p, `document.querySelectorAll("[data-testid=inventory-table] tbody tr").length`)
+		if rows != 50 {
+			b.Fatalf("first page has %d rows, want 50", rows)
+		}
+		total += ms
+	}
+	p.Clean("inventory of 10,000")
+	b.ReportMetric(total/float64(b.N), "ms/first-page")
+}
+
+// BenchmarkServiceMapLayout: the service map of 500 workloads (each its
+// own Deployment) with 1,500 observed calls between them, laid out by
+// Cytoscape.js + fCoSE in headless Chromium.
+func BenchmarkServiceMapLayout(b *testing.B) {
+	const n = 500
+	s := startServer(b)
+	ws := pods(s, n, 1)
+	var obs []flow.Observation
+	now := time.Now().Add(-2 * time.Minute)
+	for i := range n {
+		for _, j := range []int{(i + 1) % n, (i*7 + 3) % n, (i*13 + 5) % n} {
+			obs = append(obs, flow.Observation{
+				Agent: "bench", Seq: uint64(len(obs) + 1), Mode: flow.ConversationMode,
+				Point: flow.ObservationPoint{Node: ws[i].Node, Interface: fmt.Sprintf("veth%05d", i), Kind: "pod", Pod: ws[i].Namespace + "/" + ws[i].Name},
+				Tuple: flow.Tuple{Proto: "tcp", SrcIP: ws[i].IPs[0], DstIP: ws[j].IPs[0], DstPort: 8080},
+				Start: now, End: now.Add(10 * time.Second), FwdPackets: 10, FwdBytes: 1200, RevPackets: 8, RevBytes: 5400,
+				Flags: []string{flow.FlagSYN, flow.FlagSYNACK}, Conns: 2, NewConns: 2,
+			})
+		}
+	}
+	if err := s.Flows.Ingest(context.Background(), flow.Batch{Agent: "bench", Node: "node-0", Observations: obs}); err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Flows.Flush(true); err != nil {
+		b.Fatal(err)
+	}
+	br := browsertest.Start(b)
+	p := br.NewPage(b)
+	var total float64
+	for i := 0; b.Loop(); i++ {
+		p.Open(fmt.Sprintf("%s/?load=%d#/map?from=1h", s.URL(), i))
+		p.WaitFor("laid out", `(document.querySelector("[data-testid=service-map]")?.dataset.layoutMs ?? "") !== ""`, 60*time.Second)
+		nodes := browsertest.Eval[string](p, `document.querySelector("[data-testid=service-map]").dataset.nodes`)
+		if nodes != fmt.Sprint(n) {
+			b.Fatalf("map has %s nodes, want %d", nodes, n)
+		}
+		ms := browsertest.Eval[float64](p, `Number(document.querySelector("[data-testid=service-map]").dataset.layoutMs)`)
+		total += ms
+	}
+	p.Clean("map of 500")
+	p.Screenshot("bench-map-500")
+	b.ReportMetric(total/float64(b.N), "ms/layout")
+}

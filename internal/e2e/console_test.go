@@ -1,0 +1,306 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/palisade-dev/palisade/internal/console/browsertest"
+	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/lab"
+	"github.com/palisade-dev/palisade/internal/lab/app"
+	"github.com/palisade-dev/palisade/internal/vuln"
+	"github.com/palisade-dev/palisade/internal/vuln/sample"
+)
+
+// TestConsole is the web console's acceptance (issue 12): headless Chromium
+// against a server with the lab, its agents and sock-shop traffic running.
+// Every page loads without a console error or a failed request; a filter
+// search returns the sock-shop workloads; an invalid filter shows its error
+// at the right column; a flow's page shows its related flows; the service
+// map shows the sock-shop call graph's edges; the vulnerability page lists
+// the payment image's CVEs once scanned. Screenshots of every page at
+// 1280×800 go to test-artifacts/console/.
+func TestConsole(t *testing.T) {
+	e := newEnv(t, lab.ModeDirect)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	shop, _ := app.ByName("sockshop")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			// Fresh topology each round: the payment rollout replaces a pod.
+			if _, err := lab.Traffic(ctx, e.lab.Status(), shop, lab.TrafficOptions{Duration: 5 * time.Second, Rate: 20}); err != nil && ctx.Err() == nil {
+				time.Sleep(time.Second)
+			}
+		}
+	}()
+	defer func() { stop(); <-done }()
+	image := rollVulnerablePayment(t, e)
+
+	base := e.server().URL()
+	b := browsertest.Start(t)
+	p := b.NewPage(t)
+	signIn(t, p, base, e.dataDir)
+	open := func(hash string) { p.Open(base + "/" + hash) }
+
+	t.Run("inventory search returns the sock-shop workloads", func(t *testing.T) {
+		open("#/inventory")
+		p.WaitFor("inventory table", `document.querySelector("[data-testid=inventory-table]")`, 20*time.Second)
+		in := `[data-testid=filter-input]`
+		// Completion offers the schema's fields.
+		p.Do("type a field prefix", 10*time.Second, chromedp.Click(in), chromedp.SendKeys(in, "namesp"))
+		p.WaitFor("completion lists namespace", `[...document.querySelectorAll("[data-testid=suggestions] li")].some(li => li.textContent.endsWith("namespace"))`, 10*time.Second)
+		p.Do("accept the completion", 5*time.Second, chromedp.SendKeys(in, kb.Tab))
+		p.Do("type the rest", 10*time.Second, chromedp.SendKeys(in, "= sock-shop and kind = pod"+kb.Escape+kb.Enter))
+		p.WaitFor("search ran", `location.hash.includes("filter=")`, 10*time.Second)
+		p.WaitFor("sock-shop pods listed", `document.querySelector("[data-testid=row-count]")?.textContent.includes("of")`, 20*time.Second)
+		got := browsertest.Eval[string](p, `[...document.querySelectorAll("[data-testid=inventory-table] tbody tr")].map(r => r.cells[2].textContent).join("\n")`)
+		filter := browsertest.Eval[string](p, `document.querySelector("[data-testid=filter-input]").value`)
+		if !strings.HasPrefix(filter, "namespace = sock-shop and kind = pod") {
+			t.Errorf("filter box holds %q after completion and typing", filter)
+		}
+		for _, c := range shop.Components {
+			if !strings.Contains(got, c.Name+"-") {
+				t.Errorf("no %s pod among the results:\n%s", c.Name, got)
+			}
+		}
+		p.Clean("inventory")
+		p.Screenshot("inventory")
+
+		// The workload page of the first result.
+		p.Do("open a workload", 10*time.Second, chromedp.Click(`[data-testid=inventory-table] tbody tr td:nth-child(3) a`))
+		p.WaitFor("workload page", `document.querySelector("main h1")?.textContent.includes("sock-shop/")`, 20*time.Second)
+		p.WaitFor("history shown", `document.body.textContent.includes("History")`, 10*time.Second)
+		p.Clean("workload page")
+		p.Screenshot("workload")
+	})
+
+	t.Run("invalid filter shows the error at its column", func(t *testing.T) {
+		p.Allow(`HTTP 400: .*/api/v1/inventory\?filter=`)
+		p.Allow(`status of 400`)
+		bad := "namespace = sock-shop and bogus = 1"
+		open("#/inventory?filter=" + url.QueryEscape(bad))
+		p.WaitFor("filter error", `document.querySelector("[data-testid=filter-error]")`, 20*time.Second)
+		col := browsertest.Eval[string](p, `document.querySelector("[data-testid=filter-error]").dataset.column`)
+		want := strings.Index(bad, "bogus") + 1
+		if col != fmt.Sprint(want) {
+			t.Errorf("error at column %s, want %d (the unknown field)", col, want)
+		}
+		caret := browsertest.Eval[string](p, `document.querySelector("[data-testid=filter-error] pre").textContent.split("\n")[1]`)
+		if caret != strings.Repeat(" ", want-1)+"^" {
+			t.Errorf("caret line %q does not point at column %d", caret, want)
+		}
+		msg := browsertest.Eval[string](p, `document.querySelector("[data-testid=filter-error]").textContent`)
+		if !strings.Contains(msg, `unknown field "bogus"`) {
+			t.Errorf("error text %q does not name the field", msg)
+		}
+		if inv := browsertest.Eval[string](p, `document.querySelector("[data-testid=filter-input]").getAttribute("aria-invalid")`); inv != "true" {
+			t.Errorf("input aria-invalid=%q", inv)
+		}
+		p.Clean("invalid filter")
+		p.Screenshot("inventory-error")
+	})
+
+	// Flows need the agents' first conversation windows and the server's
+	// flow window: wait for a ClusterIP flow related to its post-NAT flow.
+	var related flow.Flow
+	waitFor(t, 90*time.Second, "a sock-shop ClusterIP flow with its related post-NAT flow", func() bool {
+		for _, f := range e.search(t, "dst.namespace = sock-shop and related exists", time.Now().Add(-10*time.Minute)) {
+			for _, r := range f.Related {
+				if r.Reason == flow.ReasonClusterIP {
+					related = f
+					return true
+				}
+			}
+		}
+		return false
+	})
+
+	t.Run("flows page", func(t *testing.T) {
+		open("#/flows?from=15m&filter=" + url.QueryEscape("dst.namespace = sock-shop"))
+		p.WaitFor("flows listed", `document.querySelectorAll("[data-testid=flows-table] tbody tr a[data-testid=flow-link]").length > 0`, 20*time.Second)
+		p.WaitFor("histogram drawn", `document.querySelector(".chart canvas")`, 10*time.Second)
+		p.Clean("flows")
+		p.Screenshot("flows")
+	})
+
+	t.Run("flow page shows its related flows", func(t *testing.T) {
+		open("#/flow/" + url.PathEscape(related.ID))
+		p.WaitFor("related flows drawn", fmt.Sprintf(`document.querySelectorAll("[data-testid=related-flow]").length === %d`, len(related.Related)), 20*time.Second)
+		hrefs := browsertest.Eval[[]string](p, `[...document.querySelectorAll("[data-testid=related-flow]")].map(a => decodeURIComponent(a.getAttribute("href")))`)
+		for _, r := range related.Related {
+			if !slices.ContainsFunc(hrefs, func(h string) bool { return strings.HasSuffix(h, "/"+r.ID) }) {
+				t.Errorf("related flow %s (%s) not on the page: %v", r.ID, r.Reason, hrefs)
+			}
+		}
+		points := browsertest.Eval[int](p, `document.querySelectorAll("[data-testid=observation-points] tbody tr").length`)
+		if points != len(related.Points) {
+			t.Errorf("%d observation points shown, the flow has %d", points, len(related.Points))
+		}
+		p.Clean("flow page")
+		p.Screenshot("flow")
+	})
+
+	t.Run("top talkers", func(t *testing.T) {
+		open("#/top?by=dst.service&from=15m")
+		p.WaitFor("top rows", `document.querySelectorAll("[data-testid=top-table] tbody tr td a").length > 0`, 20*time.Second)
+		p.Clean("top")
+		p.Screenshot("top")
+	})
+
+	t.Run("service map shows the sock-shop call graph", func(t *testing.T) {
+		// Every pod-to-pod edge of the call graph must be on the map.
+		var want []string
+		for _, ed := range shop.Edges {
+			if ed.From != app.External && ed.To != app.External {
+				want = append(want, ed.From+"->"+ed.To)
+			}
+		}
+		var missing []string
+		waitFor(t, 60*time.Second, "every sock-shop edge on the map", func() bool {
+			open("#/map?ns=sock-shop&from=15m")
+			p.WaitFor("map laid out", `(document.querySelector("[data-testid=service-map]")?.dataset.layoutMs ?? "") !== ""`, 30*time.Second)
+			got := browsertest.Eval[[]string](p, `[...document.querySelectorAll("[data-testid=map-edge]")].map(e => e.dataset.source + "->" + e.dataset.target)`)
+			missing = missing[:0]
+			for _, w := range want {
+				if !slices.Contains(got, w) {
+					missing = append(missing, w)
+				}
+			}
+			if len(missing) > 0 {
+				t.Logf("map edges so far %v; missing %v", got, missing)
+			}
+			return len(missing) == 0
+		})
+		p.Clean("map")
+		p.Screenshot("map")
+		// Click-through: a node's flows.
+		p.Do("select on the map by keyboard", 10*time.Second, chromedp.Focus(`[data-testid=service-map]`), chromedp.SendKeys(`[data-testid=service-map]`, kb.ArrowRight))
+		p.WaitFor("side panel shows a selection", `document.querySelector(".map-side a.button")`, 10*time.Second)
+		p.Do("click through to flows", 10*time.Second, chromedp.Click(`.map-side a.button`))
+		p.WaitFor("flows of the selection", `location.hash.startsWith("#/flows") && document.querySelectorAll("[data-testid=flows-table] tbody tr a[data-testid=flow-link]").length > 0`, 20*time.Second)
+		p.Clean("map click-through")
+	})
+
+	t.Run("vulnerability page lists the payment image's CVEs", func(t *testing.T) {
+		waitFor(t, 3*time.Minute, "the payment image scanned", func() bool {
+			return len(e.server().Vuln.Vulnerabilities(func(f *vuln.Finding) bool { return slices.Contains(f.CVEs(), "CVE-2022-32149") })) > 0
+		})
+		open("#/vulnerabilities")
+		p.WaitFor("findings listed", `document.querySelectorAll("[data-testid=vuln-table] tbody tr td .mono").length > 0`, 20*time.Second)
+		text := browsertest.Eval[string](p, `document.querySelector("[data-testid=vuln-table]").textContent`)
+		for _, want := range []string{"CVE-2022-32149", "golang.org/x/text", "golang.org/x/net"} {
+			if !strings.Contains(text, want) {
+				t.Errorf("%s (of the payment image) not on the page", want)
+			}
+		}
+		if !strings.Contains(text, strings.Split(image, "@")[0]) && !strings.Contains(text, "sock-shop/payment") {
+			t.Errorf("the payment image %s is not named on the page", image)
+		}
+		p.Clean("vulnerabilities")
+		p.Screenshot("vulnerabilities")
+		p.Do("images tab", 10*time.Second, chromedp.Click(`[role=tab]:nth-child(2)`))
+		p.WaitFor("image table", `document.querySelector("[data-testid=image-table]")`, 10*time.Second)
+		p.Clean("vulnerabilities by image")
+		p.Screenshot("vulnerabilities-images")
+	})
+
+	t.Run("agents page switches a node's mode", func(t *testing.T) {
+		open("#/agents")
+		p.WaitFor("both agents", fmt.Sprintf(`document.querySelectorAll("[data-testid=agents-table] tbody tr").length === %d`, len(e.st.Nodes)), 20*time.Second)
+		node := browsertest.Eval[string](p, `document.querySelector("[data-testid=agents-table] tbody tr td strong").textContent`)
+		p.Do("switch to detailed", 10*time.Second, chromedp.SetValue(`[data-testid=agent-mode]`, "detailed"))
+		browsertest.Eval[any](p, `document.querySelector("[data-testid=agent-mode]").dispatchEvent(new Event("change", {bubbles: true}))`)
+		waitFor(t, 10*time.Second, node+" in detailed mode", func() bool { return e.server().Flows.Agents.Config(node).Mode == flow.DetailedMode })
+		p.Screenshot("agents")
+		if err := e.server().Flows.Agents.SetConfig(node, flow.AgentConfig{Mode: flow.ConversationMode}); err != nil {
+			t.Fatal(err)
+		}
+		p.Clean("agents")
+	})
+
+	t.Run("dark theme", func(t *testing.T) {
+		open("#/map?ns=sock-shop&from=15m")
+		browsertest.Eval[any](p, `document.querySelector("header.top button.ghost[aria-label*=dark]")?.click()`)
+		p.WaitFor("dark", `document.documentElement.dataset.theme === "dark"`, 5*time.Second)
+		p.WaitFor("map laid out", `(document.querySelector("[data-testid=service-map]")?.dataset.layoutMs ?? "") !== ""`, 30*time.Second)
+		p.Screenshot("map-dark")
+		open("#/inventory?filter=" + url.QueryEscape("namespace = sock-shop"))
+		p.WaitFor("inventory table", `document.querySelector("[data-testid=inventory-table] tbody tr td a")`, 20*time.Second)
+		p.Screenshot("inventory-dark")
+		p.Clean("dark theme")
+	})
+}
+
+// signIn uses the console's sign-in page when the server requires API
+// tokens (an admin token in the data directory), so the test's API calls
+// carry the token exactly as a person's would.
+func signIn(t *testing.T, p *browsertest.Page, base, dataDir string) {
+	t.Helper()
+	tok, err := os.ReadFile(filepath.Join(dataDir, "admin-token"))
+	if err != nil {
+		return // no authentication on this server
+	}
+	p.Do("open sign-in", 30*time.Second, chromedp.Navigate(base+"/#/signin"))
+	p.Do("sign in", 20*time.Second,
+		chromedp.WaitVisible(`[data-testid=token-input]`),
+		chromedp.SendKeys(`[data-testid=token-input]`, strings.TrimSpace(string(tok))+kb.Enter))
+	p.WaitFor("signed in", `location.hash === "#/inventory"`, 20*time.Second)
+	p.Clean("sign-in")
+	p.Screenshot("signin-done")
+}
+
+// rollVulnerablePayment serves a loopback registry with a Go program linking
+// vulnerable golang.org/x/net and x/text, imports the Go vulnerability
+// database and rolls the lab's payment Deployment onto that image; the
+// scanner pulls and matches it in the background. It returns the image.
+func rollVulnerablePayment(t *testing.T, e *env) string {
+	t.Helper()
+	ctx := context.Background()
+	host, stop, err := sample.Registry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	exe, err := sample.GoApp(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := sample.Image("app/payment", exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := sample.Push(img, host+"/sock-shop/payment:vulnerable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sample.GoVulnDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.server().Vuln.ImportDB(ctx, db, nil); err != nil {
+		t.Fatal(err)
+	}
+	deploys := e.lab.Client().AppsV1().Deployments(e.lab.Namespace())
+	d, err := deploys.Get(ctx, "payment", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Spec.Template.Spec.Containers[0].Image = ref
+	if _, err := deploys.Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
