@@ -15,5 +15,6 @@ func areaCommands() []*cobra.Command {
 		newVulndbCmd(),
 		newAgentCmd(),
 		newFlowsCmd(),
+		newTokenCmd(),
 	}, policyCommands()...)
 }

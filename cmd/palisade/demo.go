@@ -91,11 +91,11 @@ func runDemo(ctx context.Context, out, log io.Writer, c demoConfig) error {
 		return err
 	}
 	defer srv.Stop()
-	say("    API on %s, data in %s", srv.URL(), c.dataDir)
+	say("    API on %s, data in %s, admin token in %s", srv.URL(), c.dataDir, filepath.Join(c.dataDir, server.AdminTokenFile))
 
 	if os.Geteuid() != 0 {
 		say("The lab needs root (network namespaces, iptables): showing the inventory only.")
-		say("Try: palisade inventory search 'kind = namespace' --server %s", srv.URL())
+		say("Try: palisade inventory search 'kind = namespace' --server %s --token-file %s", srv.URL(), filepath.Join(c.dataDir, server.AdminTokenFile))
 		<-ctx.Done()
 		return nil
 	}
@@ -161,18 +161,23 @@ func runDemo(ctx context.Context, out, log io.Writer, c demoConfig) error {
 	}()
 
 	say(`
-Palisade is running. In another shell:
+Palisade is running. Every API call needs a token; the server wrote the admin
+token to %[2]s. In another shell:
 
-  palisade inventory search 'namespace = sock-shop and kind = pod' --server %[1]s
-  palisade inventory search 'kind = service and service.type = NodePort' --server %[1]s -o json
+  export PALISADE_SERVER=%[1]s
+  export PALISADE_TOKEN=$(cat %[2]s)
+
+  palisade inventory search 'namespace = sock-shop and kind = pod'
+  palisade inventory search 'kind = service and service.type = NodePort' -o json
   palisade lab status -o json --name demo
-  palisade flows search 'dst.namespace = sock-shop' --since 5m --server %[1]s     (flows appear after ~30 s)
-  palisade flows top --by dst.port --server %[1]s
-  palisade inventory search 'vuln.cve contains "CVE-2022-32149"' --server %[1]s   (once the scan finished)
-  curl -s '%[1]s/api/v1/vulnerabilities?filter=package%%20=%%20golang.org/x/net'
-  curl -s %[1]s/api/v1/status
+  palisade flows search 'dst.namespace = sock-shop' --since 5m     (flows appear after ~30 s)
+  palisade flows top --by dst.port
+  palisade inventory search 'vuln.cve contains "CVE-2022-32149"'   (once the scan finished)
+  palisade token create alice --role viewer                        (a read-only token, printed once)
+  curl -s -H "Authorization: Bearer $PALISADE_TOKEN" '%[1]s/api/v1/vulnerabilities?filter=package%%20=%%20golang.org/x/net'
+  curl -s -H "Authorization: Bearer $PALISADE_TOKEN" %[1]s/api/v1/status
 
-Ctrl-C stops the demo and removes the lab.`, srv.URL())
+Ctrl-C stops the demo and removes the lab.`, srv.URL(), filepath.Join(c.dataDir, server.AdminTokenFile))
 	<-ctx.Done()
 	return nil
 }

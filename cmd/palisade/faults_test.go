@@ -2,11 +2,8 @@ package main
 
 import (
 	"bytes"
-	"compress/gzip"
-	"encoding/json"
+	"context"
 	"fmt"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +12,7 @@ import (
 	"time"
 
 	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/pkg/client"
 )
 
 // Faults at start, black-box against `palisade server` processes: a server
@@ -31,31 +29,12 @@ func TestServerStartsOverDamagedFiles(t *testing.T) {
 	}
 	post := func(base string, seq uint64, port uint16) {
 		t.Helper()
-		tok, err := os.ReadFile(filepath.Join(dir, "agent-token"))
-		if err != nil {
-			t.Fatal(err)
-		}
 		now := time.Now()
 		b := flow.Batch{Agent: "agent-n1", Node: "n1", Observations: []flow.Observation{{Agent: "agent-n1", Seq: seq, Mode: flow.DetailedMode,
 			Point: flow.ObservationPoint{Node: "n1", Interface: "veth1", Kind: "pod"},
 			Tuple: flow.Tuple{Proto: "tcp", SrcIP: "10.244.1.10", SrcPort: 40000, DstIP: "10.244.1.11", DstPort: port},
 			Start: now.Add(-time.Second), End: now, FwdPackets: 1, Conns: 1, NewConns: 1}}}
-		var buf bytes.Buffer
-		zw := gzip.NewWriter(&buf)
-		json.NewEncoder(zw).Encode(b)
-		zw.Close()
-		req, _ := http.NewRequest("POST", base+"/api/v1/agents/n1/flows", &buf)
-		req.Header.Set("Content-Encoding", "gzip")
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("batch %d: HTTP %d", seq, resp.StatusCode)
-		}
+		postBatchWith(t, dataDirClient(t, base, dir, "agent-token"), b)
 	}
 	// 1: a flow stored (graceful stop flushes it).
 	p, base := server()
@@ -95,15 +74,10 @@ func TestServerStartsOverDamagedFiles(t *testing.T) {
 	// 3: the server starts over the damage.
 	p, base = server()
 	defer p.stop(t, syscall.SIGTERM)
-	var res struct {
-		Flows []flow.Flow `json:"flows"`
-	}
-	resp, err := http.Get(base + "/api/v1/flows?from=1h&filter=" + url.QueryEscape("dst.ip = 10.244.1.11"))
+	res, err := dataDirClient(t, base, dir, "admin-token").SearchFlows(context.Background(), client.FlowQuery{From: "1h", Filter: "dst.ip = 10.244.1.11"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	json.NewDecoder(resp.Body).Decode(&res)
-	resp.Body.Close()
 	var ports []string
 	for _, f := range res.Flows {
 		ports = append(ports, fmt.Sprint(f.Dst.Port))

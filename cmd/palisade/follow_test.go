@@ -2,10 +2,7 @@ package main
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
-	"encoding/json"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +10,7 @@ import (
 
 	"github.com/palisade-dev/palisade/internal/flow"
 	"github.com/palisade-dev/palisade/internal/server"
+	"github.com/palisade-dev/palisade/pkg/client"
 )
 
 type lockedBuf struct {
@@ -35,22 +33,7 @@ func (b *lockedBuf) String() string {
 // postBatch sends an agent batch the way agents do.
 func postBatch(t *testing.T, s *server.Server, b flow.Batch) {
 	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	json.NewEncoder(zw).Encode(b)
-	zw.Close()
-	req, _ := http.NewRequest("POST", s.URL()+"/api/v1/agents/"+b.Node+"/flows", &buf)
-	req.Header.Set("Content-Encoding", "gzip")
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+s.AgentToken())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("post batch: %d", resp.StatusCode)
-	}
+	postBatchWith(t, s.Client(s.AgentToken()), b)
 }
 
 // A reported flow is returned by `flows search` within 3 s (the server's
@@ -68,7 +51,7 @@ func TestFlowsFollowAndSearchWithinSeconds(t *testing.T) {
 		root := newRootCmd()
 		root.SetOut(&out)
 		root.SetErr(&out)
-		root.SetArgs([]string{"flows", "follow", "dst.port = 8080", "--server", s.URL()})
+		root.SetArgs([]string{"flows", "follow", "dst.port = 8080", "--server", s.URL(), "--token", s.AdminToken()})
 		done <- root.ExecuteContext(ctx)
 	}()
 	time.Sleep(300 * time.Millisecond) // the follower connects
@@ -84,15 +67,10 @@ func TestFlowsFollowAndSearchWithinSeconds(t *testing.T) {
 	postBatch(t, s, flow.Batch{Agent: "agent-node1", Node: "node1", Observations: []flow.Observation{obs(1, tu), obs(2, other)}})
 	var found time.Duration
 	for found == 0 && time.Since(posted) < 10*time.Second {
-		var res struct {
-			Flows []flow.Flow `json:"flows"`
-		}
-		resp, err := http.Get(s.URL() + "/api/v1/flows?from=5m&filter=" + "dst.port%20%3D%208080")
+		res, err := s.Client("").SearchFlows(context.Background(), client.FlowQuery{From: "5m", Filter: "dst.port = 8080"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		json.NewDecoder(resp.Body).Decode(&res)
-		resp.Body.Close()
 		if len(res.Flows) == 1 {
 			found = time.Since(posted)
 			break

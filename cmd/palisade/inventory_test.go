@@ -3,11 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/palisade-dev/palisade/internal/server"
+	"github.com/palisade-dev/palisade/pkg/api"
 )
 
 // TestInventoryCLI drives `palisade inventory` against a real server (no
@@ -18,17 +18,15 @@ func TestInventoryCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Stop()
-	resp, err := http.Post(s.URL()+"/api/v1/external", "application/json",
-		strings.NewReader(`{"name":"payments-psp","cidrs":["203.0.113.0/28"],"labels":{"zone":"internet"}}`))
-	if err != nil || resp.StatusCode != 201 {
-		t.Fatalf("create external: %v %v", resp, err)
+	if _, err := s.Client("").PutExternal(context.Background(), api.External{Name: "payments-psp", CIDRs: []string{"203.0.113.0/28"}, Labels: map[string]string{"zone": "internet"}}); err != nil {
+		t.Fatalf("create external: %v", err)
 	}
 	run := func(args ...string) (string, error) {
 		var out bytes.Buffer
 		root := newRootCmd()
 		root.SetOut(&out)
 		root.SetErr(&out)
-		root.SetArgs(append(args, "--server", s.URL()))
+		root.SetArgs(append(args, "--server", s.URL(), "--token", s.AdminToken()))
 		err := root.Execute()
 		return out.String(), err
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,18 +55,10 @@ func TestServerDataDirAndFlowRetentionStatus(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp, err := http.Get(s.URL() + "/api/v1/status")
+		st, err := s.Client("").Status(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		var st struct {
-			FlowStore struct {
-				MaxAge   string `json:"maxAge"`
-				MaxBytes int64  `json:"maxBytes"`
-			} `json:"flowStore"`
-		}
-		json.NewDecoder(resp.Body).Decode(&st)
-		resp.Body.Close()
 		s.Stop()
 		if st.FlowStore.MaxAge != "36h0m0s" || !c.check(st.FlowStore.MaxBytes) {
 			t.Fatalf("status with --flow-max-bytes %d: %+v", c.maxBytes, st.FlowStore)

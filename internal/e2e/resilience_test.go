@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/palisade-dev/palisade/internal/flow"
 	"github.com/palisade-dev/palisade/internal/lab"
+	"github.com/palisade-dev/palisade/pkg/client"
 )
 
 // setMode sets a node's mode on the server and waits until its agent runs
@@ -293,13 +295,8 @@ func (e *env) testBadInput(t *testing.T, p plan, since time.Time) {
 	}
 	metrics := func() flow.Metrics {
 		t.Helper()
-		resp, err := http.Get(srv.URL() + "/api/v1/flows/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
 		var m flow.Metrics
-		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		if err := srv.Client("").Do(context.Background(), client.Request{Method: "GET", Path: "/api/v1/flows/metrics"}, &m); err != nil {
 			t.Fatal(err)
 		}
 		return m
@@ -322,7 +319,7 @@ func (e *env) testBadInput(t *testing.T, p plan, since time.Time) {
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := srv.HTTPClient().Do(req)
 		if err != nil {
 			t.Fatalf("POST: %v", err)
 		}

@@ -107,16 +107,8 @@ func (s *Server) policyRoutes() []Route {
 	}
 }
 
-// who is the caller's identity ("local" until authentication lands).
-func who(r *http.Request) string {
-	if v, ok := r.Context().Value(principalKey{}).(string); ok && v != "" {
-		return v
-	}
-	return "local"
-}
-
-// principalKey is where an authentication layer puts the caller's name.
-type principalKey struct{}
+// who is the caller's identity for the policy audit trail.
+func who(r *http.Request) string { return auth.Who(r.Context()) }
 
 // ScopeView is a scope with its versions' summary.
 type ScopeView struct {

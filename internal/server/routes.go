@@ -2,14 +2,12 @@ package server
 
 import (
 	"cmp"
-	"crypto/subtle"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
 	"slices"
 
-	"github.com/palisade-dev/palisade/internal/auth"
 	"github.com/palisade-dev/palisade/internal/flow/flowapi"
 	"github.com/palisade-dev/palisade/internal/httpapi"
 	"github.com/palisade-dev/palisade/pkg/api"
@@ -63,26 +61,6 @@ func (s *Server) handler() (http.Handler, error) {
 		httpapi.WriteError(w, api.NotFound("no API endpoint %s %s", r.Method, r.URL.Path))
 	})
 	return recoverer(mux), nil
-}
-
-// guard lets a request reach a route's handler only when its caller holds
-// the route's permission.
-func (s *Server) guard(rt Route, h http.Handler) http.Handler {
-	if rt.Perm != auth.AgentReport {
-		// Until API tokens (issue #11, step 2) only agents authenticate.
-		return h
-	}
-	want := []byte("Bearer " + s.cfg.AgentToken)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			if rt.OnDenied != nil {
-				rt.OnDenied()
-			}
-			httpapi.WriteError(w, api.Errorf(http.StatusUnauthorized, "unauthenticated: this endpoint needs an agent's token"))
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
 }
 
 // recoverer turns a handler panic into a generic 500 so no request takes

@@ -21,6 +21,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/palisade-dev/palisade/internal/auth"
 	"github.com/palisade-dev/palisade/internal/flow"
 	flowstore "github.com/palisade-dev/palisade/internal/flow/store"
 	"github.com/palisade-dev/palisade/internal/inventory"
@@ -74,6 +75,9 @@ type Server struct {
 	Vuln       *vuln.Service
 	policy     *policyAPI
 
+	tokens *auth.Tokens
+	authz  *auth.Authorizer
+
 	httpSrv  *http.Server
 	listener net.Listener
 	cancel   context.CancelFunc
@@ -114,6 +118,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		if s.cfg.AgentToken, err = agentToken(cfg.DataDir); err != nil {
 			return fail(err)
 		}
+	}
+	if err := s.openAuth(); err != nil {
+		return fail(err)
 	}
 	if s.cfg.FlowRetention == 0 {
 		s.cfg.FlowRetention = 7 * 24 * time.Hour

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"sync"
 	"testing"
@@ -45,10 +44,7 @@ func startServer(t *testing.T, dir string, cfg *rest.Config) *Server {
 
 func get(t *testing.T, s *Server, path string, out any) int {
 	t.Helper()
-	resp, err := http.Get(s.URL() + path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := do(t, s, "", "GET", path, "")
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if out != nil {
@@ -122,12 +118,7 @@ func TestAPIErrorsAndFilters(t *testing.T) {
 	}
 	// Named filters: save, list, use, delete; invalid ones are refused.
 	post := func(body string) int {
-		resp, err := http.Post(s.URL()+"/api/v1/filters", "application/json", stringsReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		return status(t, s, "", "POST", "/api/v1/filters", body)
 	}
 	if c := post(`{"name":"web","filter":"label.app in (front-end, carts)"}`); c != 201 {
 		t.Fatalf("save filter: HTTP %d", c)
@@ -147,9 +138,8 @@ func TestAPIErrorsAndFilters(t *testing.T) {
 	if code := get(t, s, "/api/v1/inventory?saved=web", &res); code != 200 {
 		t.Errorf("search by saved filter: HTTP %d", code)
 	}
-	req, _ := http.NewRequest("DELETE", s.URL()+"/api/v1/filters/web", nil)
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 204 {
-		t.Errorf("delete filter: %v %v", resp, err)
+	if c := status(t, s, "", "DELETE", "/api/v1/filters/web", ""); c != 204 {
+		t.Errorf("delete filter: HTTP %d", c)
 	}
 }
 
@@ -305,11 +295,8 @@ func TestSeveralClusters(t *testing.T) {
 func TestAgentModeSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	s := startServer(t, dir, kube.Config)
-	req, _ := http.NewRequest("PUT", s.URL()+"/api/v1/agents/node1/config", stringsReader(`{"mode":"detailed"}`))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("PUT config: %v %v", resp, err)
+	if c := status(t, s, "", "PUT", "/api/v1/agents/node1/config", `{"mode":"detailed"}`); c != 200 {
+		t.Fatalf("PUT config: HTTP %d", c)
 	}
 	s.Stop()
 	s = startServer(t, dir, kube.Config)

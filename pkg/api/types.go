@@ -102,3 +102,34 @@ type Credentials struct {
 type VulnDBImport struct {
 	Path string `json:"path"`
 }
+
+// TokenRequest is the body of POST /api/v1/tokens. Role is one of admin,
+// owner, operator, viewer, metrics-reader.
+type TokenRequest struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
+// Token is an API token as listed (GET /api/v1/tokens): never its secret.
+type Token struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Role      string     `json:"role"`
+	Created   time.Time  `json:"created"`
+	CreatedBy string     `json:"createdBy,omitempty"`
+	Revoked   *time.Time `json:"revoked,omitempty"`
+}
+
+// NewToken answers POST /api/v1/tokens: the only time the secret is shown.
+type NewToken struct {
+	Token
+	Secret string `json:"token"`
+}
+
+// Whoami answers GET /api/v1/whoami.
+type Whoami struct {
+	Name    string `json:"name"`
+	Role    string `json:"role"`
+	TokenID string `json:"tokenId,omitempty"`
+	Node    string `json:"node,omitempty"`
+}

@@ -244,3 +244,32 @@ func (c *Client) FollowFlows(ctx context.Context, filter string, fn func(*api.Fl
 	}
 	return errors.New("follow: the server closed the stream")
 }
+
+// Whoami is GET /api/v1/whoami: the caller as the server sees it.
+func (c *Client) Whoami(ctx context.Context) (api.Whoami, error) {
+	var res api.Whoami
+	err := c.get(ctx, "/api/v1/whoami", nil, &res)
+	return res, err
+}
+
+// CreateToken is POST /api/v1/tokens (admin): the answer holds the
+// token's secret, shown only this once.
+func (c *Client) CreateToken(ctx context.Context, name, role string) (api.NewToken, error) {
+	var res api.NewToken
+	err := c.Do(ctx, Request{Method: http.MethodPost, Path: "/api/v1/tokens", JSON: api.TokenRequest{Name: name, Role: role}}, &res)
+	return res, err
+}
+
+// Tokens is GET /api/v1/tokens (admin).
+func (c *Client) Tokens(ctx context.Context) ([]api.Token, error) {
+	var res []api.Token
+	err := c.get(ctx, "/api/v1/tokens", nil, &res)
+	return res, err
+}
+
+// RevokeToken is DELETE /api/v1/tokens/{id} (admin): by ID or name.
+func (c *Client) RevokeToken(ctx context.Context, idOrName string) (api.Token, error) {
+	var res api.Token
+	err := c.Do(ctx, Request{Method: http.MethodDelete, Path: "/api/v1/tokens/" + url.PathEscape(idOrName)}, &res)
+	return res, err
+}

@@ -1,0 +1,191 @@
+package auth
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/store"
+)
+
+// An API token is "pal_<id>_<secret>": id (16 hex digits) names the
+// record, secret (256 random bits) proves possession. Only the SHA-256 of
+// the secret is stored; the token itself is shown once, when created.
+const tokenPrefix = "pal_"
+
+const bucketTokens = "auth.tokens"
+
+// Token is a stored API token, without its secret.
+type Token struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Role      Role       `json:"role"`
+	Created   time.Time  `json:"created"`
+	CreatedBy string     `json:"createdBy,omitempty"`
+	Revoked   *time.Time `json:"revoked,omitempty"`
+	Hash      string     `json:"hash,omitempty"` // hex SHA-256 of the secret; never served
+}
+
+// Tokens is the token registry, kept in the store and cached in memory so
+// checking a token costs no storage read.
+type Tokens struct {
+	kv store.KV
+	mu sync.RWMutex
+	by map[string]*Token // by ID
+}
+
+// OpenTokens loads the registry.
+func OpenTokens(kv store.KV) (*Tokens, error) {
+	t := &Tokens{kv: kv, by: map[string]*Token{}}
+	err := kv.View(func(tx store.Tx) error {
+		return tx.ForEach(bucketTokens, "", func(id string, v []byte) error {
+			var tok Token
+			if err := json.Unmarshal(v, &tok); err != nil {
+				return fmt.Errorf("token %s: %w", id, err)
+			}
+			t.by[id] = &tok
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("auth: tokens: %w", err)
+	}
+	return t, nil
+}
+
+var tokenName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._@-]{0,63}$`)
+
+// Create makes a token and returns it with its secret form (shown once).
+func (t *Tokens) Create(name string, role Role, by string) (Token, string, error) {
+	if !tokenName.MatchString(name) {
+		return Token{}, "", fmt.Errorf("name %q: want 1-64 letters, digits, '.', '_', '@' or '-'", name)
+	}
+	if _, err := ParseRole(string(role)); err != nil {
+		return Token{}, "", err
+	}
+	idb := make([]byte, 8)
+	secret := make([]byte, 32)
+	if _, err := rand.Read(idb); err != nil {
+		return Token{}, "", err
+	}
+	if _, err := rand.Read(secret); err != nil {
+		return Token{}, "", err
+	}
+	sec := base64.RawURLEncoding.EncodeToString(secret)
+	tok := Token{ID: hex.EncodeToString(idb), Name: name, Role: role, Created: time.Now().UTC(), CreatedBy: by, Hash: hashSecret(sec)}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, o := range t.by {
+		if o.Name == name && o.Revoked == nil {
+			return Token{}, "", fmt.Errorf("%w: a token named %q exists (revoke it first)", ErrExists, name)
+		}
+	}
+	if err := t.put(&tok); err != nil {
+		return Token{}, "", err
+	}
+	t.by[tok.ID] = &tok
+	return tok.public(), tokenPrefix + tok.ID + "_" + sec, nil
+}
+
+// ErrExists: a live token has that name.
+var ErrExists = errors.New("exists")
+
+// ErrNoToken: no live token has that name or ID.
+var ErrNoToken = errors.New("no such token")
+
+func (t *Tokens) put(tok *Token) error {
+	b, _ := json.Marshal(tok)
+	return t.kv.Update(func(tx store.Tx) error { return tx.Put(bucketTokens, tok.ID, b) })
+}
+
+func hashSecret(sec string) string {
+	h := sha256.Sum256([]byte(sec))
+	return hex.EncodeToString(h[:])
+}
+
+func (tok Token) public() Token {
+	tok.Hash = ""
+	return tok
+}
+
+// Errors of Check; they say what is wrong without helping a guesser.
+var (
+	ErrMalformed = errors.New("not a Palisade API token")
+	ErrInvalid   = errors.New("unknown or revoked token")
+)
+
+// Check returns the principal of a token.
+func (t *Tokens) Check(token string) (Principal, error) {
+	rest, ok := strings.CutPrefix(token, tokenPrefix)
+	if !ok {
+		return Principal{}, ErrMalformed
+	}
+	id, sec, ok := strings.Cut(rest, "_")
+	if !ok || len(id) != 16 || sec == "" {
+		return Principal{}, ErrMalformed
+	}
+	t.mu.RLock()
+	tok := t.by[id]
+	t.mu.RUnlock()
+	want := hashSecret(sec)
+	if tok == nil {
+		return Principal{}, ErrInvalid
+	}
+	if subtle.ConstantTimeCompare([]byte(tok.Hash), []byte(want)) != 1 || tok.Revoked != nil {
+		return Principal{}, ErrInvalid
+	}
+	return Principal{Name: tok.Name, Role: tok.Role, TokenID: tok.ID}, nil
+}
+
+// List returns every token (revoked ones too), oldest first, without secrets.
+func (t *Tokens) List() []Token {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := make([]Token, 0, len(t.by))
+	for _, tok := range t.by {
+		out = append(out, tok.public())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out
+}
+
+// Revoke revokes the live token with that ID or name.
+func (t *Tokens) Revoke(idOrName string) (Token, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var hit *Token
+	for _, tok := range t.by {
+		if tok.Revoked == nil && (tok.ID == idOrName || tok.Name == idOrName) {
+			hit = tok
+			break
+		}
+	}
+	if hit == nil {
+		return Token{}, fmt.Errorf("%w: %q", ErrNoToken, idOrName)
+	}
+	c := *hit
+	now := time.Now().UTC()
+	c.Revoked = &now
+	if err := t.put(&c); err != nil {
+		return Token{}, err
+	}
+	t.by[c.ID] = &c
+	return c.public(), nil
+}
+
+// Len is the number of tokens ever created.
+func (t *Tokens) Len() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return len(t.by)
+}

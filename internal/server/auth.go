@@ -1,0 +1,205 @@
+package server
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/auth"
+	"github.com/palisade-dev/palisade/internal/httpapi"
+	"github.com/palisade-dev/palisade/pkg/api"
+	"github.com/palisade-dev/palisade/pkg/client"
+)
+
+// AdminTokenFile is where the first start writes the admin token, 0600.
+const AdminTokenFile = "admin-token"
+
+// openAuth loads the token registry and, on the first start (no token
+// yet), creates the admin token and writes it to <data>/admin-token.
+func (s *Server) openAuth() error {
+	toks, err := auth.OpenTokens(s.kv)
+	if err != nil {
+		return err
+	}
+	s.tokens = toks
+	s.authz = &auth.Authorizer{}
+	if toks.Len() > 0 {
+		return nil
+	}
+	_, secret, err := toks.Create("admin", auth.Admin, "palisade server (first start)")
+	if err != nil {
+		return fmt.Errorf("server: admin token: %w", err)
+	}
+	path := filepath.Join(s.cfg.DataDir, AdminTokenFile)
+	if err := writeSecret(path, secret+"\n"); err != nil {
+		return fmt.Errorf("server: admin token: %w", err)
+	}
+	slog.Info("created the admin API token (shown nowhere else; create others with `palisade token create`)", "file", path)
+	return nil
+}
+
+// writeSecret writes a file only its owner can read, replacing any.
+func writeSecret(path, data string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(data), 0o600); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// AdminToken is the admin token the first start wrote to the data
+// directory ("" once an operator removed the file).
+func (s *Server) AdminToken() string {
+	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, AdminTokenFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// Client is an API client for this server with token ("" for the admin
+// token).
+func (s *Server) Client(token string) *client.Client {
+	if token == "" {
+		token = s.AdminToken()
+	}
+	c, err := client.New(client.Options{Server: s.URL(), Token: token, HTTP: s.HTTPClient()})
+	if err != nil {
+		panic(err) // the server's own URL is always valid
+	}
+	return c
+}
+
+// HTTPClient is an HTTP client that reaches this server.
+func (s *Server) HTTPClient() *http.Client {
+	return &http.Client{Timeout: 60 * time.Second}
+}
+
+// Tokens is the API token registry.
+func (s *Server) Tokens() *auth.Tokens { return s.tokens }
+
+// authenticate finds the caller of r from its bearer token.
+func (s *Server) authenticate(r *http.Request) (auth.Principal, error) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return auth.Principal{}, errors.New("no API token (send Authorization: Bearer <token>)")
+	}
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		return auth.Principal{}, errors.New("Authorization: want a Bearer token")
+	}
+	tok = strings.TrimSpace(tok)
+	if s.cfg.AgentToken != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.AgentToken)) == 1 {
+		// The shared agent token (until agents enroll): any node.
+		return auth.Principal{Name: "agent", Role: auth.Agent}, nil
+	}
+	return s.tokens.Check(tok)
+}
+
+// guard lets a request reach a route's handler only when its caller holds
+// the route's permission: 401 without a valid token, 403 without the
+// permission. An agent reaches only its own node's routes.
+func (s *Server) guard(rt Route, h http.Handler) http.Handler {
+	if rt.Perm == auth.Public {
+		return h
+	}
+	nodeRoute := strings.Contains(rt.Pattern, "{node}")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.authenticate(r)
+		if err != nil {
+			if rt.OnDenied != nil {
+				rt.OnDenied()
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="palisade"`)
+			httpapi.WriteError(w, api.Errorf(http.StatusUnauthorized, "unauthenticated: %v", err))
+			return
+		}
+		if err := s.authz.Authorize(r.Context(), p, rt.Perm, ""); err != nil {
+			httpapi.WriteError(w, api.Errorf(http.StatusForbidden, "%v", err))
+			return
+		}
+		if p.Role == auth.Agent {
+			if !nodeRoute || (p.Node != "" && r.PathValue("node") != p.Node) {
+				httpapi.WriteError(w, api.Errorf(http.StatusForbidden, "forbidden: agent %s may only use its own node's endpoints", p))
+				return
+			}
+		}
+		h.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
+	})
+}
+
+func init() { addRoutes((*Server).authRoutes) }
+
+func (s *Server) authRoutes() []Route {
+	return []Route{
+		{Method: "GET", Pattern: "/api/v1/whoami", Perm: auth.StatusRead, Handler: s.whoami},
+		{Method: "GET", Pattern: "/api/v1/tokens", Perm: auth.AdminTokens, Handler: s.listTokens},
+		{Method: "POST", Pattern: "/api/v1/tokens", Perm: auth.AdminTokens, Handler: s.createToken},
+		{Method: "DELETE", Pattern: "/api/v1/tokens/{id}", Perm: auth.AdminTokens, Handler: s.revokeToken},
+	}
+}
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	p, _ := auth.FromContext(r.Context())
+	httpapi.WriteJSON(w, http.StatusOK, api.Whoami{Name: p.Name, Role: string(p.Role), TokenID: p.TokenID, Node: p.Node})
+}
+
+func apiToken(t auth.Token) api.Token {
+	return api.Token{ID: t.ID, Name: t.Name, Role: string(t.Role), Created: t.Created, CreatedBy: t.CreatedBy, Revoked: t.Revoked}
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, _ *http.Request) {
+	out := []api.Token{}
+	for _, t := range s.tokens.List() {
+		out = append(out, apiToken(t))
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
+	var req api.TokenRequest
+	if err := httpapi.ReadJSON(w, r, &req, 0); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	role, err := auth.ParseRole(req.Role)
+	if err != nil {
+		httpapi.WriteError(w, api.BadRequest("role", "%v", err))
+		return
+	}
+	t, secret, err := s.tokens.Create(req.Name, role, auth.Who(r.Context()))
+	switch {
+	case errors.Is(err, auth.ErrExists):
+		httpapi.WriteError(w, api.Errorf(http.StatusConflict, "%v", err))
+		return
+	case err != nil && strings.HasPrefix(err.Error(), "name"):
+		httpapi.WriteError(w, api.BadRequest("name", "%v", err))
+		return
+	case err != nil:
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusCreated, api.NewToken{Token: apiToken(t), Secret: secret})
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
+	t, err := s.tokens.Revoke(r.PathValue("id"))
+	if errors.Is(err, auth.ErrNoToken) {
+		httpapi.WriteError(w, api.NotFound("no live token with id or name %q", r.PathValue("id")))
+		return
+	}
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, apiToken(t))
+}
