@@ -52,12 +52,15 @@ type Config struct {
 	// FlowMaxBytes caps the flow store's files: the oldest segments go
 	// first. 0: half of the data disk's free space at start (logged).
 	FlowMaxBytes int64
-	// ScanRegistries, when set, limits image scanning to these registry
-	// hosts (e.g. "127.0.0.1:5000", "registry.corp"); images from other
-	// registries are inventoried but never pulled. An entry without a port
-	// ("127.0.0.1") allows every port of that host. The demo sets it to its
-	// loopback registry so nothing leaves the machine.
+	// ScanRegistries is the allow-list of registries the scanner pulls
+	// images from (none by default: images are inventoried, not pulled).
+	// Entries are "host", "host:port" or a CIDR (see internal/vuln/egress);
+	// every connection of a pull is checked at dial time, and loopback,
+	// private and link-local addresses need an explicit entry.
 	ScanRegistries []string
+	// VulnImportDir confines POST /api/v1/vulndb/import to paths below it
+	// ("" disables that route's imports).
+	VulnImportDir string
 	// FlowWindow is how long the flow pipeline waits for more observation
 	// points of a flow (default 30 s; tests shorten it).
 	FlowWindow time.Duration

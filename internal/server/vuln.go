@@ -2,14 +2,11 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
-
-	"github.com/google/go-containerregistry/pkg/name"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -36,8 +33,10 @@ func (s *Server) startScanner(ctx context.Context, dir string) error {
 		secrets = kubeSecrets{cs}
 	}
 	svc, err := vuln.Open(dir, vuln.Options{
-		Secrets: secrets,
-		OnAttrs: func(id string, attrs map[string][]string) { s.Inventory.SetAttrs(id, "vuln.", attrs) },
+		Secrets:    secrets,
+		Registries: s.cfg.ScanRegistries,
+		ImportDir:  s.cfg.VulnImportDir,
+		OnAttrs:    func(id string, attrs map[string][]string) { s.Inventory.SetAttrs(id, "vuln.", attrs) },
 	})
 	if err != nil {
 		return fmt.Errorf("vulnerability scanner: %w", err)
@@ -64,7 +63,7 @@ func (s *Server) startScanner(ctx context.Context, dir string) error {
 		feedAll := func() {
 			var ws []inventory.Workload
 			for _, w := range s.Inventory.Search(podsOnly, inventory.SearchOptions{}) {
-				ws = append(ws, s.scannable(*w))
+				ws = append(ws, *w)
 			}
 			svc.Observe(ws)
 		}
@@ -77,7 +76,7 @@ func (s *Server) startScanner(ctx context.Context, dir string) error {
 				if w.Deleted != nil {
 					svc.Forget(w.ID)
 				} else {
-					svc.Observe([]inventory.Workload{s.scannable(w)})
+					svc.Observe([]inventory.Workload{w})
 				}
 			case <-full.C:
 				feedAll()
@@ -85,27 +84,6 @@ func (s *Server) startScanner(ctx context.Context, dir string) error {
 		}
 	}()
 	return nil
-}
-
-// scannable drops the containers whose image registry is not allowed.
-func (s *Server) scannable(w inventory.Workload) inventory.Workload {
-	if len(s.cfg.ScanRegistries) == 0 {
-		return w
-	}
-	var keep []inventory.Container
-	for _, c := range w.Containers {
-		ref, err := name.ParseReference(c.Image)
-		if err != nil {
-			continue
-		}
-		reg := ref.Context().RegistryStr()
-		host, _, _ := strings.Cut(reg, ":")
-		if slices.Contains(s.cfg.ScanRegistries, reg) || slices.Contains(s.cfg.ScanRegistries, host) {
-			keep = append(keep, c)
-		}
-	}
-	w.Containers = keep
-	return w
 }
 
 var podsOnly, _ = filter.Parse("kind = pod", inventory.Schema)
@@ -235,8 +213,12 @@ func (s *Server) importVulnDB(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, api.BadRequest("path", `body must be {"path": "<directory or zip of OSV JSON on the server>"}`))
 		return
 	}
-	st, err := s.Vuln.ImportDB(r.Context(), req.Path, nil)
-	if err != nil {
+	st, err := s.Vuln.ImportDBUnder(r.Context(), req.Path, nil)
+	switch {
+	case errors.Is(err, vuln.ErrImportDisabled):
+		httpapi.WriteError(w, &api.Error{Status: http.StatusForbidden, Message: err.Error(), Field: "path"})
+		return
+	case err != nil:
 		httpapi.WriteError(w, api.BadRequest("path", "%v", err))
 		return
 	}

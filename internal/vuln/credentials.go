@@ -29,10 +29,13 @@ type Registry struct {
 	// NeedsCredentials is set while some observed image of the registry
 	// could not be pulled because the registry refused every available
 	// credential (admin-set, imagePullSecrets, anonymous).
-	NeedsCredentials bool      `json:"needsCredentials"`
-	HasCredentials   bool      `json:"hasCredentials"`
-	LastError        string    `json:"lastError,omitempty"`
-	LastScan         time.Time `json:"lastScan,omitzero"`
+	NeedsCredentials bool `json:"needsCredentials"`
+	// Allowed says whether the registry is on the scan allow-list; images
+	// of other registries are listed but never pulled.
+	Allowed        bool      `json:"allowed"`
+	HasCredentials bool      `json:"hasCredentials"`
+	LastError      string    `json:"lastError,omitempty"`
+	LastScan       time.Time `json:"lastScan,omitzero"`
 }
 
 type credential struct {

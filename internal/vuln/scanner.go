@@ -2,8 +2,10 @@ package vuln
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -14,8 +16,29 @@ import (
 )
 
 // scanOne pulls (or opens) src, inventories it and matches it. remoteOpts
-// carry authentication for registries.
-func (s *Service) scanOne(ctx context.Context, src image.Source, remoteOpts []remote.Option) (*ImageReport, *storedInventory, error) {
+// carry authentication for registries. The scan runs under the per-scan
+// deadline, and a panic in a parser fails this scan, not the process.
+func (s *Service) scanOne(ctx context.Context, src image.Source, remoteOpts []remote.Option) (rep *ImageReport, inv *storedInventory, err error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.ScanTimeout)
+	defer cancel()
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("image scan panicked", "image", src.String(), "panic", v, "stack", string(debug.Stack()))
+			rep, inv, err = nil, nil, fmt.Errorf("%s: internal error while reading the image (a parser failed on its content)", src)
+		}
+	}()
+	rep, inv, err = s.scan(ctx, src, remoteOpts)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("%s: scan did not finish within %v: %w", src, s.opts.ScanTimeout, err)
+	}
+	return rep, inv, err
+}
+
+// afterLoad is a test seam: tests make it panic to check that a failing
+// parser fails one scan, not the server.
+var afterLoad = func(*image.Loaded) {}
+
+func (s *Service) scan(ctx context.Context, src image.Source, remoteOpts []remote.Option) (*ImageReport, *storedInventory, error) {
 	scratch, err := os.MkdirTemp(s.scratchRoot, "scan-*")
 	if err != nil {
 		return nil, nil, fmt.Errorf("scratch directory: %w", err)
@@ -31,9 +54,10 @@ func (s *Service) scanOne(ctx context.Context, src image.Source, remoteOpts []re
 	if err != nil {
 		return nil, nil, err
 	}
+	afterLoad(loaded)
 	inv, err := pkgdb.Collect(loaded.FS)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", src, err)
+		return nil, nil, inventoryError{fmt.Errorf("%s: %w", src, err)}
 	}
 	stored := &storedInventory{
 		Image: src.String(), Digest: loaded.Digest, OS: loaded.OS, Arch: loaded.Arch,
@@ -77,11 +101,21 @@ func (s *Service) report(inv *storedInventory) (*ImageReport, error) {
 // `palisade scan image` path): registry references use the stored
 // credentials of their registry, if any, else anonymous access. The result
 // is not added to the service's image inventory.
+//
+// The reference's registry is allowed for this scan in addition to the
+// allow-list (the operator named it); other connections — redirects, token
+// endpoints — are checked as for cluster scans.
 func (s *Service) ScanSource(ctx context.Context, src image.Source) (*ImageReport, error) {
 	var opts []remote.Option
 	if src.Kind == image.KindRegistry {
 		if ref, err := name.ParseReference(src.Ref); err == nil {
-			if auth, ok := s.adminAuth(ref.Context().RegistryStr()); ok {
+			reg := ref.Context().RegistryStr()
+			p, err := s.policy.With(reg)
+			if err != nil {
+				return nil, err
+			}
+			opts = append(opts, remote.WithTransport(p.Transport()))
+			if auth, ok := s.adminAuth(reg); ok {
 				opts = append(opts, remote.WithAuth(auth))
 			}
 		}

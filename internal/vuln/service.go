@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -22,6 +25,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/internal/vuln/egress"
 	"github.com/palisade-dev/palisade/internal/vuln/image"
 	"github.com/palisade-dev/palisade/internal/vuln/osv"
 )
@@ -39,8 +43,17 @@ type Options struct {
 	// Secrets, when set, lets the scanner use pods' imagePullSecrets and
 	// their service accounts' imagePullSecrets.
 	Secrets SecretGetter
-	// Transport is used for registry requests (default: go-containerregistry's).
-	Transport http.RoundTripper
+	// Registries is the allow-list of registries images are pulled from
+	// (entries as in package egress: "host", "host:port", a CIDR). Empty:
+	// images are inventoried but never pulled. Every connection a pull
+	// makes — redirects and token endpoints included — is checked at dial
+	// time; loopback, private and link-local addresses need an entry.
+	Registries []string
+	// ImportDir confines ImportDBUnder (the server's POST
+	// /api/v1/vulndb/import) to files below it; empty refuses every path.
+	ImportDir string
+	// ScanTimeout bounds one image's scan, pull included (default 10 minutes).
+	ScanTimeout time.Duration
 	// Platform chooses the image of multi-platform indexes (default linux/GOARCH).
 	Platform *v1.Platform
 	// Limits bound the work per layer (default image.DefaultLimits).
@@ -66,6 +79,7 @@ type Service struct {
 	sealer      *sealer
 	scratchRoot string
 	remoteBase  []remote.Option
+	policy      *egress.Policy
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -103,6 +117,13 @@ func Open(dataDir string, opts Options) (*Service, error) {
 	if opts.RetryAfter == 0 {
 		opts.RetryAfter = 10 * time.Minute
 	}
+	if opts.ScanTimeout <= 0 {
+		opts.ScanTimeout = 10 * time.Minute
+	}
+	policy, err := egress.Parse(opts.Registries)
+	if err != nil {
+		return nil, err
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -129,9 +150,8 @@ func Open(dataDir string, opts Options) (*Service, error) {
 		reports: map[string]*ImageReport{}, sent: map[string]map[string][]string{}, queued: map[string]bool{},
 	}
 	s.idle = sync.NewCond(&s.mu)
-	if opts.Transport != nil {
-		s.remoteBase = append(s.remoteBase, remote.WithTransport(opts.Transport))
-	}
+	s.policy = policy
+	s.remoteBase = append(s.remoteBase, remote.WithTransport(policy.Transport()))
 	if err := s.loadState(); err != nil {
 		bdb.Close()
 		return nil, err
@@ -212,11 +232,55 @@ func (s *Service) DB() *osv.Store { return s.db }
 // the database changed, every stored image is matched again and workloads
 // whose attributes changed are reported through OnAttrs.
 func (s *Service) ImportDB(ctx context.Context, path string, progress osv.Progress) (osv.ImportStats, error) {
+	return s.importWith(func() (osv.ImportStats, error) { return s.db.Import(ctx, path, progress) })
+}
+
+// ErrImportDisabled: ImportDBUnder without Options.ImportDir.
+var ErrImportDisabled = errors.New("importing vulnerability data over the API is disabled: start the server with an import directory (--vulndb-import-dir)")
+
+// ImportDBUnder imports a directory or zip named by path (relative to
+// Options.ImportDir, or absolute inside it), reading nothing outside that
+// directory — symbolic links included (os.Root). A path that is missing,
+// outside the directory or unreadable gets one and the same error, so the
+// API cannot be used to probe the server's file system.
+func (s *Service) ImportDBUnder(ctx context.Context, path string, progress osv.Progress) (osv.ImportStats, error) {
+	if s.opts.ImportDir == "" {
+		return osv.ImportStats{}, ErrImportDisabled
+	}
+	notFound := fmt.Errorf("vulnerability data %q: no directory or zip of that name under the import directory", path)
+	name := path
+	if filepath.IsAbs(name) {
+		base, err := filepath.Abs(s.opts.ImportDir)
+		if err != nil {
+			return osv.ImportStats{}, notFound
+		}
+		if name, err = filepath.Rel(base, path); err != nil {
+			return osv.ImportStats{}, notFound
+		}
+	}
+	name = filepath.ToSlash(filepath.Clean(name))
+	if !fs.ValidPath(name) {
+		return osv.ImportStats{}, notFound
+	}
+	root, err := os.OpenRoot(s.opts.ImportDir)
+	if err != nil {
+		s.log.Warn("vulnerability data import directory", "dir", s.opts.ImportDir, "err", err)
+		return osv.ImportStats{}, notFound
+	}
+	defer root.Close()
+	fsys := root.FS()
+	if _, err := fs.Stat(fsys, name); err != nil {
+		return osv.ImportStats{}, notFound
+	}
+	return s.importWith(func() (osv.ImportStats, error) { return s.db.ImportFS(ctx, fsys, name, progress) })
+}
+
+func (s *Service) importWith(imp func() (osv.ImportStats, error)) (osv.ImportStats, error) {
 	before, err := s.db.Info()
 	if err != nil {
 		return osv.ImportStats{}, err
 	}
-	stats, err := s.db.Import(ctx, path, progress)
+	stats, err := imp()
 	if err != nil {
 		return stats, err
 	}
@@ -367,9 +431,10 @@ func (s *Service) persistRegistryLocked(r *Registry) {
 }
 
 // maybeQueueLocked queues an image without a report, or whose last scan
-// failed long enough ago.
+// failed long enough ago. Images of registries off the allow-list are
+// never queued.
 func (s *Service) maybeQueueLocked(st *imageState) {
-	if s.queued[st.key] {
+	if s.queued[st.key] || !s.policy.AllowsRegistry(st.registry) {
 		return
 	}
 	if r, ok := s.reports[st.key]; ok {
@@ -506,7 +571,7 @@ func (s *Service) scanJob(job scanJob) (*ImageReport, *storedInventory, error) {
 			return nil, nil, err
 		}
 	}
-	return nil, nil, fmt.Errorf("%w (%d tried): %v", errUnauthorized, tried, lastErr)
+	return nil, nil, fmt.Errorf("%w (%d tried): %w", errUnauthorized, tried, lastErr)
 }
 
 func (s *Service) candidateAuths(job scanJob) []authn.Authenticator {
@@ -552,9 +617,10 @@ func (s *Service) finishLocked(st *imageState, rep *ImageReport, stored *storedI
 			return nil
 		}
 		s.log.Warn("image scan failed", "image", st.ref, "err", err)
+		msg := publicError(st.ref, err)
 		s.reports[st.key] = &ImageReport{Image: st.ref, Digest: st.digest, Registry: st.registry,
-			Packages: nil, Findings: []Finding{}, ScannedAt: time.Now().UTC(), Error: err.Error()}
-		reg.LastError = err.Error()
+			Packages: nil, Findings: []Finding{}, ScannedAt: time.Now().UTC(), Error: msg}
+		reg.LastError = msg
 		st.unauthorized = errors.Is(err, errUnauthorized)
 		s.persistRegistryLocked(reg)
 		return nil
@@ -655,6 +721,7 @@ func (s *Service) Registries() []Registry {
 		c := *r
 		c.Images = count[r.Name]
 		c.NeedsCredentials = needs[r.Name]
+		c.Allowed = s.policy.AllowsRegistry(r.Name)
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -668,8 +735,11 @@ type ImageSummary struct {
 	Registry  string   `json:"registry"`
 	Workloads []string `json:"workloads"`
 	Scanned   bool     `json:"scanned"`
-	Error     string   `json:"error,omitempty"`
-	Summary   Summary  `json:"summary"`
+	// Status is "scanned", "failed", "pending", or "not-allowed" (the
+	// registry is not on the scan allow-list: the image is never pulled).
+	Status  string  `json:"status"`
+	Error   string  `json:"error,omitempty"`
+	Summary Summary `json:"summary"`
 }
 
 // Images lists the observed images, grouped by registry (sorted by
@@ -683,8 +753,15 @@ func (s *Service) Images() []ImageSummary {
 			continue
 		}
 		is := ImageSummary{Image: st.ref, Digest: st.digest, Registry: st.registry, Workloads: sortedKeys(st.workloads)}
+		is.Status = "pending"
 		if r := s.reports[st.key]; r != nil {
 			is.Scanned, is.Error, is.Summary = r.Error == "", r.Error, r.Summary
+			is.Status = "scanned"
+			if r.Error != "" {
+				is.Status = "failed"
+			}
+		} else if !s.policy.AllowsRegistry(st.registry) {
+			is.Status = "not-allowed"
 		}
 		out = append(out, is)
 	}

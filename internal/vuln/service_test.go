@@ -122,6 +122,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	dataDir := t.TempDir()
 	opts := Options{
 		Concurrency: 2,
+		Registries:  []string{"127.0.0.1"}, // the test registries, on loopback
 		OnAttrs:     log.record,
 		Secrets: secretMap{
 			secrets: map[string]map[string][]byte{

@@ -97,7 +97,10 @@ func TestReachableCriticalSelection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer inv.Close()
-	svc, err := Open(t.TempDir(), Options{OnAttrs: func(id string, attrs map[string][]string) { inv.SetAttrs(id, "vuln.", attrs) }})
+	svc, err := Open(t.TempDir(), Options{
+		Registries: []string{"127.0.0.1"},
+		OnAttrs:    func(id string, attrs map[string][]string) { inv.SetAttrs(id, "vuln.", attrs) },
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +130,10 @@ func TestReachableCriticalSelection(t *testing.T) {
 	svc.Observe(pods)
 	wait(t, svc)
 
-	gor, _ := svc.Image(goDigest)
+	gor, ok := svc.Image(goDigest)
+	if !ok || gor.Error != "" {
+		t.Fatalf("Go image not scanned: %+v", gor)
+	}
 	for _, f := range gor.Findings {
 		if f.Severity == "CRITICAL" && (f.ID != "GO-2026-6866" || f.Reachable == nil || *f.Reachable) {
 			t.Errorf("Go image critical finding %s reachable %v: the test expects only the unreachable GO-2026-6866", f.ID, deref(f.Reachable))

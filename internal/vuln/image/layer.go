@@ -51,6 +51,19 @@ type Layer struct {
 	Warnings []string
 }
 
+// MemSize estimates the bytes a summary holds.
+func (l *Layer) MemSize() int64 {
+	n := int64(64)
+	for i := range l.Entries {
+		e := &l.Entries[i]
+		n += 96 + int64(len(e.Path)+len(e.Link)+len(e.Data)+len(e.Probe))
+	}
+	for _, w := range l.Warnings {
+		n += int64(len(w))
+	}
+	return n
+}
+
 // Limits bound the work and memory spent on one layer.
 type Limits struct {
 	MaxLayerBytes int64 // uncompressed bytes read from one layer
@@ -60,6 +73,10 @@ type Limits struct {
 	MaxKeepSize   int64 // one selected file (package databases, metadata)
 	MaxKeepTotal  int64 // all selected files of a layer
 	MaxProbeSize  int64 // one executable handed to the Prober
+	MaxLayers     int   // layers in one image
+	// MaxImageMemory bounds what one image's layer summaries hold in
+	// memory together (kept file contents, probe results, entry metadata).
+	MaxImageMemory int64
 }
 
 // DefaultLimits suit real images: multi-gigabyte layers pass, bombs do not.
@@ -71,6 +88,9 @@ var DefaultLimits = Limits{
 	MaxKeepSize:   64 << 20,
 	MaxKeepTotal:  512 << 20,
 	MaxProbeSize:  1 << 30,
+	MaxLayers:     256,
+	// A real image's package metadata is a few tens of megabytes.
+	MaxImageMemory: 1 << 30,
 }
 
 // Extractor reads layers. Keep selects files whose content is kept; Probe
@@ -240,6 +260,8 @@ func (x *Extractor) limits() Limits {
 	orDefault(&lim.MaxKeepSize, def.MaxKeepSize)
 	orDefault(&lim.MaxKeepTotal, def.MaxKeepTotal)
 	orDefault(&lim.MaxProbeSize, def.MaxProbeSize)
+	orDefault(&lim.MaxLayers, def.MaxLayers)
+	orDefault(&lim.MaxImageMemory, def.MaxImageMemory)
 	return lim
 }
 

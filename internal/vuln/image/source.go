@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -189,6 +192,11 @@ func (l *Loader) LoadImage(ctx context.Context, src Source, img v1.Image) (*Load
 	if err != nil {
 		return nil, fmt.Errorf("%s: listing layers: %w", src, err)
 	}
+	lim := l.Extractor.limits()
+	if len(layers) > lim.MaxLayers {
+		return nil, fmt.Errorf("%s: %d layers, more than the limit of %d: %w", src, len(layers), lim.MaxLayers, ErrLimit)
+	}
+	var mem int64
 	summaries := make([]*Layer, len(layers))
 	for i, layer := range layers {
 		if err := ctx.Err(); err != nil {
@@ -199,21 +207,24 @@ func (l *Loader) LoadImage(ctx context.Context, src Source, img v1.Image) (*Load
 			return nil, fmt.Errorf("%s: layer %d digest: %w", src, i+1, err)
 		}
 		out.Layers = append(out.Layers, d.String())
-		if l.Cache != nil {
-			if s, ok := l.Cache.GetLayer(d.String()); ok {
-				summaries[i] = s
-				out.Cached++
-				continue
-			}
-		}
 		where := fmt.Sprintf("%s layer %d (%s)", src, i+1, d)
-		s, err := l.readLayer(layer, where)
-		if err != nil {
+		var s *Layer
+		cached := false
+		if l.Cache != nil {
+			s, cached = l.Cache.GetLayer(d.String())
+		}
+		if cached {
+			out.Cached++
+		} else if s, err = l.readLayer(layer, d, where); err != nil {
 			return nil, err
+		}
+		if mem += s.MemSize(); mem > lim.MaxImageMemory {
+			return nil, fmt.Errorf("%s: package metadata of the first %d layers exceeds the image memory budget of %d bytes: %w", src, i+1, lim.MaxImageMemory, ErrLimit)
 		}
 		s.Digest = d.String()
 		summaries[i] = s
-		if l.Cache != nil {
+		if l.Cache != nil && !cached {
+			// Only now: the layer was read to its end and matched its digest.
 			l.Cache.PutLayer(d.String(), s)
 		}
 	}
@@ -221,24 +232,44 @@ func (l *Loader) LoadImage(ctx context.Context, src Source, img v1.Image) (*Load
 	return out, nil
 }
 
-func (l *Loader) readLayer(layer v1.Layer, where string) (*Layer, error) {
+// ErrDigestMismatch marks a layer whose bytes do not hash to its digest.
+var ErrDigestMismatch = errors.New("layer content does not match its digest")
+
+// readLayer reads one layer's summary. The compressed stream is hashed as
+// it is read and read to its end after the archive, and the summary is
+// returned only when the hash equals the layer's digest: a registry serving
+// other bytes under a shared base layer's digest cannot poison the cache.
+func (l *Loader) readLayer(layer v1.Layer, digest v1.Hash, where string) (*Layer, error) {
+	if digest.Algorithm != "sha256" {
+		return nil, fmt.Errorf("%s: digest algorithm %q is not supported", where, digest.Algorithm)
+	}
 	rc, err := layer.Compressed()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	defer rc.Close()
-	counted := &countingReader{r: rc}
+	h := sha256.New()
+	counted := &countingReader{r: io.TeeReader(rc, h)}
 	r, closeFn, compressed, err := Decompress(counted)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	defer closeFn()
+	ratio := counted
 	if !compressed {
-		counted = nil
+		ratio = nil
 	}
-	s, err := l.Extractor.ReadLayer(r, counted, where)
+	s, err := l.Extractor.ReadLayer(r, ratio, where)
 	if err != nil {
 		return nil, err
+	}
+	// Read what follows the archive (padding, trailing data) to the end.
+	lim := l.Extractor.limits()
+	if _, err := io.Copy(io.Discard, io.LimitReader(counted, lim.MaxLayerBytes)); err != nil {
+		return nil, fmt.Errorf("%s: reading to the end: %w", where, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != digest.Hex {
+		return nil, fmt.Errorf("%s: %w (sha256:%s)", where, ErrDigestMismatch, got)
 	}
 	return s, nil
 }

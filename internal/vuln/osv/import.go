@@ -44,7 +44,7 @@ func (s *Store) Import(ctx context.Context, path string, progress Progress) (Imp
 		return ImportStats{}, fmt.Errorf("vulnerability data %s: %w", path, err)
 	}
 	if st.IsDir() {
-		docs, err = dirDocuments(path)
+		docs, err = fsDocuments(os.DirFS(path), ".", path)
 	} else {
 		var zr *zip.ReadCloser
 		zr, err = zip.OpenReader(path)
@@ -60,6 +60,40 @@ func (s *Store) Import(ctx context.Context, path string, progress Progress) (Imp
 	return s.importDocuments(ctx, docs, progress)
 }
 
+// ImportFS is Import for a directory or zip named inside fsys (for
+// instance an os.Root's FS, which keeps every read below its directory,
+// symbolic links included).
+func (s *Store) ImportFS(ctx context.Context, fsys fs.FS, name string, progress Progress) (ImportStats, error) {
+	st, err := fs.Stat(fsys, name)
+	if err != nil {
+		return ImportStats{}, err
+	}
+	var docs []document
+	if st.IsDir() {
+		if docs, err = fsDocuments(fsys, name, name); err != nil {
+			return ImportStats{}, err
+		}
+		return s.importDocuments(ctx, docs, progress)
+	}
+	f, err := fsys.Open(name)
+	if err != nil {
+		return ImportStats{}, err
+	}
+	defer f.Close()
+	ra, ok := f.(io.ReaderAt)
+	if !ok {
+		return ImportStats{}, fmt.Errorf("vulnerability data %s: not a readable file", name)
+	}
+	zr, err := zip.NewReader(ra, st.Size())
+	if err != nil {
+		return ImportStats{}, fmt.Errorf("vulnerability data %s: expected a directory or a zip of OSV JSON: %w", name, err)
+	}
+	if docs, err = zipDocuments(zr, name); err != nil {
+		return ImportStats{}, err
+	}
+	return s.importDocuments(ctx, docs, progress)
+}
+
 // document is one JSON file to import, opened lazily.
 type document struct {
 	name string
@@ -67,9 +101,11 @@ type document struct {
 	open func() (io.ReadCloser, error)
 }
 
-func dirDocuments(root string) ([]document, error) {
+// fsDocuments lists the JSON files below dir in fsys, named by display
+// joined with their path below dir in errors and progress.
+func fsDocuments(fsys fs.FS, dir, display string) ([]document, error) {
 	var docs []document
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(fsys, dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -78,12 +114,16 @@ func dirDocuments(root string) ([]document, error) {
 			if err != nil {
 				return err
 			}
-			docs = append(docs, document{name: p, size: info.Size(), open: func() (io.ReadCloser, error) { return os.Open(p) }})
+			rel := p
+			if dir != "." {
+				rel = strings.TrimPrefix(strings.TrimPrefix(p, dir), "/")
+			}
+			docs = append(docs, document{name: filepath.Join(display, rel), size: info.Size(), open: func() (io.ReadCloser, error) { return fsys.Open(p) }})
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading vulnerability data %s: %w", root, err)
+		return nil, fmt.Errorf("reading vulnerability data %s: %w", display, err)
 	}
 	sort.Slice(docs, func(i, j int) bool { return docs[i].name < docs[j].name })
 	return docs, nil
