@@ -9,8 +9,8 @@ import (
 // addScanFlags registers the scanner's server flags.
 func addScanFlags(f *pflag.FlagSet, cfg *server.Config) {
 	f.StringSliceVar(&cfg.ScanRegistries, "scan-registries", nil,
-		"registries the scanner may pull images from: host, host:port or CIDR, comma-separated or repeated "+
+		"registries (`REGISTRIES`) the scanner may pull images from: host, host:port or CIDR, comma-separated or repeated "+
 			"(default none: images are inventoried, not pulled; loopback, private and link-local addresses need an explicit entry)")
 	f.StringVar(&cfg.VulnImportDir, "vulndb-import-dir", "",
-		"directory POST /api/v1/vulndb/import may read OSV data from (default: API imports disabled; `palisade vulndb import` works locally)")
+		"directory (`DIR`) POST /api/v1/vulndb/import may read OSV data from (default: API imports disabled; palisade vulndb import works locally)")
 }
