@@ -464,18 +464,14 @@ func (p *policyAPI) analysis(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	var fvs []analyze.FlowVerdict
-	versions, truncated, err := p.analyze(aq, func(fv *analyze.FlowVerdict) { fvs = append(fvs, *fv) })
+	t := analyze.NewTally(aq.scope, nil, aq.from, aq.to, p.intentText)
+	versions, truncated, err := p.analyze(aq, t.Add)
 	if err != nil {
 		writeAnalysisError(w, err)
 		return
 	}
-	t := analyze.NewTally(aq.scope, versions, aq.from, aq.to, p.intentText)
-	for i := range fvs {
-		t.Add(&fvs[i])
-	}
 	rep := t.Report()
-	rep.Truncated = truncated
+	rep.Versions, rep.Truncated = versions, truncated
 	writeJSON(w, http.StatusOK, rep)
 }
 

@@ -126,7 +126,7 @@ func Answered(f *flow.Flow) bool {
 
 // FlowVerdict is one flow's analysis.
 type FlowVerdict struct {
-	Flow     flow.Flow       `json:"flow"`
+	Flow     *flow.Flow      `json:"flow"` // the caller's flow, not a copy
 	Verdict  policy.Verdict  `json:"verdict"`
 	Decision policy.Decision `json:"decision"`
 	// Rule is the deciding rule (the denying side, else the allowing one).
@@ -157,7 +157,7 @@ func (a *Analyzer) Analyze(f *flow.Flow) (fv FlowVerdict, ok bool) {
 	if a.scope != "" && !a.ev.Within(d.Egress.Scope, a.scope) && !a.ev.Within(d.Ingress.Scope, a.scope) {
 		return fv, false
 	}
-	fv = FlowVerdict{Flow: *f, Decision: d, Translated: translated}
+	fv = FlowVerdict{Flow: f, Decision: d, Translated: translated}
 	if !translated {
 		fv.Verdict = policy.VerdictOf(d.Action(), Answered(f))
 		if d.Action() != policy.NoAction {
@@ -253,7 +253,7 @@ type Report struct {
 // Tally accumulates a Report.
 type Tally struct {
 	rep     Report
-	rules   map[string]*RuleCounts
+	rules   map[policy.RuleRef]*RuleCounts
 	scopes  map[string]*ScopeCounts
 	minutes map[int64]*MinuteCounts
 	intents func(policy.RuleRef) string
@@ -262,7 +262,7 @@ type Tally struct {
 // NewTally starts a report; intents renders a rule's intent (nil: none).
 func NewTally(scope string, versions map[string]string, from, to time.Time, intents func(policy.RuleRef) string) *Tally {
 	return &Tally{rep: Report{Scope: scope, Versions: versions, From: from, To: to},
-		rules: map[string]*RuleCounts{}, scopes: map[string]*ScopeCounts{}, minutes: map[int64]*MinuteCounts{}, intents: intents}
+		rules: map[policy.RuleRef]*RuleCounts{}, scopes: map[string]*ScopeCounts{}, minutes: map[int64]*MinuteCounts{}, intents: intents}
 }
 
 // Add counts one analyzed flow.
@@ -281,7 +281,7 @@ func (t *Tally) Add(fv *FlowVerdict) {
 		if i == 1 && sd.Rule == fv.Decision.Egress.Rule {
 			continue
 		}
-		k := sd.Rule.String()
+		k := sd.Rule
 		rc := t.rules[k]
 		if rc == nil {
 			rc = &RuleCounts{Rule: sd.Rule, Action: sd.Action}
