@@ -84,9 +84,14 @@ func publicReason(err error) string {
 	case errors.As(err, &dns):
 		return "cannot resolve the registry's host name"
 	}
-	if strings.Contains(err.Error(), "invalid realm in www-authenticate") {
-		// go-containerregistry refuses a literal private token endpoint itself.
+	// go-containerregistry refuses some of these itself, before the dial
+	// check sees them: a literal private token endpoint, a redirect from a
+	// registry to a private address of another kind.
+	switch msg := err.Error(); {
+	case strings.Contains(msg, "invalid realm in www-authenticate"):
 		return "the registry named a token endpoint (realm) on a refused address: " + egress.ErrRefused.Error()
+	case strings.Contains(msg, "SSRF protection: redirect"):
+		return "the registry redirected to a refused address: " + egress.ErrRefused.Error()
 	}
 	var nerr net.Error
 	if errors.As(err, &nerr) && nerr.Timeout() {
