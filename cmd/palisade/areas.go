@@ -16,5 +16,6 @@ func areaCommands() []*cobra.Command {
 		newAgentCmd(),
 		newFlowsCmd(),
 		newTokenCmd(),
+		newImportCmd(),
 	}, policyCommands()...)
 }

@@ -44,6 +44,16 @@ func ReadFiles(files []File, defaultNamespace string) ([]*networkingv1.NetworkPo
 	return pols, skipped, nil
 }
 
+// ImportRequest is the body of POST /api/v1/scopes/{name}/import/networkpolicy:
+// the NetworkPolicies of a cluster connected to the server, or files.
+type ImportRequest struct {
+	Cluster string `json:"cluster,omitempty"`
+	Files   []File `json:"files,omitempty"`
+	// Namespace is given to policies in files that name none ("default").
+	Namespace string `json:"namespace,omitempty"`
+	DryRun    bool   `json:"dryRun,omitempty"`
+}
+
 // ImportOptions tune Import.
 type ImportOptions struct {
 	Options
