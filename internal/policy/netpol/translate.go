@@ -139,14 +139,24 @@ func (t *translator) intent(what, consumer, provider string, a policy.Action, po
 	return policy.Policy{
 		Name:      intentName(t.np.Namespace, t.np.Name, what),
 		Scope:     t.scope,
-		Consumer:  consumer,
-		Provider:  provider,
+		Consumer:  canonical(consumer),
+		Provider:  canonical(provider),
 		Action:    a,
 		Ports:     ports,
 		Class:     policy.Default,
 		Priority:  prio,
 		Direction: dir,
 	}
+}
+
+// canonical is an endpoint's canonical text (as policy-as-code writes it),
+// so an imported version and the same version applied from its YAML are
+// equal.
+func canonical(endpoint string) string {
+	if e, err := policy.ParseEndpoint(endpoint); err == nil {
+		return e.String()
+	}
+	return endpoint
 }
 
 // intentName is "netpol.NAMESPACE.NAME.WHAT", shortened with a hash to the
