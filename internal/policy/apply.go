@@ -271,6 +271,9 @@ func (st *state) putVersion(v *Version) {
 	st.versions[v.Scope] = vs
 	st.dirtyVersions[versionKey(v)] = v
 	delete(st.deadVersions, versionKey(v))
+	if nd := st.newDraft[v.Scope]; nd != nil && nd.Number == v.Number {
+		st.newDraft[v.Scope] = v // later documents edit this copy
+	}
 }
 
 func (st *state) newest(scope string) *Version {

@@ -41,6 +41,13 @@ action: ALLOW
 ports: ["tcp/80"]
 ---
 kind: Policy
+scope: sock-shop
+consumer: label.name = "orders"
+provider: service:sock-shop/carts
+action: ALLOW
+ports: ["tcp/80"]
+---
+kind: Policy
 scope: cluster-lab
 consumer: kind = node
 provider: label.name = "front-end"
@@ -90,7 +97,7 @@ func TestApplyIdempotentAndRoundTrip(t *testing.T) {
 		t.Fatalf("second apply: %+v, %v; want no change", res, err)
 	}
 	v, err := r.Version("sock-shop", "")
-	if err != nil || v.Name != "v1" || len(v.Policies) != 2 || v.CreatedBy != "local" {
+	if err != nil || v.Name != "v1" || len(v.Policies) != 3 || v.CreatedBy != "local" {
 		t.Fatalf("sock-shop newest = %+v, %v", v, err)
 	}
 	// get -o yaml | apply -f - changes nothing.
@@ -153,7 +160,7 @@ ports: ["tcp/80"]
 	}
 	v1, _ := r.Version("sock-shop", "v1")
 	v2, _ := r.Version("sock-shop", "v2")
-	if len(v1.Policies) != 2 || len(v2.Policies) != 1 || v2.CreatedBy != "alice" || v2.State != Draft {
+	if len(v1.Policies) != 3 || len(v2.Policies) != 2 || v2.CreatedBy != "alice" || v2.State != Draft {
 		t.Fatalf("v1 %d intents, v2 %d intents by %s (%s)", len(v1.Policies), len(v2.Policies), v2.CreatedBy, v2.State)
 	}
 	if d := DiffVersions(v1, v2); len(d) != 1 || !strings.HasPrefix(d[0], "- ") {
