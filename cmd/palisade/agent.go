@@ -55,6 +55,8 @@ spooled to disk until the server acknowledges them.`,
 	f.BoolVar(&cfg.DetachOnExit, "detach-on-exit", false, "remove the classifier and pinned maps on exit (default: keep counting for the next agent)")
 	f.DurationVar(&cfg.ConversationInterval, "conversation-interval", 15*time.Second, "conversation mode summary window")
 	f.DurationVar(&cfg.DetailedInterval, "detailed-interval", time.Second, "detailed mode record interval")
+	f.BoolVar(&cfg.Enforce, "enforce", false, "program the server's enforcement rules in the node's and its pods' namespaces")
+	f.StringVar(&cfg.PodNetNSPrefix, "pod-netns-prefix", "", "with --enforce: pod namespaces are the /run/netns entries starting with this")
 	cmd.AddCommand(newAgentModeCmd())
 	return cmd
 }

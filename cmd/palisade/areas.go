@@ -17,5 +17,6 @@ func areaCommands() []*cobra.Command {
 		newFlowsCmd(),
 		newTokenCmd(),
 		newImportCmd(),
+		newEnforceCmd(),
 	}, policyCommands()...)
 }

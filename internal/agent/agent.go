@@ -29,6 +29,7 @@ import (
 
 	"github.com/palisade-dev/palisade/internal/agent/capture"
 	"github.com/palisade-dev/palisade/internal/agent/conntrack"
+	"github.com/palisade-dev/palisade/internal/agent/enforce"
 	"github.com/palisade-dev/palisade/internal/agent/report"
 	"github.com/palisade-dev/palisade/internal/flow"
 	"github.com/palisade-dev/palisade/pkg/client"
@@ -62,6 +63,15 @@ type Config struct {
 	// ports are pod interfaces. Classify overrides both.
 	Uplinks  []string
 	Classify Classifier `json:"-"`
+
+	// Enforce programs the server's rule sets for the node and its pods
+	// (internal/agent/enforce); they stay in force when the agent stops.
+	Enforce bool
+	// PodNetNS finds pods' namespaces for enforcement; default: the named
+	// namespace under /run/netns (starting with PodNetNSPrefix) that holds
+	// the pod's IP.
+	PodNetNS       enforce.PodNamespaces `json:"-"`
+	PodNetNSPrefix string
 
 	DetailedInterval     time.Duration // 1 s: drain and report cadence in detailed mode
 	ConversationInterval time.Duration // 15 s: summary window in conversation mode
@@ -158,6 +168,7 @@ type Agent struct {
 	statsMu  sync.Mutex
 	lastStat capture.Stats
 	mark     string // id of the open conversation window
+	enforcer atomic.Pointer[enforce.Enforcer]
 }
 
 // New validates the configuration.
@@ -300,6 +311,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		func(c context.Context) { _ = a.ct.Run(c) },
 		a.pollConfig,
 		a.heartbeats,
+		a.runEnforcement,
 	} {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(bg) }()

@@ -543,3 +543,54 @@ type AgentStatus struct {
 	ServerLost bool      `json:"serverLost,omitempty"`
 	Reported   time.Time `json:"reported"`
 }
+
+// Mode is a scope's enforcement mode.
+type Mode string
+
+const (
+	// Analyze: nothing is programmed; flows are analyzed only.
+	Analyze Mode = "analyze"
+	// Enforce: the scope's version is programmed on every node.
+	Enforce Mode = "enforce"
+)
+
+// ScopeMode is one scope's enforcement setting.
+type ScopeMode struct {
+	Scope   string `json:"scope"`
+	Mode    Mode   `json:"mode"`
+	Version string `json:"version,omitempty"`
+	// FailOpen: agents that lose the server remove the rules after a grace
+	// period instead of keeping them.
+	FailOpen  bool      `json:"failOpen,omitempty"`
+	Updated   time.Time `json:"updated"`
+	UpdatedBy string    `json:"updatedBy,omitempty"`
+}
+
+// ModeRequest is the body of POST /api/v1/enforcement/scopes/{scope}.
+type ModeRequest struct {
+	Mode Mode `json:"mode"`
+	// Version to enforce ("": the newest analyzed version).
+	Version  string `json:"version,omitempty"`
+	FailOpen bool   `json:"failOpen,omitempty"`
+}
+
+// AgentView is an agent's status next to what the server wants it to run.
+type AgentView struct {
+	AgentStatus
+	// Wanted is the hash of the bundle the server has for the node;
+	// InSync: the agent programmed exactly that.
+	Wanted string `json:"wanted"`
+	InSync bool   `json:"inSync"`
+}
+
+// Enforcement is GET /api/v1/enforcement.
+type Enforcement struct {
+	Scopes   []ScopeMode `json:"scopes"`
+	Agents   []AgentView `json:"agents"`
+	Compiled time.Time   `json:"compiled,omitempty"`
+	// Error is the last compilation's error ("" when it compiled).
+	Error string `json:"error,omitempty"`
+	// Rules and set members over every bundle of the last compilation.
+	Rules   int `json:"rules"`
+	Members int `json:"members"`
+}

@@ -77,6 +77,7 @@ type Server struct {
 	Flows      *flow.Service
 	Vuln       *vuln.Service
 	policy     *policyAPI
+	enforce    *enforcement
 
 	tokens *auth.Tokens
 	authz  *auth.Authorizer
@@ -134,6 +135,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if s.policy, err = newPolicyAPI(kv, inv, s.flowStore); err != nil {
 		return fail(err)
 	}
+	if s.enforce, err = newEnforcement(kv, inv, s.policy.repo); err != nil {
+		return fail(err)
+	}
 	if s.Flows, err = flow.NewService(s.flowStore, inv, flow.Options{Window: cfg.FlowWindow, OnFlows: s.policy.onFlows}); err != nil {
 		return fail(err)
 	}
@@ -156,6 +160,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	go func() {
 		defer s.wg.Done()
 		s.Flows.Run(runCtx) //nolint:errcheck // returns nil when stopped
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.enforce.run(runCtx)
 	}()
 	for _, c := range cfg.Clusters {
 		conn := k8s.New(c.Name, c.Config, inv)

@@ -232,12 +232,29 @@ func (e *Enforcer) reconcileLocked() error {
 	// Addresses that pass the node's gate: exempt pods, the node's own
 	// addresses in its pod ranges, and (below) programmed pods.
 	ready := nodeAddrsIn(e.cfg.NetNS, cidrs)
+	for i := range b.Pods {
+		if b.Pods[i].Rules == nil {
+			ready = append(ready, inCIDRs(b.Pods[i].IPs, cidrs)...)
+		}
+	}
+	node := e.ns[NodeTarget]
+	if node == nil {
+		node = &nsState{target: NodeTarget, path: e.cfg.NetNS}
+		e.ns[NodeTarget] = node
+	}
+	if node.snap == nil && len(cidrs) > 0 {
+		// First the gate, so that no pod of the bundle passes before its
+		// own rules are in place; pods are let through as they are done.
+		node.spec = &spec{node: true, gate: b.PodCIDRs, ready: append([]string(nil), ready...)}
+		if err := e.programNS(node, false); err != nil {
+			errs = append(errs, fmt.Errorf("node gate: %w", err))
+		}
+	}
 	wanted := map[string]bool{NodeTarget: true}
 	for i := range b.Pods {
 		p := &b.Pods[i]
 		wanted[p.ID] = true
 		if p.Rules == nil {
-			ready = append(ready, inCIDRs(p.IPs, cidrs)...)
 			if st := e.ns[p.ID]; st != nil {
 				if err := e.unprogram(st); err != nil {
 					errs = append(errs, fmt.Errorf("pod %s: %w", p.ID, err))
@@ -263,11 +280,6 @@ func (e *Enforcer) reconcileLocked() error {
 		}
 	}
 	sort.Strings(ready)
-	node := e.ns[NodeTarget]
-	if node == nil {
-		node = &nsState{target: NodeTarget, path: e.cfg.NetNS}
-		e.ns[NodeTarget] = node
-	}
 	node.spec = &spec{rules: b.Self, node: true, gate: b.PodCIDRs, ready: ready}
 	if b.Self != nil {
 		node.hash, node.scope, node.version = b.Self.Hash(), b.Self.Scope, b.Self.Version
