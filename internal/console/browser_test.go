@@ -16,6 +16,7 @@ var pages = []struct{ name, hash, ready string }{
 	{"flows", "#/flows", `document.querySelector("[data-testid=flows-table]")`},
 	{"top", "#/top", `document.querySelector("[data-testid=top-table]")`},
 	{"map", "#/map", `(document.querySelector("[data-testid=service-map]")?.dataset.layoutMs ?? "") !== ""`},
+	{"policies", "#/policies", `document.querySelector("[data-testid=alerts-table]")`},
 	{"vulnerabilities", "#/vulnerabilities", `document.querySelector("[data-testid=vuln-table]")`},
 	{"agents", "#/agents", `document.querySelector("[data-testid=agents-table]")`},
 }

@@ -235,3 +235,92 @@ export function getSchemas(): Promise<Schemas> {
 }
 
 export const cves = (f: Finding): string[] => [f.id, ...(f.aliases ?? [])].filter((x) => x.startsWith("CVE-"));
+
+// --- policy (internal/policy, internal/server/policy.go) --------------------
+
+export interface VersionSummary {
+  version: string;
+  state: string;
+  policies: number;
+  created: string;
+  createdBy: string;
+  updated: string;
+  updatedBy: string;
+}
+export interface ScopeView {
+  name: string;
+  parent?: string;
+  filter: string;
+  catchAll?: string;
+  description?: string;
+  enforced?: string;
+  created: string;
+  createdBy: string;
+  versions: VersionSummary[];
+}
+export interface Intent {
+  name?: string;
+  scope: string;
+  consumer: string;
+  provider: string;
+  action: string;
+  ports?: string[];
+  class: string;
+  priority?: number;
+  direction?: string;
+}
+export interface RuleRef {
+  scope: string;
+  version?: string;
+  index: number;
+  key: string;
+}
+export interface Counts {
+  permitted: number;
+  escaped: number;
+  rejected: number;
+  misdropped: number;
+  unscoped: number;
+}
+export interface AnalysisReport {
+  scope?: string;
+  versions: Record<string, string>;
+  from: string;
+  to: string;
+  flows: number;
+  counts: Counts;
+  translated: number;
+  byRule: (Counts & { rule: RuleRef; action: string; intent?: string })[];
+  byScope: (Counts & { scope: string })[];
+  byMinute: (Counts & { minute: string })[];
+  truncated?: boolean;
+}
+export interface FlowVerdict {
+  flow: Flow;
+  verdict: string;
+  rule: RuleRef;
+  translated?: boolean;
+}
+export interface Alert {
+  id: string;
+  scope: string;
+  version: string;
+  rule: RuleRef;
+  verdict: string;
+  edge: string;
+  count: number;
+  first: string;
+  last: string;
+  sampleFlow: string;
+  acked: boolean;
+  ackedBy?: string;
+  ackedAt?: string;
+}
+
+// ruleString is the server's RuleRef.String(): "SCOPE@VERSION#INDEX" or
+// "SCOPE@VERSION catch-all" (what analysis/flows?rule= takes).
+export function ruleString(r: RuleRef): string {
+  if (!r.scope) return "";
+  const s = r.scope + (r.version ? "@" + r.version : "");
+  return r.index < 0 ? s + " catch-all" : s + "#" + r.index;
+}

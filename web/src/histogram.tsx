@@ -14,12 +14,14 @@ export function Histogram({
   onSelect,
   height = 160,
   label,
+  lines,
 }: {
   times: number[]; // bucket starts, unix seconds
   series: { label: string; values: number[]; color: string }[];
   onSelect?: (from: number, to: number) => void;
   height?: number;
   label: string;
+  lines?: boolean; // lines with points instead of bars (several series side by side)
 }) {
   const el = useRef<HTMLDivElement>(null);
   useEffect(() => {
@@ -38,7 +40,14 @@ export function Histogram({
           { stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid } },
           { stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, size: 50 },
         ],
-        series: [{}, ...series.map((s) => ({ label: s.label, stroke: cssVar(s.color), fill: cssVar(s.color) + "99", paths: bars, points: { show: false } }))],
+        series: [
+          {},
+          ...series.map((s) =>
+            lines
+              ? { label: s.label, stroke: cssVar(s.color), width: 2, points: { show: true, size: 5 } }
+              : { label: s.label, stroke: cssVar(s.color), fill: cssVar(s.color) + "99", paths: bars, points: { show: false } },
+          ),
+        ],
         hooks: {
           setSelect: [
             (u: uPlot) => {

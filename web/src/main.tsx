@@ -12,12 +12,14 @@ import { MapPage } from "./pages/map";
 import { VulnsPage } from "./pages/vulns";
 import { AgentsPage } from "./pages/agents";
 import { SignIn } from "./pages/signin";
+import { PoliciesPage } from "./pages/policies";
 
 const NAV: [string, string][] = [
   ["inventory", "Inventory"],
   ["flows", "Flows"],
   ["top", "Top talkers"],
   ["map", "Service map"],
+  ["policies", "Policies"],
   ["vulnerabilities", "Vulnerabilities"],
   ["agents", "Agents"],
 ];
@@ -89,6 +91,9 @@ function App() {
         break;
       case "map":
         body = <MapPage route={route} />;
+        break;
+      case "policies":
+        body = <PoliciesPage route={route} />;
         break;
       case "vulnerabilities":
         body = <VulnsPage route={route} />;

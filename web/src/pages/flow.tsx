@@ -13,6 +13,8 @@ const REASONS: Record<string, string> = {
   "overlay-ipip": "the pod-to-pod flow and the IP-in-IP tunnel flow carrying it between nodes",
 };
 
+const clip = (s: string, n: number) => (s.length > n ? s.slice(0, n - 1) + "…" : s);
+
 function short(f: Flow): string {
   return `${f.proto} ${endpoint(f.src, f.mode === "detailed")} → ${endpoint(f.dst)}`;
 }
@@ -35,7 +37,7 @@ function RelatedDiagram({ flow, related }: { flow: Flow; related: Flow[] }) {
           this flow
         </text>
         <text x={22} y={cy + 16} class="t2">
-          {short(flow).slice(0, 62)}
+          {clip(short(flow), 58)}
         </text>
       </g>
       {related.map((r, i) => {
@@ -49,11 +51,12 @@ function RelatedDiagram({ flow, related }: { flow: Flow; related: Flow[] }) {
             </text>
             <a href={href(["flow", r.id])} data-testid="related-flow">
               <rect x={W - 10 - bw} y={y} width={bw} height={bh} rx={6} class="box" />
+              <title>{short(r)}</title>
               <text x={W - bw} y={y + 22} class="t1">
-                {short(r).slice(0, 62)}
+                {clip(short(r), 50)}
               </text>
               <text x={W - bw} y={y + 42} class="t2">
-                seen at {r.points.map((p) => p.node + "/" + p.iface).join(", ").slice(0, 60)}
+                {clip("seen at " + r.points.map((p) => p.node + "/" + p.iface).join(", "), 60)}
               </text>
             </a>
           </g>

@@ -55,6 +55,12 @@ export function VulnsPage({ route }: { route: Route }) {
     return [...m.values()];
   }, [all]);
   const err = findings.error ?? images.error ?? regs.error;
+  // Findings name their image by digest; show the reference it runs as.
+  const imageName = useMemo(() => {
+    const m = new Map<string, string>();
+    for (const i of images.data ?? []) if (i.digest) m.set(i.digest, i.image);
+    return (d?: string) => (d ? (m.get(d) ?? d) : "");
+  }, [images.data]);
   const pending = (images.data ?? []).filter((i) => !i.scanned && !i.error).length;
   const lastScan = (regs.data ?? []).map((r) => r.lastScan ?? "").sort().pop();
   return (
@@ -105,11 +111,20 @@ export function VulnsPage({ route }: { route: Route }) {
           cols={[
             { key: "severity", title: "Severity", value: (f: Finding) => sevRank(f.severity) * 100 - (f.score ?? 0), render: (f) => <Severity s={f.severity} />, width: "7em" },
             { key: "score", title: "CVSS", numeric: true, value: (f) => f.score ?? 0, render: (f) => (f.score ? f.score.toFixed(1) : "") },
-            { key: "id", title: "Vulnerability", value: (f) => cves(f)[0] ?? f.id, render: (f) => <span class="mono" title={f.summary}>{cves(f).join(", ") || f.id}</span> },
+            { key: "id", title: "Vulnerability", value: (f) => cves(f)[0] ?? f.id, render: (f) => <span class="mono nowrap" title={f.summary}>{cves(f).join(", ") || f.id}</span> },
             { key: "package", title: "Package", value: (f) => f.package },
             { key: "installed", title: "Installed", value: (f) => f.installed, render: (f) => <span class="mono small">{f.installed}</span> },
             { key: "fixed", title: "Fixed in", value: (f) => f.fixed ?? "", render: (f) => <span class="mono small">{f.fixed ?? "no fix"}</span> },
-            { key: "image", title: "Image", value: (f) => f.image ?? "", render: (f) => <span class="small mono">{f.image}</span> },
+            {
+              key: "image",
+              title: "Image",
+              value: (f) => imageName(f.image),
+              render: (f) => (
+                <span class="small mono" title={f.image}>
+                  {imageName(f.image).split("@")[0]}
+                </span>
+              ),
+            },
             { key: "workloads", title: "Workloads", value: (f) => (f.workloads ?? []).join(" "), render: (f) => <span class="small">{(f.workloads ?? []).slice(0, 3).map((w, i) => <>{i ? ", " : ""}{wlLink(w)}</>)}</span> },
           ]}
           empty={sev ? `No ${sev} vulnerability.` : "No vulnerability found (is the database imported and a registry allowed for scanning?)."}
@@ -150,7 +165,7 @@ export function VulnsPage({ route }: { route: Route }) {
             { key: "id", title: "Workload", value: (w) => w.id, render: (w) => wlLink(w.id) },
             { key: "worst", title: "Worst", value: (w) => Math.min(...w.findings.map((f) => sevRank(f.severity))), render: (w) => <Severity s={SEVS[Math.min(...w.findings.map((f) => sevRank(f.severity)))] ?? "unknown"} /> },
             { key: "n", title: "Findings", numeric: true, value: (w) => w.findings.length },
-            { key: "images", title: "Images", value: (w) => [...w.images].join(" "), render: (w) => <span class="small mono">{[...w.images].join(", ")}</span> },
+            { key: "images", title: "Images", value: (w) => [...w.images].map(imageName).join(" "), render: (w) => <span class="small mono">{[...w.images].map((i) => imageName(i).split("@")[0]).join(", ")}</span> },
           ]}
         />
       )}

@@ -8,7 +8,7 @@ import { flowCols } from "./flows";
 const quote = (s: string) => JSON.stringify(s);
 
 export function WorkloadPage({ id }: { id: string }) {
-  const wl = useApi(() => api<{ workload: Workload; history: WorkloadEvent[] }>("/api/v1/inventory/" + id.split("/").map(encodeURIComponent).join("/")), [id]);
+  const wl = useApi(() => api<{ workload: Workload; history: WorkloadEvent[]; scopes?: string[] }>("/api/v1/inventory/" + id.split("/").map(encodeURIComponent).join("/")), [id]);
   const findings = useApi(() => api<{ items: Finding[] }>("/api/v1/vulnerabilities" + q({ filter: `workload contains ${quote(id)}` })), [id]);
   const flows = useApi(
     () => api<{ flows: Flow[] }>("/api/v1/flows" + q({ filter: `src.workload = ${quote(id)} or dst.workload = ${quote(id)}`, from: "1h", limit: 200 })),
@@ -64,6 +64,20 @@ export function WorkloadPage({ id }: { id: string }) {
           </Card>
           <Card title="Annotations">
             <Tags tags={w.annotations} />
+          </Card>
+          <Card title="Scopes">
+            {wl.data.scopes?.length ? (
+              <span data-testid="workload-scopes">
+                {wl.data.scopes.map((sc, i) => (
+                  <>
+                    {i ? " › " : ""}
+                    <a href={href(["policies"], { scope: sc })}>{sc}</a>
+                  </>
+                ))}
+              </span>
+            ) : (
+              <span class="muted">in no scope</span>
+            )}
           </Card>
           {w.attrs && Object.keys(w.attrs).length > 0 && (
             <Card title="Attributes">
