@@ -36,7 +36,7 @@ import (
 // the payment image's CVEs once scanned. Screenshots of every page at
 // 1280×800 go to test-artifacts/console/.
 func TestConsole(t *testing.T) {
-	e := newEnv(t, lab.ModeDirect)
+	e := newEnvNamed(t, lab.ModeDirect, "e2econsole")
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	shop, _ := app.ByName("sockshop")

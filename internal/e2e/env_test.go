@@ -98,13 +98,20 @@ type agentOpts struct {
 
 func newEnv(t *testing.T, mode lab.Mode) *env {
 	t.Helper()
+	return newEnvNamed(t, mode, "e2e"+string(mode))
+}
+
+// newEnvNamed is newEnv with a lab of its own name, for tests that may run
+// while another process runs the flow tests' labs.
+func newEnvNamed(t *testing.T, mode lab.Mode, name string) *env {
+	t.Helper()
 	e := &env{mode: mode, kube: kubes[mode], agents: map[string]*runAgent{}, byVeth: map[string]string{}}
 	dir := t.TempDir()
 	e.dataDir, e.spoolRoot = filepath.Join(dir, "server"), filepath.Join(dir, "agents")
 	ctx := context.Background()
 	start := time.Now()
 	l, err := lab.Up(ctx, lab.Config{
-		Name: "e2e" + string(mode), Nodes: 2, Mode: mode, App: "sockshop", RestConfig: e.kube.Config,
+		Name: name, Nodes: 2, Mode: mode, App: "sockshop", RestConfig: e.kube.Config,
 		// Probes are node→pod connections every period: they would add
 		// flows to the counts these tests check.
 		ProbePeriod: -1,

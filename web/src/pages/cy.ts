@@ -20,7 +20,7 @@ if (!document.getElementById(STYLESHEET_ID)) {
 
 const css = (n: string) => getComputedStyle(document.documentElement).getPropertyValue(n).trim();
 
-export async function renderGraph(container: HTMLElement, g: Graph, onTap: (id: string, kind: "node" | "edge" | "bg") => void) {
+export async function renderGraph(container: HTMLElement, g: Graph, fine: boolean, onTap: (id: string, kind: "node" | "edge" | "bg") => void) {
   const maxConns = Math.max(1, ...[...g.edges.values()].map((e) => e.conns));
   const elements: cytoscape.ElementDefinition[] = [];
   for (const n of g.nodes.values()) elements.push({ group: "nodes", data: { id: n.id, label: n.label, kind: n.kind } });
@@ -100,7 +100,7 @@ export async function renderGraph(container: HTMLElement, g: Graph, onTap: (id: 
       name: "fcose",
       // 500 workloads: the spectral (draft) phase alone lays them out well
       // enough, in a fraction of the force-directed refinement's time.
-      quality: big ? "draft" : "default",
+      quality: big && !fine ? "draft" : "default",
       randomize: true,
       animate: false,
       nodeRepulsion: () => 9000,

@@ -22,12 +22,13 @@ export function MapPage({ route }: { route: Route }) {
   const filter = p.get("filter") ?? "";
   const from = p.get("from") ?? "15m";
   const to = p.get("to") ?? "";
+  const fine = p.get("layout") === "fine";
   const [text, setText] = useState(filter);
   useEffect(() => setText(filter), [filter]);
   const fc = useFlowCompletion();
   const nsList = useApi(() => api<{ items: Workload[] }>("/api/v1/inventory" + q({ filter: "kind = namespace" })), []);
   const [res, setRes] = useState<{ flows?: Flow[]; error?: ApiError; loading: boolean }>({ loading: true });
-  const go = (x: Record<string, string>) => setParams({ ns, filter, from, to, ...x });
+  const go = (x: Record<string, string>) => setParams({ ns, filter, from, to, layout: fine ? "fine" : undefined, ...x });
   useEffect(() => {
     let live = true;
     const nsf = ns ? `(src.namespace = ${JSON.stringify(ns)} or dst.namespace = ${JSON.stringify(ns)})` : "";
@@ -62,6 +63,13 @@ export function MapPage({ route }: { route: Route }) {
           </select>
         </label>
         <TimeRange from={from} to={to} onChange={(f, t) => go({ from: f, to: t })} />
+        <label title="Large maps (over 150 workloads) get a fast layout; the fine one refines it and takes longer">
+          layout{" "}
+          <select value={fine ? "fine" : "auto"} onChange={(e) => go({ layout: e.currentTarget.value === "fine" ? "fine" : "" })}>
+            <option value="auto">fast</option>
+            <option value="fine">fine</option>
+          </select>
+        </label>
       </div>
       <FilterBox label="flow filter for the map" value={text} onChange={setText} onSubmit={(v) => go({ filter: v.trim() })} schema={fc.schema} values={fc.values} onFocus={fc.load} error={filterError} />
       {res.error && !filterError && <ErrorBox error={res.error} />}
@@ -69,7 +77,7 @@ export function MapPage({ route }: { route: Route }) {
       {graph && (
         <>
           <div class="map-wrap">
-            <GraphView graph={graph} onSelect={setSel} />
+            <GraphView graph={graph} onSelect={setSel} fine={fine} />
             <aside class="card map-side" aria-live="polite">
               <Side graph={graph} sel={sel} from={from} to={to} truncated={(res.flows?.length ?? 0) >= LIMIT} />
             </aside>
@@ -154,7 +162,7 @@ function Side({ graph, sel, from, to, truncated }: { graph: Graph; sel: Selected
   );
 }
 
-function GraphView({ graph, onSelect }: { graph: Graph; onSelect: (s: Selected) => void }) {
+function GraphView({ graph, onSelect, fine }: { graph: Graph; onSelect: (s: Selected) => void; fine: boolean }) {
   const el = useRef<HTMLDivElement>(null);
   const [err, setErr] = useState<string>();
   const [layoutMs, setLayoutMs] = useState<number>();
@@ -167,7 +175,7 @@ function GraphView({ graph, onSelect }: { graph: Graph; onSelect: (s: Selected) 
       const { renderGraph } = await import("./cy");
       if (dead || !el.current) return;
       const t0 = performance.now();
-      const cy = await renderGraph(el.current, graph, (id, kind) => {
+      const cy = await renderGraph(el.current, graph, fine, (id, kind) => {
         if (kind === "node") onSelect({ node: graph.nodes.get(id) });
         else if (kind === "edge") onSelect({ edge: graph.edges.get(id) });
         else onSelect({});
@@ -185,7 +193,7 @@ function GraphView({ graph, onSelect }: { graph: Graph; onSelect: (s: Selected) 
       cyRef.current?.destroy();
       cyRef.current = null;
     };
-  }, [graph]);
+  }, [graph, fine]);
   const move = (d: number) => {
     const cy = cyRef.current;
     if (!cy || !order.current.length) return;

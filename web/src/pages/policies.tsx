@@ -2,7 +2,7 @@
 // diffs, the analysis of a version against stored flows (Permitted /
 // Escaped / Rejected / Misdropped over time, per rule, with drill-down to
 // the flows), and compliance alerts.
-import { useMemo, useState } from "preact/hooks";
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { Alert, AnalysisReport, api, FlowVerdict, Intent, q, ruleString, ScopeView } from "../api";
 import { Card, DataTable, ErrorBox, KV, Loading, Tabs } from "../components";
 import { ago, num, time } from "../format";
@@ -368,7 +368,10 @@ function Analysis({ scope, version, since, route }: { scope: string; version: st
 
 function Drill({ scope, version, since, verdict, rule, onClose }: { scope: string; version: string; since: string; verdict: string; rule: string; onClose: () => void }) {
   const fl = useApi(() => api<FlowVerdict[]>("/api/v1/analysis/flows" + q({ scope, version, since, verdict, rule, limit: 200 })), [scope, version, since, verdict, rule]);
+  const box = useRef<HTMLDivElement>(null);
+  useEffect(() => box.current?.scrollIntoView({ block: "start" }), [verdict, rule]);
   return (
+    <div ref={box}>
     <Card
       title={
         <>
@@ -385,5 +388,6 @@ function Drill({ scope, version, since, verdict, rule, onClose }: { scope: strin
       {fl.loading && !fl.data && <Loading what="flows" />}
       {fl.data && <DataTable testid="drill-flows" caption="flows of the selection" rows={fl.data.map((x) => x.flow)} cols={flowCols} pageSize={20} initialSort={["start", -1]} empty="No flow." />}
     </Card>
+    </div>
   );
 }
