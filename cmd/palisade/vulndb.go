@@ -26,8 +26,12 @@ func newVulndbCmd() *cobra.Command {
 		Short: "Import OSV records from a directory or a zip (re-importing updates records in place)",
 		Long: `Import OSV JSON records from a directory tree or a zip archive: an osv.dev
 per-ecosystem export (e.g. Debian/all.zip, Alpine/all.zip) or the data/osv
-directory of the golang.org/x/vulndb module. Records already present are
-replaced by their new version.`,
+directory of the golang.org/x/vulndb module, GitHub's advisory database in OSV
+format (its CVSS vectors score the Go and distribution records they alias).
+The distributions' own formats are read too and converted to the same records:
+Debian's security tracker JSON (security-tracker.debian.org/tracker/data/json)
+and Alpine's secdb files (secdb.alpinelinux.org/<branch>/<repo>.json).
+Records already present are replaced by their new version.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			svc, err := vuln.Open(dataDir, vuln.Options{Concurrency: 1})

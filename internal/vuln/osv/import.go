@@ -2,7 +2,9 @@ package osv
 
 import (
 	"archive/zip"
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -10,18 +12,22 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
 // ImportStats summarises an import.
 type ImportStats struct {
-	Files   int      `json:"files"`   // JSON documents read
-	Added   int      `json:"added"`   // new advisories
-	Updated int      `json:"updated"` // advisories whose content changed
-	Skipped int      `json:"skipped"` // documents that are not valid OSV records
-	Errors  []string `json:"errors,omitempty"`
-	Info    Info     `json:"info"`
+	Files   int `json:"files"`   // JSON documents read
+	Added   int `json:"added"`   // new advisories
+	Updated int `json:"updated"` // advisories whose content changed
+	Skipped int `json:"skipped"` // documents that are not valid OSV records
+	// Converted counts documents in a distribution's own format (Debian
+	// security tracker, Alpine secdb) converted to OSV records.
+	Converted int      `json:"converted,omitempty"`
+	Errors    []string `json:"errors,omitempty"`
+	Info      Info     `json:"info"`
 }
 
 // Progress is told how many of the total documents are done.
@@ -143,27 +149,121 @@ func zipDocuments(zr *zip.Reader, name string) ([]document, error) {
 	return docs, nil
 }
 
-func readDocument(d document) ([]byte, error) {
-	if d.size > MaxRecordSize {
-		return nil, fmt.Errorf("%d bytes exceed the %d byte limit", d.size, MaxRecordSize)
-	}
+// parseDocument reads one document: an OSV record is returned; a
+// distribution's own format is converted, its records handed to add, and
+// nil returned.
+func parseDocument(d document, add func(*Advisory)) (*Advisory, error) {
 	rc, err := d.open()
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, MaxRecordSize+1))
+	br := bufio.NewReaderSize(rc, 64<<10)
+	head, _ := br.Peek(64 << 10)
+	switch sniff(head) {
+	case formatDebianTracker:
+		return nil, convertDebianTracker(io.LimitReader(br, maxConvertedDocument), time.Time{}, add)
+	case formatAlpineSecDB:
+		data, err := io.ReadAll(io.LimitReader(br, MaxRecordSize+1))
+		if err != nil {
+			return nil, err
+		}
+		if len(data) > MaxRecordSize {
+			return nil, fmt.Errorf("more than %d bytes", MaxRecordSize)
+		}
+		return nil, convertAlpineSecDB(data, time.Time{}, add)
+	}
+	if d.size > MaxRecordSize {
+		return nil, fmt.Errorf("%d bytes exceed the %d byte limit", d.size, MaxRecordSize)
+	}
+	data, err := io.ReadAll(io.LimitReader(br, MaxRecordSize+1))
 	if err != nil {
 		return nil, err
 	}
 	if len(data) > MaxRecordSize {
 		return nil, fmt.Errorf("more than %d bytes", MaxRecordSize)
 	}
-	return data, nil
+	return Parse(data)
+}
+
+// maxConvertedDocument bounds one distribution data file (Debian's whole
+// tracker is about 100 MB).
+const maxConvertedDocument = 2 << 30
+
+// converted accumulates the records converted from distribution formats,
+// merging entries of the same id.
+type converted struct {
+	byID map[string]*Advisory
+}
+
+func (c *converted) add(a *Advisory) {
+	if old, ok := c.byID[a.ID]; ok {
+		mergeAffected(old, a)
+		return
+	}
+	c.byID[a.ID] = a
+}
+
+// storeConverted stores converted records, each merged into the stored
+// record of its id (keeping that record's entries for other releases).
+func (s *Store) storeConverted(ctx context.Context, c *converted, stats *ImportStats) error {
+	ids := make([]string, 0, len(c.byID))
+	for id := range c.byID {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for start := 0; start < len(ids); start += importBatch {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		end := min(start+importBatch, len(ids))
+		batch := make([]*Advisory, 0, end-start)
+		for _, id := range ids[start:end] {
+			batch = append(batch, c.byID[id])
+		}
+		if err := s.putAll(batch, true, stats); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// putAll stores records in one transaction, counting what changed. With
+// merge, each is merged into the stored record of its id first.
+func (s *Store) putAll(as []*Advisory, merge bool, stats *ImportStats) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, a := range as {
+			if merge {
+				if old := tx.Bucket(bucketAdvisories).Get([]byte(a.ID)); old != nil {
+					var prev Advisory
+					if json.Unmarshal(old, &prev) == nil {
+						mergeAffected(&prev, a)
+						a = &prev
+					}
+				}
+			}
+			changed, added, err := put(tx, a)
+			if err != nil {
+				return fmt.Errorf("storing %s: %w", a.ID, err)
+			}
+			switch {
+			case added:
+				stats.Added++
+			case changed:
+				stats.Updated++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("vulnerability database: %w", err)
+	}
+	return nil
 }
 
 func (s *Store) importDocuments(ctx context.Context, docs []document, progress Progress) (ImportStats, error) {
 	var stats ImportStats
+	distro := &converted{byID: map[string]*Advisory{}}
 	total := len(docs)
 	if progress != nil {
 		progress(0, total)
@@ -176,10 +276,10 @@ func (s *Store) importDocuments(ctx context.Context, docs []document, progress P
 		var parsed []*Advisory
 		for _, d := range docs[start:end] {
 			stats.Files++
-			data, err := readDocument(d)
-			var a *Advisory
-			if err == nil {
-				a, err = Parse(data)
+			a, err := parseDocument(d, distro.add)
+			if err == nil && a == nil {
+				stats.Converted++
+				continue
 			}
 			if err != nil {
 				stats.Skipped++
@@ -191,27 +291,15 @@ func (s *Store) importDocuments(ctx context.Context, docs []document, progress P
 			a.Details = "" // reports carry the summary; keep the database small
 			parsed = append(parsed, a)
 		}
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			for _, a := range parsed {
-				changed, added, err := put(tx, a)
-				if err != nil {
-					return fmt.Errorf("storing %s: %w", a.ID, err)
-				}
-				switch {
-				case added:
-					stats.Added++
-				case changed:
-					stats.Updated++
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return stats, fmt.Errorf("vulnerability database: %w", err)
+		if err := s.putAll(parsed, false, &stats); err != nil {
+			return stats, err
 		}
 		if progress != nil {
 			progress(end, total)
 		}
+	}
+	if err := s.storeConverted(ctx, distro, &stats); err != nil {
+		return stats, err
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		m := tx.Bucket(bucketMeta)
@@ -231,7 +319,7 @@ func (s *Store) importDocuments(ctx context.Context, docs []document, progress P
 		return stats, fmt.Errorf("vulnerability database: %w", err)
 	}
 	stats.Info, err = s.Info()
-	if err == nil && total > 0 && stats.Skipped == total {
+	if err == nil && total > 0 && stats.Skipped == total && len(stats.Errors) > 0 {
 		err = fmt.Errorf("none of the %d JSON documents is an OSV record (first error: %s)", total, stats.Errors[0])
 	}
 	if total == 0 {
