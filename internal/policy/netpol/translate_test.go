@@ -124,17 +124,7 @@ type resolver func(netip.Addr) *inventory.Workload
 // number of probes each side allowed.
 func compare(t *testing.T, w *refWorld, pols []*networkingv1.NetworkPolicy, ps []probe, resolve resolver, scopeFilter string, opts Options) (diffs []string, allowed int) {
 	t.Helper()
-	v, err := Translate("netpol", pols, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev, err := policy.Compile(policy.Set{
-		Scopes:   []policy.Scope{{Name: "netpol", Filter: scopeFilter, CatchAll: policy.Deny}},
-		Versions: map[string]*policy.Version{"netpol": v},
-	})
-	if err != nil {
-		t.Fatalf("compile the translation: %v", err)
-	}
+	ev := compileTranslation(t, pols, scopeFilter, opts)
 	for _, p := range ps {
 		f := &policy.Flow{
 			Src:   policy.Peer{IP: p.src.ip, Workload: resolve(p.src.ip)},
@@ -156,6 +146,25 @@ func compare(t *testing.T, w *refWorld, pols []*networkingv1.NetworkPolicy, ps [
 		}
 	}
 	return diffs, allowed
+}
+
+// compileTranslation translates pols into a version of a scope "netpol"
+// (whose own catch-all is DENY: the version's ALLOW must be what decides)
+// and compiles it.
+func compileTranslation(t *testing.T, pols []*networkingv1.NetworkPolicy, scopeFilter string, opts Options) *policy.Evaluator {
+	t.Helper()
+	v, err := Translate("netpol", pols, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := policy.Compile(policy.Set{
+		Scopes:   []policy.Scope{{Name: "netpol", Filter: scopeFilter, CatchAll: policy.Deny}},
+		Versions: map[string]*policy.Version{"netpol": v},
+	})
+	if err != nil {
+		t.Fatalf("compile the translation: %v", err)
+	}
+	return ev
 }
 
 // inventoryOf puts the table's pods in an inventory as the connector would
