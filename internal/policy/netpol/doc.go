@@ -44,9 +44,13 @@
 //	ingress rule i, peer j → ALLOW  consumer PEER  provider S     ports  direction ingress  priority 100
 //	Ingress in policyTypes → DENY   consumer any   provider S            direction ingress  priority 1000
 //	egress rule i, peer j  → ALLOW  consumer S     provider PEER  ports  direction egress   priority 100
-//	Egress in policyTypes  → DENY   consumer S     provider any          direction egress   priority 1000
+//	Egress in policyTypes  → ALLOW  consumer S     provider services     direction egress   priority 100
+//	                         DENY   consumer S     provider any          direction egress   priority 1000
 //
-// and the version's catch-all is ALLOW (a pod no policy selects is not
+// (the ALLOW to services: upstream decides a connection to a service after
+// DNAT, on the backend pod, so the flow to the service's own address is left
+// to its DNAT-related flow, which the other intents decide), and the
+// version's catch-all is ALLOW (a pod no policy selects is not
 // isolated). Every allow precedes every isolation deny, so the first
 // matching intent of a side is an allow exactly when the union of allows
 // holds. Intent directions make each side a separate decision, as

@@ -126,6 +126,10 @@ func (t *translator) intents() (allows, denies []policy.Policy) {
 				}
 			}
 		}
+		// Upstream decides a connection to a service after DNAT, on the
+		// backend pod; the flow to the service's own address (cluster IP)
+		// is left to its DNAT-related flow, which these intents decide.
+		allows = append(allows, t.intent("egress-via-service", selected, t.services(), policy.Allow, nil, policy.Egress))
 		denies = append(denies, t.intent("isolate-egress", selected, "any", policy.Deny, nil, policy.Egress))
 	}
 	return allows, denies
@@ -181,6 +185,15 @@ func (t *translator) pods(ns string, sel *metav1.LabelSelector) string {
 	terms = append(terms, "namespace = "+quote(ns))
 	terms = append(terms, selectorTerms("label.", sel)...)
 	return strings.Join(terms, " and ")
+}
+
+// services is the filter of the services the selected pods may address:
+// every one (of the cluster).
+func (t *translator) services() string {
+	if t.cluster != "" {
+		return "kind = service and cluster = " + quote(t.cluster)
+	}
+	return "kind = service"
 }
 
 // peers returns the endpoints of one from/to entry: one filter for pod and

@@ -280,3 +280,29 @@ func TestSubtract(t *testing.T) {
 		}
 	}
 }
+
+// A connection to a service is decided as upstream decides it, after DNAT:
+// the flow to the cluster IP is allowed on the egress side (the service's
+// own address is no pod), and its DNAT-related flow to the backend pod gets
+// the NetworkPolicies' verdict.
+func TestServiceAddressLeftToDNATFlow(t *testing.T) {
+	w := tableWorld()
+	resolve := inventoryOf(t, w)
+	pols := loadFile(t, "testdata/default-deny-egress.yaml") // y's pods may send nothing
+	ev := compileTranslation(t, pols, "kind = pod or kind = service", Options{})
+	svc := &inventory.Workload{ID: "table/service/x/web", Cluster: "table", Kind: inventory.KindService, Namespace: "x", Name: "web",
+		IPs: []string{"10.96.0.10"}, ClusterIP: "10.96.0.10", Ports: []inventory.ServicePort{{Protocol: "TCP", Port: 80, TargetPort: "80"}}}
+	ya := netip.MustParseAddr("10.244.2.1")
+	xa := netip.MustParseAddr("10.244.1.1")
+	toService := ev.Evaluate(&policy.Flow{Src: policy.Peer{IP: ya, Workload: resolve(ya)},
+		Dst: policy.Peer{IP: netip.MustParseAddr("10.96.0.10"), Workload: svc}, Proto: policy.ProtoTCP, Port: 80,
+		Service: svc, ServicePort: 80})
+	if toService.Egress.Action != policy.Allow || !strings.HasSuffix(toService.Egress.Rule.Key, ".egress-via-service") {
+		t.Fatalf("y/a → service x/web: egress %s by %s; want ALLOW by egress-via-service", toService.Egress.Action, toService.Egress.Rule.Key)
+	}
+	toBackend := ev.Evaluate(&policy.Flow{Src: policy.Peer{IP: ya, Workload: resolve(ya)},
+		Dst: policy.Peer{IP: xa, Workload: resolve(xa)}, Proto: policy.ProtoTCP, Port: 80, Service: svc, ServicePort: 80})
+	if toBackend.Action() != policy.Deny || !strings.HasSuffix(toBackend.Egress.Rule.Key, ".isolate-egress") {
+		t.Fatalf("y/a → backend x/a: %s by %s; want DENY by isolate-egress", toBackend.Action(), toBackend.Egress.Rule.Key)
+	}
+}
