@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/palisade-dev/palisade/internal/console/browsertest"
 	"github.com/palisade-dev/palisade/internal/server"
 )
@@ -39,6 +41,24 @@ func TestPagesLoadOnEmptyServer(t *testing.T) {
 	s := startServer(t)
 	b := browsertest.Start(t)
 	p := b.NewPage(t)
+	// Without a token the API refuses, and the console asks for one.
+	t.Run("sign-in", func(t *testing.T) {
+		p.Allow(`HTTP 401|status of 401`)
+		p.Open(s.URL() + "/#/inventory")
+		p.WaitFor("sign-in form", `document.querySelector("[data-testid=token-input]") !== null`, 20*time.Second)
+		p.Do("a wrong token", 10*time.Second, chromedp.SendKeys(`[data-testid=token-input]`, "not-a-token\r"))
+		p.WaitFor("refusal shown", `document.querySelector(".signin [role=alert]")?.textContent.includes("refused")`, 10*time.Second)
+		p.Screenshot("signin")
+		p.Problems()
+		p.SignIn(s.URL(), s.AdminToken())
+		if tok := browsertest.Eval[string](p, `sessionStorage.getItem("palisade.token") ?? ""`); tok != s.AdminToken() {
+			t.Error("the token is not in sessionStorage")
+		}
+		if n := browsertest.Eval[int](p, `localStorage.length === 0 ? 0 : Object.keys(localStorage).filter(k => localStorage.getItem(k).includes(sessionStorage.getItem("palisade.token"))).length`); n != 0 {
+			t.Error("the token is in localStorage")
+		}
+	})
+	p.Clean("signed in")
 	for _, pg := range pages {
 		t.Run(pg.name, func(t *testing.T) {
 			p.Open(s.URL() + "/" + pg.hash)

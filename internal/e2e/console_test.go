@@ -8,8 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -56,7 +54,8 @@ func TestConsole(t *testing.T) {
 	base := e.server().URL()
 	b := browsertest.Start(t)
 	p := b.NewPage(t)
-	signIn(t, p, base, e.dataDir)
+	p.SignIn(base, e.server().AdminToken())
+	p.Clean("sign-in")
 	open := func(hash string) { p.Open(base + "/" + hash) }
 
 	t.Run("inventory search returns the sock-shop workloads", func(t *testing.T) {
@@ -225,7 +224,7 @@ func TestConsole(t *testing.T) {
 		// A scope over sock-shop that allows only front-end → carts: the
 		// rest of the call graph is denied by the catch-all but answered
 		// (Escaped).
-		applyPolicy(t, base, e.dataDir, `kind: Scope
+		applyPolicy(t, base, e.server().AdminToken(), `kind: Scope
 name: console-shop
 filter: namespace = "sock-shop"
 catchAll: DENY
@@ -295,14 +294,12 @@ ports: ["tcp/80"]
 }
 
 // applyPolicy applies YAML documents through the public API.
-func applyPolicy(t *testing.T, base, dataDir, yaml string) {
+func applyPolicy(t *testing.T, base, token, yaml string) {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"files": []map[string]string{{"name": "console.yaml", "content": yaml}}})
 	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/policy/apply", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	if tok, err := os.ReadFile(filepath.Join(dataDir, "admin-token")); err == nil {
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -312,24 +309,6 @@ func applyPolicy(t *testing.T, base, dataDir, yaml string) {
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("apply: %s: %s", res.Status, out)
 	}
-}
-
-// signIn uses the console's sign-in page when the server requires API
-// tokens (an admin token in the data directory), so the test's API calls
-// carry the token exactly as a person's would.
-func signIn(t *testing.T, p *browsertest.Page, base, dataDir string) {
-	t.Helper()
-	tok, err := os.ReadFile(filepath.Join(dataDir, "admin-token"))
-	if err != nil {
-		return // no authentication on this server
-	}
-	p.Do("open sign-in", 30*time.Second, chromedp.Navigate(base+"/#/signin"))
-	p.Do("sign in", 20*time.Second,
-		chromedp.WaitVisible(`[data-testid=token-input]`),
-		chromedp.SendKeys(`[data-testid=token-input]`, strings.TrimSpace(string(tok))+kb.Enter))
-	p.WaitFor("signed in", `location.hash === "#/inventory"`, 20*time.Second)
-	p.Clean("sign-in")
-	p.Screenshot("signin-done")
 }
 
 // rollVulnerablePayment serves a loopback registry with a Go program linking

@@ -280,3 +280,17 @@ func (p *Page) Screenshot(name string) string {
 	}
 	return path
 }
+
+// SignIn signs in through the console's sign-in page with an API token
+// (kept by the console in this tab's sessionStorage), and waits for the
+// inventory page it returns to.
+func (p *Page) SignIn(base, token string) {
+	p.t.Helper()
+	// Reload: from another page of the console the navigation would only
+	// change the fragment and keep what the form holds.
+	p.Do("open sign-in", 30*time.Second, chromedp.Navigate(base+"/#/signin"), chromedp.Reload())
+	p.Do("sign in", 20*time.Second,
+		chromedp.WaitVisible(`[data-testid=token-input]`),
+		chromedp.SendKeys(`[data-testid=token-input]`, token+"\r"))
+	p.WaitFor("signed in", `location.hash === "#/inventory" && document.querySelector("[data-testid=inventory-table]") !== null`, 20*time.Second)
+}
