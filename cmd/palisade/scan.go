@@ -77,24 +77,46 @@ func writeTable(w io.Writer, rep *vuln.ImageReport) error {
 		distro = rep.Distro.PrettyName
 	}
 	s := rep.Summary
-	fmt.Fprintf(w, "%s %s (%s): %d packages, %d vulnerabilities (critical %d, high %d, medium %d, low %d, unknown %d), max CVSS %.1f\n\n",
+	fmt.Fprintf(w, "%s %s (%s): %d packages, %d vulnerabilities (critical %d, high %d, medium %d, low %d, unknown %d), max CVSS %.1f; "+
+		"not ruled out by reachability: critical %d, high %d, max CVSS %.1f; %d whose vulnerable code is not linked in\n\n",
 		rep.Image, rep.Digest, distro, len(rep.Packages), s.Critical+s.High+s.Medium+s.Low+s.Unknown,
-		s.Critical, s.High, s.Medium, s.Low, s.Unknown, s.MaxScore)
+		s.Critical, s.High, s.Medium, s.Low, s.Unknown, s.MaxScore, s.ReachableCritical, s.ReachableHigh, s.ReachableMaxScore, s.Unreachable)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PACKAGE\tINSTALLED\tFIXED\tID\tALIASES\tSEVERITY\tSCORE\tTYPE")
+	fmt.Fprintln(tw, "PACKAGE\tINSTALLED\tFIXED\tID\tALIASES\tSEVERITY\tSCORE\tREACHABLE\tTYPE")
 	for _, f := range rep.Findings {
 		score := ""
 		if f.Score > 0 {
 			score = fmt.Sprintf("%.1f", f.Score)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Package, f.Installed, f.Fixed, f.ID,
-			strings.Join(f.Aliases, ","), f.Severity, score, f.Type)
+		reach := "-"
+		if f.Reachable != nil {
+			reach = map[bool]string{true: "yes", false: "no"}[*f.Reachable]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Package, f.Installed, fixedColumn(f), f.ID,
+			strings.Join(f.Aliases, ","), f.Severity, score, reach, f.Type)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	fmt.Fprintln(w, "\nFIXED lists every branch's fix; * marks the lowest one above the installed version. REACHABLE: Go findings only (vulnerable functions linked in).")
 	for _, warn := range rep.Warnings {
 		fmt.Fprintln(w, "warning:", warn)
 	}
 	return nil
+}
+
+// fixedColumn lists every fixed version, the lowest applicable one starred.
+func fixedColumn(f vuln.Finding) string {
+	vs := f.FixedVersions
+	if len(vs) == 0 && f.Fixed != "" {
+		vs = []string{f.Fixed}
+	}
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = v
+		if v == f.Fixed {
+			out[i] += "*"
+		}
+	}
+	return strings.Join(out, ", ")
 }

@@ -113,7 +113,7 @@ func (k kubeSecrets) ServiceAccountPullSecrets(ctx context.Context, ns, name str
 // findingSchema: fields of GET /api/v1/vulnerabilities?filter=F.
 var findingSchema = filter.StaticSchema{Fields: []string{
 	"id", "alias", "cve", "package", "source_package", "installed", "fixed", "severity",
-	"score", "ecosystem", "type", "image", "workload",
+	"score", "ecosystem", "type", "image", "workload", "reachable",
 }}
 
 type findingRecord struct{ f *vuln.Finding }
@@ -149,6 +149,11 @@ func (r findingRecord) Field(name string) (filter.Value, bool) {
 		return one(f.Image)
 	case "workload":
 		return filter.Value{Strs: f.Workloads, Set: true}, len(f.Workloads) > 0
+	case "reachable": // Go findings: "true" or "false"; absent when unknown
+		if f.Reachable == nil {
+			return filter.Value{}, false
+		}
+		return filter.Value{Str: strconv.FormatBool(*f.Reachable)}, true
 	}
 	return filter.Value{}, false
 }

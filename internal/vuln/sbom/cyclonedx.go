@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,7 +58,19 @@ type Vulnerability struct {
 	Ratings     []Rating `json:"ratings,omitempty"`
 	Description string   `json:"description,omitempty"`
 	Recommend   string   `json:"recommendation,omitempty"`
-	Affects     []Affect `json:"affects"`
+	// Analysis states reachability: "not_affected" with justification
+	// "code_not_reachable" when no vulnerable function of a Go advisory is
+	// linked in, "exploitable" when one is.
+	Analysis   *Analysis  `json:"analysis,omitempty"`
+	Affects    []Affect   `json:"affects"`
+	Properties []Property `json:"properties,omitempty"`
+}
+
+// Analysis is CycloneDX's vulnerability analysis (impact analysis).
+type Analysis struct {
+	State         string `json:"state"`
+	Justification string `json:"justification,omitempty"`
+	Detail        string `json:"detail,omitempty"`
 }
 
 type Source struct {
@@ -70,6 +83,7 @@ type Ref struct {
 }
 
 type Rating struct {
+	Source   *Source `json:"source,omitempty"`
 	Score    float64 `json:"score,omitempty"`
 	Severity string  `json:"severity"`
 	Method   string  `json:"method,omitempty"`
@@ -113,7 +127,11 @@ func CycloneDX(rep *vuln.ImageReport, toolVersion string) *Document {
 			continue
 		}
 		if i, ok := byID[f.ID]; ok {
-			doc.Vulnerabilities[i].Affects = append(doc.Vulnerabilities[i].Affects, Affect{Ref: ref})
+			v := &doc.Vulnerabilities[i]
+			v.Affects = append(v.Affects, Affect{Ref: ref})
+			if a := analysisOf(&f); a != nil && (v.Analysis == nil || a.State == "exploitable") {
+				v.Analysis = a
+			}
 			continue
 		}
 		v := Vulnerability{BOMRef: f.ID, ID: f.ID, Source: &Source{Name: "OSV"}, Description: f.Summary, Affects: []Affect{{Ref: ref}}}
@@ -129,14 +147,41 @@ func CycloneDX(rep *vuln.ImageReport, toolVersion string) *Document {
 		case len(f.Vector) > 8 && f.Vector[:8] == "CVSS:3.0":
 			r.Method = "CVSSv3"
 		}
+		if f.SeveritySource != "" {
+			r.Source = &Source{Name: f.SeveritySource}
+		}
 		v.Ratings = []Rating{r}
 		if f.Fixed != "" {
 			v.Recommend = "Upgrade " + f.Package + " to " + f.Fixed + " or later"
+		}
+		v.Analysis = analysisOf(&f)
+		if f.Reachable != nil {
+			v.Properties = append(v.Properties, Property{Name: "palisade:reachable", Value: strconv.FormatBool(*f.Reachable)},
+				Property{Name: "palisade:reachability:precision", Value: f.Precision})
+		}
+		if len(f.FixedVersions) > 0 {
+			v.Properties = append(v.Properties, Property{Name: "palisade:fixed-versions", Value: strings.Join(f.FixedVersions, ", ")})
 		}
 		byID[f.ID] = len(doc.Vulnerabilities)
 		doc.Vulnerabilities = append(doc.Vulnerabilities, v)
 	}
 	return doc
+}
+
+// analysisOf states a finding's reachability (nil when unknown).
+func analysisOf(f *vuln.Finding) *Analysis {
+	switch {
+	case f.Reachable == nil:
+		return nil
+	case *f.Reachable:
+		d := "vulnerable code linked into " + "/" + f.Location
+		if len(f.Symbols) > 0 {
+			d += ": " + strings.Join(f.Symbols, ", ")
+		}
+		return &Analysis{State: "exploitable", Detail: d}
+	}
+	return &Analysis{State: "not_affected", Justification: "code_not_reachable",
+		Detail: "no function the advisory names is linked into /" + f.Location}
 }
 
 // Write encodes the document as indented JSON.
