@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/palisade-dev/palisade/internal/lab"
 	"github.com/palisade-dev/palisade/internal/lab/app"
 	"github.com/palisade-dev/palisade/internal/policy"
@@ -216,13 +218,13 @@ func (e *env) dial(t *testing.T, from, addr string, n int, mustConnect bool) {
 
 // newPolicyEnv is newEnv with kubelet-style probes on: probes from node
 // addresses are one of the reference policies.
-func newPolicyEnv(t *testing.T) *env {
+func newPolicyEnv(t *testing.T, name string) *env {
 	t.Helper()
 	mode := lab.ModeDirect
 	e := &env{mode: mode, kube: kubes[mode], agents: map[string]*runAgent{}, byVeth: map[string]string{}}
 	dir := t.TempDir()
 	e.dataDir, e.spoolRoot = filepath.Join(dir, "server"), filepath.Join(dir, "agents")
-	l, err := lab.Up(context.Background(), lab.Config{Name: "e2epolicy", Nodes: 2, Mode: mode, App: "sockshop",
+	l, err := lab.Up(context.Background(), lab.Config{Name: name, Nodes: 2, Mode: mode, App: "sockshop",
 		RestConfig: e.kube.Config, ProbePeriod: 3 * time.Second})
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
@@ -276,7 +278,7 @@ func newPolicyEnv(t *testing.T) *env {
 // on the enforced version that survives a restart, and scopes in the
 // inventory API.
 func TestPolicyAcceptance(t *testing.T) {
-	e := newPolicyEnv(t)
+	e := newPolicyEnv(t, "e2epolicy")
 	res := e.applyYAML(t, "sock-shop.yaml", sockShopPolicy, false)
 	if len(res.Changes) == 0 {
 		t.Fatal("apply made no change")
@@ -440,4 +442,100 @@ func ruleCounts(r analyze.Report, rule string) analyze.Counts {
 		}
 	}
 	return analyze.Counts{}
+}
+
+// TestPolicyIPReuse analyzes flows from before a pod was deleted and its
+// address given to its replacement: each flow is attributed to the pod
+// that held the address at the flow's time (an intent names the first pod
+// by name, so only its flows are allowed).
+func TestPolicyIPReuse(t *testing.T) {
+	e := newPolicyEnv(t, "e2epolreuse")
+	old := e.st.PodsOf("sock-shop", "payment")[0]
+	ext := net.JoinHostPort(e.st.External[0].IP, "666")
+	e.applyYAML(t, "reuse.yaml", `kind: Scope
+name: sock-shop
+filter: namespace = "sock-shop"
+catchAll: DENY
+---
+kind: Policy
+scope: sock-shop
+consumer: name = "`+old.Name+`"
+provider: cidr:203.0.113.10/32
+action: ALLOW
+ports: ["tcp/666"]
+`, false)
+	from := time.Now().Add(-time.Second)
+	e.dial(t, old.Namespace+"/"+old.Name, ext, 2, true)
+	sleepUntil(e.settled(time.Now()))
+
+	// Scale the Deployment to 0 and back: the new pod is scheduled after
+	// the old one's address was freed, and the lab gives the lowest free
+	// address of the node with the fewest pods: the same one.
+	deletedAt := time.Now()
+	scale := func(n int32) {
+		t.Helper()
+		ctx := context.Background()
+		sc, err := e.lab.Client().AppsV1().Deployments("sock-shop").GetScale(ctx, "payment", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc.Spec.Replicas = n
+		if _, err := e.lab.Client().AppsV1().Deployments("sock-shop").UpdateScale(ctx, "payment", sc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scale(0)
+	waitFor(t, 60*time.Second, "the payment pod gone from the lab and the inventory", func() bool {
+		if len(e.lab.Status().PodsOf("sock-shop", "payment")) > 0 {
+			return false
+		}
+		w, _, ok := e.server().Inventory.Get("lab/pod/sock-shop/" + old.Name)
+		if _, err := os.Stat(old.NetNSPath); err == nil || !ok || w.Deleted == nil {
+			return false // the lab frees the address right after removing the namespace
+		}
+		return true
+	})
+	time.Sleep(500 * time.Millisecond)
+	scale(1)
+	var repl lab.PodInfo
+	waitFor(t, 60*time.Second, "a new payment pod", func() bool {
+		for _, p := range e.lab.Status().PodsOf("sock-shop", "payment") {
+			if p.Name != old.Name && p.IP != "" {
+				repl = p
+				return true
+			}
+		}
+		return false
+	})
+	if repl.IP != old.IP {
+		t.Fatalf("the replacement %s got %s, not the freed %s: the lab did not reuse the address", repl.Name, repl.IP, old.IP)
+	}
+	waitFor(t, 30*time.Second, "the inventory attributes the address to the replacement", func() bool {
+		w, ok := e.server().Inventory.WorkloadAt(repl.IP, time.Now())
+		return ok && w.Name == repl.Name
+	})
+	e.byVeth[repl.HostVeth] = repl.Namespace + "/" + repl.Name
+	e.restartAgents(t, agentOpts{conv: convInterval, drain: drainEvery, detach: true}) // the new pod's veth
+	e.dial(t, repl.Namespace+"/"+repl.Name, ext, 2, true)
+	sleepUntil(e.settled(time.Now()))
+	to := time.Now()
+
+	fvs := e.analysisFlows(t, "sock-shop", "", "", from, to)
+	var before, after int
+	for _, fv := range fvs {
+		if fv.Flow.Src.IP != old.IP || fv.Flow.Dst.Port != 666 {
+			continue
+		}
+		switch {
+		case fv.Flow.Start.Before(deletedAt) && fv.Verdict == policy.Permitted && fv.Rule.String() == "sock-shop@v1#0":
+			before++
+		case !fv.Flow.Start.Before(deletedAt) && fv.Verdict == policy.Escaped && fv.Rule.String() == "sock-shop@v1 catch-all":
+			after++
+		default:
+			t.Errorf("flow from %s at %s: %s by %s", fv.Flow.Src.IP, fv.Flow.Start.Format(time.RFC3339Nano), fv.Verdict, fv.Rule)
+		}
+	}
+	if before == 0 || after == 0 {
+		t.Fatalf("flows from the reused address: %d Permitted from %s, %d Escaped from %s; want both", before, old.Name, after, repl.Name)
+	}
 }
