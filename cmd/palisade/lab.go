@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -23,7 +25,7 @@ func newLabCmd() *cobra.Command {
 	var name string
 	cmd := &cobra.Command{
 		Use:   "lab",
-		Short: "A multi-node Kubernetes network in Linux network namespaces, running sock-shop (root)",
+		Short: "A multi-node Kubernetes network in Linux network namespaces, running sock-shop and the NetworkPolicy test model (root)",
 		PersistentPreRunE: func(*cobra.Command, []string) error {
 			if os.Geteuid() != 0 {
 				return errors.New("palisade lab needs root: it creates network namespaces, veths and iptables rules (try sudo)")
@@ -33,7 +35,8 @@ func newLabCmd() *cobra.Command {
 	}
 	cmd.PersistentFlags().StringVar(&name, "name", "lab", "lab name (lower-case letters and digits)")
 	cmd.AddCommand(newLabUpCmd(&name), newLabDownCmd(&name), newLabStatusCmd(&name),
-		newLabExecCmd(&name), newLabNodeExecCmd(&name), newLabExtExecCmd(&name), newLabTrafficCmd(&name))
+		newLabExecCmd(&name), newLabNodeExecCmd(&name), newLabExtExecCmd(&name), newLabTrafficCmd(&name),
+		newLabReachCmd(&name))
 	return cmd
 }
 
@@ -76,7 +79,7 @@ remove everything it made. Without --kubeconfig the shared dev API server
 	f := cmd.Flags()
 	f.IntVar(&cfg.Nodes, "nodes", 2, "number of nodes")
 	f.StringVar(&mode, "mode", "direct", "inter-node pod network: direct or vxlan")
-	f.StringVar(&cfg.App, "app", "sockshop", `application to deploy ("" for none)`)
+	f.StringVar(&cfg.App, "app", "sockshop", `applications to deploy, comma-separated: sockshop, netpol (the upstream NetworkPolicy test model: namespaces x, y, z × pods a, b, c); "" for none`)
 	f.IntVar(&cfg.Replicas, "replicas", 1, "replicas per deployment")
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "API server to register in (default: the shared dev API server)")
 	f.DurationVar(&cfg.ProbePeriod, "probe-period", 10*time.Second, "kubelet-style probe period")
@@ -128,9 +131,16 @@ func newLabStatusCmd(name *string) *cobra.Command {
 			for _, n := range st.Status.Nodes {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", n.Name, n.IP, n.PodCIDR, n.NetNS)
 			}
-			fmt.Fprintf(w, "\nPOD\tAPP\tNODE\tIP\n")
+			fmt.Fprintf(w, "\nPOD\tAPP\tNODE\tIP\tPORTS\n")
 			for _, p := range st.Status.Pods {
-				fmt.Fprintf(w, "%s/%s\t%s\t%s\t%s\n", p.Namespace, p.Name, p.App, p.Node, p.IP)
+				var ports []string
+				for _, n := range p.Ports {
+					ports = append(ports, fmt.Sprintf("%d/tcp", n))
+				}
+				for _, n := range p.UDPPorts {
+					ports = append(ports, fmt.Sprintf("%d/udp", n))
+				}
+				fmt.Fprintf(w, "%s/%s\t%s\t%s\t%s\t%s\n", p.Namespace, p.Name, p.App, p.Node, p.IP, strings.Join(ports, " "))
 			}
 			fmt.Fprintf(w, "\nSERVICE\tTYPE\tCLUSTER IP\tPORTS\n")
 			for _, s := range st.Status.Services {
@@ -245,20 +255,122 @@ func newLabTrafficCmd(name *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			a, err := app.ByName(st.App)
+			apps, err := app.Parse(st.App)
 			if err != nil {
 				return err
 			}
-			rep, err := lab.Traffic(ctx, st.Status, a, opt)
-			if err != nil {
-				return err
+			var withGraph []app.App
+			for _, a := range apps {
+				if len(a.Edges) > 0 {
+					withGraph = append(withGraph, a)
+				}
+			}
+			if len(withGraph) == 0 {
+				return fmt.Errorf("lab %s runs no app with a call graph (%q); probe it with `palisade lab reach`", *name, st.App)
 			}
 			enc := json.NewEncoder(c.OutOrStdout())
 			enc.SetIndent("", "  ")
-			return enc.Encode(rep)
+			for _, a := range withGraph {
+				rep, err := lab.Traffic(ctx, st.Status, a, opt)
+				if err != nil {
+					return err
+				}
+				if err := enc.Encode(rep); err != nil {
+					return err
+				}
+			}
+			return nil
 		},
 	}
 	cmd.Flags().DurationVar(&opt.Duration, "duration", 10*time.Second, "how long to drive traffic")
 	cmd.Flags().Float64Var(&opt.Rate, "rate", 20, "connections per second over all edges")
 	return cmd
+}
+
+func newLabReachCmd(name *string) *cobra.Command {
+	var (
+		opt    lab.ReachOptions
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "reach",
+		Short: "Probe every source → destination × port × protocol and print the reachability matrix",
+		Long: `reach tries every (source, destination, port, protocol) in parallel from
+inside the sources' network namespaces — over TCP an HTTP request, over UDP a
+datagram — and prints the matrix the way Kubernetes' NetworkPolicy tests do:
+one table per protocol and port, rows sources, columns destinations, "."
+reachable and "X" blocked (refused, unreachable, or no answer within
+--timeout). -o json prints the probes as a list of
+{"from","to","port","protocol","reachable"} (plus "error" when blocked).
+
+Peers: NAMESPACE/POD (a pod, or a Deployment's first pod: x/a), "external"
+(the external host 203.0.113.10) or a node (node1, ...; sources only).
+Default sources and destinations: the NetworkPolicy test model's pods (lab
+up --app netpol), else every pod.`,
+		Example: `  palisade lab reach
+  palisade lab reach --from x/a,external,node1 --to y/b,z/c --ports 80 --protocols tcp
+  palisade lab reach -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return fmt.Errorf("-o %q: want table or json", output)
+			}
+			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			st, err := lab.ReadState(lab.StateDir(*name))
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			probes, err := lab.Reach(ctx, st.Status, opt)
+			if err != nil {
+				return err
+			}
+			took := time.Since(start)
+			out := c.OutOrStdout()
+			if output == "json" {
+				if err := writeProbesJSON(out, probes); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprint(out, lab.FormatTable(probes))
+			}
+			ok := 0
+			for _, p := range probes {
+				if p.Reachable {
+					ok++
+				}
+			}
+			fmt.Fprintf(c.ErrOrStderr(), "%d probes in %s: %d reachable, %d blocked\n", len(probes), took.Round(time.Millisecond), ok, len(probes)-ok)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&opt.From, "from", nil, "sources: NAMESPACE/POD, external, node1, ... (default: the netpol model's pods, else all pods)")
+	f.StringSliceVar(&opt.To, "to", nil, "destinations: NAMESPACE/POD or external (default: as --from's default)")
+	f.Int32SliceVar(&opt.Ports, "ports", []int32{80, 81}, "ports")
+	f.StringSliceVar(&opt.Protocols, "protocols", []string{"tcp", "udp"}, "protocols: tcp, udp")
+	f.DurationVar(&opt.Timeout, "timeout", time.Second, "per probe: no answer by then is blocked")
+	f.StringVarP(&output, "output", "o", "table", "table or json")
+	return cmd
+}
+
+// writeProbesJSON writes probes as a JSON list, one probe per line.
+func writeProbesJSON(w io.Writer, probes []lab.Probe) error {
+	var b strings.Builder
+	b.WriteString("[")
+	for i, p := range probes {
+		line, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString("\n  ")
+		b.Write(line)
+	}
+	b.WriteString("\n]\n")
+	_, err := io.WriteString(w, b.String())
+	return err
 }

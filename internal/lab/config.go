@@ -10,7 +10,8 @@
 //	pal-NAME-nodeI      eth0 (underlay IP), cbr0 (pod CIDR gateway), vxlan0 (vxlan mode),
 //	                    one host-side veth per pod, kube-proxy-style iptables NAT
 //	pal-NAME-pod-NS-POD eth0 (pod IP), default route to cbr0
-//	pal-NAME-ext        eth0 203.0.113.10, the internet stand-in, serving TCP 80 and 666
+//	pal-NAME-ext        eth0 203.0.113.10, the internet stand-in, serving TCP 80 and 666,
+//	                    with a route to each node's pod CIDR via that node
 //
 // The lab is also the cluster's scheduler and kubelet: it binds pending pods
 // to its nodes, plumbs each pod's namespace, serves the pod's container ports
@@ -69,7 +70,8 @@ type Config struct {
 	Nodes int
 	// Mode is direct (default) or vxlan.
 	Mode Mode
-	// App is the application to deploy ("sockshop"), or "" for none.
+	// App is the application to deploy ("sockshop", "netpol"), a
+	// comma-separated list of them ("sockshop,netpol"), or "" for none.
 	App string
 	// Replicas is each deployment's replica count (default 1).
 	Replicas int

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
@@ -39,10 +42,7 @@ func registerNodes(ctx context.Context, c kubernetes.Interface, lab string, node
 	kernel := uname.kernel()
 	for _, nd := range nodes {
 		n := &corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{Name: nd.info.Name, Labels: map[string]string{
-				"kubernetes.io/hostname": nd.info.Name, "kubernetes.io/os": "linux",
-				"kubernetes.io/arch": runtime.GOARCH, LabelLab: lab,
-			}},
+			ObjectMeta: metav1.ObjectMeta{Name: nd.info.Name, Labels: nodeLabels(lab, nd.info.Name)},
 			Spec: corev1.NodeSpec{PodCIDR: nd.info.PodCIDR, PodCIDRs: []string{nd.info.PodCIDR}},
 		}
 		_ = c.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{})
@@ -84,41 +84,66 @@ func registerNodes(ctx context.Context, c kubernetes.Interface, lab string, node
 	return nil
 }
 
-// deployApp creates the app's namespace, Deployments and Services.
-func deployApp(ctx context.Context, c kubernetes.Interface, a app.App, replicas int32, lab string) error {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: a.Namespace, Labels: map[string]string{LabelLab: lab}}}
-	if _, err := c.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("namespace %s: %w", a.Namespace, err)
+// nodeLabels are the labels of lab node name; the lab's scheduler matches
+// pods' nodeSelectors against them.
+func nodeLabels(lab, name string) map[string]string {
+	return map[string]string{
+		"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+		"kubernetes.io/arch": runtime.GOARCH, LabelLab: lab,
 	}
-	for _, comp := range a.Components {
-		lbl := map[string]string{"app": comp.Name, "name": comp.Name}
+}
+
+// deployApp creates the app's namespaces, Deployments and Services. With
+// a.Spread, component i is pinned to nodes[i mod len(nodes)].
+func deployApp(ctx context.Context, c kubernetes.Interface, a app.App, replicas int32, lab string, nodes []string) error {
+	for _, ns := range a.AllNamespaces() {
+		if err := ensureNamespace(ctx, c, ns, lab); err != nil {
+			return err
+		}
+	}
+	for i, comp := range a.Components {
+		ns := a.NamespaceOf(comp)
+		lbl := comp.PodLabels()
+		spec := corev1.PodSpec{TerminationGracePeriodSeconds: new(int64)}
+		if len(comp.Containers) > 0 {
+			for _, ct := range comp.Containers {
+				ctr := corev1.Container{Name: ct.Name, Image: comp.Image}
+				for _, p := range ct.Ports {
+					ctr.Ports = append(ctr.Ports, corev1.ContainerPort{Name: p.Name, ContainerPort: p.Port, Protocol: corev1.Protocol(p.Protocol)})
+				}
+				spec.Containers = append(spec.Containers, ctr)
+			}
+		} else {
+			spec.Containers = []corev1.Container{{
+				Name: comp.Name, Image: comp.Image,
+				Ports: []corev1.ContainerPort{{ContainerPort: comp.Port, Protocol: corev1.ProtocolTCP}},
+				ReadinessProbe: &corev1.Probe{
+					ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(comp.Port)}},
+					PeriodSeconds: 10,
+				},
+			}}
+		}
+		if a.Spread && len(nodes) > 0 {
+			spec.NodeSelector = map[string]string{"kubernetes.io/hostname": nodes[i%len(nodes)]}
+		}
+		depLabels := map[string]string{LabelLab: lab}
+		for k, v := range lbl {
+			depLabels[k] = v
+		}
 		d := &appsv1.Deployment{
-			ObjectMeta: metav1.ObjectMeta{Name: comp.Name, Namespace: a.Namespace, Labels: map[string]string{"app": comp.Name, LabelLab: lab}},
+			ObjectMeta: metav1.ObjectMeta{Name: comp.Name, Namespace: ns, Labels: depLabels},
 			Spec: appsv1.DeploymentSpec{
 				Replicas: &replicas,
 				Selector: &metav1.LabelSelector{MatchLabels: lbl},
-				Template: corev1.PodTemplateSpec{
-					ObjectMeta: metav1.ObjectMeta{Labels: lbl},
-					Spec: corev1.PodSpec{
-						TerminationGracePeriodSeconds: new(int64),
-						Containers: []corev1.Container{{
-							Name: comp.Name, Image: comp.Image,
-							Ports: []corev1.ContainerPort{{ContainerPort: comp.Port, Protocol: corev1.ProtocolTCP}},
-							ReadinessProbe: &corev1.Probe{
-								ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(comp.Port)}},
-								PeriodSeconds: 10,
-							},
-						}},
-					},
-				},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbl}, Spec: spec},
 			},
 		}
 		// A deployment still being deleted by a previous lab's down is
 		// waited for, not mistaken for ours.
 		err := retry(ctx, time.Minute, func() error {
-			_, err := c.AppsV1().Deployments(a.Namespace).Create(ctx, d, metav1.CreateOptions{})
+			_, err := c.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{})
 			if apierrors.IsAlreadyExists(err) {
-				old, gerr := c.AppsV1().Deployments(a.Namespace).Get(ctx, d.Name, metav1.GetOptions{})
+				old, gerr := c.AppsV1().Deployments(ns).Get(ctx, d.Name, metav1.GetOptions{})
 				if gerr == nil && old.DeletionTimestamp == nil {
 					return nil
 				}
@@ -126,13 +151,13 @@ func deployApp(ctx context.Context, c kubernetes.Interface, a app.App, replicas 
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("deployment %s: %w", comp.Name, err)
+			return fmt.Errorf("deployment %s/%s: %w", ns, comp.Name, err)
 		}
 		if comp.Service == "" {
 			continue
 		}
 		svc := &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: comp.Name, Namespace: a.Namespace, Labels: map[string]string{"app": comp.Name, LabelLab: lab}},
+			ObjectMeta: metav1.ObjectMeta{Name: comp.Name, Namespace: ns, Labels: map[string]string{"app": comp.Name, LabelLab: lab}},
 			Spec: corev1.ServiceSpec{
 				Selector: lbl,
 				Ports:    []corev1.ServicePort{{Name: "tcp", Port: comp.ServicePort, TargetPort: intstr.FromInt32(comp.Port), Protocol: corev1.ProtocolTCP}},
@@ -145,18 +170,65 @@ func deployApp(ctx context.Context, c kubernetes.Interface, a app.App, replicas 
 		case "Headless":
 			svc.Spec.ClusterIP = corev1.ClusterIPNone
 		}
-		if _, err := c.CoreV1().Services(a.Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("service %s: %w", comp.Name, err)
+		if _, err := c.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("service %s/%s: %w", ns, comp.Name, err)
 		}
 	}
 	return nil
 }
 
-// deleteAPIObjects removes what the lab registered: the app namespace's
+// ensureNamespace creates ns with its labels and the lab's, or adds the
+// labels to an existing one. A namespace still being deleted (a previous
+// lab's down) is waited for.
+func ensureNamespace(ctx context.Context, c kubernetes.Interface, ns app.Namespace, lab string) error {
+	want := map[string]string{LabelLab: lab}
+	for k, v := range ns.Labels {
+		want[k] = v
+	}
+	err := retry(ctx, namespaceGoneTimeout, func() error {
+		old, err := c.CoreV1().Namespaces().Get(ctx, ns.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			_, err = c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns.Name, Labels: want}}, metav1.CreateOptions{})
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		if old.DeletionTimestamp != nil {
+			return errors.New("still being deleted")
+		}
+		changed := false
+		for k, v := range want {
+			if old.Labels[k] != v {
+				if old.Labels == nil {
+					old.Labels = map[string]string{}
+				}
+				old.Labels[k], changed = v, true
+			}
+		}
+		if changed {
+			_, err = c.CoreV1().Namespaces().Update(ctx, old, metav1.UpdateOptions{})
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("namespace %s: %w", ns.Name, err)
+	}
+	return nil
+}
+
+// namespaceGoneTimeout bounds how long down waits for the namespace
+// controller to finish deleting the apps' namespaces (and up for a previous
+// lab's to go).
+const namespaceGoneTimeout = time.Minute
+
+// deleteAPIObjects removes what the lab registered: the app namespaces'
 // deployments, replica sets, services and pods (pods with grace period 0:
 // there is no kubelet left to confirm them), every pod bound to a lab node,
-// and the Nodes. The namespace itself stays, so a next `up` can reuse it.
-func deleteAPIObjects(ctx context.Context, c kubernetes.Interface, lab, appNS string) error {
+// the Nodes, and the app namespaces the lab labelled as its own — with
+// whatever else was created in them (NetworkPolicies, ...). It waits until
+// the namespace controller has removed those namespaces.
+func deleteAPIObjects(ctx context.Context, c kubernetes.Interface, lab string, namespaces []string) error {
 	orphan := metav1.DeletePropagationOrphan
 	var firstErr error
 	note := func(err error) {
@@ -164,7 +236,7 @@ func deleteAPIObjects(ctx context.Context, c kubernetes.Interface, lab, appNS st
 			firstErr = err
 		}
 	}
-	if appNS != "" {
+	for _, appNS := range namespaces {
 		sel := metav1.ListOptions{LabelSelector: LabelLab + "=" + lab}
 		note(c.AppsV1().Deployments(appNS).DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &orphan}, sel))
 		note(c.AppsV1().ReplicaSets(appNS).DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &orphan}, metav1.ListOptions{}))
@@ -189,7 +261,35 @@ func deleteAPIObjects(ctx context.Context, c kubernetes.Interface, lab, appNS st
 		}
 		note(c.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{}))
 	}
-	return firstErr
+	var owned []string
+	for _, name := range namespaces {
+		ns, err := c.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			note(err)
+			continue
+		}
+		if ns.Labels[LabelLab] == lab {
+			owned = append(owned, name)
+			note(c.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{}))
+		}
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	var left []string
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, namespaceGoneTimeout, true, func(ctx context.Context) (bool, error) {
+		left = left[:0]
+		for _, name := range owned {
+			if _, err := c.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				left = append(left, name)
+			}
+		}
+		return len(left) == 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("namespaces %v still terminating (is the namespace controller running?): %w", left, err)
+	}
+	return nil
 }
 
 // deletePods deletes pods with grace period 0, several at a time.
@@ -288,16 +388,35 @@ func patchPodStatus(ctx context.Context, c kubernetes.Interface, pod *corev1.Pod
 	return err
 }
 
-func tcpPorts(pod *corev1.Pod) []int32 {
+// containerPorts lists the pod's container ports of protocol proto (TCP
+// when a port names none), each once.
+func containerPorts(pod *corev1.Pod, proto corev1.Protocol) []int32 {
 	var ports []int32
 	for _, ctr := range pod.Spec.Containers {
 		for _, p := range ctr.Ports {
-			if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
+			pp := p.Protocol
+			if pp == "" {
+				pp = corev1.ProtocolTCP
+			}
+			if pp == proto && !slices.Contains(ports, p.ContainerPort) {
 				ports = append(ports, p.ContainerPort)
 			}
 		}
 	}
 	return ports
+}
+
+// deploymentOf names the Deployment that owns pod (through its
+// ReplicaSet), else the pod's `app` label.
+func deploymentOf(pod *corev1.Pod) string {
+	if h := pod.Labels[appsv1.DefaultDeploymentUniqueLabelKey]; h != "" {
+		for _, o := range pod.OwnerReferences {
+			if o.Kind == "ReplicaSet" && strings.HasSuffix(o.Name, "-"+h) {
+				return strings.TrimSuffix(o.Name, "-"+h)
+			}
+		}
+	}
+	return pod.Labels["app"]
 }
 
 // servicePorts turns Services and their EndpointSlices into the proxy's

@@ -40,7 +40,7 @@ import (
 type Lab struct {
 	cfg    Config
 	log    interface{ Info(string, ...any) }
-	app    *app.App
+	apps   []app.App
 	net    *network
 	client kubernetes.Interface
 	nodes  map[string]*node
@@ -115,12 +115,8 @@ func Up(ctx context.Context, cfg Config) (_ *Lab, err error) {
 		local: map[string]*localPod{}, assigned: map[string]string{}, applied: map[string]int{},
 		proxyKick: make(chan struct{}, 1), stateKick: make(chan struct{}, 1),
 	}
-	if cfg.App != "" {
-		a, err := app.ByName(cfg.App)
-		if err != nil {
-			return nil, err
-		}
-		l.app = &a
+	if l.apps, err = app.Parse(cfg.App); err != nil {
+		return nil, err
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	if err := l.saveState("starting"); err != nil {
@@ -148,8 +144,12 @@ func Up(ctx context.Context, cfg Config) (_ *Lab, err error) {
 	if err := l.startControllers(ctx); err != nil {
 		return nil, err
 	}
-	if l.app != nil {
-		if err := deployApp(ctx, client, *l.app, int32(cfg.Replicas), cfg.Name); err != nil {
+	var nodeNames []string
+	for _, nd := range l.net.nodes {
+		nodeNames = append(nodeNames, nd.info.Name)
+	}
+	for _, a := range l.apps {
+		if err := deployApp(ctx, client, a, int32(cfg.Replicas), cfg.Name, nodeNames); err != nil {
 			return nil, err
 		}
 	}
@@ -307,11 +307,19 @@ func (l *Lab) schedule(pod *corev1.Pod) error {
 		count[n]++
 	}
 	var best string
-	for i := 1; i <= len(l.net.nodes); i++ {
-		n := l.net.nodes[i-1].info.Name
+	for _, nd := range l.net.nodes {
+		n := nd.info.Name
+		if !labels.SelectorFromSet(pod.Spec.NodeSelector).Matches(labels.Set(nodeLabels(l.cfg.Name, n))) {
+			continue
+		}
 		if best == "" || count[n] < count[best] {
 			best = n
 		}
+	}
+	if best == "" {
+		l.mu.Unlock()
+		l.log.Info("pod fits no lab node: it stays pending", "pod", key, "nodeSelector", pod.Spec.NodeSelector)
+		return nil
 	}
 	l.assigned[key] = best
 	l.mu.Unlock()
@@ -342,8 +350,9 @@ func (l *Lab) setup(pod *corev1.Pod, nd *node) (*localPod, error) {
 		nd.freeIP(ip)
 		return nil, err
 	}
-	pi.App, pi.UID, pi.Ports = pod.Labels["app"], string(pod.UID), tcpPorts(pod)
-	srv, err := app.Listen(pi.NetNSPath, pod.Namespace+"/"+pod.Name, pi.Ports)
+	pi.App, pi.UID = deploymentOf(pod), string(pod.UID)
+	pi.Ports, pi.UDPPorts = containerPorts(pod, corev1.ProtocolTCP), containerPorts(pod, corev1.ProtocolUDP)
+	srv, err := app.ListenPorts(pi.NetNSPath, pod.Namespace+"/"+pod.Name, pi.Ports, pi.UDPPorts)
 	if err != nil {
 		_ = l.net.unplugPod(nd, pi)
 		nd.freeIP(ip)
@@ -554,17 +563,32 @@ func (l *Lab) Status() Status {
 // Client is the lab's API client.
 func (l *Lab) Client() kubernetes.Interface { return l.client }
 
-// Namespace is the app's namespace ("" without an app).
+// Namespace is the first app's main namespace ("" without an app):
+// sock-shop for the sock-shop app.
 func (l *Lab) Namespace() string {
-	if l.app == nil {
+	if len(l.apps) == 0 {
 		return ""
 	}
-	return l.app.Namespace
+	return l.apps[0].Namespace
 }
+
+// Namespaces are every namespace the lab's apps created.
+func (l *Lab) Namespaces() []string {
+	var out []string
+	for _, a := range l.apps {
+		for _, ns := range a.AllNamespaces() {
+			out = append(out, ns.Name)
+		}
+	}
+	return out
+}
+
+// Apps are the applications the lab runs.
+func (l *Lab) Apps() []app.App { return l.apps }
 
 func (l *Lab) saveState(phase string) error {
 	st := State{Name: l.cfg.Name, PID: os.Getpid(), Kubeconfig: l.cfg.Kubeconfig, App: l.cfg.App,
-		Namespace: l.Namespace(), Phase: phase, Status: l.Status()}
+		Namespace: l.Namespace(), Namespaces: l.Namespaces(), Phase: phase, Status: l.Status()}
 	return writeState(l.cfg.StateDir, st)
 }
 
@@ -595,11 +619,11 @@ func (l *Lab) Down() error {
 		l.cancel()
 		l.wg.Wait()
 		t1 := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), namespaceGoneTimeout+20*time.Second)
 		defer cancel()
 		var errs []error
 		if l.client != nil {
-			if err := deleteAPIObjects(ctx, l.client, l.cfg.Name, l.Namespace()); err != nil {
+			if err := deleteAPIObjects(ctx, l.client, l.cfg.Name, l.Namespaces()); err != nil {
 				errs = append(errs, fmt.Errorf("API cleanup: %w", err))
 			}
 		}
@@ -658,9 +682,13 @@ func Remove(name, stateDir string, grace time.Duration) error {
 			rc.Timeout = 5 * time.Second
 			rc.QPS, rc.Burst = 500, 1000
 			if c, err := kubernetes.NewForConfig(rc); err == nil {
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), namespaceGoneTimeout+20*time.Second)
+				namespaces := st.Namespaces
+				if len(namespaces) == 0 && st.Namespace != "" {
+					namespaces = []string{st.Namespace}
+				}
 				if _, err := c.Discovery().ServerVersion(); err == nil {
-					if err := deleteAPIObjects(ctx, c, name, st.Namespace); err != nil {
+					if err := deleteAPIObjects(ctx, c, name, namespaces); err != nil {
 						errs = append(errs, fmt.Errorf("API cleanup: %w", err))
 					}
 				}

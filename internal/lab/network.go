@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -24,10 +25,18 @@ type nsConn struct {
 	nl         *netlink.Handle
 }
 
+// createNS creates a lab namespace. Interfaces made in it later get no
+// IPv6: the lab is IPv4, and IPv6 autoconfiguration on every veth coming up
+// (router solicitations, MLD reports, duplicate address detection) would
+// fill the flow records with interface bring-up noise instead of the app.
 func createNS(name string) (*nsConn, error) {
 	path, err := netns.Create(name)
 	if err != nil {
 		return nil, err
+	}
+	if err := netns.Sysctl(path, "net/ipv6/conf/default/disable_ipv6", "1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		_ = netns.Delete(name)
+		return nil, fmt.Errorf("netns %s: turning IPv6 off: %w", name, err)
 	}
 	return openNS(name, path)
 }
@@ -121,7 +130,8 @@ func buildNetwork(name string, mode Mode, n int) (*network, error) {
 		return nw, err
 	}
 	// The external host: on the underlay, in a documentation range, with a
-	// route back to the node IPs only (it sees pods only SNATed to nodes).
+	// route to the node IPs (pods' egress reaches it SNATed to their node)
+	// and, once the nodes exist, to each node's pod CIDR.
 	if nw.ext, err = createNS(nsExternal(name)); err != nil {
 		return nw, err
 	}
@@ -148,6 +158,14 @@ func buildNetwork(name string, mode Mode, n int) (*network, error) {
 	for _, nd := range nw.nodes {
 		if err := nw.routePeers(nd); err != nil {
 			return nw, err
+		}
+		// The external host routes each pod CIDR to its node, as a router
+		// of a routed (BGP-style) pod network would, in both modes: pods
+		// are reachable from outside by their own IP, unSNATed, so
+		// ipBlock policies can be tried from the external host.
+		r := &netlink.Route{Dst: ipnet(podCIDR(nd.idx)), Gw: nodeIP(nd.idx).AsSlice()}
+		if err := nw.ext.nl.RouteAdd(r); err != nil {
+			return nw, fmt.Errorf("route %s via %s on the external host: %w", podCIDR(nd.idx), nodeIP(nd.idx), err)
 		}
 	}
 	return nw, nil

@@ -29,7 +29,7 @@ type NodeInfo struct {
 type PodInfo struct {
 	Namespace     string  `json:"namespace"`
 	Name          string  `json:"name"`
-	App           string  `json:"app"` // the pod's `app` label
+	App           string  `json:"app"` // the Deployment's name (else the pod's `app` label)
 	Node          string  `json:"node"`
 	IP            string  `json:"ip"`
 	NetNS         string  `json:"netns"`
@@ -38,7 +38,8 @@ type PodInfo struct {
 	Interface     string  `json:"interface"`     // inside the pod namespace
 	HostVeth      string  `json:"hostVeth"`      // peer in the node namespace, a port of the node's Bridge
 	NodeNetNSPath string  `json:"nodeNetnsPath"` // where HostVeth lives
-	Ports         []int32 `json:"ports"`         // TCP ports served
+	Ports         []int32 `json:"ports"`              // TCP ports served
+	UDPPorts      []int32 `json:"udpPorts,omitempty"` // UDP ports served (each datagram answered)
 }
 
 // ServicePortInfo is one port of a Service.
@@ -150,7 +151,9 @@ type State struct {
 	PID        int       `json:"pid"` // the process serving the lab
 	Kubeconfig string    `json:"kubeconfig,omitempty"`
 	App        string    `json:"app,omitempty"`
-	Namespace  string    `json:"namespace,omitempty"` // the app's namespace
+	Namespace  string    `json:"namespace,omitempty"` // the first app's namespace
+	// Namespaces are every namespace the apps created (down deletes them).
+	Namespaces []string  `json:"namespaces,omitempty"`
 	Phase      string    `json:"phase"`               // starting, ready
 	Updated    time.Time `json:"updated"`
 	Status     Status    `json:"status"`
