@@ -43,7 +43,7 @@ func registerNodes(ctx context.Context, c kubernetes.Interface, lab string, node
 	for _, nd := range nodes {
 		n := &corev1.Node{
 			ObjectMeta: metav1.ObjectMeta{Name: nd.info.Name, Labels: nodeLabels(lab, nd.info.Name)},
-			Spec: corev1.NodeSpec{PodCIDR: nd.info.PodCIDR, PodCIDRs: []string{nd.info.PodCIDR}},
+			Spec:       corev1.NodeSpec{PodCIDR: nd.info.PodCIDR, PodCIDRs: []string{nd.info.PodCIDR}},
 		}
 		_ = c.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{})
 		created, err := c.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})

@@ -35,9 +35,9 @@ type PodInfo struct {
 	NetNS         string  `json:"netns"`
 	NetNSPath     string  `json:"netnsPath"`
 	UID           string  `json:"uid"`
-	Interface     string  `json:"interface"`     // inside the pod namespace
-	HostVeth      string  `json:"hostVeth"`      // peer in the node namespace, a port of the node's Bridge
-	NodeNetNSPath string  `json:"nodeNetnsPath"` // where HostVeth lives
+	Interface     string  `json:"interface"`          // inside the pod namespace
+	HostVeth      string  `json:"hostVeth"`           // peer in the node namespace, a port of the node's Bridge
+	NodeNetNSPath string  `json:"nodeNetnsPath"`      // where HostVeth lives
 	Ports         []int32 `json:"ports"`              // TCP ports served
 	UDPPorts      []int32 `json:"udpPorts,omitempty"` // UDP ports served (each datagram answered)
 }
@@ -147,14 +147,14 @@ func (s Status) FindPod(target string) (PodInfo, error) {
 // `lab status|exec|traffic|down` in another process can find it, and `lab
 // down` can clean up after a crash.
 type State struct {
-	Name       string    `json:"name"`
-	PID        int       `json:"pid"` // the process serving the lab
-	Kubeconfig string    `json:"kubeconfig,omitempty"`
-	App        string    `json:"app,omitempty"`
-	Namespace  string    `json:"namespace,omitempty"` // the first app's namespace
+	Name       string `json:"name"`
+	PID        int    `json:"pid"` // the process serving the lab
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	App        string `json:"app,omitempty"`
+	Namespace  string `json:"namespace,omitempty"` // the first app's namespace
 	// Namespaces are every namespace the apps created (down deletes them).
 	Namespaces []string  `json:"namespaces,omitempty"`
-	Phase      string    `json:"phase"`               // starting, ready
+	Phase      string    `json:"phase"` // starting, ready
 	Updated    time.Time `json:"updated"`
 	Status     Status    `json:"status"`
 }
