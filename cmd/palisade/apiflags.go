@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/palisade-dev/palisade/internal/version"
 	"github.com/palisade-dev/palisade/pkg/client"
 )
 
@@ -66,7 +67,7 @@ func (f *apiFlags) client() (*client.Client, error) {
 	if ca == "" {
 		ca = os.Getenv(client.EnvCA)
 	}
-	return client.New(client.Options{Server: f.server, Token: tok, CAFile: ca, UserAgent: "palisade-cli/" + version})
+	return client.New(client.Options{Server: f.server, Token: tok, CAFile: ca, UserAgent: "palisade-cli/" + version.Version})
 }
 
 // cliAPI holds the credentials flags of commands that take --server on

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,19 +14,15 @@ import (
 	"github.com/palisade-dev/palisade/internal/lab"
 )
 
-// runCLI runs the palisade command line in-process and returns stdout.
-func runCLI(t *testing.T, args ...string) (string, error) {
+// labCLI runs the palisade command line in-process and returns stdout; an
+// error carries stderr.
+func labCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	var out, errOut bytes.Buffer
-	root := newRootCmd()
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetArgs(args)
-	err := root.Execute()
+	out, errOut, err := runCLI(t, nil, args...)
 	if err != nil {
-		err = fmt.Errorf("palisade %s: %w (stderr: %s)", strings.Join(args, " "), err, errOut.String())
+		err = fmt.Errorf("palisade %s: %w (stderr: %s)", strings.Join(args, " "), err, errOut)
 	}
-	return out.String(), err
+	return out, err
 }
 
 // TestLabReachCLI: `palisade lab reach` on a lab running sock-shop and the
@@ -51,7 +46,7 @@ func TestLabReachCLI(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = l.Down() })
 
-	out, err := runCLI(t, "lab", "status", "-o", "json", "--name", name)
+	out, err := labCLI(t, "lab", "status", "-o", "json", "--name", name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +68,7 @@ func TestLabReachCLI(t *testing.T) {
 		t.Errorf("status lists %d model pods of %d, want 9 of 17", model, len(st.Pods))
 	}
 
-	jsonOut, err := runCLI(t, "lab", "reach", "--name", name, "-o", "json")
+	jsonOut, err := labCLI(t, "lab", "reach", "--name", name, "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +82,7 @@ func TestLabReachCLI(t *testing.T) {
 	if len(raw) == 0 || raw[0]["from"] != "x/a" || raw[0]["to"] != "x/a" || raw[0]["port"] != 80.0 || raw[0]["protocol"] != "tcp" || raw[0]["reachable"] != true {
 		t.Errorf("first JSON probe %v", raw[0])
 	}
-	tableOut, err := runCLI(t, "lab", "reach", "--name", name)
+	tableOut, err := labCLI(t, "lab", "reach", "--name", name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,11 +106,11 @@ func TestLabReachCLI(t *testing.T) {
 	}
 
 	// Closed port, other sources, and one protocol: agree again.
-	jsonOut, err = runCLI(t, "lab", "reach", "--name", name, "-o", "json", "--from", "external,node1,z/c", "--to", "x/a,y/b", "--ports", "81,82", "--protocols", "udp", "--timeout", "2s")
+	jsonOut, err = labCLI(t, "lab", "reach", "--name", name, "-o", "json", "--from", "external,node1,z/c", "--to", "x/a,y/b", "--ports", "81,82", "--protocols", "udp", "--timeout", "2s")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tableOut, err = runCLI(t, "lab", "reach", "--name", name, "--from", "external,node1,z/c", "--to", "x/a,y/b", "--ports", "81,82", "--protocols", "udp", "--timeout", "2s")
+	tableOut, err = labCLI(t, "lab", "reach", "--name", name, "--from", "external,node1,z/c", "--to", "x/a,y/b", "--ports", "81,82", "--protocols", "udp", "--timeout", "2s")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +129,7 @@ func TestLabReachCLI(t *testing.T) {
 			t.Errorf("%s: reachable=%v (%s)", p.Case(), p.Reachable, p.Error)
 		}
 	}
-	if _, err := runCLI(t, "lab", "reach", "--name", name, "--protocols", "icmp"); err == nil || !strings.Contains(err.Error(), "icmp") {
+	if _, err := labCLI(t, "lab", "reach", "--name", name, "--protocols", "icmp"); err == nil || !strings.Contains(err.Error(), "icmp") {
 		t.Errorf("bad protocol: %v", err)
 	}
 }

@@ -8,10 +8,9 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-)
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "0.1.0-dev"
+	"github.com/palisade-dev/palisade/internal/version"
+)
 
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
@@ -36,10 +35,10 @@ func newRootCmd() *cobra.Command {
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the Palisade version",
+		Short: "Print the Palisade version and commit (stamped by make build)",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "palisade %s\n", version)
+			fmt.Fprintf(cmd.OutOrStdout(), "palisade %s\n", version.String())
 		},
 	}
 }

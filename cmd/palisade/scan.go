@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/palisade-dev/palisade/internal/version"
 	"github.com/palisade-dev/palisade/internal/vuln"
 	"github.com/palisade-dev/palisade/internal/vuln/image"
 	"github.com/palisade-dev/palisade/internal/vuln/sbom"
@@ -60,7 +61,7 @@ registry in the same data directory, else anonymous access.`,
 				enc.SetEscapeHTML(false)
 				return enc.Encode(rep)
 			case "cyclonedx":
-				return sbom.Write(out, sbom.CycloneDX(rep, version))
+				return sbom.Write(out, sbom.CycloneDX(rep, version.Version))
 			}
 			return writeTable(out, rep)
 		},

@@ -39,7 +39,6 @@ func newServerCmd() *cobra.Command {
 				}
 				cfg.Clusters = append(cfg.Clusters, server.Cluster{Name: name, Config: rc})
 			}
-			server.Version = version
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			s, err := server.Start(ctx, cfg)

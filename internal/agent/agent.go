@@ -32,6 +32,7 @@ import (
 	"github.com/palisade-dev/palisade/internal/agent/enforce"
 	"github.com/palisade-dev/palisade/internal/agent/report"
 	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/version"
 	"github.com/palisade-dev/palisade/pkg/client"
 )
 
@@ -507,6 +508,8 @@ func (a *Agent) heartbeats(ctx context.Context) {
 			FlowsDropped: h.Report.ObservationsDropped + h.Capture.InsertFails,
 			Spooled:      h.Report.ObservationsSpooled,
 			Mode:         h.Mode,
+			Version:      version.Version,
+			Commit:       version.Commit,
 		}
 		if _, err := a.cfg.API.Heartbeat(ctx, a.cfg.Node, hb); err != nil {
 			a.cfg.Log.Debug("heartbeat", "err", err)

@@ -20,6 +20,9 @@ type Heartbeat struct {
 	FlowsDropped uint64 `json:"flowsDropped"`
 	Spooled      uint64 `json:"spooled"` // records waiting in the agent's disk spool
 	Mode         string `json:"mode,omitempty"`
+	// Version and Commit are the agent's build (package version).
+	Version string `json:"version,omitempty"`
+	Commit  string `json:"commit,omitempty"`
 }
 
 // AgentStatus is one node's agent as the server sees it.

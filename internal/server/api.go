@@ -32,7 +32,7 @@ func (s *Server) coreRoutes() []Route {
 }
 
 func (s *Server) getStatus(w http.ResponseWriter, _ *http.Request) {
-	st := api.Status{Version: Version, Started: s.started, Workloads: s.Inventory.Len(), Connectors: []api.ConnectorStatus{},
+	st := api.Status{Version: Version, Commit: Commit, Started: s.started, Workloads: s.Inventory.Len(), Connectors: []api.ConnectorStatus{},
 		FlowStore: s.flowStore.Stats()}
 	for _, c := range s.Connectors() {
 		st.Connectors = append(st.Connectors, api.ConnectorStatus(c))

@@ -27,11 +27,16 @@ import (
 	"github.com/palisade-dev/palisade/internal/inventory"
 	"github.com/palisade-dev/palisade/internal/k8s"
 	"github.com/palisade-dev/palisade/internal/store"
+	"github.com/palisade-dev/palisade/internal/version"
 	"github.com/palisade-dev/palisade/internal/vuln"
 )
 
-// Version is reported by /api/v1/status; the binary sets it.
-var Version = "dev"
+// Version and Commit are reported by /api/v1/status: the build's (package
+// version) unless the binary sets them.
+var (
+	Version = version.Version
+	Commit  = version.Commit
+)
 
 // Cluster is one Kubernetes cluster to watch.
 type Cluster struct {

@@ -29,6 +29,7 @@ type (
 // Status answers GET /api/v1/status.
 type Status struct {
 	Version    string            `json:"version"`
+	Commit     string            `json:"commit,omitempty"` // the server's build
 	Started    time.Time         `json:"started"`
 	Workloads  int               `json:"workloads"`
 	Connectors []ConnectorStatus `json:"connectors"`
