@@ -29,7 +29,13 @@ func newAgentCmd() *cobra.Command {
 pod veth and node interface of the node's network namespace, conntrack supplies
 NAT mappings, and observations are reported to the server in conversation mode
 (15 s summaries) or detailed mode (per 5-tuple, every second). Batches are
-spooled to disk until the server acknowledges them.`,
+spooled to disk until the server acknowledges them.
+
+Mode precedence: the server's mode for the node wins. --mode is the mode the
+agent starts in and keeps until the server answers (and while the server
+cannot be reached); once the server answers, its mode applies, and if it
+differs from --mode the agent logs so. Change a node's mode on the server
+with ` + "`palisade agent mode NODE detailed|conversation`" + `.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.Node == "" {
@@ -37,6 +43,9 @@ spooled to disk until the server acknowledges them.`,
 			}
 			if uplinks != "" {
 				cfg.Uplinks = strings.Split(uplinks, ",")
+			}
+			if !cmd.Flags().Changed("mode") {
+				cfg.Mode = "" // the default: no --mode to report as replaced
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -46,8 +55,8 @@ spooled to disk until the server acknowledges them.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Server, "server", client.ServerURL(""), "server URL (env PALISADE_SERVER)")
 	f.StringVar(&cfg.Node, "node", "", "node name")
-	f.StringVar(&cfg.NetNS, "netns", "", "the node's network namespace (e.g. /run/netns/node1); default: the agent's own")
-	f.StringVar(&cfg.Mode, "mode", flow.ConversationMode, "initial mode: conversation or detailed (the server can change it)")
+	f.StringVar(&cfg.NetNS, "netns", "", "the node's network namespace: an `ip netns` name (node1) or a path (/run/netns/node1, /proc/PID/ns/net); default: the agent's own")
+	f.StringVar(&cfg.Mode, "mode", flow.ConversationMode, "mode until the server answers: conversation or detailed (the server's mode for the node then wins)")
 	f.StringVar(&cfg.Token, "token", os.Getenv("PALISADE_AGENT_TOKEN"), "bearer token for the server (env PALISADE_AGENT_TOKEN)")
 	f.StringVar(&cfg.SpoolDir, "spool", "", "spool directory for unsent batches (default /var/lib/palisade/agent/NODE)")
 	f.StringVar(&cfg.BPFFS, "bpffs", "", `bpffs directory to pin flow maps in (default /run/palisade/bpffs; "-" to not pin)`)

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,17 +37,25 @@ import (
 	"github.com/palisade-dev/palisade/pkg/client"
 )
 
+// netnsDir is where `ip netns` keeps named network namespaces.
+const netnsDir = "/run/netns"
+
 // Config configures an Agent. Zero durations take the defaults noted.
 type Config struct {
 	Server string // base URL of the Palisade server
 	Node   string // node name; also the agent name unless Agent is set
 	Agent  string
 	Token  string // bearer token for the server
-	// NetNS is the node's network namespace (a path such as
-	// /run/netns/node1 or /proc/PID/ns/net); "" is the agent's own.
+	// NetNS is the node's network namespace: an `ip netns` name (node1,
+	// for /run/netns/node1) or a path (/run/netns/node1, /proc/PID/ns/net);
+	// "" is the agent's own.
 	NetNS string
-	// Mode is the initial mode, flow.ConversationMode (default) or
-	// flow.DetailedMode; the server can change it at run time.
+	// Mode is the mode the agent starts in, flow.ConversationMode (default)
+	// or flow.DetailedMode. The server's mode for the node takes precedence
+	// as soon as the server answers (it is where operators change it:
+	// `palisade agent mode NODE MODE`); Mode holds until then, and while
+	// the server cannot be reached. A Mode set here and replaced by the
+	// server's is logged once.
 	Mode string
 	// SpoolDir keeps unsent batches and the sequence number (default
 	// /var/lib/palisade/agent/NODE).
@@ -97,6 +106,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Agent == "" {
 		c.Agent = c.Node
+	}
+	if c.NetNS != "" && !strings.Contains(c.NetNS, "/") {
+		c.NetNS = filepath.Join(netnsDir, c.NetNS) // an `ip netns` name
 	}
 	switch c.Mode {
 	case "":
@@ -170,14 +182,19 @@ type Agent struct {
 	lastStat capture.Stats
 	mark     string // id of the open conversation window
 	enforcer atomic.Pointer[enforce.Enforcer]
+	// modeFromConfig is Config.Mode when set explicitly; the first mode
+	// from the server that differs from it is logged.
+	modeFromConfig string
+	serverMode     sync.Once
 }
 
 // New validates the configuration.
 func New(cfg Config) (*Agent, error) {
+	explicit := cfg.Mode
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, modeCh: make(chan struct{}, 1), ready: make(chan struct{})}
+	a := &Agent{cfg: cfg, modeCh: make(chan struct{}, 1), ready: make(chan struct{}), modeFromConfig: explicit}
 	a.mode.Store(cfg.Mode)
 	return a, nil
 }
@@ -484,14 +501,30 @@ func (a *Agent) detach(h *netlink.Handle) {
 func (a *Agent) onIngestResponse(body []byte) {
 	var r flow.IngestResponse
 	if json.Unmarshal(body, &r) == nil && r.Config.Mode != "" {
-		_ = a.SetMode(r.Config.Mode)
+		_ = a.setServerMode(r.Config.Mode)
 	}
+}
+
+// setServerMode applies the mode the server holds for the node, which
+// takes precedence over Config.Mode; the first time it replaces an
+// explicitly configured mode, it says so and how to change it.
+func (a *Agent) setServerMode(m string) error {
+	if err := a.SetMode(m); err != nil {
+		return err
+	}
+	a.serverMode.Do(func() {
+		if own := a.modeFromConfig; own != "" && own != m {
+			a.cfg.Log.Warn(fmt.Sprintf("mode %s from --mode replaced by %s from the server; change it with `palisade agent mode %s %s`",
+				own, m, a.cfg.Node, own))
+		}
+	})
+	return nil
 }
 
 func (a *Agent) pollConfig(ctx context.Context) {
 	every(ctx, a.cfg.ConfigPoll, true, func() {
 		if c, err := a.cfg.API.AgentConfig(ctx, a.cfg.Node); err == nil && c.Mode != "" {
-			if err := a.SetMode(c.Mode); err != nil {
+			if err := a.setServerMode(c.Mode); err != nil {
 				a.cfg.Log.Warn("server config", "err", err)
 			}
 		}
@@ -543,7 +576,7 @@ func openNS(path string) (netns.NsHandle, error) {
 		return h, nil
 	}
 	if _, err := os.Stat(path); err != nil {
-		return netns.None(), fmt.Errorf("netns %s: %w", path, err)
+		return netns.None(), fmt.Errorf("netns %s: %w (give an `ip netns list` name or a path)", path, err)
 	}
 	h, err := netns.GetFromPath(path)
 	if err != nil {
