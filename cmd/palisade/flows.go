@@ -140,8 +140,14 @@ func flowsPrint(w io.Writer, output string, flows []flow.Flow, raw any) error {
 		for _, r := range f.Related {
 			rel = append(rel, r.Reason)
 		}
+		proto, src, dst := f.Proto, f.Src, f.Dst
+		if flow.IsICMP(f.Proto) {
+			// No ports: the type and code stand in the destination port.
+			proto = flow.ICMPName(f.Proto, f.Dst.Port)
+			src.Port, dst.Port = 0, 0
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%s\t%v\t%d\t%s\t%s\n",
-			f.Start.Local().Format(time.DateTime), f.Proto, flowsEndpoint(f.Src), flowsEndpoint(f.Dst),
+			f.Start.Local().Format(time.DateTime), proto, flowsEndpoint(src), flowsEndpoint(dst),
 			f.FwdPackets, f.RevPackets, f.FwdBytes, f.RevBytes, dash(strings.Join(f.Flags, ",")), f.Replied,
 			len(f.Points), dash(strings.Join(rel, ",")), f.ID)
 	}

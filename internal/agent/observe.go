@@ -115,10 +115,14 @@ func (a *aggregator) orient(r capture.Record) oriented {
 	return o
 }
 
-// serverIsB decides the server without a SYN: a well-known port (<1024, or
-// VXLAN's 4789) on one side only; else the lower port; else the receiver of
-// the first packet counted.
+// serverIsB decides the server without a SYN: for ICMP the side holding
+// the type (flow.ICMPPorts); a well-known port (<1024, or VXLAN's 4789) on
+// one side only; else the lower port; else the receiver of the first packet
+// counted.
 func serverIsB(k capture.Key, firstFromB bool) bool {
+	if (k.Proto == 1 || k.Proto == 58) && (k.APort == 0) != (k.BPort == 0) {
+		return k.BPort != 0
+	}
 	wk := func(p uint16) bool { return p != 0 && (p < 1024 || p == 4789) }
 	if wk(k.APort) != wk(k.BPort) {
 		return wk(k.BPort)

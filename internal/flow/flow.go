@@ -181,6 +181,8 @@ func (f *Flow) HasFlag(flag string) bool {
 // src./dst. endpoint fields and the src.label.<key>/dst.label.<key> labels.
 func (f *Flow) Field(name string) (Value, bool) {
 	switch {
+	case name == "dst.port" && IsICMP(f.Proto):
+		return scalar(ICMPName(f.Proto, f.Dst.Port)), true
 	case strings.HasPrefix(name, "src."):
 		return f.Src.field(name[4:])
 	case strings.HasPrefix(name, "dst."):

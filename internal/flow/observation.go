@@ -20,7 +20,7 @@ type ObservationPoint struct {
 
 // Tuple is a 5-tuple as seen at one observation point.
 type Tuple struct {
-	Proto   string `json:"proto"` // "tcp", "udp", "icmp", or the IP protocol number
+	Proto   string `json:"proto"` // "tcp", "udp", "icmp", "icmpv6" (ports: type<<8|code, see ICMPPorts), or the IP protocol number
 	SrcIP   string `json:"srcIP"`
 	DstIP   string `json:"dstIP"`
 	SrcPort uint16 `json:"srcPort,omitempty"` // 0 in conversation mode summaries

@@ -305,18 +305,23 @@ func isNAT(o, r flow.Tuple) bool {
 }
 
 func tuple(t ct.Tuple) flow.Tuple {
-	return flow.Tuple{
+	ft := flow.Tuple{
 		Proto:   ProtoName(t.Proto.Protocol),
 		SrcIP:   addrString(t.IP.SourceAddress),
 		DstIP:   addrString(t.IP.DestinationAddress),
 		SrcPort: t.Proto.SourcePort,
 		DstPort: t.Proto.DestinationPort,
 	}
+	if t.Proto.ICMPv4 || t.Proto.ICMPv6 {
+		// As the flow capture names ICMP: type and code for ports.
+		ft.SrcPort, ft.DstPort = flow.ICMPPorts(t.Proto.Protocol, t.Proto.ICMPType, t.Proto.ICMPCode)
+	}
+	return ft
 }
 
 func addrString(a netip.Addr) string { return a.Unmap().String() }
 
-// ProtoName is the wire contract's protocol name: "tcp", "udp", "icmp", or
+// ProtoName is the wire contract's protocol name: "tcp", "udp", "icmp", "icmpv6", or
 // the protocol number.
 func ProtoName(p uint8) string {
 	switch p {
@@ -325,7 +330,9 @@ func ProtoName(p uint8) string {
 	case 17:
 		return "udp"
 	case 1:
-		return "icmp"
+		return flow.ProtoICMP
+	case 58:
+		return flow.ProtoICMPv6
 	}
 	return strconv.Itoa(int(p))
 }

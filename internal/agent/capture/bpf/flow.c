@@ -251,6 +251,22 @@ static __always_inline int parse_ip(struct __sk_buff *skb, __u32 off, __u16 eth_
 		p->t.sport = bpf_ntohs(ports[0]);
 		p->t.dport = bpf_ntohs(ports[1]);
 		p->hdrlen += 8;
+	} else if (proto == PROTO_ICMP || proto == PROTO_ICMPV6) {
+		/* ICMP has no ports: type << 8 | code takes the server port's
+		 * place (NetFlow's convention), so flows are told apart and
+		 * named by type. An echo reply counts in its request's flow:
+		 * its type goes to the replying (source) side. Mirrors
+		 * flow.ICMPPorts. */
+		__u8 tc[2];
+		if (bpf_skb_load_bytes(skb, l4off, tc, sizeof(tc)) < 0)
+			return 0;
+		if (proto == PROTO_ICMP && tc[0] == 0)
+			p->t.sport = (8 << 8) | tc[1];
+		else if (proto == PROTO_ICMPV6 && tc[0] == 129)
+			p->t.sport = (128 << 8) | tc[1];
+		else
+			p->t.dport = ((__u16)tc[0] << 8) | tc[1];
+		p->hdrlen += 8;
 	}
 	return 0;
 }
