@@ -4,15 +4,19 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/palisade-dev/palisade/internal/agent"
 	"github.com/palisade-dev/palisade/internal/devkube"
@@ -24,10 +28,10 @@ import (
 
 func newDemoCmd() *cobra.Command {
 	var (
-		dataDir, listen, mode string
-		nodes                 int
-		rate                  float64
-		duration              time.Duration
+		dataDir, listen, mode, kubeconfig, labName string
+		nodes                                      int
+		rate                                       float64
+		duration                                   time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -37,7 +41,12 @@ Palisade server watching it, a lab cluster of network namespaces running the
 sock-shop application, one flow agent per lab node and a traffic generator
 along the application's call graph. It prints how to search the inventory
 and the flows, and runs until interrupted (or for --duration), then removes
-the lab. The control plane stays up for the next run (palisade dev kube down).`,
+the lab. The control plane stays up for the next run (palisade dev kube down).
+
+Standard output carries only the demo's steps and the commands to try, which
+work as printed from the directory the demo was started in. The components'
+logs go to demo.log in the data directory; warnings and errors also reach
+standard error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
@@ -49,6 +58,7 @@ the lab. The control plane stays up for the next run (palisade dev kube down).`,
 			}
 			return runDemo(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), demoConfig{
 				dataDir: dataDir, listen: listen, nodes: nodes, mode: lab.Mode(mode), rate: rate,
+				kubeconfig: kubeconfig, labName: labName, cli: invokedAs(),
 			})
 		},
 	}
@@ -59,29 +69,84 @@ the lab. The control plane stays up for the next run (palisade dev kube down).`,
 	f.StringVar(&mode, "mode", "vxlan", "lab pod network: direct or vxlan")
 	f.Float64Var(&rate, "rate", 10, "application connections per second")
 	f.DurationVar(&duration, "duration", 0, "stop after this long (0: until interrupted)")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "API server for the lab (default: the shared dev control plane, started if needed)")
+	f.StringVar(&labName, "lab", "demo", "name of the demo's lab")
 	return cmd
 }
 
 type demoConfig struct {
-	dataDir, listen string
-	nodes           int
-	mode            lab.Mode
-	rate            float64
+	dataDir, listen     string
+	nodes               int
+	mode                lab.Mode
+	rate                float64
+	kubeconfig, labName string
+	// cli is how the user ran palisade (./bin/palisade, palisade, ...):
+	// the printed commands start with it, so they work as printed.
+	cli string
 }
 
-func runDemo(ctx context.Context, out, log io.Writer, c demoConfig) error {
-	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
-	say("1/6 Kubernetes control plane (kube-apiserver %s, etcd, kube-controller-manager)...", devkube.KubernetesVersion)
-	kube, err := devkube.Up(ctx, log)
+// invokedAs is how to run this binary again from the working directory:
+// the name as typed when it was found on PATH, else a path relative to the
+// working directory ("./bin/palisade"), else an absolute path.
+func invokedAs() string {
+	arg0 := os.Args[0]
+	if !strings.Contains(arg0, "/") {
+		return arg0
+	}
+	abs, err := filepath.Abs(arg0)
 	if err != nil {
+		return arg0
+	}
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, abs); err == nil && !strings.HasPrefix(rel, "..") {
+			return "./" + rel
+		}
+	}
+	return abs
+}
+
+func runDemo(ctx context.Context, out, term io.Writer, c demoConfig) error {
+	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+	if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
 		return err
 	}
-	say("    %s (export KUBECONFIG=%s)", kube.URL, kube.Kubeconfig)
+	// The components (server, connectors, lab, agents, the loopback
+	// registry's request log) log to a file; warnings and errors also to
+	// the terminal, so the steps below stay readable.
+	logPath := filepath.Join(c.dataDir, "demo.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("demo log: %w", err)
+	}
+	defer logFile.Close()
+	logger := slog.New(slog.NewMultiHandler(
+		slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo}),
+		slog.NewTextHandler(term, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	prev := slog.Default()
+	slog.SetDefault(logger) // also routes the standard log package into logger
+	defer slog.SetDefault(prev)
+	say("Component logs go to %s (warnings and errors also show here).", logPath)
+
+	say("1/6 Kubernetes control plane (kube-apiserver %s, etcd, kube-controller-manager)...", devkube.KubernetesVersion)
+	var kubeConfig *rest.Config
+	if c.kubeconfig != "" {
+		if kubeConfig, err = clientcmd.BuildConfigFromFlags("", c.kubeconfig); err != nil {
+			return fmt.Errorf("kubeconfig %s: %w", c.kubeconfig, err)
+		}
+		say("    %s (export KUBECONFIG=%s)", kubeConfig.Host, c.kubeconfig)
+	} else {
+		kube, err := devkube.Up(ctx, logFile)
+		if err != nil {
+			return err
+		}
+		kubeConfig = kube.Config
+		say("    %s (export KUBECONFIG=%s)", kube.URL, kube.Kubeconfig)
+	}
 
 	say("2/6 Palisade server...")
 	srv, err := server.Start(ctx, server.Config{
 		DataDir: c.dataDir, Listen: c.listen,
-		Clusters:   []server.Cluster{{Name: "lab", Config: kube.Config}},
+		Clusters:   []server.Cluster{{Name: "lab", Config: kubeConfig}},
 		FlowWindow: 20 * time.Second,
 		// The lab runs sock-shop images by their public names; nothing may be
 		// pulled from outside this machine, so only a loopback registry is scanned.
@@ -95,19 +160,20 @@ func runDemo(ctx context.Context, out, log io.Writer, c demoConfig) error {
 
 	if os.Geteuid() != 0 {
 		say("The lab needs root (network namespaces, iptables): showing the inventory only.")
-		say("Try: palisade inventory search 'kind = namespace' --server %s --token-file %s", srv.URL(), filepath.Join(c.dataDir, server.AdminTokenFile))
+		say("Try: %s inventory search 'kind = namespace' --server %s --token-file %s", c.cli, srv.URL(), filepath.Join(c.dataDir, server.AdminTokenFile))
 		<-ctx.Done()
 		return nil
 	}
 	say("3/6 lab cluster: %d nodes, %s pod network, sock-shop...", c.nodes, c.mode)
-	l, err := lab.Up(ctx, lab.Config{Name: "demo", Nodes: c.nodes, Mode: c.mode, App: "sockshop", RestConfig: kube.Config})
+	l, err := lab.Up(ctx, lab.Config{Name: c.labName, Nodes: c.nodes, Mode: c.mode, App: "sockshop",
+		RestConfig: kubeConfig, Kubeconfig: c.kubeconfig, Logger: logger})
 	if err != nil {
 		return err
 	}
 	defer func() {
 		say("removing the lab...")
 		if err := l.Down(); err != nil {
-			fmt.Fprintln(log, "lab down:", err)
+			logger.Error("lab down", "err", err)
 		}
 	}()
 	st := l.Status()
@@ -124,6 +190,7 @@ func runDemo(ctx context.Context, out, log io.Writer, c demoConfig) error {
 		a, err := agent.New(agent.Config{
 			Server: srv.URL(), Node: n.Name, Token: srv.AgentToken(), NetNS: n.NetNSPath,
 			Uplinks: uplinks, SpoolDir: filepath.Join(c.dataDir, "agents", n.Name), DetachOnExit: true,
+			Log: logger,
 		})
 		if err != nil {
 			return fmt.Errorf("agent on %s: %w", n.Name, err)
@@ -132,16 +199,20 @@ func runDemo(ctx context.Context, out, log io.Writer, c demoConfig) error {
 		go func() {
 			defer wg.Done()
 			if err := a.Run(agentCtx); err != nil && agentCtx.Err() == nil {
-				fmt.Fprintf(log, "agent %s: %v\n", n.Name, err)
+				logger.Error("agent stopped", "node", n.Name, "err", err)
 			}
 		}()
 	}
 
-	say("5/6 scanner: payment rolls out a Go image with vulnerable x/net and x/text from a loopback registry...")
-	if err := demoVulnerableImage(ctx, srv, l, c.dataDir); err != nil {
-		// Scanning is one of the demo's parts; the rest goes on without it.
-		fmt.Fprintln(log, "scanner part of the demo skipped:", err)
-	}
+	say("5/6 scanner: payment rolls out a Go image with vulnerable x/net and x/text from a loopback registry (in the background)...")
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := demoVulnerableImage(ctx, srv, l, c.dataDir); err != nil && ctx.Err() == nil {
+			// Scanning is one of the demo's parts; the rest goes on without it.
+			logger.Warn("scanner part of the demo skipped", "err", err)
+		}
+	}()
 
 	say("6/6 traffic along the sock-shop call graph (%.0f connections/s)...", c.rate)
 	shop, _ := app.ByName("sockshop")
@@ -151,7 +222,7 @@ func runDemo(ctx context.Context, out, log io.Writer, c demoConfig) error {
 		for ctx.Err() == nil {
 			// Fresh topology each round: pods come and go (the payment rollout).
 			if _, err := lab.Traffic(ctx, l.Status(), shop, lab.TrafficOptions{Duration: 15 * time.Second, Rate: c.rate}); err != nil && ctx.Err() == nil {
-				fmt.Fprintln(log, "traffic:", err)
+				logger.Warn("traffic", "err", err)
 				select {
 				case <-ctx.Done():
 				case <-time.After(2 * time.Second):
@@ -160,24 +231,28 @@ func runDemo(ctx context.Context, out, log io.Writer, c demoConfig) error {
 		}
 	}()
 
+	sudo := ""
+	if os.Getenv("SUDO_USER") != "" {
+		sudo = "sudo " // the lab commands and the token file need root, the rest does not
+	}
 	say(`
 Palisade is running. Every API call needs a token; the server wrote the admin
-token to %[2]s. In another shell:
+token to %[2]s. In another shell, from this directory:
 
   export PALISADE_SERVER=%[1]s
-  export PALISADE_TOKEN=$(cat %[2]s)
+  export PALISADE_TOKEN=$(%[4]scat %[2]s)
 
-  palisade inventory search 'namespace = sock-shop and kind = pod'
-  palisade inventory search 'kind = service and service.type = NodePort' -o json
-  palisade lab status -o json --name demo
-  palisade flows search 'dst.namespace = sock-shop' --since 5m     (flows appear after ~30 s)
-  palisade flows top --by dst.port
-  palisade inventory search 'vuln.cve contains "CVE-2022-32149"'   (once the scan finished)
-  palisade token create alice --role viewer                        (a read-only token, printed once)
+  %[3]s inventory search 'namespace = sock-shop and kind = pod'
+  %[3]s inventory search 'kind = service and service.type = NodePort' -o json
+  %[4]s%[3]s lab status -o json --name %[5]s
+  %[3]s flows search 'dst.namespace = sock-shop' --since 5m   # flows appear after ~30 s
+  %[3]s flows top --by dst.port
+  %[3]s inventory search 'vuln.cve contains "CVE-2022-32149"'   # once the scan finished
+  %[3]s token create alice --role viewer   # a read-only token, printed once
   curl -s -H "Authorization: Bearer $PALISADE_TOKEN" '%[1]s/api/v1/vulnerabilities?filter=package%%20=%%20golang.org/x/net'
   curl -s -H "Authorization: Bearer $PALISADE_TOKEN" %[1]s/api/v1/status
 
-Ctrl-C stops the demo and removes the lab.`, srv.URL(), filepath.Join(c.dataDir, server.AdminTokenFile))
+Ctrl-C stops the demo and removes the lab.`, srv.URL(), filepath.Join(c.dataDir, server.AdminTokenFile), c.cli, sudo, c.labName)
 	<-ctx.Done()
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,19 +13,12 @@ import (
 // TestMakeBuildVersion: a `make build` binary says which version and commit
 // it is, in `palisade version` and in the server's /api/v1/status.
 func TestMakeBuildVersion(t *testing.T) {
-	root, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
+	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
 	if err != nil {
 		t.Fatalf("git rev-parse: %v (the test needs the git checkout)", err)
 	}
-	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
 	commit := strings.TrimSpace(string(head))
-	bin := filepath.Join(t.TempDir(), "palisade")
-	if out, err := exec.Command("make", "-C", strings.TrimSpace(string(root)), "build", "BIN="+bin).CombinedOutput(); err != nil {
-		t.Fatalf("make build: %v\n%s", err, out)
-	}
+	bin := makeBuild(t, t.TempDir())
 	out, err := exec.Command(bin, "version").Output()
 	if err != nil {
 		t.Fatal(err)

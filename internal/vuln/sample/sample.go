@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -166,7 +167,9 @@ func Registry() (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	srv := &http.Server{Handler: registry.New(), ReadHeaderTimeout: 10 * time.Second}
+	// Its per-request log goes where the standard logger goes (the demo
+	// sends it to its log file).
+	srv := &http.Server{Handler: registry.New(registry.Logger(log.Default())), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln) //nolint:errcheck // ends with Close
 	return ln.Addr().String(), func() { srv.Close() }, nil
 }
