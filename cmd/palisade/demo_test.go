@@ -15,8 +15,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/palisade-dev/palisade/internal/devkube"
 )
 
 // makeBuild builds the binary as `make build` does, at dir/bin/palisade.
@@ -49,16 +47,9 @@ func freePort(t *testing.T) int {
 // printed command run as printed exits 0, and near the end `flows top --by
 // dst.port` is led by an application port, with no portless ICMPv6 noise.
 func TestDemo(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("the demo test needs root (the lab): run `make test` as root")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	kube := rootAndPrivateAPI(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	kube, err := devkube.Start(ctx, devkube.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("devkube: %v", err)
-	}
-	t.Cleanup(kube.Stop)
 	work := t.TempDir()
 	makeBuild(t, work)
 	dataDir := filepath.Join(work, "data")

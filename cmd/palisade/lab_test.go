@@ -14,6 +14,23 @@ import (
 	"github.com/palisade-dev/palisade/internal/lab"
 )
 
+// rootAndPrivateAPI fails the test without root (labs need it) and starts
+// a control plane of its own for it (one lab per API server).
+func rootAndPrivateAPI(t *testing.T) *devkube.Cluster {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("lab tests need root (network namespaces, veths, iptables): run `make test` as root")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	kube, err := devkube.Start(ctx, devkube.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("devkube: %v", err)
+	}
+	t.Cleanup(kube.Stop)
+	return kube
+}
+
 // labCLI runs the palisade command line in-process and returns stdout; an
 // error carries stderr.
 func labCLI(t *testing.T, args ...string) (string, error) {
@@ -29,16 +46,8 @@ func labCLI(t *testing.T, args ...string) (string, error) {
 // NetworkPolicy model prints a JSON list and an upstream-style table that
 // agree probe for probe; `lab status -o json` lists the model's pods.
 func TestLabReachCLI(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("lab tests need root (network namespaces, veths, iptables): run `make test` as root")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	kube, err := devkube.Start(ctx, devkube.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("devkube: %v", err)
-	}
-	t.Cleanup(kube.Stop)
+	kube := rootAndPrivateAPI(t)
+	ctx := context.Background()
 	name := fmt.Sprintf("cli%d", os.Getpid()%100000)
 	l, err := lab.Up(ctx, lab.Config{Name: name, App: "sockshop,netpol", RestConfig: kube.Config, ProbePeriod: -1})
 	if err != nil {

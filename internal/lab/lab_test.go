@@ -36,6 +36,18 @@ func startAPI(t testing.TB) *devkube.Cluster {
 	return c
 }
 
+// upLab brings a lab up for one test; Down is called at cleanup (again:
+// it is idempotent) in case the test did not get there.
+func upLab(t *testing.T, cfg Config) *Lab {
+	t.Helper()
+	l, err := Up(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Down() })
+	return l
+}
+
 // assertContained checks the root namespace has no route, address or NAT
 // rule toward the lab's ranges.
 func assertContained(t *testing.T) {
@@ -107,16 +119,7 @@ func TestLabSockShop(t *testing.T) {
 			kube := startAPI(t)
 			name := testName(t, "s"+string(mode[0]))
 			ctx := context.Background()
-			l, err := Up(ctx, Config{Name: name, Nodes: 2, Mode: mode, App: "sockshop", RestConfig: kube.Config, ProbePeriod: 500 * time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
-			downed := false
-			t.Cleanup(func() {
-				if !downed {
-					l.Down()
-				}
-			})
+			l := upLab(t, Config{Name: name, Nodes: 2, Mode: mode, App: "sockshop", RestConfig: kube.Config, ProbePeriod: 500 * time.Millisecond})
 			assertContained(t)
 			st := l.Status()
 			a := app.SockShop()
@@ -172,7 +175,6 @@ func TestLabSockShop(t *testing.T) {
 			if err := l.Down(); err != nil {
 				t.Errorf("down: %v", err)
 			}
-			downed = true
 			assertGone(t, name)
 			c := kubernetes.NewForConfigOrDie(kube.Config)
 			if ns, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil || len(ns.Items) != 0 {

@@ -28,16 +28,7 @@ func TestLabNetPol(t *testing.T) {
 			kube := startAPI(t)
 			name := testName(t, "p"+string(mode[0]))
 			ctx := context.Background()
-			l, err := Up(ctx, Config{Name: name, Nodes: 2, Mode: mode, App: "sockshop,netpol", RestConfig: kube.Config, ProbePeriod: -1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			downed := false
-			t.Cleanup(func() {
-				if !downed {
-					l.Down()
-				}
-			})
+			l := upLab(t, Config{Name: name, Nodes: 2, Mode: mode, App: "sockshop,netpol", RestConfig: kube.Config, ProbePeriod: -1})
 			st := l.Status()
 			model := app.NetPol()
 			if want := len(app.SockShop().Components) + len(model.Components); len(st.Pods) != want {
@@ -135,7 +126,6 @@ func TestLabNetPol(t *testing.T) {
 			if err := l.Down(); err != nil {
 				t.Errorf("down: %v", err)
 			}
-			downed = true
 			assertGone(t, name)
 			c := kubernetes.NewForConfigOrDie(kube.Config)
 			for _, ns := range append(slices.Clone(app.NetPolNamespaces), "sock-shop") {
