@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"encoding/json"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/palisade-dev/palisade/internal/server"
 )
 
 // TestMakeBuildVersion: a `make build` binary says which version and commit
@@ -28,7 +32,8 @@ func TestMakeBuildVersion(t *testing.T) {
 		t.Errorf("palisade version = %q, want a version other than dev and commit %s", v, commit)
 	}
 
-	srv := exec.Command(bin, "server", "--data", t.TempDir(), "--listen", "127.0.0.1:0")
+	data := t.TempDir()
+	srv := exec.Command(bin, "server", "--data", data, "--listen", "127.0.0.1:0")
 	stdout, err := srv.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -52,11 +57,20 @@ func TestMakeBuildVersion(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("server did not say where it listens")
 	}
-	resp, err := http.Get(strings.TrimRight(url, "/") + "/api/v1/status")
+	token, err := os.ReadFile(filepath.Join(data, server.AdminTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, strings.TrimRight(url, "/")+"/api/v1/status", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/api/v1/status: %s", resp.Status)
+	}
 	var st struct{ Version, Commit string }
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		t.Fatal(err)
