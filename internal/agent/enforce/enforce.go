@@ -96,6 +96,8 @@ type nsState struct {
 	err        string
 	pending    bool
 	programmed time.Time
+	// rulesKey identifies the chains last programmed (spec.rulesKey).
+	rulesKey string
 }
 
 // New returns an enforcer; with a StateFile it resumes the bundle it
@@ -348,7 +350,10 @@ func (e *Enforcer) programPod(p *ruleset.Pod) *nsState {
 }
 
 // programNS programs st.spec into st.path and makes sure a watcher runs.
-func (e *Enforcer) programNS(st *nsState, repair bool) error {
+// The chains are rewritten when the spec's rules changed since the last
+// programming, or when the kernel no longer holds what was programmed;
+// otherwise only set members are brought up to date.
+func (e *Enforcer) programNS(st *nsState, _ bool) error {
 	if st.watch == nil {
 		target := st.target
 		w, err := watchNFT(st.path, func() { e.markDirty(target) })
@@ -358,12 +363,13 @@ func (e *Enforcer) programNS(st *nsState, repair bool) error {
 		}
 		st.watch = w
 	}
-	_, snap, err := program(st.path, st.spec, false, st.snap)
+	key := st.spec.rulesKey()
+	_, snap, err := program(st.path, st.spec, key != st.rulesKey, st.snap)
 	if err != nil {
 		st.err = err.Error()
 		return err
 	}
-	st.snap, st.err, st.programmed = snap, "", time.Now()
+	st.snap, st.err, st.programmed, st.rulesKey = snap, "", time.Now(), key
 	return nil
 }
 

@@ -253,6 +253,19 @@ func testEnforce(t *testing.T, mode string) {
 	}
 	expect("new address", [3]string{p1.NS, "10.244.1.12:8080", "ok"})
 
+	// A rules change is programmed even though the kernel still holds
+	// what was programmed before (no drift): p2's egress becomes REJECT.
+	p2c := p2b
+	p2c.Egress = ruleset.Chain{Default: ruleset.Reject}
+	if err := e.Apply(bundle(ruleset.Pod{ID: "app/p1", IPs: []string{p1.IP}, Rules: &p1b}, ruleset.Pod{ID: "app/p2", IPs: []string{p2.IP, "10.244.1.12"}, Rules: &p2c})); err != nil {
+		t.Fatal(err)
+	}
+	expect("p2 egress now rejects", [3]string{p2.NS, p3.IP + ":9090", "refused"})
+	if err := e.Apply(b2); err != nil {
+		t.Fatal(err)
+	}
+	expect("p2 egress allows again", [3]string{p2.NS, p3.IP + ":9090", "ok"})
+
 	// Drift: flush p1's egress chain while a blocked probe loop runs.
 	var leakFirst, leakLast atomic.Int64
 	stopLoop := probeLoop(p1.NS, p2.IP+":9090", func() {

@@ -38,6 +38,16 @@ type spec struct {
 	ready []string // ReadySet's members
 }
 
+// rulesKey identifies what the chains hold (not the sets' members): when
+// it changes the chains are rewritten.
+func (s *spec) rulesKey() string {
+	k := fmt.Sprintf("node=%t gate=%s", s.node, strings.Join(s.gate, ","))
+	if s.rules != nil {
+		k += " rules=" + s.rules.RulesHash()
+	}
+	return k
+}
+
 func (s *spec) chains() []string {
 	if s.node {
 		return []string{ChainIn, ChainOut, ChainFwd}
