@@ -19,6 +19,7 @@ var pages = []struct{ name, hash, ready string }{
 	{"top", "#/top", `document.querySelector("[data-testid=top-table]")`},
 	{"map", "#/map", `(document.querySelector("[data-testid=service-map]")?.dataset.layoutMs ?? "") !== ""`},
 	{"policies", "#/policies", `document.querySelector("[data-testid=alerts-table]")`},
+	{"enforcement", "#/enforcement", `document.querySelector("[data-testid=enforcement-agents]")`},
 	{"vulnerabilities", "#/vulnerabilities", `document.querySelector("[data-testid=vuln-table]")`},
 	{"agents", "#/agents", `document.querySelector("[data-testid=agents-table]")`},
 }

@@ -266,6 +266,19 @@ ports: ["tcp/80"]
 		p.Screenshot("policies-drilldown")
 	})
 
+	t.Run("enforcement page switches a scope to enforce", func(t *testing.T) {
+		open("#/enforcement")
+		p.WaitFor("scopes listed", `[...document.querySelectorAll("[data-testid=enforcement-scopes] tbody tr")].some(r => r.textContent.includes("console-shop"))`, 20*time.Second)
+		browsertest.Eval[any](p, `(() => { const s = [...document.querySelectorAll("[data-testid=enforcement-scopes] tbody tr")].find(r => r.textContent.includes("console-shop")).querySelector("select"); s.value = "enforce"; s.dispatchEvent(new Event("change", {bubbles: true})); })()`)
+		p.WaitFor("enforced", `[...document.querySelectorAll("[data-testid=enforcement-scopes] tbody tr")].find(r => r.textContent.includes("console-shop"))?.querySelector("select").value === "enforce" && document.querySelector("[role=status]")?.textContent.includes("enforce")`, 20*time.Second)
+		p.Clean("enforcement")
+		p.Screenshot("enforcement")
+		// Back to analysis, so nothing is programmed after the test.
+		browsertest.Eval[any](p, `(() => { const s = [...document.querySelectorAll("[data-testid=enforcement-scopes] tbody tr")].find(r => r.textContent.includes("console-shop")).querySelector("select"); s.value = "analyze"; s.dispatchEvent(new Event("change", {bubbles: true})); })()`)
+		p.WaitFor("analyze again", `document.querySelector("[role=status]")?.textContent.includes("analyze")`, 20*time.Second)
+		p.Clean("enforcement back to analyze")
+	})
+
 	t.Run("agents page switches a node's mode", func(t *testing.T) {
 		open("#/agents")
 		p.WaitFor("both agents", fmt.Sprintf(`document.querySelectorAll("[data-testid=agents-table] tbody tr").length === %d`, len(e.st.Nodes)), 20*time.Second)

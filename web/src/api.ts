@@ -324,3 +324,47 @@ export function ruleString(r: RuleRef): string {
   const s = r.scope + (r.version ? "@" + r.version : "");
   return r.index < 0 ? s + " catch-all" : s + "#" + r.index;
 }
+
+// --- enforcement (internal/ruleset, GET /api/v1/enforcement) ---------------
+
+export interface ScopeMode {
+  scope: string;
+  mode: "analyze" | "enforce";
+  version?: string;
+  failOpen?: boolean;
+  updated: string;
+  updatedBy?: string;
+}
+export interface NamespaceStatus {
+  target: string;
+  netns?: string;
+  scope?: string;
+  version?: string;
+  hash?: string;
+  rules: number;
+  sets: number;
+  members: number;
+  programmed?: string;
+  pending?: boolean;
+}
+export interface EnforcementAgent {
+  node: string;
+  hash: string;
+  versions?: string[];
+  programmed?: string;
+  namespaces: NamespaceStatus[] | null;
+  drift?: { time: string; target: string; what: string; repairedNs?: number }[];
+  errors?: string[];
+  serverLost?: boolean;
+  reported: string;
+  wanted: string;
+  inSync: boolean;
+}
+export interface Enforcement {
+  scopes: ScopeMode[];
+  agents: EnforcementAgent[];
+  compiled?: string;
+  error?: string;
+  rules: number;
+  members: number;
+}

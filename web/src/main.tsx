@@ -13,6 +13,7 @@ import { VulnsPage } from "./pages/vulns";
 import { AgentsPage } from "./pages/agents";
 import { SignIn } from "./pages/signin";
 import { PoliciesPage } from "./pages/policies";
+import { EnforcementPage } from "./pages/enforcement";
 
 const NAV: [string, string][] = [
   ["inventory", "Inventory"],
@@ -20,6 +21,7 @@ const NAV: [string, string][] = [
   ["top", "Top talkers"],
   ["map", "Service map"],
   ["policies", "Policies"],
+  ["enforcement", "Enforcement"],
   ["vulnerabilities", "Vulnerabilities"],
   ["agents", "Agents"],
 ];
@@ -94,6 +96,9 @@ function App() {
         break;
       case "policies":
         body = <PoliciesPage route={route} />;
+        break;
+      case "enforcement":
+        body = <EnforcementPage />;
         break;
       case "vulnerabilities":
         body = <VulnsPage route={route} />;

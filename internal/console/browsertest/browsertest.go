@@ -20,6 +20,7 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
@@ -93,8 +94,11 @@ type Page struct {
 
 	mu       sync.Mutex
 	problems []string
-	allowed  []*regexp.Regexp
-	urls     map[network.RequestID]string
+	// Dialogs are the messages of the confirmations the page asked (all
+	// accepted).
+	Dialogs []string
+	allowed []*regexp.Regexp
+	urls    map[network.RequestID]string
 }
 
 // NewPage opens a tab with a 1280×800 viewport.
@@ -144,6 +148,15 @@ func (p *Page) onEvent(ev any) {
 		if e.Entry.Level == log.EntryLevelError || e.Entry.Level == log.EntryLevelWarning {
 			msg = fmt.Sprintf("log %s (%s): %s %s", e.Entry.Level, e.Entry.Source, e.Entry.Text, e.Entry.URL)
 		}
+	case *page.EventJavascriptDialogOpening:
+		// A confirmation ("Enforce scope …?") is accepted, as a person
+		// going on with the step would. Commands may not run inside a
+		// listener: answer from another goroutine.
+		p.mu.Lock()
+		p.Dialogs = append(p.Dialogs, e.Message)
+		p.mu.Unlock()
+		go chromedp.Call(p.Ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true}) //nolint:errcheck // the step waits for its effect
+		return
 	case *network.EventRequestWillBeSent:
 		p.mu.Lock()
 		p.urls[e.RequestID] = e.Request.URL
