@@ -66,6 +66,7 @@ func TestConsole(t *testing.T) {
 		p.Do("type a field prefix", 10*time.Second, chromedp.Click(in), chromedp.SendKeys(in, "namesp"))
 		p.WaitFor("completion lists namespace", `[...document.querySelectorAll("[data-testid=suggestions] li")].some(li => li.textContent.endsWith("namespace"))`, 10*time.Second)
 		p.Do("accept the completion", 5*time.Second, chromedp.SendKeys(in, kb.Tab))
+		p.WaitFor("completed", `document.querySelector("[data-testid=filter-input]").value === "namespace "`, 5*time.Second)
 		p.Do("type the rest", 10*time.Second, chromedp.SendKeys(in, "= sock-shop and kind = pod"+kb.Escape+kb.Enter))
 		p.WaitFor("search ran", `location.hash.includes("filter=")`, 10*time.Second)
 		p.WaitFor("sock-shop pods listed", `document.querySelector("[data-testid=row-count]")?.textContent.includes("of")`, 20*time.Second)

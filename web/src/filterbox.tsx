@@ -98,6 +98,12 @@ export function FilterBox({
     const addSpace = !s.endsWith(".") && !after.startsWith(" ");
     const next = value.slice(0, ctx.start) + ins + (addSpace ? " " : "") + after;
     const pos = ctx.start + ins.length + (addSpace ? 1 : 0);
+    // Update the field at once, not at the next render: the keys typed
+    // right after Tab must land after the completion.
+    if (input.current) {
+      input.current.value = next;
+      input.current.setSelectionRange(pos, pos);
+    }
     onChange(next);
     setCaret(pos);
     setOpen(!addSpace); // a prefix like label. goes on completing
