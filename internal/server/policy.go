@@ -37,7 +37,11 @@ func newPolicyAPI(kv store.KV, inv *inventory.Inventory, flows flow.Store) (*pol
 	if err != nil {
 		return nil, err
 	}
-	mon, err := compliance.Open(kv, inv, slog.Default())
+	// Live analysis resolves each end through a cache of the current
+	// holders that any inventory change drops.
+	live := &analyze.LiveResolver{R: inv}
+	inv.Subscribe(func(*inventory.Workload) { live.Invalidate() })
+	mon, err := compliance.Open(kv, live, slog.Default())
 	if err != nil {
 		return nil, err
 	}

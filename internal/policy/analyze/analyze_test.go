@@ -109,3 +109,32 @@ func TestAnalyze(t *testing.T) {
 		t.Fatalf("drill-down to escaped/catch-all: %d flows, want 2", n)
 	}
 }
+
+// The live resolver answers the version in force at the flow's time, also
+// across a change of the inventory and for flows older than the cached
+// version.
+func TestLiveResolver(t *testing.T) {
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	in := inv(t, t0)
+	lr := &LiveResolver{R: in}
+	in.Subscribe(func(*inventory.Workload) { lr.Invalidate() })
+	// 10.244.1.50: "old" until t0+10m, "new" from t0+11m.
+	for _, c := range []struct {
+		at   time.Duration
+		want string
+	}{{20 * time.Minute, "new"}, {25 * time.Minute, "new"}, {5 * time.Minute, "old"}, {30 * time.Minute, "new"}} {
+		w, ok := lr.WorkloadAt("10.244.1.50", t0.Add(c.at))
+		if !ok || w.Name != c.want {
+			t.Fatalf("at t0+%s: %v %v, want %s", c.at, w, ok, c.want)
+		}
+	}
+	// A new version: cached answers go.
+	in.Apply(inventory.Workload{ID: "lab/pod/shop/new", Cluster: "lab", Kind: inventory.KindPod, Namespace: "shop", Name: "new", UID: "2",
+		IPs: []string{"10.244.1.50"}, Labels: map[string]string{"app": "changed"}, Updated: t0.Add(40 * time.Minute)})
+	if w, _ := lr.WorkloadAt("10.244.1.50", t0.Add(30*time.Minute)); w.Labels["app"] != "other" {
+		t.Fatalf("at t0+30m: labels %v, want the version of then", w.Labels)
+	}
+	if w, _ := lr.WorkloadAt("10.244.1.50", t0.Add(45*time.Minute)); w.Labels["app"] != "changed" {
+		t.Fatalf("at t0+45m: labels %v, want the new version", w.Labels)
+	}
+}
