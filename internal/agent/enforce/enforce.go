@@ -213,11 +213,7 @@ func (e *Enforcer) reconcileLocked() error {
 	}
 	var errs []error
 	if b.Empty() {
-		for t, st := range e.ns {
-			if err := e.unprogram(st); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", t, err))
-			}
-		}
+		errs = e.unprogramAll(e.ns)
 		// The node itself even if this agent never programmed it (e.g. a
 		// restart without a state file).
 		if _, ok := e.ns[NodeTarget]; !ok {
@@ -253,34 +249,43 @@ func (e *Enforcer) reconcileLocked() error {
 		}
 	}
 	wanted := map[string]bool{NodeTarget: true}
+	type job struct {
+		p  *ruleset.Pod
+		st *nsState
+	}
+	var jobs []job
 	for i := range b.Pods {
 		p := &b.Pods[i]
-		wanted[p.ID] = true
 		if p.Rules == nil {
-			if st := e.ns[p.ID]; st != nil {
-				if err := e.unprogram(st); err != nil {
-					errs = append(errs, fmt.Errorf("pod %s: %w", p.ID, err))
-				}
-				delete(e.ns, p.ID)
-			}
-			continue
+			continue // exempt: its rules, if any, go with the unwanted below
 		}
-		st := e.programPod(p)
-		if st.err != "" && !st.pending {
-			errs = append(errs, fmt.Errorf("pod %s: %s", p.ID, st.err))
+		wanted[p.ID] = true
+		st := e.ns[p.ID]
+		if st == nil {
+			st = &nsState{target: p.ID}
+			e.ns[p.ID] = st
 		}
-		if st.snap != nil && !st.pending && st.err == "" {
-			ready = append(ready, inCIDRs(p.IPs, cidrs)...)
+		jobs = append(jobs, job{p, st})
+	}
+	// Namespaces are independent: program them side by side (the work is
+	// mostly iptables-restore and ipset processes).
+	parallel(len(jobs), func(i int) { e.programPod(jobs[i].p, jobs[i].st) })
+	for _, j := range jobs {
+		if j.st.err != "" && !j.st.pending {
+			errs = append(errs, fmt.Errorf("pod %s: %s", j.p.ID, j.st.err))
+		}
+		if j.st.snap != nil && !j.st.pending && j.st.err == "" {
+			ready = append(ready, inCIDRs(j.p.IPs, cidrs)...)
 		}
 	}
+	unwanted := map[string]*nsState{}
 	for t, st := range e.ns {
 		if !wanted[t] {
-			if err := e.unprogram(st); err != nil && !errors.Is(err, errNoNamespace) {
-				errs = append(errs, fmt.Errorf("%s: %w", t, err))
-			}
+			unwanted[t] = st
 			delete(e.ns, t)
 		}
 	}
+	errs = append(errs, e.unprogramAll(unwanted)...)
 	sort.Strings(ready)
 	node.spec = &spec{rules: b.Self, node: true, gate: b.PodCIDRs, ready: ready}
 	if b.Self != nil {
@@ -314,20 +319,57 @@ func (e *Enforcer) anyPending() bool {
 	return false
 }
 
-// programPod programs one pod's namespace (if found).
-func (e *Enforcer) programPod(p *ruleset.Pod) *nsState {
-	st := e.ns[p.ID]
-	if st == nil {
-		st = &nsState{target: p.ID}
-		e.ns[p.ID] = st
+// unprogramAll removes Palisade's rules from the namespaces, side by side.
+func (e *Enforcer) unprogramAll(m map[string]*nsState) []error {
+	var sts []*nsState
+	for _, st := range m {
+		sts = append(sts, st)
 	}
+	errs := make([]error, len(sts))
+	parallel(len(sts), func(i int) {
+		if err := e.unprogram(sts[i]); err != nil && !errors.Is(err, errNoNamespace) {
+			errs[i] = fmt.Errorf("%s: %w", sts[i].target, err)
+		}
+	})
+	var out []error
+	for _, err := range errs {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
+}
+
+// parallel runs fn(0..n-1) on up to 8 goroutines.
+func parallel(n int, fn func(int)) {
+	const workers = 8
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(workers, n); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				fn(i)
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+// programPod programs one pod's namespace (if found) into st.
+func (e *Enforcer) programPod(p *ruleset.Pod, st *nsState) {
 	path, err := e.cfg.Pods.Find(*p)
 	if err != nil {
 		st.pending, st.err = errors.Is(err, errNoNamespace), err.Error()
 		if st.pending {
 			st.err = ""
 		}
-		return st
+		return
 	}
 	if st.path != path {
 		// A new namespace (or a new incarnation under the same name).
@@ -339,14 +381,13 @@ func (e *Enforcer) programPod(p *ruleset.Pod) *nsState {
 	st.ips = p.IPs
 	newHash := p.Rules.Hash()
 	if st.snap != nil && st.hash == newHash {
-		return st // unchanged; drift is the watchers' business
+		return // unchanged; drift is the watchers' business
 	}
 	st.spec = &spec{rules: p.Rules}
 	st.hash, st.scope, st.version = newHash, p.Rules.Scope, p.Rules.Version
 	if err := e.programNS(st, false); err != nil {
 		st.err = err.Error()
 	}
-	return st
 }
 
 // programNS programs st.spec into st.path and makes sure a watcher runs.
@@ -476,7 +517,11 @@ func (e *Enforcer) check() {
 		if t == "" || st == nil || st.spec == nil || st.snap == nil || st.path == "" && t != NodeTarget {
 			continue
 		}
-		what, snap, err := program(st.path, st.spec, false, st.snap)
+		check := program // the periodic check: chains and sets
+		if !since.IsZero() {
+			check = checkChains // a notification: chains only
+		}
+		what, snap, err := check(st.path, st.spec, false, st.snap)
 		if err != nil {
 			st.err = err.Error()
 			continue

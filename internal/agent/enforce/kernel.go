@@ -235,6 +235,20 @@ func program(path string, s *spec, force bool, want *snapshot) (changed string, 
 	return strings.Join(what, ", "), &snapshot{lines: lines, sets: len(sets), members: members}, nil
 }
 
+// checkChains is the cheap check after an nf_tables notification (which
+// set edits never cause): one iptables-save; only if Palisade's lines
+// differ from the snapshot is the namespace repaired with program.
+func checkChains(path string, s *spec, _ bool, want *snapshot) (string, *snapshot, error) {
+	save, err := SaveFilter(path)
+	if err != nil {
+		return "", nil, err
+	}
+	if lines, _, _, _ := ours(save); strings.Join(lines, "\n") == strings.Join(want.lines, "\n") {
+		return "", want, nil
+	}
+	return program(path, s, false, want)
+}
+
 // snapshot is what iptables-save shows of Palisade's chains right after
 // programming: the drift check compares against it.
 type snapshot struct {

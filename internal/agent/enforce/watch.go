@@ -44,8 +44,8 @@ func watchNFT(path string, fn func()) (*nftWatch, error) {
 		// ENOBUFS, only means "look again".
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
 		// Close cannot wake a blocked recvfrom; a timeout lets the reader
-		// see it.
-		tv := unix.Timeval{Sec: 1}
+		// see it (rarely: an idle agent wakes each watcher every 5 s).
+		tv := unix.Timeval{Sec: 5}
 		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 			unix.Close(fd)
 			return err
