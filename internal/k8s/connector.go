@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -55,8 +56,16 @@ type Connector struct {
 	nss  cache.Indexer
 	// podMu orders a pod's conversion and Apply with its namespace's: a pod
 	// converted with its namespace's old labels is never applied after the
-	// namespace handler applied it with the new ones.
+	// namespace handler applied it with the new ones. It also guards the
+	// two maps below.
 	podMu sync.Mutex
+	// nsLabels are the labels each namespace's pods were last re-applied
+	// with; nsMissing marks namespaces some pod was converted without (it
+	// arrived before its namespace). A namespace event re-applies its pods
+	// only when one of them is stale, so the initial sync converts each pod
+	// once.
+	nsLabels  map[string]map[string]string
+	nsMissing map[string]bool
 }
 
 // New returns a connector for cluster; Run starts it.
@@ -222,9 +231,20 @@ func (c *Connector) sliceChanged(obj any) {
 // Pods whose version does not change are ignored by the inventory.
 func (c *Connector) namespaceChanged(pods cache.Indexer, ns *corev1.Namespace) {
 	c.inv.Apply(namespaceWorkload(c.cluster, ns))
-	objs, _ := pods.ByIndex(cache.NamespaceIndex, ns.Name)
 	c.podMu.Lock()
 	defer c.podMu.Unlock()
+	if c.nsLabels == nil {
+		c.nsLabels, c.nsMissing = map[string]map[string]string{}, map[string]bool{}
+	}
+	old, seen := c.nsLabels[ns.Name]
+	if !c.nsMissing[ns.Name] && (!seen || maps.Equal(old, ns.Labels)) {
+		// Every pod converted so far read these labels from the cache.
+		c.nsLabels[ns.Name] = ns.Labels
+		return
+	}
+	c.nsLabels[ns.Name] = ns.Labels
+	delete(c.nsMissing, ns.Name)
+	objs, _ := pods.ByIndex(cache.NamespaceIndex, ns.Name)
 	for _, o := range objs {
 		c.inv.Apply(podWorkload(c.cluster, o.(*corev1.Pod), c))
 	}
@@ -300,12 +320,19 @@ func (c *Connector) replicaSet(ns, name string) (*appsv1.ReplicaSet, bool) {
 	return o.(*appsv1.ReplicaSet), true
 }
 
+// namespaceLabels returns a namespace's labels from the cache; the caller
+// holds podMu. A namespace not cached yet is remembered, so its arrival
+// re-applies the pods converted without its labels.
 func (c *Connector) namespaceLabels(ns string) map[string]string {
 	if c.nss == nil {
 		return nil
 	}
 	o, ok, _ := c.nss.GetByKey(ns)
 	if !ok {
+		if c.nsMissing == nil {
+			c.nsLabels, c.nsMissing = map[string]map[string]string{}, map[string]bool{}
+		}
+		c.nsMissing[ns] = true
 		return nil
 	}
 	return o.(*corev1.Namespace).Labels

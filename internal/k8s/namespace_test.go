@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/palisade-dev/palisade/internal/inventory"
 )
@@ -76,5 +77,37 @@ func TestConnectorPodsCarryNamespaceLabelsAndPorts(t *testing.T) {
 	}
 	if old, ok := inv.Lookup(netip.MustParseAddr("10.244.9.9"), before); !ok || old.NamespaceLabels["team"] != "blue" {
 		t.Fatalf("pod before the relabel = %+v, %v; want namespace label team=blue", old, ok)
+	}
+}
+
+// A pod converted before its namespace reached the cache gets the
+// namespace's labels when the namespace arrives; a namespace event that
+// changes nothing re-converts no pod.
+func TestPodBeforeItsNamespace(t *testing.T) {
+	inv, _ := inventory.Open(nil)
+	defer inv.Close()
+	c := New("c-order", kubeCfg, inv)
+	c.nss = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	c.rs = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	c.jobs = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	pods := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "early", Namespace: "late", UID: "u1"},
+		Status: corev1.PodStatus{PodIP: "10.244.8.8"}}
+	pods.Add(pod)
+	c.applyPod(pod)
+	id := ID("c-order", inventory.KindPod, "late", "early")
+	if w, _, _ := inv.Get(id); w == nil || w.NamespaceLabels != nil {
+		t.Fatalf("pod before its namespace = %+v", w)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "late", Labels: map[string]string{"team": "blue"}}}
+	c.nss.Add(ns)
+	c.namespaceChanged(pods, ns)
+	w, events, _ := inv.Get(id)
+	if w.NamespaceLabels["team"] != "blue" || len(events) != 2 {
+		t.Fatalf("after the namespace: labels %v, %d events", w.NamespaceLabels, len(events))
+	}
+	c.namespaceChanged(pods, ns) // a resync: nothing to do
+	if _, events, _ := inv.Get(id); len(events) != 2 {
+		t.Fatalf("a namespace event without change made a new pod version: %+v", events)
 	}
 }
