@@ -34,6 +34,10 @@ func (s *Service) scanOne(ctx context.Context, src image.Source, remoteOpts []re
 	return rep, inv, err
 }
 
+// probeExecutable reads Go executables; benchmarks swap in
+// pkgdb.ProbeBuildInfo to measure what symbol reading costs.
+var probeExecutable = pkgdb.Probe
+
 // afterLoad is a test seam: tests make it panic to check that a failing
 // parser fails one scan, not the server.
 var afterLoad = func(*image.Loaded) {}
@@ -45,7 +49,7 @@ func (s *Service) scan(ctx context.Context, src image.Source, remoteOpts []remot
 	}
 	defer os.RemoveAll(scratch)
 	loader := &image.Loader{
-		Extractor: &image.Extractor{Keep: pkgdb.Keep, Probe: pkgdb.Probe, Limits: s.opts.Limits, ScratchDir: scratch},
+		Extractor: &image.Extractor{Keep: pkgdb.Keep, Probe: probeExecutable, Limits: s.opts.Limits, ScratchDir: scratch},
 		Cache:     s.layers,
 		Remote:    append(append([]remote.Option{}, s.remoteBase...), remoteOpts...),
 		Platform:  s.opts.Platform,

@@ -6,16 +6,17 @@
 // functions come from each function's inline tree (FUNCDATA_InlTree), whose
 // entries live in the go:func.* region: its address is the go:func.*
 // symbol when the symbol table is present, and the moduledata's gofunc
-// field when the executable is stripped (-s -w removes the symbol table but
-// not the pclntab nor the moduledata the runtime itself needs). So a stripped
-// executable gives the same symbols as an unstripped one, where govulncheck
-// v1.9.0 falls back to module-level precision.
+// field (-s -w removes the symbol table but not the pclntab nor the
+// moduledata the runtime itself needs), else the go:func.* symbol. So a
+// stripped executable gives the same symbols as an unstripped one, where
+// govulncheck v1.9.0 falls back to module-level precision.
 //
 // ELF, PE and Mach-O executables are read. Input is hostile: every offset is
 // bounds-checked and Read never panics.
 package goexe
 
 import (
+	"bytes"
 	"debug/buildinfo"
 	"debug/gosym"
 	"encoding/binary"
@@ -30,12 +31,12 @@ import (
 
 // Symbol sources, in Info.SymbolSource.
 const (
-	// SourceSymtab: function names from the pclntab, inline trees located
-	// through the go:func.* symbol (an unstripped executable).
-	SourceSymtab = "symtab"
-	// SourcePclntab: function names from the pclntab, inline trees located
-	// through the moduledata (a stripped executable).
-	SourcePclntab = "pclntab"
+	// SourceModuledata: function names from the pclntab, inline trees
+	// located through the moduledata's gofunc field (stripped or not).
+	SourceModuledata = "pclntab+moduledata"
+	// SourceSymtab: inline trees located through the go:func.* symbol,
+	// when no moduledata was recognised (an unstripped executable).
+	SourceSymtab = "pclntab+symtab"
 	// SourcePclntabNoInline: the go:func.* region could not be located, so
 	// inlined functions are missing (reachability may be under-reported).
 	SourcePclntabNoInline = "pclntab-no-inline"
@@ -121,6 +122,9 @@ func compact(s []string) []string {
 }
 
 // readSymbols lists the functions of the pclntab and of every inline tree.
+// Names are collected by their offset in the function name table first
+// (inlined functions repeat across their callers), then each distinct name
+// is split once with debug/gosym's rules.
 func readSymbols(x exe) (map[string][]string, string, error) {
 	tabData, tabAddr, err := x.pclntab()
 	if err != nil {
@@ -130,58 +134,56 @@ func readSymbols(x exe) (map[string][]string, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	lt := gosym.NewLineTable(tabData, pt.textStart)
-	tab, err := gosym.NewTable(nil, lt)
-	if err != nil {
-		return nil, "", fmt.Errorf("pclntab: %w", err)
+	offs := make(map[uint32]struct{}, pt.nfunc)
+	for i := 0; i < pt.nfunc; i++ {
+		off, err := pt.nameOff(i)
+		if err != nil {
+			return nil, "", fmt.Errorf("function %d: %w", i, err)
+		}
+		offs[off] = struct{}{}
 	}
-	if len(tab.Funcs) == 0 {
-		return nil, "", errors.New("pclntab lists no functions")
+	src := SourcePclntabNoInline
+	if gofunc, how, ok := goFuncAddr(x, pt, tabAddr); ok {
+		src = how
+		read := func(off uint64, n int) ([]byte, error) { return x.readVA(gofunc+off, n) }
+		for i := 0; i < pt.nfunc; i++ {
+			if err := pt.inlined(i, read, offs); err != nil {
+				return nil, "", fmt.Errorf("inline tree of function %d: %w", i, err)
+			}
+		}
 	}
 	syms := map[string][]string{}
-	add := func(s *gosym.Sym) {
-		pkg, name := parseName(s)
-		if pkg != "" || name != "" {
-			syms[pkg] = append(syms[pkg], name)
-		}
-	}
-	for i := range tab.Funcs {
-		if tab.Funcs[i].Sym != nil {
-			add(tab.Funcs[i].Sym)
-		}
-	}
-
-	gofunc, src, ok := goFuncAddr(x, pt, tabAddr)
-	if !ok {
-		return syms, SourcePclntabNoInline, nil
-	}
-	for i := 0; i < pt.nfunc; i++ {
-		names, err := pt.inlined(i, func(off uint64, n int) ([]byte, error) { return x.readVA(gofunc+off, n) })
+	for off := range offs {
+		name, err := pt.name(off)
 		if err != nil {
-			return nil, "", fmt.Errorf("inline tree of function %d: %w", i, err)
+			return nil, "", err
 		}
-		for _, n := range names {
-			add(&gosym.Sym{Name: n})
+		pkg, sym := parseName(&gosym.Sym{Name: name})
+		if pkg != "" || sym != "" {
+			syms[pkg] = append(syms[pkg], sym)
 		}
+	}
+	if len(syms) == 0 {
+		return nil, "", errors.New("pclntab lists no functions")
 	}
 	return syms, src, nil
 }
 
-// goFuncAddr finds the go:func.* address: the symbol if present, else the
-// moduledata's gofunc field.
+// goFuncAddr finds the go:func.* address: the moduledata's gofunc field
+// (present in stripped and unstripped executables alike, and cheaper to find
+// than reading the whole symbol table), else the go:func.* symbol.
 func goFuncAddr(x exe, pt *pclntab, tabAddr uint64) (uint64, string, bool) {
+	if tabAddr != 0 {
+		if a, ok := moduledataGoFunc(x, pt, tabAddr); ok {
+			return a, SourceModuledata, true
+		}
+	}
 	name := "go:func.*"
 	if pt.version == ver118 {
 		name = "go.func.*"
 	}
 	if a, ok := x.symbol(name); ok {
 		return a, SourceSymtab, true
-	}
-	if tabAddr == 0 {
-		return 0, "", false
-	}
-	if a, ok := moduledataGoFunc(x, pt, tabAddr); ok {
-		return a, SourcePclntab, true
 	}
 	return 0, "", false
 }
@@ -333,12 +335,37 @@ func (t *pclntab) u32(b []byte, off uint64) (uint32, bool) {
 	return t.bo.Uint32(b[off:]), true
 }
 
-// inlined returns the names of the functions inlined into function i. read
-// returns n bytes at an offset from go:func.*.
-func (t *pclntab) inlined(i int, read func(off uint64, n int) ([]byte, error)) ([]string, error) {
+// nameOff returns function i's name offset (the _func's nameOff).
+func (t *pclntab) nameOff(i int) (uint32, error) {
 	funcoff, ok := t.u32(t.pcln, uint64(i*2+1)*4)
 	if !ok {
-		return nil, errors.New("function table truncated")
+		return 0, errors.New("function table truncated")
+	}
+	off, ok := t.u32(t.pcln, uint64(funcoff)+4)
+	if !ok {
+		return 0, errors.New("_func record truncated")
+	}
+	return off, nil
+}
+
+// name reads a NUL-terminated name from the function name table.
+func (t *pclntab) name(off uint32) (string, error) {
+	if uint64(off) >= uint64(len(t.funcnametab)) {
+		return "", fmt.Errorf("function name offset %d out of range", off)
+	}
+	s := t.funcnametab[off:]
+	if end := bytes.IndexByte(s, 0); end >= 0 {
+		s = s[:end]
+	}
+	return string(s), nil
+}
+
+// inlined adds to names the name offsets of the functions inlined into
+// function i. read returns n bytes at an offset from go:func.*.
+func (t *pclntab) inlined(i int, read func(off uint64, n int) ([]byte, error), names map[uint32]struct{}) error {
+	funcoff, ok := t.u32(t.pcln, uint64(i*2+1)*4)
+	if !ok {
+		return errors.New("function table truncated")
 	}
 	fn := uint64(funcoff)
 	fields := uint64(11) // entryOff … startLine, then funcID/flag/pad/nfuncdata
@@ -347,40 +374,40 @@ func (t *pclntab) inlined(i int, read func(off uint64, n int) ([]byte, error)) (
 	}
 	npcdata, ok := t.u32(t.pcln, fn+7*4)
 	if !ok {
-		return nil, errors.New("_func record truncated")
+		return errors.New("_func record truncated")
 	}
 	last, ok := t.u32(t.pcln, fn+(fields-1)*4)
 	if !ok {
-		return nil, errors.New("_func record truncated")
+		return errors.New("_func record truncated")
 	}
 	nfuncdata := last >> 24
 	if t.bo == binary.BigEndian {
 		nfuncdata = last & 0xff
 	}
 	if npcdata <= pcdataInlTreeIndex || nfuncdata <= funcdataInlTree || npcdata > 1<<10 {
-		return nil, nil
+		return nil
 	}
 	pcOff, ok := t.u32(t.pcln, fn+fields*4+pcdataInlTreeIndex*4)
 	if !ok {
-		return nil, errors.New("_func pcdata truncated")
+		return errors.New("_func pcdata truncated")
 	}
 	treeOff, ok := t.u32(t.pcln, fn+fields*4+uint64(npcdata)*4+funcdataInlTree*4)
 	if !ok {
-		return nil, errors.New("_func funcdata truncated")
+		return errors.New("_func funcdata truncated")
 	}
 	if pcOff == 0 || treeOff == ^uint32(0) {
-		return nil, nil
+		return nil
 	}
 	maxIdx, err := t.maxValue(pcOff)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if maxIdx < 0 {
-		return nil, nil
+		return nil
 	}
 	count := int(maxIdx) + 1
 	if count > maxInlineEntries {
-		return nil, fmt.Errorf("inline tree of %d entries", count)
+		return fmt.Errorf("inline tree of %d entries", count)
 	}
 	size, nameAt := 16, 4 // inlinedCall (Go 1.20+): funcID, pad[3], nameOff, parentPc, startLine
 	if t.version == ver118 {
@@ -388,22 +415,16 @@ func (t *pclntab) inlined(i int, read func(off uint64, n int) ([]byte, error)) (
 	}
 	raw, err := read(uint64(treeOff), count*size)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	names := make([]string, 0, count)
 	for k := 0; k < count; k++ {
 		off := t.bo.Uint32(raw[k*size+nameAt:])
 		if uint64(off) >= uint64(len(t.funcnametab)) {
-			return nil, fmt.Errorf("inlined function name offset %d out of range", off)
+			return fmt.Errorf("inlined function name offset %d out of range", off)
 		}
-		s := t.funcnametab[off:]
-		end := 0
-		for end < len(s) && s[end] != 0 {
-			end++
-		}
-		names = append(names, string(s[:end]))
+		names[off] = struct{}{}
 	}
-	return names, nil
+	return nil
 }
 
 // maxValue decodes a pc-value table and returns its largest value (-1 for

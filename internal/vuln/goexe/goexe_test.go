@@ -32,11 +32,10 @@ func has(info *Info, pkg, sym string) bool {
 func TestSymbols(t *testing.T) {
 	full := build(t, sample.GoAppBuild{})
 	stripped := build(t, sample.GoAppBuild{Strip: true})
-	if full.SymbolSource != SourceSymtab {
-		t.Errorf("unstripped: source %q (%s), want %q", full.SymbolSource, full.SymbolError, SourceSymtab)
-	}
-	if stripped.SymbolSource != SourcePclntab {
-		t.Errorf("stripped: source %q (%s), want %q", stripped.SymbolSource, stripped.SymbolError, SourcePclntab)
+	for _, info := range []*Info{full, stripped} {
+		if info.SymbolSource != SourceModuledata {
+			t.Errorf("source %q (%s), want %q", info.SymbolSource, info.SymbolError, SourceModuledata)
+		}
 	}
 	if full.GOOS != "linux" || full.GOARCH == "" {
 		t.Errorf("platform %s/%s", full.GOOS, full.GOARCH)
@@ -84,7 +83,7 @@ func TestWindows(t *testing.T) {
 	if win.GOOS != "windows" {
 		t.Errorf("GOOS %q", win.GOOS)
 	}
-	if win.SymbolSource != SourceSymtab {
+	if win.SymbolSource != SourceModuledata {
 		t.Errorf("windows: source %q (%s)", win.SymbolSource, win.SymbolError)
 	}
 	for _, p := range []string{"golang.org/x/net/html", "golang.org/x/text/language"} {
@@ -93,8 +92,36 @@ func TestWindows(t *testing.T) {
 		}
 	}
 	ws := build(t, sample.GoAppBuild{GOOS: "windows", Strip: true})
-	if ws.SymbolSource != SourcePclntab || !maps.EqualFunc(win.Symbols, ws.Symbols, slices.Equal) {
+	if ws.SymbolSource != SourceModuledata || !maps.EqualFunc(win.Symbols, ws.Symbols, slices.Equal) {
 		t.Errorf("stripped windows: source %q (%s), same symbols %v", ws.SymbolSource, ws.SymbolError, maps.EqualFunc(win.Symbols, ws.Symbols, slices.Equal))
+	}
+}
+
+// TestGoFuncFromModuledata: on unstripped builds (ELF and PE) the
+// moduledata's gofunc field equals the go:func.* symbol govulncheck uses.
+func TestGoFuncFromModuledata(t *testing.T) {
+	for _, goos := range []string{"linux", "windows"} {
+		data, err := sample.BuildGoApp(t.TempDir(), sample.GoAppBuild{GOOS: goos})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, err := openExe(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tab, addr, err := x.pclntab()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pt, err := parsePclntab(tab, x.byteOrder())
+		if err != nil {
+			t.Fatal(err)
+		}
+		md, ok1 := moduledataGoFunc(x, pt, addr)
+		sym, ok2 := x.symbol("go:func.*")
+		if !ok1 || !ok2 || md != sym {
+			t.Errorf("%s: moduledata gofunc %#x (%v), go:func.* symbol %#x (%v)", goos, md, ok1, sym, ok2)
+		}
 	}
 }
 

@@ -1,9 +1,11 @@
 package pkgdb
 
 import (
+	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strings"
 
 	"github.com/palisade-dev/palisade/internal/vuln/goexe"
@@ -45,9 +47,13 @@ func Probe(_ string, r io.ReaderAt, _ int64) ([]byte, error) {
 	if err != nil {
 		return nil, nil // not a Go binary, or one without module information
 	}
-	bi := info.BuildInfo
-	out := GoBinary{GoVersion: bi.GoVersion, Path: bi.Path, Main: GoModule{Path: bi.Main.Path, Version: bi.Main.Version},
-		GOOS: info.GOOS, GOARCH: info.GOARCH, Symbols: info.Symbols, SymbolSource: info.SymbolSource}
+	out := fromBuildInfo(info.BuildInfo)
+	out.GOOS, out.GOARCH, out.Symbols, out.SymbolSource = info.GOOS, info.GOARCH, info.Symbols, info.SymbolSource
+	return json.Marshal(out)
+}
+
+func fromBuildInfo(bi *debug.BuildInfo) GoBinary {
+	out := GoBinary{GoVersion: bi.GoVersion, Path: bi.Path, Main: GoModule{Path: bi.Main.Path, Version: bi.Main.Version}}
 	for _, d := range bi.Deps {
 		if d == nil {
 			continue
@@ -61,7 +67,18 @@ func Probe(_ string, r io.ReaderAt, _ int64) ([]byte, error) {
 		}
 		out.Deps = append(out.Deps, m)
 	}
-	return json.Marshal(out)
+	return out
+}
+
+// ProbeBuildInfo is Probe without symbols and platform: build information
+// only, as the scanner read Go executables before symbol-level matching
+// (kept to measure what symbol reading costs).
+func ProbeBuildInfo(_ string, r io.ReaderAt, _ int64) ([]byte, error) {
+	bi, err := buildinfo.Read(r)
+	if err != nil {
+		return nil, nil
+	}
+	return json.Marshal(fromBuildInfo(bi))
 }
 
 // GoPackages turns a Go binary's build information into packages: the main

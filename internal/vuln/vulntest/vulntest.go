@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -316,4 +317,24 @@ func Govulncheck(t testing.TB) (bin, db string) {
 	}
 	dir := strings.TrimSpace(string(out))
 	return filepath.Join(dir, "govulncheck"), filepath.Join(dir, "db-"+VulnDBVersion)
+}
+
+// CPUPerOp reports the process's CPU time (user + system, all cores) per
+// operation as "cpu-ms/op"; call it before the loop and defer the result.
+// On a machine shared with other work, wall time measures the neighbours.
+func CPUPerOp(b *testing.B) func() {
+	start := cpuTime()
+	return func() {
+		if b.N > 0 {
+			b.ReportMetric(float64((cpuTime()-start).Microseconds())/1000/float64(b.N), "cpu-ms/op")
+		}
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
