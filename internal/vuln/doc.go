@@ -6,12 +6,18 @@
 // # Layout
 //
 //	image    fetch (registry, oci-layout:, docker-archive:, dir:), layer
-//	         summaries, whiteouts, hostile-input bounds, layer cache seam
+//	         summaries, whiteouts, hostile-input bounds, digest-verified
+//	         layer cache seam
+//	egress   the registry allow-list and the dial-time address check
 //	pkgdb    os-release, dpkg, apk, rpm (SQLite, Berkeley DB), Go build
-//	         info, npm, Python metadata
+//	         info, platform and symbols, npm, Python metadata
+//	goexe    Go executables (ELF, PE, Mach-O): build info, GOOS/GOARCH,
+//	         functions linked in (inlined ones included, stripped or not)
 //	version  dpkg / apk / rpm / semver / PEP 440 comparators
-//	osv      OSV records, CVSS v3/v4 scores, bbolt store, import, matching
-//	sbom     CycloneDX export of an ImageReport
+//	osv      OSV records, CVSS v3/v4 scores, severity from aliases and
+//	         qualitative scales, bbolt store, import (OSV, Debian security
+//	         tracker JSON, Alpine secdb), matching
+//	sbom     CycloneDX export of an ImageReport (with reachability analysis)
 //	vuln     this package: the Service below, and the report types
 //
 // # Contract for the control plane
@@ -35,7 +41,26 @@
 //	    results are already known (e.g. after a restart). The attributes are
 //	    vuln.max_cvss ("9.8"), vuln.critical and vuln.high (counts of
 //	    distinct vulnerabilities, a CVE counting once) and vuln.cve (the set
-//	    of CVE ids). A pod none of whose images has been scanned gets none.
+//	    of CVE ids), and their reachable counterparts vuln.reachable_max_cvss,
+//	    vuln.reachable_critical and vuln.reachable_cve, which leave out Go
+//	    findings whose vulnerable functions are not linked into the binary
+//	    (findings without reachability information stay in). A pod none of
+//	    whose images has been scanned gets none.
+//	  - Go findings: the binary's build information gives GOOS/GOARCH
+//	    (records' imports limited to other platforms are not reported) and
+//	    its symbols, read from the pclntab as govulncheck's binary mode does,
+//	    mark each finding Reachable true or false (Finding.Symbols names the
+//	    vulnerable functions found). Findings of several records naming the
+//	    same vulnerability (by id or alias) are merged; severities come from
+//	    the record's CVSS, else an aliased record's (GitHub's OSV export),
+//	    else a qualitative level (Debian urgency, GitHub/Red Hat/Ubuntu
+//	    severity), with Finding.SeveritySource naming it.
+//	  - Images are pulled only from registries on Options.Registries (none
+//	    by default; see package egress); every connection is checked on the
+//	    address it resolves to, redirects and token endpoints included.
+//	    Stored and served errors are the scanner's own words (publicError).
+//	    Each scan runs under Options.ScanTimeout, within Limits (layer count,
+//	    per-image memory) and a recover that fails only that scan.
 //	  - Registries() lists registries from the observed image references,
 //	    with NeedsCredentials when a pull was refused with every credential
 //	    available. Credentials are tried in order: SetCredentials ones,
@@ -49,8 +74,10 @@
 //	    returns an ImageReport (packages and findings); Vulnerabilities(keep)
 //	    lists findings across images with their workloads, for
 //	    GET /api/v1/vulnerabilities?filter=F (keep is the compiled filter).
-//	  - ImportDB(ctx, path, progress) imports a directory or zip of OSV JSON;
-//	    re-importing updates records in place.
+//	  - ImportDB(ctx, path, progress) imports a directory or zip of OSV JSON
+//	    (or Debian tracker / Alpine secdb JSON); re-importing updates records
+//	    in place. ImportDBUnder does the same for the API, reading only below
+//	    Options.ImportDir, with one error for missing and forbidden paths.
 //	  - Wait(ctx) blocks until the scan queue is empty (tests, demos).
 //
 // All result types carry JSON tags for the HTTP API:
