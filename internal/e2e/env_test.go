@@ -96,11 +96,7 @@ type agentOpts struct {
 	detach bool // remove the classifier and pinned maps on exit
 }
 
-func newEnv(t *testing.T, mode lab.Mode) *env { return newEnvNamed(t, mode, "e2e"+string(mode)) }
-
-// newEnvNamed is newEnv with a lab name of its own (tests that other
-// processes may run at the same time as the e2e suite).
-func newEnvNamed(t *testing.T, mode lab.Mode, name string) *env {
+func newEnv(t *testing.T, mode lab.Mode) *env {
 	t.Helper()
 	return newEnvNamed(t, mode, "e2e"+string(mode))
 }
