@@ -95,6 +95,7 @@ func TestFlowsLive(t *testing.T) {
 		}
 		base := fmt.Sprintf("proto = tcp and src.ip = %q and dst.ip = %q", p.a.IP, p.b.IP)
 		fol := e.follow(t, base)
+		e.server().Flows.ResetSearchableLatency()
 		addr := hostPort(p.b.IP, p.b.Ports[0])
 		var lat, folLat []time.Duration
 		const n = 20
@@ -120,6 +121,8 @@ func TestFlowsLive(t *testing.T) {
 		if len(folLat) != n {
 			t.Errorf("follow printed %d of %d connections", len(folLat), n)
 		}
+		p50, p99 := e.server().Flows.SearchableLatency()
+		t.Logf("detailed mode, the agent's report → searchable (server side, every flow of the lab meanwhile): p50 %v, p99 %v", p50.Round(time.Millisecond), p99.Round(time.Millisecond))
 		t.Logf("detailed mode, close → searchable over %d connections: p50 %v, p99 %v, max %v; close → followed: p50 %v, p99 %v",
 			n, pct(lat, 0.5).Round(time.Millisecond), pct(lat, 0.99).Round(time.Millisecond), pct(lat, 1).Round(time.Millisecond),
 			pct(folLat, 0.5).Round(time.Millisecond), pct(folLat, 0.99).Round(time.Millisecond))
@@ -160,6 +163,7 @@ func TestFlowsLive(t *testing.T) {
 		e.stopAgent(t, p.n1.Name)
 		e.startAgent(t, p.n1, agentOpts{conv: convInterval, drain: drainEvery, detach: false})
 		addr := hostPort(p.b.IP, p.b.Ports[0])
+		e.server().Flows.ResetSearchableLatency()
 		const m = 60
 		from := time.Now()
 		span := 3 * convInterval // three windows
@@ -203,5 +207,7 @@ func TestFlowsLive(t *testing.T) {
 		if total != m {
 			t.Errorf("the conversation counts %d connections, the generator made %d:%s", total, m, describe(fs))
 		}
+		p50, p99 := e.server().Flows.SearchableLatency()
+		t.Logf("conversation mode, the agent's report → searchable (server side, every flow of the lab meanwhile): p50 %v, p99 %v", p50.Round(time.Millisecond), p99.Round(time.Millisecond))
 	})
 }

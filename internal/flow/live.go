@@ -1,9 +1,11 @@
 package flow
 
 import (
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Flows are searchable within a flush period (1 s) of the agent's report,
@@ -27,6 +29,43 @@ type liveState struct {
 	mu        sync.Mutex
 	announced map[string]bool // IDs sent to followers, still provisional
 	followers map[*Follower]struct{}
+	// latency: from the arrival of a flow's first observation (the
+	// agent's report) to its publication, the last latencyKeep flows.
+	latency []time.Duration
+	next    int
+}
+
+const latencyKeep = 10000
+
+// noteLatency records a report → searchable latency. Caller holds mu.
+func (l *liveState) noteLatency(d time.Duration) {
+	if len(l.latency) < latencyKeep {
+		l.latency = append(l.latency, d)
+		return
+	}
+	l.latency[l.next] = d
+	l.next = (l.next + 1) % latencyKeep
+}
+
+// ResetSearchableLatency forgets the latencies recorded so far.
+func (s *Service) ResetSearchableLatency() {
+	s.live.mu.Lock()
+	defer s.live.mu.Unlock()
+	s.live.latency, s.live.next = nil, 0
+}
+
+// SearchableLatency returns the 50th and 99th percentiles of the time
+// from an agent's report of a flow to the flow being searchable, over the
+// last 10,000 flows (zeros before any).
+func (s *Service) SearchableLatency() (p50, p99 time.Duration) {
+	s.live.mu.Lock()
+	d := slices.Clone(s.live.latency)
+	s.live.mu.Unlock()
+	if len(d) == 0 {
+		return 0, 0
+	}
+	slices.Sort(d)
+	return d[len(d)/2], d[int(0.99*float64(len(d)-1))]
 }
 
 // Follower receives flows as they appear (see Service.Follow).
@@ -42,7 +81,7 @@ func (f *Follower) Dropped() uint64 { return f.dropped.Load() }
 // publish replaces the provisional set with the pipeline's pending flows
 // and unstored, and hands new ones to the followers. Caller holds s.mu.
 func (s *Service) publish(unstored []Emitted) {
-	flows := s.pipe.Provisional()
+	flows, created := s.pipe.provisional()
 	for _, e := range unstored {
 		flows = append(flows, e.Flows...)
 		flows = append(flows, e.Updates...)
@@ -64,10 +103,14 @@ func (s *Service) publish(unstored []Emitted) {
 		}
 	}
 	var fresh []int
+	now := s.opts.Now()
 	for i := range flows {
 		if !s.live.announced[flows[i].ID] {
 			s.live.announced[flows[i].ID] = true
 			fresh = append(fresh, i)
+			if i < len(created) {
+				s.live.noteLatency(now.Sub(created[i]))
+			}
 		}
 	}
 	if len(fresh) == 0 || len(s.live.followers) == 0 {

@@ -168,3 +168,24 @@ func mustQuery(t *testing.T, filter string) flow.Query {
 	}
 	return q
 }
+
+func TestSearchableLatencyRecorded(t *testing.T) {
+	st, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	clk := &clock{t: time.Now()}
+	svc, err := flow.NewService(st, nil, flow.Options{Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Ingest(context.Background(), testBatch(1)); err != nil {
+		t.Fatal(err)
+	}
+	clk.add(700 * time.Millisecond)
+	svc.Flush(false)
+	if p50, p99 := svc.SearchableLatency(); p50 != 700*time.Millisecond || p99 != 700*time.Millisecond {
+		t.Fatalf("latency: %v %v", p50, p99)
+	}
+}

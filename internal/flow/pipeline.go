@@ -88,6 +88,7 @@ type cluster struct {
 	id       string
 	f        Flow
 	arrived  time.Time // when the last observation joined
+	created  time.Time // when the first did
 	first    ObsRef    // the observation that started it, for the ID
 	obs      []ObsRef
 	inner    []Key // tunnel clusters: inner flows carried
@@ -196,6 +197,9 @@ func (p *Pipeline) Add(o *Observation, arrival time.Time) {
 			Start: o.Start, End: o.End,
 		}}
 		p.pending[k] = append(p.pending[k], c)
+	}
+	if c.arrived.IsZero() {
+		c.created = arrival
 	}
 	c.arrived = arrival
 	c.dirty = true
@@ -442,7 +446,15 @@ func (p *Pipeline) materialize(c *cluster) Flow {
 // under. A flow changed since the last call (more observation points,
 // relations) is rebuilt; the others are returned as they were.
 func (p *Pipeline) Provisional() []Flow {
+	out, _ := p.provisional()
+	return out
+}
+
+// provisional is Provisional with, for each flow, when its first
+// observation arrived.
+func (p *Pipeline) provisional() ([]Flow, []time.Time) {
 	var out []Flow
+	var created []time.Time
 	for _, cs := range p.pending {
 		for _, c := range cs {
 			if c.dirty || c.prov == nil {
@@ -457,9 +469,10 @@ func (p *Pipeline) Provisional() []Flow {
 				c.prov, c.dirty = &f, false
 			}
 			out = append(out, *c.prov)
+			created = append(created, c.created)
 		}
 	}
-	return out
+	return out, created
 }
 
 func removeCluster(cs []*cluster, c *cluster) []*cluster {
