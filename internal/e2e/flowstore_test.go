@@ -86,7 +86,7 @@ func pct(d []time.Duration, q float64) time.Duration {
 // connection count of a conversation over 3 windows with an agent restart
 // in the middle equals the connections made).
 func TestFlowsLive(t *testing.T) {
-	e := newEnv(t, lab.ModeDirect)
+	e := newEnvNamed(t, lab.ModeDirect, "fslive")
 	p := e.plan(t)
 
 	t.Run("detailed-searchable-within-3s", func(t *testing.T) {
