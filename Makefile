@@ -24,6 +24,7 @@ demo: build
 
 test: deps
 	$(GO) test -count=1 -timeout 45m ./...
+	GO=$(GO) bash scripts/fuzz.sh
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...

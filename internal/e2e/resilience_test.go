@@ -340,7 +340,7 @@ func (e *env) testBadInput(t *testing.T, p plan, since time.Time) {
 	badIPBody, _ := json.Marshal(badIP)
 	tok := srv.AgentToken()
 
-	// A gzip body that decodes past the 128 MiB limit, and a plain body
+	// A gzip body that decodes past the 32 MiB limit, and a plain body
 	// past the 16 MiB one.
 	var bomb bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&bomb, gzip.BestSpeed)

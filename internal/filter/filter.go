@@ -48,8 +48,11 @@
 // `not in`, `not contains`, `not matches`, `not exists`) is exactly the
 // negation of its positive form, so on a missing field it is true.
 //
-// Inputs longer than MaxLength bytes or nested deeper than MaxDepth levels of
-// parentheses and `not` are rejected with an *Error, never a crash.
+// Inputs longer than MaxLength bytes, nested deeper than MaxDepth levels of
+// parentheses and `not`, with more than MaxTerms conditions and in-list
+// values, or with a regular expression longer than MaxRegexp bytes (or
+// one that compiles to a huge program) are rejected with an *Error, never
+// a crash.
 package filter
 
 import (
@@ -108,10 +111,16 @@ type Schema interface {
 }
 
 // Limits on the input, so hostile filters fail with an error instead of
-// exhausting the stack or memory.
+// exhausting the stack, memory or time: a filter's cost to evaluate is
+// bounded by its terms and the size of its regular expressions.
 const (
 	MaxLength = 64 << 10 // bytes
 	MaxDepth  = 100      // nested parentheses and `not`
+	MaxTerms  = 1000     // conditions plus in-list values
+	MaxRegexp = 1024     // bytes of one `matches` pattern
+	// maxRegexpProg caps a compiled pattern's instructions (x{1000}
+	// repetitions blow a short pattern up).
+	maxRegexpProg = 20000
 )
 
 // Filter is a parsed filter. It is immutable and safe for concurrent use.

@@ -351,14 +351,45 @@ func TestLimits(t *testing.T) {
 		}
 	}
 
-	// A long flat chain just under the length limit parses and evaluates.
-	src := strings.Repeat("b = 1 and ", MaxLength/10-1) + "a = 1"
+	// A long flat chain at the term limit parses and evaluates.
+	src := strings.Repeat("b = 1 and ", MaxTerms-1) + "a = 1"
 	f := mustParse(t, src)
 	if f.Match(MapRecord{"a": Scalar("1"), "b": Scalar("1")}) != true {
 		t.Error("long chain does not match")
 	}
 	if got := f.Fields(); len(got) != 2 {
 		t.Errorf("long chain Fields() = %v", got)
+	}
+}
+
+// TestCostLimits: filters whose evaluation would cost too much are refused
+// at parse time with the column at fault: too many conditions, a huge
+// in-list, a long or exploding regular expression.
+func TestCostLimits(t *testing.T) {
+	ips := make([]string, 5000)
+	for i := range ips {
+		ips[i] = fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)
+	}
+	for _, tc := range []struct {
+		name, src string
+		pos       int
+		frag      string
+	}{
+		{"conditions", strings.Repeat("b = 1 and ", MaxTerms) + "a = 1", 10*MaxTerms + 1, "more than 1000 conditions"},
+		{"60 KB ip list", "ip in (" + strings.Join(ips, ", ") + ")", 0, "more than 1000 conditions"},
+		{"long regexp", "a matches \"" + strings.Repeat("x", MaxRegexp+1) + "\"", 11, "limit is 1024"},
+		{"exploding regexp", `a matches "(abcdefghij|klmnopqrst|uvwxyzabcd){1000}"`, 11, "too complex"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(tc.src, nil)
+			var perr *Error
+			if !errors.As(err, &perr) || (tc.pos != 0 && perr.Pos != tc.pos) || !strings.Contains(perr.Msg, tc.frag) {
+				t.Fatalf("got %.200v, want column %d containing %q", err, tc.pos, tc.frag)
+			}
+		})
+	}
+	if _, err := Parse(`a matches "^(front|back)-end-[0-9a-f]{8,10}$"`, nil); err != nil {
+		t.Fatalf("an ordinary regexp: %v", err)
 	}
 }
 

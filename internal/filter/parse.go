@@ -46,6 +46,7 @@ type parser struct {
 	tok    token // the next token, not consumed yet
 	schema Schema
 	depth  int // open parentheses and `not`s around the current position
+	terms  int // conditions and in-list values so far
 	fields []string
 	seen   map[string]bool // fields, for addField
 }
@@ -62,6 +63,15 @@ func (p *parser) advance() *Error {
 // is reports whether the next token is the keyword kw (lower case).
 func (p *parser) is(kw string) bool {
 	return p.tok.kind == tokWord && asciiEqualFold(p.tok.text, kw)
+}
+
+// term counts a condition or an in-list value against MaxTerms.
+func (p *parser) term(t token) *Error {
+	p.terms++
+	if p.terms > MaxTerms {
+		return errorf(t.pos, "filter has more than %d conditions and list values", MaxTerms)
+	}
+	return nil
 }
 
 // junction parses a chain of `or`s (or == true) or `and`s. Chains are kept
@@ -144,6 +154,9 @@ func (p *parser) condition() (node, *Error) {
 		return nil, errorf(t.pos, "invalid field name %s", quoteShort(t.text))
 	case !p.schema.ValidField(t.text):
 		return nil, errorf(t.pos, "unknown field %s", quoteShort(t.text))
+	}
+	if err := p.term(t); err != nil {
+		return nil, err
 	}
 	p.addField(t.text)
 	if err := p.advance(); err != nil {
@@ -246,6 +259,9 @@ func (p *parser) in(c *condition, inTok token) *Error {
 		if err != nil {
 			return err
 		}
+		if err := p.term(v); err != nil {
+			return err
+		}
 		lit := newLiteral(v, true)
 		if v.kind == tokWord && lit.kind == litString && looksLikeCIDR(v.text) {
 			return errorf(v.pos, "%s is not a valid CIDR", quoteShort(v.text))
@@ -284,6 +300,14 @@ func (p *parser) predicate(c *condition, kwTok token, kw string) *Error {
 		return nil
 	}
 	c.op = opMatches
+	if len(v.text) > MaxRegexp {
+		return errorf(v.pos, "regular expression is %d bytes long; the limit is %d", len(v.text), MaxRegexp)
+	}
+	if re, err := syntax.Parse(v.text, syntax.Perl); err == nil {
+		if prog, err := syntax.Compile(re.Simplify()); err == nil && len(prog.Inst) > maxRegexpProg {
+			return errorf(v.pos, "regular expression %s is too complex (%d instructions; the limit is %d)", quoteShort(v.text), len(prog.Inst), maxRegexpProg)
+		}
+	}
 	re, rerr := regexp.Compile(v.text)
 	if rerr != nil {
 		msg := rerr.Error()

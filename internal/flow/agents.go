@@ -75,11 +75,23 @@ func (a *Agents) Heartbeat(node string, hb Heartbeat, at time.Time) {
 	st.Health = hb
 }
 
-// Config returns a node's agent configuration.
+// Config returns a node's agent configuration (the default for a node
+// never seen). A read never adds a node: a caller asking for random names
+// leaves the registry as it was.
 func (a *Agents) Config(node string) AgentConfig {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.get(node).Config
+	if st := a.nodes[node]; st != nil {
+		return st.Config
+	}
+	return AgentConfig{Mode: ConversationMode}
+}
+
+// Len is the number of nodes the registry knows.
+func (a *Agents) Len() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.nodes)
 }
 
 // SetConfig changes a node's agent configuration.

@@ -62,9 +62,17 @@ func ParseTime(v string, def, now time.Time) (time.Time, error) {
 		return t, nil
 	}
 	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		// Unix seconds within what a time.Time in nanoseconds holds
+		// (1678-2262); NaN and infinities are refused.
+		if f != f || f < -9e9 || f > 9e9 {
+			return time.Time{}, errors.New("time " + strconv.Quote(v) + ": unix seconds out of range")
+		}
 		return time.Unix(0, int64(f*1e9)), nil
 	}
 	if d, err := time.ParseDuration(strings.TrimPrefix(v, "-")); err == nil {
+		if d < 0 {
+			return time.Time{}, errors.New("time " + strconv.Quote(v) + ": a duration before now must not be negative")
+		}
 		return now.Add(-d), nil
 	}
 	return time.Time{}, errors.New("time " + strconv.Quote(v) + ": want RFC 3339, unix seconds or a duration like 5m")

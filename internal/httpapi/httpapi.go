@@ -31,6 +31,9 @@ type Route struct {
 	// OnDenied, when set, is called when a caller is refused before the
 	// handler runs (a refusal counter, say).
 	OnDenied func()
+	// MaxBody caps the request body (default DefaultMaxBody); a larger one
+	// is refused with 413 whether the handler reads it or not.
+	MaxBody int64
 }
 
 // String is "METHOD PATTERN".
@@ -65,13 +68,41 @@ func Mount(mux *http.ServeMux, routes []Route, guard Guard) (err error) {
 		}
 	}()
 	for _, rt := range routes {
-		var h http.Handler = rt.Handler
+		var h http.Handler = bounded(rt)
 		if guard != nil {
 			h = guard(rt, h)
 		}
 		mux.Handle(rt.String(), h)
 	}
 	return nil
+}
+
+// bounded wraps a route's handler with the rules every write obeys: a
+// body of at most MaxBody bytes (413) and, for POST, PUT and PATCH, a JSON
+// Content-Type (415), so no cross-origin form or text/plain request can
+// write.
+func bounded(rt Route) http.Handler {
+	limit := rt.MaxBody
+	if limit <= 0 {
+		limit = DefaultMaxBody
+	}
+	write := rt.Method == http.MethodPost || rt.Method == http.MethodPut || rt.Method == http.MethodPatch
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if write {
+			if err := RequireJSON(r); err != nil {
+				WriteError(w, err)
+				return
+			}
+		}
+		if r.ContentLength > limit {
+			WriteError(w, &api.Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("request body of %d bytes; the limit is %d", r.ContentLength, limit)})
+			return
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
+		}
+		rt.Handler(w, r)
+	})
 }
 
 // WriteJSON answers v as JSON with status.

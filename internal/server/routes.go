@@ -60,7 +60,7 @@ func (s *Server) handler() (http.Handler, error) {
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, api.NotFound("no API endpoint %s %s", r.Method, r.URL.Path))
 	})
-	return recoverer(mux), nil
+	return hostCheck(s.cfg.AllowedHosts, recoverer(mux)), nil
 }
 
 // recoverer turns a handler panic into a generic 500 so no request takes

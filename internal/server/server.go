@@ -69,6 +69,12 @@ type Config struct {
 	// FlowWindow is how long the flow pipeline waits for more observation
 	// points of a flow (default 30 s; tests shorten it).
 	FlowWindow time.Duration
+	// AllowedHosts are extra host names clients may address the server by
+	// (Host header); IP literals, localhost and the machine's name always
+	// work. Anything else is refused (DNS rebinding).
+	AllowedHosts []string
+	// MaxConns caps concurrent connections (default DefaultMaxConns).
+	MaxConns int
 }
 
 // Server is a running control plane.
@@ -143,7 +149,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if s.enforce, err = newEnforcement(kv, inv, s.policy.repo); err != nil {
 		return fail(err)
 	}
-	if s.Flows, err = flow.NewService(s.flowStore, inv, flow.Options{Window: cfg.FlowWindow, OnFlows: s.policy.onFlows}); err != nil {
+	if s.Flows, err = flow.NewService(s.flowStore, inv, flow.Options{Window: cfg.FlowWindow, OnFlows: s.policy.onFlows, MaxBatchDecoded: maxBatchDecoded}); err != nil {
 		return fail(err)
 	}
 	if err := s.persistAgentConfigs(); err != nil {
@@ -153,7 +159,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return fail(fmt.Errorf("server: listen on %s: %w", cfg.Listen, err))
 	}
-	s.listener = ln
+	s.listener = limitListener(ln, cfg.MaxConns)
+	ln = s.listener
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	if err := s.startScanner(runCtx, filepath.Join(cfg.DataDir, "vuln")); err != nil {
@@ -188,7 +195,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		ln.Close()
 		return fail(err)
 	}
-	s.httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.httpSrv = newHTTPServer(h)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

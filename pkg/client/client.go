@@ -170,7 +170,7 @@ func (c *Client) DoRaw(ctx context.Context, req Request) ([]byte, error) {
 	for k, vs := range req.Header {
 		hr.Header[k] = vs
 	}
-	if body != nil && hr.Header.Get("Content-Type") == "" {
+	if (body != nil || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch) && hr.Header.Get("Content-Type") == "" {
 		hr.Header.Set("Content-Type", "application/json")
 	}
 	hr.Header.Set("Accept", "application/json")

@@ -38,7 +38,7 @@ func Routes(svc *flow.Service) []httpapi.Route {
 	s := &handlers{svc: svc, opts: svc.Options()}
 	refused := func() { svc.CountRefused(flow.RefusedUnauthenticated) }
 	return []httpapi.Route{
-		{Method: "POST", Pattern: "/api/v1/agents/{node}/flows", Perm: auth.AgentReport, Handler: s.handleIngest, OnDenied: refused},
+		{Method: "POST", Pattern: "/api/v1/agents/{node}/flows", Perm: auth.AgentReport, Handler: s.handleIngest, OnDenied: refused, MaxBody: s.opts.MaxBatchBytes},
 		{Method: "POST", Pattern: "/api/v1/agents/{node}/heartbeat", Perm: auth.AgentReport, Handler: s.handleHeartbeat},
 		{Method: "GET", Pattern: "/api/v1/agents", Perm: auth.AgentsRead, Handler: func(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteJSON(w, http.StatusOK, api.AgentList{Agents: s.svc.Agents.List()})
@@ -213,12 +213,10 @@ func (s *handlers) handleSearch(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	limit := 0
-	if v := r.URL.Query().Get("limit"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil || limit < 0 {
-			httpapi.WriteError(w, api.BadRequest("limit", "limit %q: want a number", v))
-			return
-		}
+	limit, err := httpapi.QueryInt(r, "limit", 0, 0, s.opts.MaxSearchLimit)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
 	}
 	flows, err := s.svc.Search(r.URL.Query().Get("filter"), from, to, limit)
 	if err != nil {
@@ -242,7 +240,11 @@ func (s *handlers) handleTop(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, api.BadRequest("by", `by %q: want "pair" or an endpoint field such as src.namespace, dst.port, dst.service, proto`, by))
 		return
 	}
-	n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+	n, err := httpapi.QueryInt(r, "n", 0, 0, maxTop)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	entries, err := s.svc.TopWhere(r.URL.Query().Get("filter"), by, from, to, n)
 	if err != nil {
 		httpapi.WriteError(w, err)
@@ -263,6 +265,9 @@ func (s *handlers) handleGet(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// maxTop caps n= of GET /api/v1/flows/top.
+const maxTop = 1000
+
 type handlers struct {
 	svc  *flow.Service
 	opts flow.Options
@@ -280,6 +285,11 @@ func (s *handlers) handleFollow(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.svc.Unfollow(f)
 	fl, _ := w.(http.Flusher)
+	// The server's write timeout bounds ordinary answers; a stream
+	// extends its deadline before every write instead.
+	rc := http.NewResponseController(w)
+	extend := func() { _ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second)) }
+	extend()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
@@ -294,6 +304,7 @@ func (s *handlers) handleFollow(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case x := <-f.C:
+			extend()
 			if enc.Encode(&x) != nil {
 				return
 			}
@@ -309,6 +320,7 @@ func (s *handlers) handleFollow(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		case <-tick.C:
+			extend()
 			if _, err := w.Write([]byte("\n")); err != nil {
 				return
 			}
