@@ -96,7 +96,7 @@ func TestFlowsFollowAndSearchWithinSeconds(t *testing.T) {
 	root := newRootCmd()
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetArgs([]string{"flows", "follow", "dst.port = = 1", "--server", s.URL()})
+	root.SetArgs([]string{"flows", "follow", "dst.port = = 1", "--server", s.URL(), "--token", s.AdminToken()})
 	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "^") {
 		t.Fatalf("bad filter: %v", err)
 	}

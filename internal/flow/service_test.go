@@ -16,6 +16,7 @@ import (
 	"github.com/palisade-dev/palisade/internal/flow/flowapi"
 	"github.com/palisade-dev/palisade/internal/flow/store"
 	"github.com/palisade-dev/palisade/internal/httpapi"
+	"github.com/palisade-dev/palisade/pkg/api"
 )
 
 // bearerGuard admits requests carrying the header value want.
@@ -23,10 +24,7 @@ func bearerGuard(want string) httpapi.Guard {
 	return func(rt httpapi.Route, h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Header.Get("Authorization") != want {
-				if rt.OnDenied != nil {
-					rt.OnDenied()
-				}
-				http.Error(w, `{"error":"unauthenticated"}`, http.StatusUnauthorized)
+				rt.Refuse(w, api.Errorf(http.StatusUnauthorized, "unauthenticated"))
 				return
 			}
 			h.ServeHTTP(w, r)

@@ -28,12 +28,21 @@ type Route struct {
 	Pattern string // e.g. /api/v1/flows/{id}
 	Perm    auth.Permission
 	Handler http.HandlerFunc
-	// OnDenied, when set, is called when a caller is refused before the
-	// handler runs (a refusal counter, say).
-	OnDenied func()
+	// OnRefused, when set, is called with the status of a request refused
+	// before the handler runs (401, 403, 413, 415): a refusal counter.
+	OnRefused func(status int)
 	// MaxBody caps the request body (default DefaultMaxBody); a larger one
 	// is refused with 413 whether the handler reads it or not.
 	MaxBody int64
+}
+
+// Refuse answers err before the handler ran and tells OnRefused.
+func (r Route) Refuse(w http.ResponseWriter, err error) {
+	e := AsAPIError(err)
+	if r.OnRefused != nil {
+		r.OnRefused(e.Status)
+	}
+	WriteError(w, e)
 }
 
 // String is "METHOD PATTERN".
@@ -90,12 +99,12 @@ func bounded(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if write {
 			if err := RequireJSON(r); err != nil {
-				WriteError(w, err)
+				rt.Refuse(w, err)
 				return
 			}
 		}
 		if r.ContentLength > limit {
-			WriteError(w, &api.Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("request body of %d bytes; the limit is %d", r.ContentLength, limit)})
+			rt.Refuse(w, &api.Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("request body of %d bytes; the limit is %d", r.ContentLength, limit)})
 			return
 		}
 		if r.Body != nil && r.Body != http.NoBody {

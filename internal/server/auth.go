@@ -116,20 +116,17 @@ func (s *Server) guard(rt Route, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.authenticate(r)
 		if err != nil {
-			if rt.OnDenied != nil {
-				rt.OnDenied()
-			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="palisade"`)
-			httpapi.WriteError(w, api.Errorf(http.StatusUnauthorized, "unauthenticated: %v", err))
+			rt.Refuse(w, api.Errorf(http.StatusUnauthorized, "unauthenticated: %v", err))
 			return
 		}
 		if err := s.authz.Authorize(r.Context(), p, rt.Perm, ""); err != nil {
-			httpapi.WriteError(w, api.Errorf(http.StatusForbidden, "%v", err))
+			rt.Refuse(w, api.Errorf(http.StatusForbidden, "%v", err))
 			return
 		}
 		if p.Role == auth.Agent {
 			if !nodeRoute || (p.Node != "" && r.PathValue("node") != p.Node) {
-				httpapi.WriteError(w, api.Errorf(http.StatusForbidden, "forbidden: agent %s may only use its own node's endpoints", p))
+				rt.Refuse(w, api.Errorf(http.StatusForbidden, "forbidden: agent %s may only use its own node's endpoints", p))
 				return
 			}
 		}

@@ -36,9 +36,18 @@ import (
 // "observations[3].tuple.srcIP") for a malformed batch.
 func Routes(svc *flow.Service) []httpapi.Route {
 	s := &handlers{svc: svc, opts: svc.Options()}
-	refused := func() { svc.CountRefused(flow.RefusedUnauthenticated) }
+	refused := func(status int) {
+		switch status {
+		case http.StatusUnauthorized, http.StatusForbidden:
+			svc.CountRefused(flow.RefusedUnauthenticated)
+		case http.StatusRequestEntityTooLarge:
+			svc.CountRefused(flow.RefusedOversized)
+		default:
+			svc.CountRefused(flow.RefusedMalformed)
+		}
+	}
 	return []httpapi.Route{
-		{Method: "POST", Pattern: "/api/v1/agents/{node}/flows", Perm: auth.AgentReport, Handler: s.handleIngest, OnDenied: refused, MaxBody: s.opts.MaxBatchBytes},
+		{Method: "POST", Pattern: "/api/v1/agents/{node}/flows", Perm: auth.AgentReport, Handler: s.handleIngest, OnRefused: refused, MaxBody: s.opts.MaxBatchBytes},
 		{Method: "POST", Pattern: "/api/v1/agents/{node}/heartbeat", Perm: auth.AgentReport, Handler: s.handleHeartbeat},
 		{Method: "GET", Pattern: "/api/v1/agents", Perm: auth.AgentsRead, Handler: func(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteJSON(w, http.StatusOK, api.AgentList{Agents: s.svc.Agents.List()})
