@@ -107,14 +107,14 @@ func invokedAs() string {
 
 func runDemo(ctx context.Context, out, term io.Writer, c demoConfig) error {
 	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
-	if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
+	if err := os.MkdirAll(c.dataDir, 0o700); err != nil { // the server keeps it private
 		return err
 	}
 	// The components (server, connectors, lab, agents, the loopback
 	// registry's request log) log to a file; warnings and errors also to
 	// the terminal, so the steps below stay readable.
 	logPath := filepath.Join(c.dataDir, "demo.log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("demo log: %w", err)
 	}

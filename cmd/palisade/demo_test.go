@@ -153,6 +153,7 @@ func TestDemo(t *testing.T) {
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("flows top: %v\n%s", err, out)
 	}
+	t.Logf("flows top --by dst.port near the end:\n%s", out)
 	appPorts := []string{"80", "8079", "27017", "666"}
 	if len(res.Entries) == 0 || !slices.Contains(appPorts, res.Entries[0].Key) {
 		t.Errorf("flows top --by dst.port is not led by an application port %v: %s", appPorts, out)
@@ -172,12 +173,13 @@ func TestDemo(t *testing.T) {
 	allowed := regexp.MustCompile(`^(|[1-6]/6 .*|    \S.*|  (\./bin/palisade|curl|export) .*|Component logs go to .*|Palisade is running.*|token to .* In another shell, from this directory:|Ctrl-C stops.*|removing the lab\.\.\.)$`)
 	mu.Lock()
 	defer mu.Unlock()
+	t.Logf("the demo's standard output:\n%s\nstandard error:\n%s", strings.Join(lines, "\n"), stderr.String())
 	for _, l := range lines {
 		if !allowed.MatchString(l) || strings.Contains(l, "level=") || strings.Contains(l, "/v2/") {
 			t.Errorf("stdout line not the demo's own: %q", l)
 		}
 	}
-	if strings.Contains(stderr.String(), "/v2/") || strings.Contains(stderr.String(), "level=INFO") {
+	if strings.Contains(stderr.String(), "/v2/") || strings.Contains(stderr.String(), "level=INFO") || strings.Contains(stderr.String(), "fixed permissions") {
 		t.Errorf("per-request or info logs on the terminal:\n%s", stderr.String())
 	}
 	logs, err := os.ReadFile(filepath.Join(dataDir, "demo.log"))
