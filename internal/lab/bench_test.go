@@ -56,7 +56,8 @@ func BenchmarkLabUp(b *testing.B) {
 // BenchmarkReach times the full reachability matrix of the NetworkPolicy
 // model (9 × 9 pods × ports 80, 81 × TCP, UDP = 324 probes) on a 2-node
 // direct-mode lab with no policy, and with everything blocked at the pods
-// (the worst case: every probe waits out its 1 s timeout).
+// (the worst case: every probe waits out its 1 s timeout); the peer in the
+// same run is the open matrix probed one at a time.
 func BenchmarkReach(b *testing.B) {
 	requireRoot(b)
 	kube := startAPI(b)
@@ -70,8 +71,13 @@ func BenchmarkReach(b *testing.B) {
 	for _, c := range []struct {
 		name      string
 		reachable int
+		parallel  int
 		rule      string
-	}{{"open", 324, ""}, {"dropped", 0, "-A INPUT -p tcp -m multiport --dports 80,81 -j DROP\n-A INPUT -p udp -m multiport --dports 80,81 -j DROP"}} {
+	}{
+		{"open", 324, 0, ""},
+		{"open-one-at-a-time", 324, 1, ""}, // the peer: the same probes, sequentially
+		{"dropped", 0, 0, "-A INPUT -p tcp -m multiport --dports 80,81 -j DROP\n-A INPUT -p udp -m multiport --dports 80,81 -j DROP"},
+	} {
 		b.Run(c.name, func(b *testing.B) {
 			if c.rule != "" {
 				for _, p := range l.Status().Pods {
@@ -81,7 +87,7 @@ func BenchmarkReach(b *testing.B) {
 				}
 			}
 			for b.Loop() {
-				probes, err := l.Reach(context.Background(), ReachOptions{})
+				probes, err := l.Reach(context.Background(), ReachOptions{Parallel: c.parallel})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -31,7 +31,8 @@ type ReachOptions struct {
 	// Timeout bounds each probe, connecting and answering (default 1s). A
 	// probe that gets no answer by then is blocked.
 	Timeout time.Duration
-	// Parallel is how many probes run at once (default 256).
+	// Parallel is how many probes run at once (default 512: the whole
+	// model matrix, so everything blocked costs one Timeout, not several).
 	Parallel int
 }
 
@@ -130,7 +131,7 @@ func Reach(ctx context.Context, st Status, opt ReachOptions) ([]Probe, error) {
 		opt.Timeout = time.Second
 	}
 	if opt.Parallel <= 0 {
-		opt.Parallel = 256
+		opt.Parallel = 512
 	}
 	for _, p := range opt.Ports {
 		if p < 1 || p > 65535 {
