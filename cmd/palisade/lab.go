@@ -56,6 +56,7 @@ remove everything it made. Without --kubeconfig the shared dev API server
 			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			cfg.Name, cfg.Mode = *name, lab.Mode(mode)
+			cfg.WaitNamespacesGone = true // down leaves nothing behind
 			cfg.Logger = slog.New(slog.NewTextHandler(c.ErrOrStderr(), nil))
 			if cfg.Kubeconfig == "" {
 				cl, err := devkube.Up(ctx, c.ErrOrStderr())

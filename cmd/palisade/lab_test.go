@@ -5,10 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/palisade-dev/palisade/internal/devkube"
 	"github.com/palisade-dev/palisade/internal/lab"
@@ -140,5 +145,63 @@ func TestLabReachCLI(t *testing.T) {
 	}
 	if _, err := labCLI(t, "lab", "reach", "--name", name, "--protocols", "icmp"); err == nil || !strings.Contains(err.Error(), "icmp") {
 		t.Errorf("bad protocol: %v", err)
+	}
+}
+
+// TestLabUpDownCLI: `palisade lab up --app sockshop,netpol` (a process, in
+// the foreground as a user runs it) serves both apps, and `palisade lab down`
+// from another process leaves nothing: no process, network namespace, state,
+// API namespace, pod or Node.
+func TestLabUpDownCLI(t *testing.T) {
+	kube := rootAndPrivateAPI(t)
+	bin := makeBuild(t, t.TempDir())
+	name := fmt.Sprintf("cud%d", os.Getpid()%100000)
+	up := exec.Command(bin, "lab", "up", "--app", "sockshop,netpol", "--kubeconfig", kube.Kubeconfig, "--name", name, "--probe-period", "-1s")
+	var upOut strings.Builder
+	up.Stdout, up.Stderr = &upOut, &upOut
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lab.Remove(name, "", time.Second) })
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		st, err := lab.ReadState(lab.StateDir(name))
+		if err == nil && st.Phase == "ready" && len(st.Status.Pods) == 17 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lab up not ready: %v\n%s", err, upOut.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	out, err := exec.Command(bin, "lab", "reach", "--name", name, "--from", "x/a,z/c", "--to", "y/b", "-o", "json").Output()
+	var probes []lab.Probe
+	if err != nil || json.Unmarshal(out, &probes) != nil || len(probes) != 8 {
+		t.Fatalf("lab reach: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "lab", "down", "--name", name).CombinedOutput(); err != nil {
+		t.Fatalf("lab down: %v\n%s", err, out)
+	}
+	if err := up.Wait(); err != nil {
+		t.Errorf("lab up exited with %v\n%s", err, upOut.String())
+	}
+	if left, err := lab.Leftovers(name); err != nil || len(left) > 0 {
+		t.Errorf("network namespaces left: %v %v", left, err)
+	}
+	if _, err := os.Stat(lab.StateDir(name)); !os.IsNotExist(err) {
+		t.Errorf("state left: %v", err)
+	}
+	c := kubernetes.NewForConfigOrDie(kube.Config)
+	ctx := context.Background()
+	for _, ns := range []string{"x", "y", "z", "sock-shop"} {
+		if _, err := c.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("namespace %s after lab down: %v", ns, err)
+		}
+	}
+	if pods, err := c.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); err != nil || len(pods.Items) != 0 {
+		t.Errorf("pods after lab down: %d %v", len(pods.Items), err)
+	}
+	if nodes, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil || len(nodes.Items) != 0 {
+		t.Errorf("nodes after lab down: %d %v", len(nodes.Items), err)
 	}
 }

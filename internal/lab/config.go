@@ -84,6 +84,12 @@ type Config struct {
 	ProbePeriod time.Duration
 	// Logger receives progress; default slog.Default().
 	Logger *slog.Logger
+	// WaitNamespacesGone makes Down wait until the namespace controller has
+	// removed the apps' namespaces (5–7 s: the controller waits 5 s before
+	// acting on a deletion). Without it Down returns once they are being
+	// deleted; the next Up waits for them, and `lab down` (Remove) always
+	// waits. Tests whose API server goes away with them need not wait.
+	WaitNamespacesGone bool
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]{1,16}$`)

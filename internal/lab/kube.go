@@ -226,9 +226,11 @@ const namespaceGoneTimeout = time.Minute
 // deployments, replica sets, services and pods (pods with grace period 0:
 // there is no kubelet left to confirm them), every pod bound to a lab node,
 // the Nodes, and the app namespaces the lab labelled as its own — with
-// whatever else was created in them (NetworkPolicies, ...). It waits until
-// the namespace controller has removed those namespaces.
-func deleteAPIObjects(ctx context.Context, c kubernetes.Interface, lab string, namespaces []string) error {
+// whatever else was created in them (NetworkPolicies, ...). With wait, it
+// waits until the namespace controller has removed those namespaces, which
+// takes at least 5 s (the controller's fixed delay before it acts on a
+// deletion).
+func deleteAPIObjects(ctx context.Context, c kubernetes.Interface, lab string, namespaces []string, wait bool) error {
 	orphan := metav1.DeletePropagationOrphan
 	var firstErr error
 	note := func(err error) {
@@ -273,11 +275,16 @@ func deleteAPIObjects(ctx context.Context, c kubernetes.Interface, lab string, n
 			note(c.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{}))
 		}
 	}
-	if firstErr != nil {
+	if firstErr != nil || !wait {
 		return firstErr
 	}
+	return waitNamespacesGone(ctx, c, owned)
+}
+
+// waitNamespacesGone waits until the namespaces no longer exist.
+func waitNamespacesGone(ctx context.Context, c kubernetes.Interface, owned []string) error {
 	var left []string
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, namespaceGoneTimeout, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, namespaceGoneTimeout, true, func(ctx context.Context) (bool, error) {
 		left = left[:0]
 		for _, name := range owned {
 			if _, err := c.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {

@@ -623,7 +623,7 @@ func (l *Lab) Down() error {
 		defer cancel()
 		var errs []error
 		if l.client != nil {
-			if err := deleteAPIObjects(ctx, l.client, l.cfg.Name, l.Namespaces()); err != nil {
+			if err := deleteAPIObjects(ctx, l.client, l.cfg.Name, l.Namespaces(), l.cfg.WaitNamespacesGone); err != nil {
 				errs = append(errs, fmt.Errorf("API cleanup: %w", err))
 			}
 		}
@@ -688,7 +688,7 @@ func Remove(name, stateDir string, grace time.Duration) error {
 					namespaces = []string{st.Namespace}
 				}
 				if _, err := c.Discovery().ServerVersion(); err == nil {
-					if err := deleteAPIObjects(ctx, c, name, namespaces); err != nil {
+					if err := deleteAPIObjects(ctx, c, name, namespaces, true); err != nil {
 						errs = append(errs, fmt.Errorf("API cleanup: %w", err))
 					}
 				}

@@ -128,7 +128,13 @@ func TestLabNetPol(t *testing.T) {
 			}
 			assertGone(t, name)
 			c := kubernetes.NewForConfigOrDie(kube.Config)
-			for _, ns := range append(slices.Clone(app.NetPolNamespaces), "sock-shop") {
+			// Down leaves the namespaces to the namespace controller
+			// (WaitNamespacesGone unset): they go within seconds.
+			appNS := append(slices.Clone(app.NetPolNamespaces), "sock-shop")
+			if err := waitNamespacesGone(ctx, c, appNS); err != nil {
+				t.Error(err)
+			}
+			for _, ns := range appNS {
 				if _, err := c.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 					t.Errorf("namespace %s after down: %v", ns, err)
 				}
