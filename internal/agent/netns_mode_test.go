@@ -3,6 +3,7 @@ package agent_test
 import (
 	"bytes"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/palisade-dev/palisade/internal/agent"
 	"github.com/palisade-dev/palisade/internal/agent/agenttest"
 	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/version"
 )
 
 // syncBuffer is a log sink several goroutines write to.
@@ -57,7 +59,8 @@ func TestAgentNetNSNameOrPath(t *testing.T) {
 			var logs syncBuffer
 			ag := start(t, agent.Config{Server: url, Node: "node1", NetNS: c.netns, Mode: c.mode,
 				ConversationInterval: 300 * time.Millisecond, DrainInterval: 100 * time.Millisecond,
-				ConfigPoll: 100 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+				ConfigPoll: 100 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond,
+				Log: slog.New(slog.NewTextHandler(&logs, nil))})
 			waitFor(t, 5*time.Second, "the server's mode", func() bool { return ag.a.Mode() == flow.ConversationMode })
 			conn, err := agenttest.Exchange(p1.NS, p2.IP+":8080", 100)
 			if err != nil {
@@ -72,6 +75,13 @@ func TestAgentNetNSNameOrPath(t *testing.T) {
 				return false
 			})
 			ag.stop(t)
+			// Heartbeats say which build the agent is.
+			srv.mu.Lock()
+			beats := slices.Clone(srv.beats)
+			srv.mu.Unlock()
+			if len(beats) == 0 || beats[0].Version == "" || beats[0].Version != version.Version || beats[0].Commit != version.Commit {
+				t.Errorf("heartbeats %+v: want version %q commit %q", beats, version.Version, version.Commit)
+			}
 			msg := "mode detailed from --mode replaced by conversation from the server; change it with `palisade agent mode node1 detailed`"
 			if got := strings.Count(logs.String(), msg); got != map[bool]int{true: 1, false: 0}[c.wantMsg] {
 				t.Errorf("the precedence message appears %d times, want it %v; log:\n%s", got, c.wantMsg, logs.String())
