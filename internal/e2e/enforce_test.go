@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/palisade-dev/palisade/internal/agent/enforce"
+	"github.com/palisade-dev/palisade/internal/filter"
 	"github.com/palisade-dev/palisade/internal/inventory"
 	"github.com/palisade-dev/palisade/internal/lab"
 	"github.com/palisade-dev/palisade/internal/lab/app"
@@ -133,30 +134,11 @@ func testEnforcement(t *testing.T, e *env) {
 		t.Fatalf("apply: %v", err)
 	}
 
-	// One enforcer per node, as `palisade agent --enforce` runs it.
-	runCtx, stopEnforcers := context.WithCancel(ctx)
-	enforcers := map[string]*enforce.Enforcer{}
-	var done []chan error
-	for _, n := range e.st.Nodes {
-		en, err := enforce.New(enforce.Config{Node: n.Name, NetNS: n.NetNSPath, Pods: &enforce.NetNSDir{Prefix: lab.Prefix(e.st.Name) + "pod-"},
-			StateFile: filepath.Join(t.TempDir(), "enforce.json"), CheckInterval: 2 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		enforcers[n.Name] = en
-		ch := make(chan error, 1)
-		done = append(done, ch)
-		go func() {
-			ch <- enforce.Follow(runCtx, en, enforce.FollowConfig{Server: "http://" + e.listen, Node: n.Name, Token: srv.AgentToken(),
-				Wait: 5 * time.Second, StatusInterval: 300 * time.Millisecond})
-		}()
-	}
-	defer func() {
-		stopEnforcers()
-		for _, ch := range done {
-			<-ch
-		}
-	}()
+	states := enforcerStates(t, e)
+	var stopEnforcers func()
+	startEnforcers := func() { stopEnforcers = runEnforcers(t, e, states) }
+	startEnforcers()
+	defer func() { stopEnforcers() }()
 
 	setModes := func(t *testing.T, mode ruleset.Mode, scopes ...string) {
 		t.Helper()
@@ -173,19 +155,7 @@ func testEnforcement(t *testing.T, e *env) {
 	}
 	enforceAt := time.Now()
 	setModes(t, ruleset.Enforce, "cluster-lab", "sock-shop")
-	inSync := func() bool {
-		var st ruleset.Enforcement
-		if err := admin.Do(ctx, client.Request{Method: "GET", Path: "/api/v1/enforcement"}, &st); err != nil {
-			return false
-		}
-		n := 0
-		for _, a := range st.Agents {
-			if a.InSync && a.Wanted != "" {
-				n++
-			}
-		}
-		return n == len(e.st.Nodes)
-	}
+	inSync := func() bool { return agentsInSync(e, admin) }
 	waitFor(t, 20*time.Second, "every agent in sync", inSync)
 	t.Logf("enforced on %d nodes in %v", len(e.st.Nodes), time.Since(enforceAt))
 
@@ -348,22 +318,7 @@ func testEnforcement(t *testing.T, e *env) {
 
 	t.Run("drift", func(t *testing.T) {
 		target := pod("payment")
-		var leaks atomic.Int32
-		stop := make(chan struct{})
-		loop := make(chan struct{})
-		go func() {
-			defer close(loop)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if reaches(target.NetNSPath, hostPort(ext.IP, 80)) {
-					leaks.Add(1)
-				}
-			}
-		}()
+		stopLoop := probeLoop(func() bool { return reaches(target.NetNSPath, hostPort(ext.IP, 80)) })
 		flushed := time.Now()
 		if out, err := netns.Output(target.NetNSPath, "", "iptables", "-F", enforce.ChainOut); err != nil {
 			t.Fatalf("flush: %v %s", err, out)
@@ -374,8 +329,7 @@ func testEnforcement(t *testing.T, e *env) {
 		})
 		restored := time.Since(flushed)
 		time.Sleep(300 * time.Millisecond)
-		close(stop)
-		<-loop
+		leaks := stopLoop()
 		if restored > time.Second {
 			t.Errorf("drift repaired after %v, want ≤ 1 s", restored)
 		}
@@ -391,7 +345,27 @@ func testEnforcement(t *testing.T, e *env) {
 			}
 			return false
 		})
-		t.Logf("drift repaired in %v; blocked connections that got through meanwhile: %d", restored, leaks.Load())
+		t.Logf("drift repaired in %v; blocked connections that got through meanwhile: %d", restored, leaks)
+	})
+
+	t.Run("agent restart and server outage", func(t *testing.T) {
+		// Blocked connections probed throughout never get through.
+		stopLoop := probeLoop(func() bool {
+			return reaches(pod("payment").NetNSPath, hostPort(ext.IP, 80)) || reaches(pod("orders").NetNSPath, hostPort(pod("user-db").IP, 27017))
+		})
+		stopEnforcers()
+		time.Sleep(time.Second)
+		startEnforcers()
+		waitFor(t, 20*time.Second, "agents in sync after their restart", inSync)
+		e.stopServer(t)
+		time.Sleep(2 * time.Second)
+		e.startServer(t, e.listen)
+		srv = e.server()
+		admin = srv.Client("")
+		waitFor(t, 20*time.Second, "agents in sync after the server restart", inSync)
+		if n := stopLoop(); n != 0 {
+			t.Errorf("blocked connections got through %d times during the restarts", n)
+		}
 	})
 
 	t.Run("disable restores every namespace", func(t *testing.T) {
@@ -496,4 +470,174 @@ func testEnforcement(t *testing.T, e *env) {
 		}
 	})
 
+}
+
+// enforcerStates gives each node's enforcer a state file of its own.
+func enforcerStates(t *testing.T, e *env) map[string]string {
+	states := map[string]string{}
+	for _, n := range e.st.Nodes {
+		states[n.Name] = filepath.Join(t.TempDir(), "enforce.json")
+	}
+	return states
+}
+
+// runEnforcers starts one enforcer per node, as `palisade agent --enforce`
+// runs it, each resuming from its state file; stop waits for them.
+func runEnforcers(t *testing.T, e *env, states map[string]string) (stop func()) {
+	t.Helper()
+	runCtx, cancel := context.WithCancel(context.Background())
+	var done []chan error
+	for _, n := range e.st.Nodes {
+		en, err := enforce.New(enforce.Config{Node: n.Name, NetNS: n.NetNSPath, Pods: &enforce.NetNSDir{Prefix: lab.Prefix(e.st.Name) + "pod-"},
+			StateFile: states[n.Name], CheckInterval: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := make(chan error, 1)
+		done = append(done, ch)
+		go func() {
+			ch <- enforce.Follow(runCtx, en, enforce.FollowConfig{Server: "http://" + e.listen, Node: n.Name, Token: e.server().AgentToken(),
+				Wait: 5 * time.Second, StatusInterval: 300 * time.Millisecond})
+		}()
+	}
+	return func() {
+		cancel()
+		for _, ch := range done {
+			<-ch
+		}
+	}
+}
+
+// agentsInSync reports whether every node's agent programmed the bundle
+// the server has for it.
+func agentsInSync(e *env, admin *client.Client) bool {
+	var st ruleset.Enforcement
+	if err := admin.Do(context.Background(), client.Request{Method: "GET", Path: "/api/v1/enforcement"}, &st); err != nil {
+		return false
+	}
+	n := 0
+	for _, a := range st.Agents {
+		if a.InSync && a.Wanted != "" {
+			n++
+		}
+	}
+	return n == len(e.st.Nodes)
+}
+
+// quarantine is an absolute rule of the cluster scope: a workload with a
+// known CVE reaches nothing but DNS.
+const quarantine = `---
+kind: Policy
+name: quarantine-dns
+scope: cluster-lab
+consumer: vuln.cve exists
+provider: any
+ports: [udp/53, tcp/53]
+action: ALLOW
+class: absolute
+---
+kind: Policy
+name: quarantine
+scope: cluster-lab
+consumer: vuln.cve exists
+provider: any
+action: DENY
+class: absolute
+`
+
+// TestQuarantine: with a quarantine policy enforced, rolling payment onto
+// an image with known CVEs isolates it once the scan result is in, and
+// rolling back releases it.
+func TestQuarantine(t *testing.T) {
+	e := newEnvNamed(t, lab.ModeDirect, "enfquar")
+	srv := e.server()
+	admin := srv.Client("")
+	ctx := context.Background()
+	if err := admin.Do(ctx, client.Request{Method: "POST", Path: "/api/v1/policy/apply",
+		JSON: server.ApplyRequest{Files: []server.ApplyFile{{Name: "enforce.yaml", Content: enforcePolicy + quarantine}}}}, nil); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	stop := runEnforcers(t, e, enforcerStates(t, e))
+	defer stop()
+	for _, scope := range []string{"cluster-lab", "sock-shop"} {
+		if err := admin.Do(ctx, client.Request{Method: "POST", Path: "/api/v1/enforcement/scopes/" + scope,
+			JSON: ruleset.ModeRequest{Mode: ruleset.Enforce, Version: "v1"}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, "every agent in sync", func() bool { return agentsInSync(e, admin) })
+	ext := e.st.External[0]
+	payment := func() (lab.PodInfo, bool) {
+		ps := e.lab.Status().PodsOf("sock-shop", "payment")
+		return ps[0], len(ps) == 1
+	}
+	reach := func() (ext666, db bool) {
+		p, ok := payment()
+		if !ok {
+			return false, false
+		}
+		db1 := e.lab.Status().PodsOf("sock-shop", "user-db")[0]
+		return reaches(p.NetNSPath, hostPort(ext.IP, 666)), reaches(p.NetNSPath, hostPort(db1.IP, 27017))
+	}
+	if a, b := reach(); !a || !b {
+		t.Fatalf("before the vulnerable image: payment → external:666 %v, → user-db:27017 %v; want both", a, b)
+	}
+	deploys := e.lab.Client().AppsV1().Deployments("sock-shop")
+	d, err := deploys.Get(ctx, "payment", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clean := d.Spec.Template.Spec.Containers[0].Image
+	rollVulnerablePayment(t, e)
+	vulnerable, _ := filter.Parse(`namespace = "sock-shop" and label.app = "payment" and vuln.cve exists`, inventory.Schema)
+	waitFor(t, 3*time.Minute, "the scan result on the new payment pod", func() bool {
+		return len(srv.Inventory.Search(vulnerable, inventory.SearchOptions{})) == 1
+	})
+	scanned := time.Now()
+	waitFor(t, 30*time.Second, "payment isolated within 30 s of the scan result", func() bool {
+		a, b := reach()
+		return !a && !b
+	})
+	t.Logf("payment isolated %v after its scan result", time.Since(scanned).Round(time.Millisecond))
+
+	d, err = deploys.Get(ctx, "payment", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Spec.Template.Spec.Containers[0].Image = clean
+	if _, err := deploys.Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rolledBack := time.Now()
+	waitFor(t, 2*time.Minute, "payment released after rolling back", func() bool {
+		a, b := reach()
+		return a && b
+	})
+	t.Logf("payment released %v after the roll-back", time.Since(rolledBack).Round(time.Millisecond))
+}
+
+// probeLoop calls try until stop is called, which returns how many tries
+// succeeded.
+func probeLoop(try func() bool) (stop func() int32) {
+	var ok atomic.Int32
+	done := make(chan struct{})
+	loop := make(chan struct{})
+	go func() {
+		defer close(loop)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if try() {
+				ok.Add(1)
+			}
+		}
+	}()
+	return func() int32 {
+		close(done)
+		<-loop
+		return ok.Load()
+	}
 }
