@@ -91,6 +91,14 @@ func (r *Repo) Delete(docs []*Document, opts ApplyOptions) (*Result, error) {
 }
 
 func (r *Repo) run(docs []*Document, opts ApplyOptions, del bool) (*Result, error) {
+	res, err := r.runLocked(docs, opts, del)
+	if err == nil && !res.DryRun && len(res.Changes) > 0 {
+		r.changed()
+	}
+	return res, err
+}
+
+func (r *Repo) runLocked(docs []*Document, opts ApplyOptions, del bool) (*Result, error) {
 	if opts.Who == "" {
 		opts.Who = "local"
 	}

@@ -136,11 +136,19 @@ func TestApplyIdempotentAndRoundTrip(t *testing.T) {
 
 func TestFrozenVersionForks(t *testing.T) {
 	r, _ := openRepo(t)
+	changes := 0
+	r.OnChange(func() { changes++ })
+	if _, err := apply(t, r, "shop.yaml", sockShop, ApplyOptions{ServiceExists: services, DryRun: true}); err != nil || changes != 0 {
+		t.Fatalf("dry run: %v, %d change notifications", err, changes)
+	}
 	if _, err := apply(t, r, "shop.yaml", sockShop, ApplyOptions{ServiceExists: services}); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.MarkAnalyzed("sock-shop", "v1"); err != nil {
-		t.Fatal(err)
+	if _, err := apply(t, r, "shop.yaml", sockShop, ApplyOptions{ServiceExists: services}); err != nil || changes != 1 {
+		t.Fatalf("apply, apply again: %v, %d change notifications, want 1", err, changes)
+	}
+	if err := r.MarkAnalyzed("sock-shop", "v1"); err != nil || changes != 2 {
+		t.Fatalf("analyzed: %v, %d change notifications, want 2", err, changes)
 	}
 	// Deleting one intent from an analyzed v1 makes v2 without it.
 	one := `kind: Policy

@@ -57,6 +57,27 @@ type Repo struct {
 	versions map[string][]*Version // by scope, ordered by number
 	filters  map[string]NamedFilter
 	auditSeq uint64
+
+	subsMu sync.Mutex
+	subs   []func()
+}
+
+// OnChange registers fn to be called (outside the repository's lock) after
+// every change that was written: applies, deletes, a version analyzed or
+// enforced. Compliance monitoring re-reads the enforced versions on it.
+func (r *Repo) OnChange(fn func()) {
+	r.subsMu.Lock()
+	r.subs = append(r.subs, fn)
+	r.subsMu.Unlock()
+}
+
+func (r *Repo) changed() {
+	r.subsMu.Lock()
+	subs := append([]func(){}, r.subs...)
+	r.subsMu.Unlock()
+	for _, fn := range subs {
+		fn()
+	}
 }
 
 // OpenRepo loads the repository from kv.
@@ -265,20 +286,28 @@ func (r *Repo) SetEnforced(scope, version, who string) error {
 }
 
 func (r *Repo) setState(scope, version string, st VersionState, who string) error {
+	changed, err := r.setStateLocked(scope, version, st, who)
+	if changed && err == nil {
+		r.changed()
+	}
+	return err
+}
+
+func (r *Repo) setStateLocked(scope, version string, st VersionState, who string) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	v, err := r.version(scope, version)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if st == Analyzed && v.Frozen() {
-		return nil
+		return false, nil
 	}
 	sc := *r.scopes[scope]
 	var changed []*Version
 	if st == Enforced {
 		if sc.Enforced == v.Name {
-			return nil
+			return false, nil
 		}
 		if old, err := r.version(scope, sc.Enforced); err == nil && sc.Enforced != "" {
 			o := old.Clone()
@@ -305,13 +334,13 @@ func (r *Repo) setState(scope, version string, st VersionState, who string) erro
 		return nil
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	for _, c := range changed {
 		r.replaceVersion(c)
 	}
 	r.scopes[scope] = &sc
-	return nil
+	return true, nil
 }
 
 func (r *Repo) replaceVersion(v *Version) {

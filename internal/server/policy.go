@@ -49,6 +49,13 @@ func newPolicyAPI(kv store.KV, inv *inventory.Inventory, flows flow.Store) (*pol
 	if err := p.refresh(); err != nil {
 		slog.Error("policy: the enforced versions do not compile; compliance monitoring is off until they do", "err", err)
 	}
+	// Every change of scopes and versions, whichever API made it (apply,
+	// enforcement, NetworkPolicy import), reaches compliance monitoring.
+	repo.OnChange(func() {
+		if err := p.refresh(); err != nil {
+			slog.Error("policy: refreshing compliance monitoring", "err", err)
+		}
+	})
 	return p, nil
 }
 
@@ -307,12 +314,7 @@ func (p *policyAPI) execute(w http.ResponseWriter, r *http.Request, docs []*poli
 		writeError(w, http.StatusInternalServerError, err)
 		return
 	}
-	if len(res.Changes) > 0 && !dryRun {
-		if err := p.refresh(); err != nil {
-			slog.Error("policy: refreshing compliance monitoring", "err", err)
-		}
-	}
-	writeJSON(w, http.StatusOK, res)
+	writeJSON(w, http.StatusOK, res) // compliance refreshes through repo.OnChange
 }
 
 // putScope creates or updates a scope from JSON (the fields of a Scope document).
