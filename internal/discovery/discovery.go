@@ -1,0 +1,482 @@
+// Package discovery finds the policy a scope's observed traffic needs
+// (application dependency mapping): from stored flows, resolved through
+// the inventory at each flow's own time, to a minimal allow-list of
+// intents, each explained by the flows that justify it.
+//
+// # Clusters
+//
+// Workloads are grouped into clusters, the consumers and providers of the
+// rules:
+//
+//  1. a pinned cluster: a saved inventory filter (kind: InventoryFilter)
+//     that matches the workload, the first by name; pinning or renaming a
+//     cluster is saving such a filter, and later runs respect it;
+//  2. a pod's Kubernetes owner (Deployment, StatefulSet, DaemonSet,
+//     CronJob, Job, ReplicaSet) in its namespace — a replaced pod (new
+//     name, new IP) stays in its cluster;
+//  3. a pod's app label (app, else app.kubernetes.io/name) in its namespace;
+//  4. a bare pod by its name;
+//  5. the cluster's nodes, one cluster per Kubernetes cluster;
+//  6. a user-defined external workload by its name.
+//
+// # Rules
+//
+// One intent per (consumer, provider) edge, with every port seen on it.
+// A provider is a service (service:NAMESPACE/NAME, its service port) when
+// the connection went through its cluster IP or a node port, a cluster
+// otherwise, and for addresses no workload holds the narrowest subnet seen
+// (a /32 or /128, or wider with Options.ExternalPrefix). Consumers that no
+// workload holds are a subnet likewise, except towards a node port, where
+// they are `any` (the internet, as in the reference material's example).
+// Only flows that were answered (replied) count; the node-address copies
+// of SNAT and the outer flows of tunnels are decided with their originals
+// and make no rule; ports in the ephemeral range that no container, service
+// or node port declares never become rules; flows matching Options.Exclude
+// are ignored; a flow whose every side in the scope is already allowed by
+// an ancestor's absolute intent is not repeated.
+//
+// The output is deterministic: the same flows and inventory give the same
+// rules in the same order with the same samples.
+package discovery
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/filter"
+	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/internal/policy"
+	"github.com/palisade-dev/palisade/internal/policy/analyze"
+)
+
+// Options tune a discovery run.
+type Options struct {
+	// Scope is the scope whose policy is discovered.
+	Scope string
+	// Exclude drops the flows it matches (a flow filter).
+	Exclude *filter.Filter
+	// ExternalPrefix widens IPv4 addresses no workload holds to this
+	// prefix length (default 32); IPv6 addresses keep /128 unless
+	// ExternalPrefix6 says otherwise.
+	ExternalPrefix, ExternalPrefix6 int
+	// Pins are saved filters that name clusters (kind: InventoryFilter).
+	Pins []policy.NamedFilter
+	// Samples is the number of flow IDs kept per rule (default 5).
+	Samples int
+	// Progress, when set, is called with the share of flows processed.
+	Progress func(done, total int)
+}
+
+// Input is what a run reads: the flows of the window and the inventory
+// history to resolve their ends, and the scope tree with the versions in
+// force (for membership and the ancestors' absolute intents).
+type Input struct {
+	Flows    []flow.Flow
+	Resolver flow.Resolver
+	Set      policy.Set
+}
+
+// Cluster is a group of workloads that acts as one consumer or provider.
+type Cluster struct {
+	Name   string `json:"name"`
+	Filter string `json:"filter"`
+	// By says how the cluster was formed: pinned, owner, label, pod, nodes,
+	// external.
+	By      string   `json:"by"`
+	Members []string `json:"members"` // inventory IDs seen in the window
+}
+
+// Rule is one discovered intent and the evidence for it.
+type Rule struct {
+	policy.Policy
+	ConsumerCluster string    `json:"consumerCluster,omitempty"`
+	ProviderCluster string    `json:"providerCluster,omitempty"`
+	Kind            string    `json:"kind"` // pod, service, nodeport, probe, external, ingress
+	Flows           uint64    `json:"flows"`
+	Conns           uint64    `json:"conns"`
+	Bytes           uint64    `json:"bytes"`
+	FirstSeen       time.Time `json:"firstSeen"`
+	LastSeen        time.Time `json:"lastSeen"`
+	Samples         []string  `json:"samples"`
+}
+
+// Edge is the (consumer, provider) pair of a rule.
+func (r *Rule) Edge() string { return r.Consumer + " → " + r.Provider }
+
+// Result is a discovery run's outcome.
+type Result struct {
+	Scope    string    `json:"scope"`
+	From     time.Time `json:"from"`
+	To       time.Time `json:"to"`
+	Clusters []Cluster `json:"clusters"`
+	Rules    []Rule    `json:"rules"`
+	// Counts of the flows read and why those not used were left out.
+	Stats Stats `json:"stats"`
+	// Diff against the scope's newest version, when there is one.
+	Diff *Diff `json:"diff,omitempty"`
+}
+
+// Stats counts what happened to the flows read.
+type Stats struct {
+	Read       int `json:"read"`
+	Used       int `json:"used"`
+	OutOfScope int `json:"outOfScope"`
+	NotReplied int `json:"notReplied"`
+	Translated int `json:"translated"`
+	Excluded   int `json:"excluded"`
+	Ephemeral  int `json:"ephemeral"`
+	Covered    int `json:"coveredByParent"`
+}
+
+// Diff compares discovered edges with a version's intents.
+type Diff struct {
+	Version string   `json:"version"`
+	New     []string `json:"new"`     // discovered, not in the version
+	NotSeen []string `json:"notSeen"` // allowed by the version, not seen in the window
+}
+
+// Discover runs discovery over in for opts.Scope.
+func Discover(in Input, opts Options, from, to time.Time) (*Result, error) {
+	if opts.Scope == "" {
+		return nil, fmt.Errorf("discovery: give the scope to discover")
+	}
+	found := false
+	for _, s := range in.Set.Scopes {
+		found = found || s.Name == opts.Scope
+	}
+	if !found {
+		return nil, fmt.Errorf("discovery: scope %q: %w", opts.Scope, policy.ErrNotFound)
+	}
+	if opts.ExternalPrefix == 0 {
+		opts.ExternalPrefix = 32
+	}
+	if opts.ExternalPrefix6 == 0 {
+		opts.ExternalPrefix6 = 128
+	}
+	if opts.ExternalPrefix < 1 || opts.ExternalPrefix > 32 || opts.ExternalPrefix6 < 1 || opts.ExternalPrefix6 > 128 {
+		return nil, fmt.Errorf("discovery: external prefix /%d (IPv4) or /%d (IPv6) out of range", opts.ExternalPrefix, opts.ExternalPrefix6)
+	}
+	if opts.Samples <= 0 {
+		opts.Samples = 5
+	}
+	ev, err := policy.Compile(in.Set)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: %w", err)
+	}
+	d := &discoverer{opts: opts, in: in, ev: ev, rules: map[string]*Rule{}, clusters: map[string]*Cluster{}}
+	for _, p := range opts.Pins {
+		f, err := filter.Parse(p.Filter, inventory.Schema)
+		if err != nil {
+			return nil, fmt.Errorf("discovery: pinned cluster %s: %w", p.Name, err)
+		}
+		d.pins = append(d.pins, pin{p, f})
+	}
+	sort.Slice(d.pins, func(i, j int) bool { return d.pins[i].Name < d.pins[j].Name })
+
+	// Flows in a fixed order, so samples and first/last do not depend on
+	// the store's order.
+	order := make([]int, len(in.Flows))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool {
+		fa, fb := &in.Flows[order[a]], &in.Flows[order[b]]
+		if !fa.Start.Equal(fb.Start) {
+			return fa.Start.Before(fb.Start)
+		}
+		return fa.ID < fb.ID
+	})
+	res := &Result{Scope: opts.Scope, From: from, To: to}
+	for n, i := range order {
+		d.add(&in.Flows[i], &res.Stats)
+		if opts.Progress != nil && (n%4096 == 0 || n == len(order)-1) {
+			opts.Progress(n+1, len(order))
+		}
+	}
+	res.Stats.Read = len(in.Flows)
+	for _, r := range d.rules {
+		sort.Strings(r.Ports)
+		res.Rules = append(res.Rules, *r)
+	}
+	sort.Slice(res.Rules, func(i, j int) bool { return res.Rules[i].Edge() < res.Rules[j].Edge() })
+	for _, c := range d.clusters {
+		sort.Strings(c.Members)
+		res.Clusters = append(res.Clusters, *c)
+	}
+	sort.Slice(res.Clusters, func(i, j int) bool { return res.Clusters[i].Name < res.Clusters[j].Name })
+	return res, nil
+}
+
+type pin struct {
+	policy.NamedFilter
+	f *filter.Filter
+}
+
+type discoverer struct {
+	opts     Options
+	in       Input
+	ev       *policy.Evaluator
+	pins     []pin
+	rules    map[string]*Rule
+	clusters map[string]*Cluster
+}
+
+// ephemeralLo is the start of Linux's default ephemeral port range.
+const ephemeralLo = 32768
+
+func (d *discoverer) add(f *flow.Flow, st *Stats) {
+	if !f.Replied {
+		st.NotReplied++
+		return
+	}
+	in, translated := analyze.Input(f, d.in.Resolver)
+	if translated || d.natCopy(f, &in) {
+		st.Translated++
+		return
+	}
+	if d.opts.Exclude != nil && d.opts.Exclude.Match(f) {
+		st.Excluded++
+		return
+	}
+	consIn := d.inScope(in.Src)
+	provIn := d.inScope(in.Dst)
+	if !provIn && in.Service != nil {
+		// A node port: the service (and its backends) may be in the
+		// scope while the node is not.
+		provIn = d.inScope(policy.Peer{IP: in.Dst.IP, Workload: in.Service})
+	}
+	if !consIn && !provIn {
+		st.OutOfScope++
+		return
+	}
+	if d.coveredByParent(&in, consIn, provIn) {
+		st.Covered++
+		return
+	}
+	proto := strings.ToLower(f.Proto)
+	r := Rule{}
+	switch {
+	case in.Service != nil:
+		// Through a service: its cluster IP, or a node port.
+		r.Provider = "service:" + in.Service.Namespace + "/" + in.Service.Name
+		r.Kind = "service"
+		if in.Dst.Workload != nil && in.Dst.Workload.Kind == inventory.KindNode {
+			r.Kind = "nodeport"
+		}
+		r.Ports = []string{portString(proto, in.ServicePort)}
+	default:
+		if ephemeral(in.Dst.Workload, in.Port) {
+			st.Ephemeral++
+			return
+		}
+		c, ok := d.cluster(in.Dst.Workload)
+		if ok {
+			r.Provider, r.ProviderCluster = c.Filter, c.Name
+			d.member(c, in.Dst.Workload)
+			r.Kind = "pod"
+		} else {
+			r.Provider = "cidr:" + d.subnet(in.Dst.IP)
+			r.Kind = "external"
+		}
+		r.Ports = []string{portString(proto, in.Port)}
+	}
+	if c, ok := d.cluster(in.Src.Workload); ok {
+		r.Consumer, r.ConsumerCluster = c.Filter, c.Name
+		d.member(c, in.Src.Workload)
+		if c.By == "nodes" && r.Kind == "pod" {
+			r.Kind = "probe"
+		}
+	} else if r.Kind == "nodeport" {
+		r.Consumer = "any"
+	} else {
+		r.Consumer = "cidr:" + d.subnet(in.Src.IP)
+		if r.Kind == "pod" || r.Kind == "service" {
+			r.Kind = "ingress"
+		}
+	}
+	r.Scope, r.Action, r.Class = d.opts.Scope, policy.Allow, policy.Default
+	key := r.Edge()
+	have, ok := d.rules[key]
+	if !ok {
+		have = &r
+		d.rules[key] = have
+		have.FirstSeen = f.Start
+	} else if !contains(have.Ports, r.Ports[0]) {
+		have.Ports = append(have.Ports, r.Ports[0])
+	}
+	st.Used++
+	have.Flows++
+	have.Conns += f.Conns
+	have.Bytes += f.Bytes()
+	if f.Start.Before(have.FirstSeen) {
+		have.FirstSeen = f.Start
+	}
+	if end := f.End; end.After(have.LastSeen) {
+		have.LastSeen = end
+	}
+	if len(have.Samples) < d.opts.Samples {
+		have.Samples = append(have.Samples, f.ID)
+	}
+}
+
+// natCopy reports the node-address copy of a node-port connection (the
+// flow from the node to the backend after SNAT): the connection is
+// decided on the flow to the node port.
+func (d *discoverer) natCopy(f *flow.Flow, in *policy.Flow) bool {
+	if in.Src.Workload == nil || in.Src.Workload.Kind != inventory.KindNode {
+		return false
+	}
+	for _, rel := range f.Related {
+		if rel.Reason == flow.ReasonNodePort && in.Dst.Workload != nil && in.Dst.Workload.Kind == inventory.KindPod {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *discoverer) inScope(p policy.Peer) bool {
+	if p.Workload == nil && !p.IP.IsValid() {
+		return false
+	}
+	for _, s := range d.ev.Scopes(p) {
+		if s == d.opts.Scope {
+			return true
+		}
+	}
+	return false
+}
+
+// coveredByParent reports a flow that an ancestor's absolute intent already
+// allows on every side the scope decides.
+func (d *discoverer) coveredByParent(in *policy.Flow, consIn, provIn bool) bool {
+	dec := d.ev.Evaluate(in)
+	covered := func(sd policy.SideDecision) bool {
+		ref := sd.Rule
+		if sd.Action != policy.Allow || ref.CatchAll() || ref.Scope == d.opts.Scope {
+			return false
+		}
+		v := d.in.Set.Versions[ref.Scope]
+		return v != nil && ref.Index < len(v.Policies) && v.Policies[ref.Index].Class == policy.Absolute
+	}
+	if consIn && !covered(dec.Egress) {
+		return false
+	}
+	if provIn && !covered(dec.Ingress) {
+		return false
+	}
+	return true
+}
+
+// cluster returns the cluster of a workload (false: none, an address no
+// workload holds, or a service).
+func (d *discoverer) cluster(w *inventory.Workload) (*Cluster, bool) {
+	if w == nil || w.Kind == inventory.KindService {
+		return nil, false
+	}
+	for _, p := range d.pins {
+		if p.f.Match(inventory.Record{W: w}) {
+			return d.named(p.Name, p.Filter, "pinned"), true
+		}
+	}
+	q := strconv.Quote
+	switch w.Kind {
+	case inventory.KindNode:
+		return d.named(w.Cluster+".nodes", "kind = node and cluster = "+q(w.Cluster), "nodes"), true
+	case inventory.KindExternal:
+		return d.named("external."+w.Name, "kind = external and name = "+q(w.Name), "external"), true
+	case inventory.KindPod:
+	default:
+		return d.named(w.Namespace+"."+w.Name, "id = "+q(w.ID), "workload"), true
+	}
+	base := "cluster = " + q(w.Cluster) + " and namespace = " + q(w.Namespace)
+	if o := w.Owner; o != nil && o.Name != "" {
+		switch o.Kind {
+		case "Deployment", "StatefulSet", "DaemonSet", "CronJob", "Job", "ReplicaSet":
+			return d.named(w.Namespace+"."+o.Name, base+" and owner.kind = "+o.Kind+" and owner.name = "+q(o.Name), "owner"), true
+		}
+	}
+	for _, k := range []string{"app", "app.kubernetes.io/name"} {
+		if v := w.Labels[k]; v != "" {
+			return d.named(w.Namespace+"."+v, base+" and label."+k+" = "+q(v), "label"), true
+		}
+	}
+	return d.named(w.Namespace+"."+w.Name, base+" and name = "+q(w.Name), "pod"), true
+}
+
+func (d *discoverer) named(name, f, by string) *Cluster {
+	c, ok := d.clusters[name]
+	if !ok {
+		c = &Cluster{Name: name, Filter: f, By: by}
+		d.clusters[name] = c
+	}
+	return c
+}
+
+func (d *discoverer) member(c *Cluster, w *inventory.Workload) {
+	if w != nil && !contains(c.Members, w.ID) {
+		c.Members = append(c.Members, w.ID)
+	}
+}
+
+// subnet is the narrowest subnet of ip the options allow.
+func (d *discoverer) subnet(ip netip.Addr) string {
+	bits := d.opts.ExternalPrefix
+	if ip.Is6() && !ip.Is4In6() {
+		bits = d.opts.ExternalPrefix6
+	}
+	p, err := ip.Unmap().Prefix(bits)
+	if err != nil {
+		return ip.String() + "/32"
+	}
+	return p.String()
+}
+
+// ephemeral reports a destination port in the ephemeral range that the
+// destination does not declare (a container port of a pod).
+func ephemeral(w *inventory.Workload, port uint16) bool {
+	if port < ephemeralLo {
+		return false
+	}
+	if w != nil {
+		for _, c := range w.Containers {
+			for _, p := range c.Ports {
+				if uint16(p.Port) == port {
+					return false
+				}
+			}
+		}
+		for _, p := range w.Ports { // a service's ports
+			if uint16(p.NodePort) == port || uint16(p.Port) == port {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func portString(proto string, port uint16) string {
+	switch proto {
+	case "tcp", "udp", "sctp":
+		if port > 0 {
+			return proto + "/" + strconv.Itoa(int(port))
+		}
+	}
+	if proto == "" {
+		return "any"
+	}
+	return proto
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
