@@ -16,6 +16,7 @@ func areaCommands() []*cobra.Command {
 		newAgentCmd(),
 		newFlowsCmd(),
 		newTokenCmd(),
+		newAuditCmd(),
 		newImportCmd(),
 		newEnforceCmd(),
 	}, policyCommands()...)

@@ -31,6 +31,9 @@ type Route struct {
 	// OnRefused, when set, is called with the status of a request refused
 	// before the handler runs (401, 403, 413, 415): a refusal counter.
 	OnRefused func(status int)
+	// Before, when set on a write, returns the state the request is about
+	// to change; the audit log keeps it beside the answer.
+	Before func(*http.Request) any
 	// MaxBody caps the request body (default DefaultMaxBody); a larger one
 	// is refused with 413 whether the handler reads it or not.
 	MaxBody int64

@@ -23,11 +23,11 @@ func (s *Server) coreRoutes() []Route {
 		{Method: "GET", Pattern: "/api/v1/inventory/lookup", Perm: auth.InventoryRead, Handler: s.lookup},
 		{Method: "GET", Pattern: "/api/v1/inventory/{id...}", Perm: auth.InventoryRead, Handler: s.getWorkload},
 		{Method: "POST", Pattern: "/api/v1/external", Perm: auth.InventoryWrite, Handler: s.putExternal},
-		{Method: "DELETE", Pattern: "/api/v1/external/{name}", Perm: auth.InventoryWrite, Handler: s.deleteExternal},
+		{Method: "DELETE", Pattern: "/api/v1/external/{name}", Perm: auth.InventoryWrite, Handler: s.deleteExternal, Before: s.externalBefore},
 		{Method: "GET", Pattern: "/api/v1/filters", Perm: auth.InventoryRead, Handler: s.listFilters},
 		{Method: "POST", Pattern: "/api/v1/filters", Perm: auth.InventoryWrite, Handler: s.saveFilter},
 		{Method: "GET", Pattern: "/api/v1/filters/{name}", Perm: auth.InventoryRead, Handler: s.getFilter},
-		{Method: "DELETE", Pattern: "/api/v1/filters/{name}", Perm: auth.InventoryWrite, Handler: s.deleteFilter},
+		{Method: "DELETE", Pattern: "/api/v1/filters/{name}", Perm: auth.InventoryWrite, Handler: s.deleteFilter, Before: s.filterBefore},
 	}
 }
 
@@ -147,4 +147,20 @@ func (s *Server) deleteExternal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// externalBefore is the external workload a deletion names (audit).
+func (s *Server) externalBefore(r *http.Request) any {
+	if wl, _, ok := s.Inventory.Get("external/" + r.PathValue("name")); ok {
+		return wl
+	}
+	return nil
+}
+
+// filterBefore is the saved filter a deletion names (audit).
+func (s *Server) filterBefore(r *http.Request) any {
+	if sf, ok, _ := s.filters.get(r.PathValue("name")); ok {
+		return sf
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/palisade-dev/palisade/internal/audit"
 	"github.com/palisade-dev/palisade/internal/auth"
 	"github.com/palisade-dev/palisade/internal/httpapi"
 	"github.com/palisade-dev/palisade/pkg/api"
@@ -29,6 +30,9 @@ func (s *Server) openAuth() error {
 	}
 	s.tokens = toks
 	s.authz = &auth.Authorizer{}
+	if s.audit, err = audit.Open(s.kv, 0); err != nil {
+		return err
+	}
 	if toks.Len() > 0 {
 		return nil
 	}
@@ -130,7 +134,7 @@ func (s *Server) guard(rt Route, h http.Handler) http.Handler {
 				return
 			}
 		}
-		h.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
+		s.audited(rt, p, h).ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
 	})
 }
 
@@ -141,7 +145,7 @@ func (s *Server) authRoutes() []Route {
 		{Method: "GET", Pattern: "/api/v1/whoami", Perm: auth.StatusRead, Handler: s.whoami},
 		{Method: "GET", Pattern: "/api/v1/tokens", Perm: auth.AdminTokens, Handler: s.listTokens},
 		{Method: "POST", Pattern: "/api/v1/tokens", Perm: auth.AdminTokens, Handler: s.createToken},
-		{Method: "DELETE", Pattern: "/api/v1/tokens/{id}", Perm: auth.AdminTokens, Handler: s.revokeToken},
+		{Method: "DELETE", Pattern: "/api/v1/tokens/{id}", Perm: auth.AdminTokens, Handler: s.revokeToken, Before: s.tokenBefore},
 	}
 }
 
@@ -199,4 +203,14 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, apiToken(t))
+}
+
+// tokenBefore is the live token a revocation names (audit).
+func (s *Server) tokenBefore(r *http.Request) any {
+	for _, t := range s.tokens.List() {
+		if t.Revoked == nil && (t.ID == r.PathValue("id") || t.Name == r.PathValue("id")) {
+			return apiToken(t)
+		}
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/palisade-dev/palisade/internal/auth"
+	"github.com/palisade-dev/palisade/pkg/client"
 )
 
 // publicRoutes are the only routes anyone may call without a token.
@@ -131,6 +132,21 @@ func TestRouteTable(t *testing.T) {
 				t.Fatalf("admin: %d %s: not mounted or refused", code, body)
 			}
 		})
+	}
+	// Every write by a person is in the audit log (the admin's calls
+	// above; refused ones never reached a handler and change nothing).
+	recs, err := admin.Audit(ctx, client.AuditQuery{Who: "admin", Limit: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged := map[string]bool{}
+	for _, r := range recs {
+		logged[r.Action] = true
+	}
+	for _, rt := range routes {
+		if rt.Method != "GET" && rt.Perm != auth.AgentReport && !logged[rt.String()] {
+			t.Errorf("%s is not audited", rt)
+		}
 	}
 }
 

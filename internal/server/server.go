@@ -21,6 +21,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/palisade-dev/palisade/internal/audit"
 	"github.com/palisade-dev/palisade/internal/auth"
 	"github.com/palisade-dev/palisade/internal/flow"
 	flowstore "github.com/palisade-dev/palisade/internal/flow/store"
@@ -92,6 +93,7 @@ type Server struct {
 
 	tokens *auth.Tokens
 	authz  *auth.Authorizer
+	audit  *audit.Log
 
 	httpSrv  *http.Server
 	listener net.Listener

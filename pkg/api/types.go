@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/palisade-dev/palisade/internal/flow"
@@ -133,4 +134,19 @@ type Whoami struct {
 	Role    string `json:"role"`
 	TokenID string `json:"tokenId,omitempty"`
 	Node    string `json:"node,omitempty"`
+}
+
+// AuditRecord is one change in GET /api/v1/audit: who, what, when, the
+// outcome, the state before (when the endpoint can tell) and after (the
+// request and the answer, secrets redacted).
+type AuditRecord struct {
+	Seq    uint64          `json:"seq"`
+	Time   time.Time       `json:"time"`
+	Who    string          `json:"who"`
+	Role   string          `json:"role,omitempty"`
+	Action string          `json:"action"`
+	Path   string          `json:"path"`
+	Status int             `json:"status"`
+	Before json.RawMessage `json:"before,omitempty"`
+	After  json.RawMessage `json:"after,omitempty"`
 }

@@ -273,3 +273,31 @@ func (c *Client) RevokeToken(ctx context.Context, idOrName string) (api.Token, e
 	err := c.Do(ctx, Request{Method: http.MethodDelete, Path: "/api/v1/tokens/" + url.PathEscape(idOrName)}, &res)
 	return res, err
 }
+
+// AuditQuery selects audit records.
+type AuditQuery struct {
+	Since string // RFC 3339, unix seconds or a duration before now
+	Who   string
+	Path  string // path prefix, e.g. /api/v1/filters
+	Limit int
+}
+
+// Audit is GET /api/v1/audit (admin): the newest changes, oldest first.
+func (c *Client) Audit(ctx context.Context, q AuditQuery) ([]api.AuditRecord, error) {
+	v := url.Values{}
+	if q.Since != "" {
+		v.Set("since", q.Since)
+	}
+	if q.Who != "" {
+		v.Set("who", q.Who)
+	}
+	if q.Path != "" {
+		v.Set("path", q.Path)
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	var res []api.AuditRecord
+	err := c.get(ctx, "/api/v1/audit", v, &res)
+	return res, err
+}

@@ -55,7 +55,8 @@ func Routes(svc *flow.Service) []httpapi.Route {
 		{Method: "GET", Pattern: "/api/v1/agents/{node}/config", Perm: auth.AgentsRead, Handler: func(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteJSON(w, http.StatusOK, s.svc.Agents.Config(r.PathValue("node")))
 		}},
-		{Method: "PUT", Pattern: "/api/v1/agents/{node}/config", Perm: auth.AgentsWrite, Handler: s.handleSetConfig},
+		{Method: "PUT", Pattern: "/api/v1/agents/{node}/config", Perm: auth.AgentsWrite, Handler: s.handleSetConfig,
+			Before: func(r *http.Request) any { return svc.Agents.Config(r.PathValue("node")) }},
 		{Method: "GET", Pattern: "/api/v1/flows", Perm: auth.FlowsRead, Handler: s.handleSearch},
 		{Method: "GET", Pattern: "/api/v1/flows/top", Perm: auth.FlowsRead, Handler: s.handleTop},
 		{Method: "GET", Pattern: "/api/v1/flows/metrics", Perm: auth.FlowsRead, Handler: func(w http.ResponseWriter, r *http.Request) {
