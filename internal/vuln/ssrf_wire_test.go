@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -47,7 +48,8 @@ var wireTraps = []struct{ name, addr string }{
 // 10.0.0.1:6379. iptables counters in the namespace's OUTPUT chain must see
 // no packet towards any forbidden destination (and some towards the
 // allowed registry), the services no connection, and no API answer any of
-// their text.
+// their text. The same server's POST /api/v1/vulndb/import reads under its
+// import directory only, answering a missing and a forbidden path alike.
 func TestSSRFOnTheWire(t *testing.T) {
 	if os.Getenv(wireChildEnv) != "" {
 		wireChild(t)
@@ -162,7 +164,18 @@ func wireChild(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s, err := server.Start(ctx, server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", ScanRegistries: []string{allowedReg}})
+	importDir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(importDir, "osv"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := os.ReadFile(filepath.Join("testdata", "osv", "alpine", "ALPINE-CVE-2025-26519.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(importDir, "osv", "ALPINE-CVE-2025-26519.json"), rec, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.Start(ctx, server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", ScanRegistries: []string{allowedReg}, VulnImportDir: importDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,6 +192,31 @@ func wireChild(t *testing.T) {
 			ID: "lab/pod/ssrf/" + name, Cluster: "lab", Kind: inventory.KindPod, Namespace: "ssrf", Name: name,
 			Containers: []inventory.Container{{Name: "main", Image: ref}},
 		})
+	}
+	// POST /api/v1/vulndb/import reads under the import directory only, with
+	// one answer for a missing and a forbidden path.
+	post := func(path string) (int, string) {
+		body, _ := json.Marshal(map[string]string{"path": path})
+		req, _ := http.NewRequest("POST", s.URL()+"/api/v1/vulndb/import", strings.NewReader(string(body)))
+		req.Header.Set("Authorization", "Bearer "+s.AdminToken())
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := s.HTTPClient().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.ReplaceAll(string(b), strings.ReplaceAll(fmt.Sprintf("%q", path), `"`, `\"`), "PATH")
+	}
+	if code, body := post("osv"); code != http.StatusOK {
+		t.Errorf("import of osv under the import directory: %d %s", code, body)
+	}
+	missingCode, missing := post("no-such-dir")
+	t.Logf("import of a missing or forbidden path: %d %s", missingCode, missing)
+	for _, p := range []string{"/etc", "../../../../etc", "/proc/self", importDir + "/../"} {
+		if code, body := post(p); code != missingCode || body != missing || code == http.StatusOK {
+			t.Errorf("import of %s: %d %s; the missing path got %d %s", p, code, body, missingCode, missing)
+		}
 	}
 	get := func(path string) string {
 		req, _ := http.NewRequest("GET", s.URL()+path, nil)
