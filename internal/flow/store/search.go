@@ -194,17 +194,12 @@ func (m *matcher) pairAttr(cm *conjMemo, i int) bool {
 	return r
 }
 
-type hit struct {
-	v     *view
-	i     int
-	start int64
-}
 
 // scan calls fn for each flow of the query's time range that matches,
 // segment by segment from the newest; fn returns false to stop after the
 // current segment. Segments are evaluated in parallel (one matcher per
 // worker), fn is called in order from the calling goroutine.
-func (s *Store) scan(q *flow.Query, fn func(v *view, i int) bool) {
+func (s *Store) scan(q *flow.Query, fn func(v *view, hits []int32) bool) {
 	segs := s.inRange(q)
 	pre := &prefilter{q: q}
 	type result struct {
@@ -219,6 +214,15 @@ func (s *Store) scan(q *flow.Query, fn func(v *view, i int) bool) {
 	var next atomic.Int64
 	var stop atomic.Bool
 	workers := min(runtime.GOMAXPROCS(0), len(segs), 4)
+	// Workers run at most window segments ahead of the consumer: a cold
+	// segment's decoded columns are held until its results are consumed,
+	// so the heap a query takes stays a few segments, not the store.
+	window := 2 * workers
+	tokens := make(chan struct{}, window)
+	for range window {
+		tokens <- struct{}{}
+	}
+	quit := make(chan struct{})
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -226,27 +230,29 @@ func (s *Store) scan(q *flow.Query, fn func(v *view, i int) bool) {
 			defer wg.Done()
 			m := newMatcher(q)
 			for {
+				select {
+				case <-tokens:
+				case <-quit:
+					return
+				}
 				k := int(next.Add(1) - 1)
 				if k >= len(segs) {
 					return
 				}
 				if !stop.Load() && pre.may(s, segs[k]) {
-					res[k].v, res[k].hits = s.scanSegment(q, m, segs[k], res[k].hits)
+					res[k].v, res[k].hits = s.scanSegment(q, m, segs[k], nil)
 				}
 				close(res[k].done)
 			}
 		}()
 	}
 	defer wg.Wait()
+	defer close(quit)
 	for k := range res {
 		<-res[k].done
-		more := true
-		for _, i := range res[k].hits {
-			if !fn(res[k].v, int(i)) {
-				more = false
-			}
-		}
-		res[k].hits = nil
+		more := len(res[k].hits) == 0 || fn(res[k].v, res[k].hits)
+		res[k] = result{}
+		tokens <- struct{}{}
 		if !more {
 			stop.Store(true)
 			return
@@ -305,26 +311,27 @@ func (s *Store) scanSegment(q *flow.Query, m *matcher, seg *segment, hits []int3
 func (s *Store) Search(q flow.Query) ([]flow.Flow, error) {
 	s.gen.RLock()
 	defer s.gen.RUnlock()
-	var hits []hit
 	limit := q.Limit
 	if limit <= 0 {
 		limit = 1000
 	}
-	s.scan(&q, func(v *view, i int) bool {
-		hits = append(hits, hit{v, i, v.cs[i>>chunkBits].start[i&(chunkRows-1)]})
-		// Segments are partitions by start: once a whole segment gave
-		// enough, older ones cannot hold newer flows.
-		return len(hits) < limit
+	var out []flow.Flow
+	// Segments are partitions by start, newest first: a segment's flows
+	// are all newer than the next one's, so each segment's matches are
+	// sorted on their own (stable: flows starting at the same time keep
+	// the file's order, hot or cold) and taken until the limit.
+	s.scan(&q, func(v *view, hits []int32) bool {
+		sort.SliceStable(hits, func(i, j int) bool {
+			a, b := hits[i], hits[j]
+			return v.cs[a>>chunkBits].start[a&(chunkRows-1)] > v.cs[b>>chunkBits].start[b&(chunkRows-1)]
+		})
+		for _, g := range hits[:min(len(hits), limit-len(out))] {
+			out = append(out, v.flowAt(int(g)))
+		}
+		return len(out) < limit
 	})
-	// Stable: flows starting at the same time keep the scan's order
-	// (segments newest first, records in file order), hot or cold.
-	sort.SliceStable(hits, func(i, j int) bool { return hits[i].start > hits[j].start })
-	if len(hits) > limit {
-		hits = hits[:limit]
-	}
-	out := make([]flow.Flow, len(hits))
-	for i, h := range hits {
-		out[i] = h.v.flowAt(h.i)
+	if out == nil {
+		out = []flow.Flow{}
 	}
 	return out, nil
 }
