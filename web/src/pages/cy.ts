@@ -41,6 +41,29 @@ export async function renderGraph(container: HTMLElement, g: Graph, fine: boolea
     accent = css("--accent"),
     bg = css("--bg");
   const big = g.nodes.size > 150;
+  const layoutOpts = {
+    name: "fcose",
+    // Above 150 workloads the spectral (draft) phase alone lays them out
+    // well enough, in a fraction of the force-directed refinement's time.
+    quality: big && !fine ? "draft" : "default",
+    randomize: true,
+    animate: false,
+    nodeRepulsion: () => 9000,
+    idealEdgeLength: () => 90,
+    nodeSeparation: 80,
+    packComponents: !big,
+    fit: true,
+    padding: 30,
+  } as any;
+  if (big) {
+    // Lay out on a headless, style-less copy (no style recomputation per
+    // moved node), then draw once at the computed positions.
+    const h = cytoscape({ headless: true, styleEnabled: false, elements: elements.map((e) => ({ ...e, data: { ...e.data } })) });
+    h.layout({ ...layoutOpts, fit: false }).run();
+    const pos = new Map(h.nodes().map((n) => [n.id(), { ...n.position() }]));
+    h.destroy();
+    for (const e of elements) if (e.group === "nodes") e.position = pos.get(e.data.id as string);
+  }
   const cy = cytoscape({
     container,
     elements,
@@ -89,29 +112,20 @@ export async function renderGraph(container: HTMLElement, g: Graph, fine: boolea
       },
       { selector: ":selected", style: { "line-color": accent, "target-arrow-color": accent, "background-color": accent, "border-width": 3 } },
     ],
-    layout: { name: "preset" },
+    layout: { name: "preset", fit: false },
   });
   cy.on("tap", (ev) => {
     if (ev.target === cy) onTap("", "bg");
     else onTap(ev.target.id(), ev.target.isNode() ? "node" : "edge");
   });
-  await new Promise<void>((resolve) => {
-    const layout = cy.layout({
-      name: "fcose",
-      // 500 workloads: the spectral (draft) phase alone lays them out well
-      // enough, in a fraction of the force-directed refinement's time.
-      quality: big && !fine ? "draft" : "default",
-      randomize: true,
-      animate: false,
-      nodeRepulsion: () => 9000,
-      idealEdgeLength: () => 90,
-      nodeSeparation: 80,
-      packComponents: !big,
-      fit: true,
-      padding: 30,
-    } as any);
-    layout.one("layoutstop", () => resolve());
-    layout.run();
-  });
+  if (big) {
+    cy.fit(undefined, 30);
+  } else {
+    await new Promise<void>((resolve) => {
+      const layout = cy.layout(layoutOpts);
+      layout.one("layoutstop", () => resolve());
+      layout.run();
+    });
+  }
   return cy;
 }
