@@ -88,24 +88,25 @@ export function InventoryPage({ route }: { route: Route }) {
   const { schemas, values, load } = useCompletion();
   const deleted = route.params.get("deleted") === "1";
   useEffect(() => setText(filter), [filter]);
-  // Two requests: the first page (the API's order, by ID) shows at once;
-  // every match follows for sorting, paging and export.
+  // The first page (the API's order, by ID) first; when there are more
+  // matches, every one of them next, for sorting, paging and export. The
+  // second request starts after the first answered, so the two never
+  // compete for the server.
   useEffect(() => {
     let live = true;
-    let full = false;
     const url = (limit?: number) => "/api/v1/inventory" + q({ filter, include_deleted: deleted ? "true" : undefined, limit });
+    const fail = (e: ApiError) => live && setRes({ error: e, loading: false });
     setRes((r) => ({ ...r, loading: true }));
-    api<{ items: Workload[] }>(url(PAGE)).then(
-      (r) => live && !full && setRes({ items: r.items ?? [], loading: true, partial: (r.items ?? []).length >= PAGE }),
-      () => {},
-    );
-    api<{ items: Workload[] }>(url()).then(
-      (r) => {
-        full = true;
-        if (live) setRes({ items: r.items ?? [], loading: false });
-      },
-      (e) => live && setRes({ error: e, loading: false }),
-    );
+    api<{ items: Workload[] }>(url(PAGE)).then((r) => {
+      if (!live) return;
+      const items = r.items ?? [];
+      if (items.length < PAGE) {
+        setRes({ items, loading: false });
+        return;
+      }
+      setRes({ items, loading: true, partial: true });
+      api<{ items: Workload[] }>(url()).then((all) => live && setRes({ items: all.items ?? [], loading: false }), fail);
+    }, fail);
     return () => {
       live = false;
     };
