@@ -29,7 +29,8 @@ type policyAPI struct {
 	flows flow.Store
 }
 
-// MaxAnalysisFlows caps the flows one historical analysis reads.
+// MaxAnalysisFlows caps the flows one slice (analysisSlice) of a
+// historical analysis reads.
 const MaxAnalysisFlows = 2_000_000
 
 func newPolicyAPI(kv store.KV, inv *inventory.Inventory, flows flow.Store) (*policyAPI, error) {
@@ -451,18 +452,37 @@ func (p *policyAPI) analyze(aq analysisQuery, fn func(*analyze.FlowVerdict)) (ma
 			return nil, false, err
 		}
 	}
-	flows, err := p.flows.Search(flow.Query{From: aq.from.UnixNano(), To: aq.to.UnixNano(), Limit: MaxAnalysisFlows})
-	if err != nil {
-		return nil, false, err
-	}
+	// The range is read in slices, so memory holds one slice of flows; a
+	// flow counts in the slice it starts in (the first slice also takes
+	// flows that started before the range and overlap it).
 	an := analyze.New(ev, p.inv, aq.scope)
-	for i := range flows {
-		if fv, ok := an.Analyze(&flows[i]); ok {
-			fn(&fv)
+	truncated := false
+	for cf := aq.from; cf.Before(aq.to); cf = cf.Add(analysisSlice) {
+		ct := cf.Add(analysisSlice)
+		if ct.After(aq.to) {
+			ct = aq.to
+		}
+		flows, err := p.flows.Search(flow.Query{From: cf.UnixNano(), To: ct.UnixNano(), Limit: MaxAnalysisFlows})
+		if err != nil {
+			return nil, false, err
+		}
+		truncated = truncated || len(flows) >= MaxAnalysisFlows
+		last := !ct.Before(aq.to)
+		for i := range flows {
+			f := &flows[i]
+			if (f.Start.Before(cf) && !cf.Equal(aq.from)) || (!f.Start.Before(ct) && !last) {
+				continue // counted in another slice
+			}
+			if fv, ok := an.Analyze(f); ok {
+				fn(&fv)
+			}
 		}
 	}
-	return versions, len(flows) >= MaxAnalysisFlows, nil
+	return versions, truncated, nil
 }
+
+// analysisSlice is how much of a historical range is read at once.
+const analysisSlice = 10 * time.Minute
 
 func (p *policyAPI) analysis(w http.ResponseWriter, r *http.Request) {
 	aq, err := parseAnalysisQuery(r)
