@@ -19,5 +19,6 @@ func areaCommands() []*cobra.Command {
 		newAuditCmd(),
 		newImportCmd(),
 		newEnforceCmd(),
+		newDiscoverCmd(),
 	}, policyCommands()...)
 }

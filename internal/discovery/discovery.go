@@ -89,6 +89,12 @@ type Cluster struct {
 	// external.
 	By      string   `json:"by"`
 	Members []string `json:"members"` // inventory IDs seen in the window
+	// Namespace and Labels (those every member pod carries, but the
+	// pod-template hash) select the cluster's pods in a NetworkPolicy;
+	// IPs are the addresses of node and external members.
+	Namespace string            `json:"namespace,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	IPs       []string          `json:"ips,omitempty"`
 }
 
 // Rule is one discovered intent and the evidence for it.
@@ -103,6 +109,20 @@ type Rule struct {
 	FirstSeen       time.Time `json:"firstSeen"`
 	LastSeen        time.Time `json:"lastSeen"`
 	Samples         []string  `json:"samples"`
+	// Backend is, for a service provider, the pods behind it and their
+	// ports (what a NetworkPolicy sees after DNAT).
+	Backend *Backend `json:"backend,omitempty"`
+	// NodeIPs are, for a node-port rule, the nodes' addresses: the
+	// source its backends see after SNAT.
+	NodeIPs []string `json:"nodeIPs,omitempty"`
+}
+
+// Backend is a service's pods: its namespace, its selector, and the
+// target ports (numbers or container port names) of the ports used.
+type Backend struct {
+	Namespace string            `json:"namespace"`
+	Selector  map[string]string `json:"selector"`
+	Ports     []string          `json:"ports"`
 }
 
 // Edge is the (consumer, provider) pair of a rule.
@@ -117,6 +137,10 @@ type Result struct {
 	Rules    []Rule    `json:"rules"`
 	// Counts of the flows read and why those not used were left out.
 	Stats Stats `json:"stats"`
+	// CatchAll is the scope's catch-all (what the rules are exceptions to).
+	CatchAll policy.Action `json:"catchAll"`
+	// Namespaces are those of the scope's pods seen in the window.
+	Namespaces []string `json:"namespaces,omitempty"`
 	// Diff against the scope's newest version, when there is one.
 	Diff *Diff `json:"diff,omitempty"`
 }
@@ -168,7 +192,7 @@ func Discover(in Input, opts Options, from, to time.Time) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discovery: %w", err)
 	}
-	d := &discoverer{opts: opts, in: in, ev: ev, rules: map[string]*Rule{}, clusters: map[string]*Cluster{}}
+	d := &discoverer{opts: opts, in: in, ev: ev, rules: map[string]*Rule{}, clusters: map[string]*Cluster{}, namespaces: map[string]bool{}}
 	for _, p := range opts.Pins {
 		f, err := filter.Parse(p.Filter, inventory.Schema)
 		if err != nil {
@@ -191,7 +215,15 @@ func Discover(in Input, opts Options, from, to time.Time) (*Result, error) {
 		}
 		return fa.ID < fb.ID
 	})
-	res := &Result{Scope: opts.Scope, From: from, To: to}
+	res := &Result{Scope: opts.Scope, From: from, To: to, CatchAll: policy.Deny}
+	for _, sc := range in.Set.Scopes {
+		if sc.Name == opts.Scope && sc.CatchAll != policy.NoAction {
+			res.CatchAll = sc.CatchAll
+		}
+	}
+	if v := in.Set.Versions[opts.Scope]; v != nil && v.CatchAll != policy.NoAction {
+		res.CatchAll = v.CatchAll
+	}
 	for n, i := range order {
 		d.add(&in.Flows[i], &res.Stats)
 		if opts.Progress != nil && (n%4096 == 0 || n == len(order)-1) {
@@ -201,14 +233,23 @@ func Discover(in Input, opts Options, from, to time.Time) (*Result, error) {
 	res.Stats.Read = len(in.Flows)
 	for _, r := range d.rules {
 		sort.Strings(r.Ports)
+		sort.Strings(r.NodeIPs)
+		if r.Backend != nil {
+			sort.Strings(r.Backend.Ports)
+		}
 		res.Rules = append(res.Rules, *r)
 	}
 	sort.Slice(res.Rules, func(i, j int) bool { return res.Rules[i].Edge() < res.Rules[j].Edge() })
 	for _, c := range d.clusters {
 		sort.Strings(c.Members)
+		sort.Strings(c.IPs)
 		res.Clusters = append(res.Clusters, *c)
 	}
 	sort.Slice(res.Clusters, func(i, j int) bool { return res.Clusters[i].Name < res.Clusters[j].Name })
+	for ns := range d.namespaces {
+		res.Namespaces = append(res.Namespaces, ns)
+	}
+	sort.Strings(res.Namespaces)
 	return res, nil
 }
 
@@ -218,12 +259,13 @@ type pin struct {
 }
 
 type discoverer struct {
-	opts     Options
-	in       Input
-	ev       *policy.Evaluator
-	pins     []pin
-	rules    map[string]*Rule
-	clusters map[string]*Cluster
+	opts       Options
+	in         Input
+	ev         *policy.Evaluator
+	pins       []pin
+	rules      map[string]*Rule
+	clusters   map[string]*Cluster
+	namespaces map[string]bool
 }
 
 // ephemeralLo is the start of Linux's default ephemeral port range.
@@ -245,6 +287,12 @@ func (d *discoverer) add(f *flow.Flow, st *Stats) {
 	}
 	consIn := d.inScope(in.Src)
 	provIn := d.inScope(in.Dst)
+	if w := in.Src.Workload; consIn && w != nil && w.Kind == inventory.KindPod {
+		d.namespaces[w.Namespace] = true
+	}
+	if w := in.Dst.Workload; provIn && w != nil && w.Kind == inventory.KindPod {
+		d.namespaces[w.Namespace] = true
+	}
 	if !provIn && in.Service != nil {
 		// A node port: the service (and its backends) may be in the
 		// scope while the node is not.
@@ -267,8 +315,15 @@ func (d *discoverer) add(f *flow.Flow, st *Stats) {
 		r.Kind = "service"
 		if in.Dst.Workload != nil && in.Dst.Workload.Kind == inventory.KindNode {
 			r.Kind = "nodeport"
+			r.NodeIPs = append([]string(nil), in.Dst.Workload.IPs...)
 		}
 		r.Ports = []string{portString(proto, in.ServicePort)}
+		r.Backend = &Backend{Namespace: in.Service.Namespace, Selector: in.Service.Selector}
+		for _, sp := range in.Service.Ports {
+			if uint16(sp.Port) == in.ServicePort && strings.EqualFold(sp.Protocol, proto) {
+				r.Backend.Ports = []string{proto + "/" + sp.TargetPort}
+			}
+		}
 	default:
 		if ephemeral(in.Dst.Workload, in.Port) {
 			st.Ephemeral++
@@ -306,8 +361,21 @@ func (d *discoverer) add(f *flow.Flow, st *Stats) {
 		have = &r
 		d.rules[key] = have
 		have.FirstSeen = f.Start
-	} else if !contains(have.Ports, r.Ports[0]) {
+	}
+	for _, ip := range r.NodeIPs {
+		if !contains(have.NodeIPs, ip) {
+			have.NodeIPs = append(have.NodeIPs, ip)
+		}
+	}
+	if !contains(have.Ports, r.Ports[0]) {
 		have.Ports = append(have.Ports, r.Ports[0])
+		if have.Backend != nil && r.Backend != nil {
+			for _, p := range r.Backend.Ports {
+				if !contains(have.Backend.Ports, p) {
+					have.Backend.Ports = append(have.Backend.Ports, p)
+				}
+			}
+		}
 	}
 	st.Used++
 	have.Flows++
@@ -418,8 +486,32 @@ func (d *discoverer) named(name, f, by string) *Cluster {
 }
 
 func (d *discoverer) member(c *Cluster, w *inventory.Workload) {
-	if w != nil && !contains(c.Members, w.ID) {
-		c.Members = append(c.Members, w.ID)
+	if w == nil || contains(c.Members, w.ID) {
+		return
+	}
+	c.Members = append(c.Members, w.ID)
+	if w.Kind != inventory.KindPod {
+		for _, ip := range w.IPs {
+			if !contains(c.IPs, ip) {
+				c.IPs = append(c.IPs, ip)
+			}
+		}
+		return
+	}
+	c.Namespace = w.Namespace
+	if len(c.Members) == 1 {
+		c.Labels = map[string]string{}
+		for k, v := range w.Labels {
+			if k != "pod-template-hash" && k != "controller-revision-hash" && k != "pod-template-generation" {
+				c.Labels[k] = v
+			}
+		}
+		return
+	}
+	for k, v := range c.Labels {
+		if w.Labels[k] != v {
+			delete(c.Labels, k)
+		}
 	}
 }
 

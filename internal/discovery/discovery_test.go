@@ -27,24 +27,28 @@ func world(t *testing.T, t0 time.Time) *inventory.Inventory {
 	front := &inventory.Owner{Kind: "Deployment", Name: "front-end"}
 	for _, w := range []inventory.Workload{
 		{ID: "lab/pod/shop/front-end-a", Cluster: "lab", Kind: inventory.KindPod, Namespace: "shop", Name: "front-end-a", UID: "a", IPs: []string{"10.244.1.10"}, Owner: front,
-			Labels: map[string]string{"name": "front-end"}, Containers: []inventory.Container{{Name: "c", Ports: []inventory.ContainerPort{{Protocol: "TCP", Port: 8079}}}}, Updated: t0},
-		{ID: "lab/pod/shop/carts-x", Cluster: "lab", Kind: inventory.KindPod, Namespace: "shop", Name: "carts-x", IPs: []string{"10.244.1.11"}, Owner: &inventory.Owner{Kind: "Deployment", Name: "carts"}, Updated: t0},
-		{ID: "lab/pod/shop/db", Cluster: "lab", Kind: inventory.KindPod, Namespace: "shop", Name: "db", IPs: []string{"10.244.1.12"}, Labels: map[string]string{"app": "user-db"}, Updated: t0},
+			Labels: map[string]string{"name": "front-end"}, NamespaceLabels: shopNS, Containers: []inventory.Container{{Name: "c", Ports: []inventory.ContainerPort{{Protocol: "TCP", Port: 8079}}}}, Updated: t0},
+		{ID: "lab/pod/shop/carts-x", Cluster: "lab", Kind: inventory.KindPod, Namespace: "shop", Name: "carts-x", IPs: []string{"10.244.1.11"}, Owner: &inventory.Owner{Kind: "Deployment", Name: "carts"},
+			Labels: map[string]string{"name": "carts", "pod-template-hash": "x1"}, NamespaceLabels: shopNS, Updated: t0},
+		{ID: "lab/pod/shop/db", Cluster: "lab", Kind: inventory.KindPod, Namespace: "shop", Name: "db", IPs: []string{"10.244.1.12"}, Labels: map[string]string{"app": "user-db"}, NamespaceLabels: shopNS, Updated: t0},
 		{ID: "lab/service/shop/carts", Cluster: "lab", Kind: inventory.KindService, Namespace: "shop", Name: "carts", IPs: []string{"10.96.0.11"},
-			Ports: []inventory.ServicePort{{Protocol: "TCP", Port: 80, TargetPort: "8080"}}, Endpoints: []inventory.Endpoint{{IP: "10.244.1.11", Ports: []int32{8080}, Ready: true}}, Updated: t0},
+			Selector: map[string]string{"name": "carts"}, Ports: []inventory.ServicePort{{Protocol: "TCP", Port: 80, TargetPort: "8080"}}, Endpoints: []inventory.Endpoint{{IP: "10.244.1.11", Ports: []int32{8080}, Ready: true}}, Updated: t0},
 		{ID: "lab/service/shop/front-end", Cluster: "lab", Kind: inventory.KindService, Namespace: "shop", Name: "front-end", IPs: []string{"10.96.0.10"}, ServiceType: "NodePort",
-			Ports: []inventory.ServicePort{{Protocol: "TCP", Port: 80, TargetPort: "8079", NodePort: 30080}}, Endpoints: []inventory.Endpoint{{IP: "10.244.1.10", Ports: []int32{8079}, Ready: true}}, Updated: t0},
+			Selector: map[string]string{"name": "front-end"}, Ports: []inventory.ServicePort{{Protocol: "TCP", Port: 80, TargetPort: "8079", NodePort: 30080}}, Endpoints: []inventory.Endpoint{{IP: "10.244.1.10", Ports: []int32{8079}, Ready: true}}, Updated: t0},
 		{ID: "lab/node//n1", Cluster: "lab", Kind: inventory.KindNode, Name: "n1", IPs: []string{"10.10.0.11"}, Updated: t0},
-		{ID: "lab/pod/other/x", Cluster: "lab", Kind: inventory.KindPod, Namespace: "other", Name: "x", IPs: []string{"10.244.2.5"}, Labels: map[string]string{"app": "x"}, Updated: t0},
+		{ID: "lab/pod/other/x", Cluster: "lab", Kind: inventory.KindPod, Namespace: "other", Name: "x", IPs: []string{"10.244.2.5"}, Labels: map[string]string{"app": "x"},
+			NamespaceLabels: map[string]string{"kubernetes.io/metadata.name": "other"}, Updated: t0},
 	} {
 		i.Apply(w)
 	}
 	// front-end-a is replaced by front-end-b with a new IP.
 	i.Delete("lab/pod/shop/front-end-a", t0.Add(20*time.Minute))
 	i.Apply(inventory.Workload{ID: "lab/pod/shop/front-end-b", Cluster: "lab", Kind: inventory.KindPod, Namespace: "shop", Name: "front-end-b", UID: "b", IPs: []string{"10.244.1.20"}, Owner: front,
-		Labels: map[string]string{"name": "front-end"}, Updated: t0.Add(21 * time.Minute)})
+		Labels: map[string]string{"name": "front-end"}, NamespaceLabels: shopNS, Updated: t0.Add(21 * time.Minute)})
 	return i
 }
+
+var shopNS = map[string]string{"kubernetes.io/metadata.name": "shop"}
 
 func scopes() policy.Set {
 	return policy.Set{

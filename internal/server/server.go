@@ -100,6 +100,9 @@ type Server struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	started  time.Time
+
+	// discoveries are the discovery jobs (internal/server/discovery.go).
+	discoveries discoveryJobs
 }
 
 // Start opens the stores, starts the connectors and serves the API.
