@@ -104,7 +104,10 @@ func (s *Server) policyRoutes() []Route {
 		{Method: "DELETE", Pattern: "/api/v1/scopes/{name}", Perm: write, Handler: p.deleteScope},
 		{Method: "GET", Pattern: "/api/v1/scopes/{name}/policies", Perm: read, Handler: p.listPolicies},
 		{Method: "POST", Pattern: "/api/v1/scopes/{name}/policies", Perm: write, Handler: p.putPolicy},
+		{Method: "DELETE", Pattern: "/api/v1/scopes/{name}/policies/{ref}", Perm: write, Handler: p.deletePolicy},
 		{Method: "GET", Pattern: "/api/v1/scopes/{name}/versions", Perm: read, Handler: p.listVersions},
+		{Method: "POST", Pattern: "/api/v1/scopes/{name}/versions", Perm: write, Handler: p.putVersion},
+		{Method: "DELETE", Pattern: "/api/v1/scopes/{name}/versions/{version}", Perm: write, Handler: p.deleteVersion},
 		{Method: "GET", Pattern: "/api/v1/scopes/{name}/versions/{version}", Perm: read, Handler: p.getVersion},
 		{Method: "GET", Pattern: "/api/v1/scopes/{name}/versions/{version}/diff", Perm: read, Handler: p.diffVersions},
 		{Method: "POST", Pattern: "/api/v1/scopes/{name}/versions/{version}/enforce", Perm: write, Handler: p.enforce},
@@ -337,6 +340,48 @@ func (p *policyAPI) putPolicy(w http.ResponseWriter, r *http.Request) {
 	}
 	pol.Scope = r.PathValue("name")
 	p.applyObjects(w, r, []any{policy.PolicyDoc(pol, r.URL.Query().Get("version"))})
+}
+
+// deletePolicy removes an intent, named by its name or its index in the
+// scope's newest version, from the newest draft (a new version when the
+// newest is frozen).
+func (p *policyAPI) deletePolicy(w http.ResponseWriter, r *http.Request) {
+	v, ok := p.version(w, r, "")
+	if !ok {
+		return
+	}
+	ref := r.PathValue("ref")
+	for i, pol := range v.Policies {
+		if pol.Name == ref || (pol.Name == "" && strconv.Itoa(i) == ref) {
+			p.runObjects(w, r, []any{policy.PolicyDoc(pol, "")}, true)
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, fmt.Errorf("scope %s version %s has no intent named or numbered %q", v.Scope, v.Name, ref))
+}
+
+// putVersion creates or replaces a version from JSON (the fields of a
+// PolicyVersion document; "version" empty: the newest draft).
+func (p *policyAPI) putVersion(w http.ResponseWriter, r *http.Request) {
+	var v policy.Version
+	if err := readJSON(r, &v); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	v.Scope = r.PathValue("name")
+	for i := range v.Policies {
+		v.Policies[i].Scope = v.Scope
+	}
+	p.runObjects(w, r, []any{policy.VersionDoc(&v)}, false)
+}
+
+// deleteVersion deletes a draft version.
+func (p *policyAPI) deleteVersion(w http.ResponseWriter, r *http.Request) {
+	v, ok := p.version(w, r, r.PathValue("version"))
+	if !ok {
+		return
+	}
+	p.runObjects(w, r, []any{policy.VersionDoc(v)}, true)
 }
 
 func (p *policyAPI) deleteScope(w http.ResponseWriter, r *http.Request) {

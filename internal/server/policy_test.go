@@ -50,3 +50,34 @@ func TestAnalysisSlicesCountEachFlowOnce(t *testing.T) {
 		t.Fatalf("analysis counted %d flows (%+v), want each of the %d flows of the range once", rep.Flows, rep.Counts, want)
 	}
 }
+
+// TestPolicyREST creates, reads and deletes every policy object over JSON.
+func TestPolicyREST(t *testing.T) {
+	s, err := Start(context.Background(), Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	for _, c := range []struct {
+		method, path, body string
+		want               int
+	}{
+		{"POST", "/api/v1/scopes", `{"name":"shop","filter":"namespace = shop","catchAll":"DENY"}`, 200},
+		{"POST", "/api/v1/scopes", `{"name":"bad","filter":"namespace ="}`, 422},
+		{"POST", "/api/v1/scopes/shop/policies", `{"consumer":"label.app = a","provider":"label.app = b","action":"ALLOW","ports":["tcp/80"]}`, 200},
+		{"POST", "/api/v1/scopes/shop/versions", `{"version":"v1","policies":[{"consumer":"any","provider":"label.app = b","action":"ALLOW","ports":["tcp/80"]},{"name":"x","consumer":"any","provider":"any","action":"DENY"}]}`, 200},
+		{"GET", "/api/v1/scopes/shop/versions/v1", "", 200},
+		{"DELETE", "/api/v1/scopes/shop/policies/x", "", 200},
+		{"DELETE", "/api/v1/scopes/shop/policies/7", "", 404},
+		{"GET", "/api/v1/scopes/shop/versions/v1/diff?to=v1", "", 200},
+		{"POST", "/api/v1/scopes/shop/versions", `{"version":"v2","policies":[]}`, 200},
+		{"DELETE", "/api/v1/scopes/shop/versions/v2", "", 200},
+		{"GET", "/api/v1/scopes/shop/versions/v2", "", 404},
+		{"DELETE", "/api/v1/scopes/shop", "", 200},
+		{"GET", "/api/v1/scopes/shop", "", 404},
+	} {
+		if got := status(t, s, "", c.method, c.path, c.body); got != c.want {
+			t.Errorf("%s %s %s: %d, want %d", c.method, c.path, c.body, got, c.want)
+		}
+	}
+}
