@@ -124,7 +124,8 @@ ports: ["tcp/8080"]
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Follow(ctx, e, FollowConfig{Server: s.URL(), Node: "node1", Token: token, Wait: 2 * time.Second, StatusInterval: 300 * time.Millisecond})
+		done <- Follow(ctx, e, FollowConfig{Server: s.URL(), Node: "node1", Token: token, Wait: 2 * time.Second, StatusInterval: 300 * time.Millisecond,
+			FailOpenAfter: 2 * time.Second})
 	}()
 	defer func() { cancel(); <-done }()
 
@@ -218,6 +219,25 @@ ports: ["tcp/8080"]
 			t.Errorf("%s after disable:\n%s\nwant\n%s", ns, now, before[ns])
 		}
 	}
+
+	// --fail-open: an agent that loses the server removes the rules after
+	// its grace period (2 s here), and takes them again when it is back.
+	if code := call(t, s, "POST", "/api/v1/enforcement/scopes/app", ruleset.ModeRequest{Mode: ruleset.Enforce, Version: "v1", FailOpen: true}, &m); code != http.StatusOK || !m.FailOpen {
+		t.Fatalf("enforce --fail-open: %d %+v", code, m)
+	}
+	testutil.Eventually(t, 5*time.Second, "enforced again", func() bool { return !connects(p1.NS, p2.IP+":9090") })
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped = true
+	lost := time.Now()
+	testutil.Eventually(t, 10*time.Second, "rules removed after losing the server (fail-open)", func() bool { return connects(p1.NS, p2.IP+":9090") })
+	if d := time.Since(lost); d < 2*time.Second {
+		t.Errorf("fail-open removed the rules after %v, before the 2 s grace", d)
+	}
+	s = start()
+	stopped = false
+	testutil.Eventually(t, 10*time.Second, "rules back with the server", func() bool { return !connects(p1.NS, p2.IP+":9090") })
 }
 
 // listen4 serves "ADDRESS:PORT" in ns.
