@@ -208,8 +208,10 @@ func (a *Advisory) CVSSOf(af *Affected) (Score, bool) {
 }
 
 // QualitativeOf returns a qualitative severity the advisory carries: an
-// "Ubuntu" severity entry, or database_specific "severity" (GitHub, Red Hat)
-// or "urgency" (Debian), on the entry or the record.
+// "Ubuntu" severity entry, or a "severity" (GitHub, Red Hat) or "urgency"
+// (Debian: osv.dev's Debian records put it in the entry's
+// ecosystem_specific) in database_specific or ecosystem_specific, on the
+// entry or the record.
 func (a *Advisory) QualitativeOf(af *Affected) (Score, bool) {
 	for _, sev := range [][]Severity{affectedSeverity(af), a.Severity} {
 		for _, s := range sev {
@@ -220,7 +222,11 @@ func (a *Advisory) QualitativeOf(af *Affected) (Score, bool) {
 			}
 		}
 	}
-	for _, raw := range []json.RawMessage{affectedDB(af), a.DatabaseSpecific} {
+	var eco json.RawMessage
+	if af != nil {
+		eco = af.EcosystemSpecific
+	}
+	for _, raw := range []json.RawMessage{affectedDB(af), eco, a.DatabaseSpecific} {
 		var ds struct {
 			Severity string `json:"severity"`
 			Urgency  string `json:"urgency"`
@@ -229,7 +235,7 @@ func (a *Advisory) QualitativeOf(af *Affected) (Score, bool) {
 			continue
 		}
 		if lvl := qualitative(ds.Severity); lvl != "" {
-			return Score{Severity: lvl, Source: a.ID + " database_specific severity " + ds.Severity}, true
+			return Score{Severity: lvl, Source: a.ID + " severity " + ds.Severity}, true
 		}
 		if lvl := qualitative(ds.Urgency); lvl != "" {
 			return Score{Severity: lvl, Source: a.ID + " urgency " + ds.Urgency}, true

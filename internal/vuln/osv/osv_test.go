@@ -38,9 +38,19 @@ func TestCVSS(t *testing.T) {
 	if s := a.ScoreOf(nil); s.Score != 8.5 || s.Severity != SeverityHigh {
 		t.Errorf("v4 preferred over v3: %+v", s)
 	}
-	g := &Advisory{DatabaseSpecific: []byte(`{"severity":"MODERATE"}`)}
-	if s := g.ScoreOf(nil); s.Severity != SeverityMedium {
+	g := &Advisory{ID: "GHSA-x", DatabaseSpecific: []byte(`{"severity":"MODERATE"}`)}
+	if s := g.ScoreOf(nil); s.Severity != SeverityMedium || s.Source != "GHSA-x severity MODERATE" {
 		t.Errorf("GitHub qualitative severity: %+v", s)
+	}
+	// osv.dev's Debian records: urgency in the entry's ecosystem_specific.
+	d := &Advisory{ID: "DEBIAN-CVE-2023-7008", Affected: []Affected{{EcosystemSpecific: []byte(`{"urgency":"low**"}`)}}}
+	if s := d.ScoreOf(&d.Affected[0]); s.Severity != SeverityLow || s.Source != "DEBIAN-CVE-2023-7008 urgency low**" {
+		t.Errorf("Debian urgency: %+v", s)
+	}
+	for in, want := range map[string]string{"unimportant": SeverityLow, "not yet assigned": "", "end-of-life": "", "Important": SeverityHigh, "negligible": SeverityLow, "high*": SeverityHigh} {
+		if got := qualitative(in); got != want {
+			t.Errorf("qualitative(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 
