@@ -392,15 +392,16 @@ func (d *discoverer) add(f *flow.Flow, st *Stats) {
 	}
 }
 
-// natCopy reports the node-address copy of a node-port connection (the
-// flow from the node to the backend after SNAT): the connection is
-// decided on the flow to the node port.
+// natCopy reports the post-NAT copy of a node-port connection (the flow
+// to the backend pod, from the node's address after SNAT, whichever
+// address of the node that is): the connection is decided on the flow to
+// the node port.
 func (d *discoverer) natCopy(f *flow.Flow, in *policy.Flow) bool {
-	if in.Src.Workload == nil || in.Src.Workload.Kind != inventory.KindNode {
+	if in.Dst.Workload == nil || in.Dst.Workload.Kind != inventory.KindPod {
 		return false
 	}
 	for _, rel := range f.Related {
-		if rel.Reason == flow.ReasonNodePort && in.Dst.Workload != nil && in.Dst.Workload.Kind == inventory.KindPod {
+		if rel.Reason == flow.ReasonNodePort {
 			return true
 		}
 	}
