@@ -589,9 +589,9 @@ action: DENY
 class: absolute
 `
 
-// TestQuarantine: with a quarantine policy enforced, rolling payment onto
-// an image with known CVEs isolates it once the scan result is in, and
-// rolling back releases it.
+// TestQuarantine: with a quarantine policy enforced by the node agents
+// (agent.Config.Enforce), rolling payment onto an image with known CVEs
+// isolates it once the scan result is in, and rolling back releases it.
 func TestQuarantine(t *testing.T) {
 	e := newEnvNamed(t, lab.ModeDirect, "enfquar")
 	srv := e.server()
@@ -601,8 +601,8 @@ func TestQuarantine(t *testing.T) {
 		JSON: server.ApplyRequest{Files: []server.ApplyFile{{Name: "enforce.yaml", Content: enforcePolicy + quarantine}}}}, nil); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	stop := runEnforcers(t, e, enforcerStates(t, e))
-	defer stop()
+	// The agents themselves enforce here: `palisade agent --enforce`.
+	e.restartAgents(t, agentOpts{conv: convInterval, drain: drainEvery, detach: true, enforce: true})
 	for _, scope := range []string{"cluster-lab", "sock-shop"} {
 		if err := admin.Do(ctx, client.Request{Method: "POST", Path: "/api/v1/enforcement/scopes/" + scope,
 			JSON: ruleset.ModeRequest{Mode: ruleset.Enforce, Version: "v1"}}, nil); err != nil {

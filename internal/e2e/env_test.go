@@ -94,6 +94,9 @@ type agentOpts struct {
 	conv   time.Duration // conversation window
 	drain  time.Duration
 	detach bool // remove the classifier and pinned maps on exit
+	// enforce: the agent also programs the server's enforcement rules
+	// (palisade agent --enforce).
+	enforce bool
 }
 
 func newEnv(t *testing.T, mode lab.Mode) *env {
@@ -222,6 +225,7 @@ func (e *env) startAgent(t *testing.T, n lab.NodeInfo, o agentOpts) *runAgent {
 	a, err := agent.New(agent.Config{
 		Server: "http://" + e.listen, Node: n.Name, Token: e.server().AgentToken(), NetNS: n.NetNSPath,
 		Mode: mode, Uplinks: ups, SpoolDir: filepath.Join(e.spoolRoot, n.Name), DetachOnExit: o.detach,
+		Enforce: o.enforce, PodNetNSPrefix: lab.Prefix(e.st.Name) + "pod-",
 		ConversationInterval: o.conv, DrainInterval: o.drain, DetailedInterval: time.Second,
 		ConfigPoll: time.Second, HeartbeatInterval: 2 * time.Second,
 		Classify: agent.PodVeths(func(veth string) (string, bool) { p, ok := e.byVeth[veth]; return p, ok }, ups...),
