@@ -2,11 +2,13 @@ package console_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/palisade-dev/palisade/internal/console/browsertest"
 	"github.com/palisade-dev/palisade/internal/server"
@@ -74,6 +76,60 @@ func TestPagesLoadOnEmptyServer(t *testing.T) {
 		p.WaitFor("404 reported", `new Promise(r => setTimeout(() => r(true), 300))`, 5*time.Second)
 		if pr := p.Problems(); len(pr) == 0 || !strings.Contains(strings.Join(pr, " "), "404") {
 			t.Errorf("a 404 went unnoticed: %v", pr)
+		}
+	})
+	// Keyboard: the first Tab reaches the skip link, the next ones the
+	// navigation; Enter on a link opens its page.
+	t.Run("keyboard", func(t *testing.T) {
+		// A fresh load: keyboard focus starts at the top of the document.
+		p.Do("load", 30*time.Second, chromedp.Navigate(s.URL()+"/#/agents"), chromedp.Reload())
+		p.WaitFor("agents page", pages[len(pages)-1].ready, 20*time.Second)
+		p.Do("tab", 5*time.Second, chromedp.KeyEvent(kb.Tab))
+		if got := browsertest.Eval[string](p, `document.activeElement?.textContent ?? ""`); got != "Skip to content" {
+			t.Errorf("first Tab focuses %q, want the skip link", got)
+		}
+		p.Do("tab tab", 5*time.Second, chromedp.KeyEvent(kb.Tab), chromedp.KeyEvent(kb.Tab))
+		if got := browsertest.Eval[string](p, `document.activeElement?.textContent ?? ""`); got != "Inventory" {
+			t.Errorf("third Tab focuses %q, want the Inventory link", got)
+		}
+		outline := browsertest.Eval[string](p, `getComputedStyle(document.activeElement).outlineStyle`)
+		if outline == "none" {
+			t.Error("the focused link shows no focus outline")
+		}
+		p.Do("enter", 5*time.Second, chromedp.KeyEvent(kb.Enter))
+		p.WaitFor("inventory by keyboard", `location.hash === "#/inventory" && document.querySelector("[data-testid=inventory-table]") !== null`, 20*time.Second)
+		p.Do("slash focuses the filter", 5*time.Second, chromedp.KeyEvent("/"))
+		if id := browsertest.Eval[string](p, `document.activeElement?.dataset.testid ?? ""`); id != "filter-input" {
+			t.Errorf("/ focuses %q, want the filter box", id)
+		}
+		p.Clean("keyboard")
+	})
+	// Through the server's route table: the console's headers, and the API
+	// untouched by them.
+	t.Run("headers", func(t *testing.T) {
+		for path, ctype := range map[string]string{"/": "text/html; charset=utf-8", "/api/v1/status": "application/json"} {
+			req, _ := http.NewRequest(http.MethodGet, s.URL()+path, nil)
+			req.Header.Set("Authorization", "Bearer "+s.AdminToken())
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != ctype {
+				t.Errorf("GET %s: %s %q, want 200 %q", path, res.Status, res.Header.Get("Content-Type"), ctype)
+			}
+			if csp := res.Header.Get("Content-Security-Policy"); (path == "/") != strings.Contains(csp, "default-src 'none'") {
+				t.Errorf("GET %s: CSP %q", path, csp)
+			}
+		}
+		// The static files need no token; the API does.
+		res, err := http.Get(s.URL() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("GET / without a token: %s", res.Status)
 		}
 	})
 	t.Run("theme", func(t *testing.T) {
