@@ -55,7 +55,9 @@ type Config struct {
 	Pods PodNamespaces
 	// StateFile keeps the last bundle across agent restarts ("" = none).
 	StateFile string
-	// CheckInterval is the periodic full drift check (default 30 s).
+	// CheckInterval is the periodic full drift check (default 5 min: it
+	// costs a few processes per namespace; chain edits are caught at once
+	// by notifications, so it is the backstop for set edits).
 	CheckInterval time.Duration
 	// OnDrift, if set, is called for every drift event.
 	OnDrift func(ruleset.DriftEvent)
@@ -107,7 +109,7 @@ func New(cfg Config) (*Enforcer, error) {
 		return nil, errors.New("enforce: Config.Pods is required")
 	}
 	if cfg.CheckInterval <= 0 {
-		cfg.CheckInterval = 30 * time.Second
+		cfg.CheckInterval = 5 * time.Minute
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -462,13 +464,7 @@ func (e *Enforcer) Run(ctx context.Context) error {
 			return nil
 		case <-e.kick:
 		case <-full.C:
-			e.mu.Lock()
-			for t := range e.ns {
-				if _, ok := e.dirty[t]; !ok {
-					e.dirty[t] = time.Time{}
-				}
-			}
-			e.mu.Unlock()
+			e.markAll()
 		case <-retry.C:
 			e.mu.Lock()
 			p := e.anyPending()
@@ -481,6 +477,17 @@ func (e *Enforcer) Run(ctx context.Context) error {
 		}
 		e.check()
 	}
+}
+
+// markAll schedules the full check of every namespace (chains and sets).
+func (e *Enforcer) markAll() {
+	e.mu.Lock()
+	for t := range e.ns {
+		if _, ok := e.dirty[t]; !ok {
+			e.dirty[t] = time.Time{}
+		}
+	}
+	e.mu.Unlock()
 }
 
 func (e *Enforcer) closeWatches() {
