@@ -88,8 +88,7 @@ func evalGo(a *osv.Advisory, module, ver string, bin *pkgdb.GoBinary) goVerdict 
 		}
 		for _, im := range e.imports {
 			pkg := importedPath(bin, module, im.Path)
-			syms, ok := bin.Symbols[pkg]
-			if !ok {
+			if !bin.HasPackage(pkg) {
 				continue
 			}
 			if len(im.Symbols) == 0 {
@@ -98,7 +97,7 @@ func evalGo(a *osv.Advisory, module, ver string, bin *pkgdb.GoBinary) goVerdict 
 				continue
 			}
 			for _, s := range im.Symbols {
-				if _, found := slices.BinarySearch(syms, s); found {
+				if bin.HasSymbol(pkg, s) {
 					reach = true
 					v.symbols = append(v.symbols, im.Path+"."+s)
 				}

@@ -29,7 +29,7 @@ var (
 
 // layerFormat versions the cached layer summaries: bump it when Keep or
 // Probe change what a summary holds, so stale summaries are re-read.
-const layerFormat = "v2:" // v2: Go executables carry platform and symbols
+const layerFormat = "v3:" // v2: Go executables carry platform and symbols; v3: symbols joined per package
 
 func openDB(dataDir string) (*bolt.DB, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {

@@ -22,10 +22,12 @@ type GoBinary struct {
 	GOOS      string     `json:"goos,omitempty"`
 	GOARCH    string     `json:"goarch,omitempty"`
 	// Symbols maps package paths to the function names linked in, inlined
-	// ones included ("F", "T.M"); nil when they could not be read, and then
-	// reachability is unknown.
-	Symbols      map[string][]string `json:"symbols,omitempty"`
-	SymbolSource string              `json:"symbolSource,omitempty"`
+	// ones included ("F", "T.M"), sorted and joined by newlines (one string
+	// per package keeps the stored inventory cheap to encode and decode:
+	// a large binary has 100,000+ names); nil when they could not be read,
+	// and then reachability is unknown. See HasPackage, HasSymbol.
+	Symbols      map[string]string `json:"symbols,omitempty"`
+	SymbolSource string            `json:"symbolSource,omitempty"`
 	// Location is the executable's path in the image (in Inventory.GoBinaries).
 	Location string `json:"location,omitempty"`
 }
@@ -48,8 +50,37 @@ func Probe(_ string, r io.ReaderAt, _ int64) ([]byte, error) {
 		return nil, nil // not a Go binary, or one without module information
 	}
 	out := fromBuildInfo(info.BuildInfo)
-	out.GOOS, out.GOARCH, out.Symbols, out.SymbolSource = info.GOOS, info.GOARCH, info.Symbols, info.SymbolSource
+	out.GOOS, out.GOARCH, out.SymbolSource = info.GOOS, info.GOARCH, info.SymbolSource
+	if info.Symbols != nil {
+		out.Symbols = make(map[string]string, len(info.Symbols))
+		for pkg, names := range info.Symbols {
+			out.Symbols[pkg] = strings.Join(names, "\n")
+		}
+	}
 	return json.Marshal(out)
+}
+
+// HasPackage reports whether any function of package pkg is linked in.
+func (b *GoBinary) HasPackage(pkg string) bool {
+	_, ok := b.Symbols[pkg]
+	return ok
+}
+
+// HasSymbol reports whether function name ("F", "T.M") of package pkg is
+// linked in.
+func (b *GoBinary) HasSymbol(pkg, name string) bool {
+	names, ok := b.Symbols[pkg]
+	if !ok || name == "" || strings.Contains(name, "\n") {
+		return false
+	}
+	for names != "" {
+		line, rest, _ := strings.Cut(names, "\n")
+		if line == name {
+			return true
+		}
+		names = rest
+	}
+	return false
 }
 
 func fromBuildInfo(bi *debug.BuildInfo) GoBinary {
