@@ -164,8 +164,54 @@ type Diff struct {
 	NotSeen []string `json:"notSeen"` // allowed by the version, not seen in the window
 }
 
-// Discover runs discovery over in for opts.Scope.
+// Discover runs discovery over in.Flows for opts.Scope.
 func Discover(in Input, opts Options, from, to time.Time) (*Result, error) {
+	d, err := New(in, opts)
+	if err != nil {
+		return nil, err
+	}
+	for i := range in.Flows {
+		d.Add(&in.Flows[i])
+		if opts.Progress != nil && (i%4096 == 0 || i == len(in.Flows)-1) {
+			opts.Progress(i+1, len(in.Flows))
+		}
+	}
+	return d.Result(from, to), nil
+}
+
+// Discoverer accumulates flows into rules. Its result does not depend on
+// the order flows are added in (first/last seen are extremes, samples the
+// earliest by start and ID, everything sorted), so flows can stream from
+// the store in any order and the output stays byte-identical. Memory grows
+// with rules and clusters, not with flows. Not safe for concurrent use.
+type Discoverer struct {
+	opts       Options
+	in         Input
+	ev         *policy.Evaluator
+	sess       *policy.Session
+	pins       []pin
+	rules      map[edgeKey]*Rule
+	byWorkload map[*inventory.Workload]*Cluster // cluster of each workload version seen
+	names      map[edgeKey]string
+	cidrs      map[netip.Addr]string
+	samples    map[*Rule][]sample
+	clusters   map[string]*Cluster
+	namespaces map[string]bool
+	catchAll   policy.Action
+	stats      Stats
+	subtree    map[string]bool // the scope and its descendants
+}
+
+type edgeKey struct{ consumer, provider string }
+
+type sample struct {
+	start int64
+	id    string
+}
+
+// New prepares a discovery of opts.Scope over in's scope tree and
+// inventory (in.Flows is not read).
+func New(in Input, opts Options) (*Discoverer, error) {
 	if opts.Scope == "" {
 		return nil, fmt.Errorf("discovery: give the scope to discover")
 	}
@@ -192,7 +238,25 @@ func Discover(in Input, opts Options, from, to time.Time) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discovery: %w", err)
 	}
-	d := &discoverer{opts: opts, in: in, ev: ev, rules: map[string]*Rule{}, clusters: map[string]*Cluster{}, namespaces: map[string]bool{}}
+	d := &Discoverer{opts: opts, in: in, ev: ev, sess: ev.NewSession(), rules: map[edgeKey]*Rule{}, byWorkload: map[*inventory.Workload]*Cluster{}, names: map[edgeKey]string{}, cidrs: map[netip.Addr]string{}, samples: map[*Rule][]sample{},
+		clusters: map[string]*Cluster{}, namespaces: map[string]bool{}, catchAll: policy.Deny}
+	for _, sc := range in.Set.Scopes {
+		if sc.Name == opts.Scope && sc.CatchAll != policy.NoAction {
+			d.catchAll = sc.CatchAll
+		}
+	}
+	d.subtree = map[string]bool{opts.Scope: true}
+	for grew := true; grew; {
+		grew = false
+		for _, sc := range in.Set.Scopes {
+			if d.subtree[sc.Parent] && !d.subtree[sc.Name] {
+				d.subtree[sc.Name], grew = true, true
+			}
+		}
+	}
+	if v := in.Set.Versions[opts.Scope]; v != nil && v.CatchAll != policy.NoAction {
+		d.catchAll = v.CatchAll
+	}
 	for _, p := range opts.Pins {
 		f, err := filter.Parse(p.Filter, inventory.Schema)
 		if err != nil {
@@ -201,56 +265,51 @@ func Discover(in Input, opts Options, from, to time.Time) (*Result, error) {
 		d.pins = append(d.pins, pin{p, f})
 	}
 	sort.Slice(d.pins, func(i, j int) bool { return d.pins[i].Name < d.pins[j].Name })
+	return d, nil
+}
 
-	// Flows in a fixed order, so samples and first/last do not depend on
-	// the store's order.
-	order := make([]int, len(in.Flows))
-	for i := range order {
-		order[i] = i
-	}
-	sort.Slice(order, func(a, b int) bool {
-		fa, fb := &in.Flows[order[a]], &in.Flows[order[b]]
-		if !fa.Start.Equal(fb.Start) {
-			return fa.Start.Before(fb.Start)
-		}
-		return fa.ID < fb.ID
-	})
-	res := &Result{Scope: opts.Scope, From: from, To: to, CatchAll: policy.Deny}
-	for _, sc := range in.Set.Scopes {
-		if sc.Name == opts.Scope && sc.CatchAll != policy.NoAction {
-			res.CatchAll = sc.CatchAll
-		}
-	}
-	if v := in.Set.Versions[opts.Scope]; v != nil && v.CatchAll != policy.NoAction {
-		res.CatchAll = v.CatchAll
-	}
-	for n, i := range order {
-		d.add(&in.Flows[i], &res.Stats)
-		if opts.Progress != nil && (n%4096 == 0 || n == len(order)-1) {
-			opts.Progress(n+1, len(order))
-		}
-	}
-	res.Stats.Read = len(in.Flows)
+// Result is what the flows added so far give, for the window [from, to].
+func (d *Discoverer) Result(from, to time.Time) *Result {
+	res := &Result{Scope: d.opts.Scope, From: from, To: to, CatchAll: d.catchAll, Stats: d.stats}
 	for _, r := range d.rules {
-		sort.Strings(r.Ports)
-		sort.Strings(r.NodeIPs)
+		c := *r
+		c.Ports = append([]string(nil), r.Ports...)
+		sort.Strings(c.Ports)
+		c.NodeIPs = append([]string(nil), r.NodeIPs...)
+		sort.Strings(c.NodeIPs)
 		if r.Backend != nil {
-			sort.Strings(r.Backend.Ports)
+			b := *r.Backend
+			b.Ports = append([]string(nil), b.Ports...)
+			sort.Strings(b.Ports)
+			c.Backend = &b
 		}
-		res.Rules = append(res.Rules, *r)
+		c.Samples = nil
+		for _, s := range d.samples[r] {
+			c.Samples = append(c.Samples, s.id)
+		}
+		res.Rules = append(res.Rules, c)
 	}
-	sort.Slice(res.Rules, func(i, j int) bool { return res.Rules[i].Edge() < res.Rules[j].Edge() })
+	sort.Slice(res.Rules, func(i, j int) bool {
+		a, b := &res.Rules[i], &res.Rules[j]
+		if a.Consumer != b.Consumer {
+			return a.Consumer < b.Consumer
+		}
+		return a.Provider < b.Provider
+	})
 	for _, c := range d.clusters {
-		sort.Strings(c.Members)
-		sort.Strings(c.IPs)
-		res.Clusters = append(res.Clusters, *c)
+		x := *c
+		x.Members = append([]string(nil), c.Members...)
+		sort.Strings(x.Members)
+		x.IPs = append([]string(nil), c.IPs...)
+		sort.Strings(x.IPs)
+		res.Clusters = append(res.Clusters, x)
 	}
 	sort.Slice(res.Clusters, func(i, j int) bool { return res.Clusters[i].Name < res.Clusters[j].Name })
 	for ns := range d.namespaces {
 		res.Namespaces = append(res.Namespaces, ns)
 	}
 	sort.Strings(res.Namespaces)
-	return res, nil
+	return res
 }
 
 type pin struct {
@@ -258,20 +317,13 @@ type pin struct {
 	f *filter.Filter
 }
 
-type discoverer struct {
-	opts       Options
-	in         Input
-	ev         *policy.Evaluator
-	pins       []pin
-	rules      map[string]*Rule
-	clusters   map[string]*Cluster
-	namespaces map[string]bool
-}
-
 // ephemeralLo is the start of Linux's default ephemeral port range.
 const ephemeralLo = 32768
 
-func (d *discoverer) add(f *flow.Flow, st *Stats) {
+// Add takes one flow into account.
+func (d *Discoverer) Add(f *flow.Flow) {
+	st := &d.stats
+	st.Read++
 	if !f.Replied {
 		st.NotReplied++
 		return
@@ -311,7 +363,7 @@ func (d *discoverer) add(f *flow.Flow, st *Stats) {
 	switch {
 	case in.Service != nil:
 		// Through a service: its cluster IP, or a node port.
-		r.Provider = "service:" + in.Service.Namespace + "/" + in.Service.Name
+		r.Provider = d.serviceEndpoint(in.Service)
 		r.Kind = "service"
 		if in.Dst.Workload != nil && in.Dst.Workload.Kind == inventory.KindNode {
 			r.Kind = "nodeport"
@@ -332,35 +384,33 @@ func (d *discoverer) add(f *flow.Flow, st *Stats) {
 		c, ok := d.cluster(in.Dst.Workload)
 		if ok {
 			r.Provider, r.ProviderCluster = c.Filter, c.Name
-			d.member(c, in.Dst.Workload)
 			r.Kind = "pod"
 		} else {
-			r.Provider = "cidr:" + d.subnet(in.Dst.IP)
+			r.Provider = d.cidrEndpoint(in.Dst.IP)
 			r.Kind = "external"
 		}
 		r.Ports = []string{portString(proto, in.Port)}
 	}
 	if c, ok := d.cluster(in.Src.Workload); ok {
 		r.Consumer, r.ConsumerCluster = c.Filter, c.Name
-		d.member(c, in.Src.Workload)
 		if c.By == "nodes" && r.Kind == "pod" {
 			r.Kind = "probe"
 		}
 	} else if r.Kind == "nodeport" {
 		r.Consumer = "any"
 	} else {
-		r.Consumer = "cidr:" + d.subnet(in.Src.IP)
+		r.Consumer = d.cidrEndpoint(in.Src.IP)
 		if r.Kind == "pod" || r.Kind == "service" {
 			r.Kind = "ingress"
 		}
 	}
 	r.Scope, r.Action, r.Class = d.opts.Scope, policy.Allow, policy.Default
-	key := r.Edge()
+	key := edgeKey{r.Consumer, r.Provider}
 	have, ok := d.rules[key]
 	if !ok {
 		have = &r
 		d.rules[key] = have
-		have.FirstSeen = f.Start
+		have.FirstSeen, have.LastSeen = f.Start, f.End
 	}
 	for _, ip := range r.NodeIPs {
 		if !contains(have.NodeIPs, ip) {
@@ -387,16 +437,33 @@ func (d *discoverer) add(f *flow.Flow, st *Stats) {
 	if end := f.End; end.After(have.LastSeen) {
 		have.LastSeen = end
 	}
-	if len(have.Samples) < d.opts.Samples {
-		have.Samples = append(have.Samples, f.ID)
+	d.sample(have, f)
+}
+
+// sample keeps the rule's earliest flows by (start, ID).
+func (d *Discoverer) sample(r *Rule, f *flow.Flow) {
+	ss := d.samples[r]
+	x := sample{f.Start.UnixNano(), f.ID}
+	i := sort.Search(len(ss), func(i int) bool {
+		return ss[i].start > x.start || ss[i].start == x.start && ss[i].id >= x.id
+	})
+	if i < len(ss) && ss[i] == x || i >= d.opts.Samples {
+		return
 	}
+	ss = append(ss, sample{})
+	copy(ss[i+1:], ss[i:])
+	ss[i] = x
+	if len(ss) > d.opts.Samples {
+		ss = ss[:d.opts.Samples]
+	}
+	d.samples[r] = ss
 }
 
 // natCopy reports the post-NAT copy of a node-port connection (the flow
 // to the backend pod, from the node's address after SNAT, whichever
 // address of the node that is): the connection is decided on the flow to
 // the node port.
-func (d *discoverer) natCopy(f *flow.Flow, in *policy.Flow) bool {
+func (d *Discoverer) natCopy(f *flow.Flow, in *policy.Flow) bool {
 	if in.Dst.Workload == nil || in.Dst.Workload.Kind != inventory.KindPod {
 		return false
 	}
@@ -408,22 +475,19 @@ func (d *discoverer) natCopy(f *flow.Flow, in *policy.Flow) bool {
 	return false
 }
 
-func (d *discoverer) inScope(p policy.Peer) bool {
+func (d *Discoverer) inScope(p policy.Peer) bool {
 	if p.Workload == nil && !p.IP.IsValid() {
 		return false
 	}
-	for _, s := range d.ev.Scopes(p) {
-		if s == d.opts.Scope {
-			return true
-		}
-	}
-	return false
+	// A workload is in the scope when its deciding (deepest) scope is
+	// the scope or one of its descendants.
+	return d.subtree[d.sess.DecidingScope(d.sess.Classify(p))]
 }
 
 // coveredByParent reports a flow that an ancestor's absolute intent already
 // allows on every side the scope decides.
-func (d *discoverer) coveredByParent(in *policy.Flow, consIn, provIn bool) bool {
-	dec := d.ev.Evaluate(in)
+func (d *Discoverer) coveredByParent(in *policy.Flow, consIn, provIn bool) bool {
+	dec := d.sess.Evaluate(in)
 	covered := func(sd policy.SideDecision) bool {
 		ref := sd.Rule
 		if sd.Action != policy.Allow || ref.CatchAll() || ref.Scope == d.opts.Scope {
@@ -443,41 +507,51 @@ func (d *discoverer) coveredByParent(in *policy.Flow, consIn, provIn bool) bool 
 
 // cluster returns the cluster of a workload (false: none, an address no
 // workload holds, or a service).
-func (d *discoverer) cluster(w *inventory.Workload) (*Cluster, bool) {
+func (d *Discoverer) cluster(w *inventory.Workload) (*Cluster, bool) {
 	if w == nil || w.Kind == inventory.KindService {
 		return nil, false
 	}
+	if c, ok := d.byWorkload[w]; ok {
+		return c, true
+	}
+	c := d.clusterOf(w)
+	d.byWorkload[w] = c
+	d.member(c, w)
+	return c, true
+}
+
+func (d *Discoverer) clusterOf(w *inventory.Workload) *Cluster {
 	for _, p := range d.pins {
 		if p.f.Match(inventory.Record{W: w}) {
-			return d.named(p.Name, p.Filter, "pinned"), true
+			return d.named(p.Name, p.Filter, "pinned")
 		}
 	}
 	q := strconv.Quote
 	switch w.Kind {
 	case inventory.KindNode:
-		return d.named(w.Cluster+".nodes", "kind = node and cluster = "+q(w.Cluster), "nodes"), true
+		return d.named(w.Cluster+".nodes", "kind = node and cluster = "+q(w.Cluster), "nodes")
 	case inventory.KindExternal:
-		return d.named("external."+w.Name, "kind = external and name = "+q(w.Name), "external"), true
+		return d.named("external."+w.Name, "kind = external and name = "+q(w.Name), "external")
 	case inventory.KindPod:
 	default:
-		return d.named(w.Namespace+"."+w.Name, "id = "+q(w.ID), "workload"), true
+		return d.named(w.Namespace+"."+w.Name, "id = "+q(w.ID), "workload")
 	}
 	base := "cluster = " + q(w.Cluster) + " and namespace = " + q(w.Namespace)
 	if o := w.Owner; o != nil && o.Name != "" {
 		switch o.Kind {
 		case "Deployment", "StatefulSet", "DaemonSet", "CronJob", "Job", "ReplicaSet":
-			return d.named(w.Namespace+"."+o.Name, base+" and owner.kind = "+o.Kind+" and owner.name = "+q(o.Name), "owner"), true
+			return d.named(w.Namespace+"."+o.Name, base+" and owner.kind = "+o.Kind+" and owner.name = "+q(o.Name), "owner")
 		}
 	}
 	for _, k := range []string{"app", "app.kubernetes.io/name"} {
 		if v := w.Labels[k]; v != "" {
-			return d.named(w.Namespace+"."+v, base+" and label."+k+" = "+q(v), "label"), true
+			return d.named(w.Namespace+"."+v, base+" and label."+k+" = "+q(v), "label")
 		}
 	}
-	return d.named(w.Namespace+"."+w.Name, base+" and name = "+q(w.Name), "pod"), true
+	return d.named(w.Namespace+"."+w.Name, base+" and name = "+q(w.Name), "pod")
 }
 
-func (d *discoverer) named(name, f, by string) *Cluster {
+func (d *Discoverer) named(name, f, by string) *Cluster {
 	c, ok := d.clusters[name]
 	if !ok {
 		c = &Cluster{Name: name, Filter: f, By: by}
@@ -486,7 +560,7 @@ func (d *discoverer) named(name, f, by string) *Cluster {
 	return c
 }
 
-func (d *discoverer) member(c *Cluster, w *inventory.Workload) {
+func (d *Discoverer) member(c *Cluster, w *inventory.Workload) {
 	if w == nil || contains(c.Members, w.ID) {
 		return
 	}
@@ -516,8 +590,29 @@ func (d *discoverer) member(c *Cluster, w *inventory.Workload) {
 	}
 }
 
+// serviceEndpoint is service:NAMESPACE/NAME, made once per service.
+func (d *Discoverer) serviceEndpoint(w *inventory.Workload) string {
+	key := edgeKey{"service", w.Namespace + "/" + w.Name}
+	if s, ok := d.names[key]; ok {
+		return s
+	}
+	s := "service:" + key.provider
+	d.names[key] = s
+	return s
+}
+
+// cidrEndpoint is cidr:SUBNET for an address, made once per address.
+func (d *Discoverer) cidrEndpoint(ip netip.Addr) string {
+	if s, ok := d.cidrs[ip]; ok {
+		return s
+	}
+	s := "cidr:" + d.subnet(ip)
+	d.cidrs[ip] = s
+	return s
+}
+
 // subnet is the narrowest subnet of ip the options allow.
-func (d *discoverer) subnet(ip netip.Addr) string {
+func (d *Discoverer) subnet(ip netip.Addr) string {
 	bits := d.opts.ExternalPrefix
 	if ip.Is6() && !ip.Is4In6() {
 		bits = d.opts.ExternalPrefix6
