@@ -25,18 +25,18 @@ import (
 // label) on a port, a named port or a range, plus egress to them and to an
 // ipBlock with exceptions.
 func benchWorld() (*refWorld, []*networkingv1.NetworkPolicy) {
-	w := &refWorld{nsLabels: map[string]map[string]string{}}
+	w := &refWorld{NSLabels: map[string]map[string]string{}}
 	var pols []*networkingv1.NetworkPolicy
 	tcp := corev1.ProtocolTCP
 	for n := range 50 {
 		ns := fmt.Sprintf("ns%02d", n)
-		w.nsLabels[ns] = map[string]string{"kubernetes.io/metadata.name": ns, "team": fmt.Sprintf("t%d", n%5)}
+		w.NSLabels[ns] = map[string]string{"kubernetes.io/metadata.name": ns, "team": fmt.Sprintf("t%d", n%5)}
 		for p := range 40 {
 			app := fmt.Sprintf("app%02d", p%20)
-			w.pods = append(w.pods, &refPod{ns: ns, name: fmt.Sprintf("%s-%d", app, p/20),
-				labels: map[string]string{"app": app, "tier": fmt.Sprint(p % 3)},
-				ip:     netip.AddrFrom4([4]byte{10, 244, byte(n), byte(p + 2)}),
-				ports:  []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: tcp}}})
+			w.Pods = append(w.Pods, &refPod{NS: ns, Name: fmt.Sprintf("%s-%d", app, p/20),
+				Labels: map[string]string{"app": app, "tier": fmt.Sprint(p % 3)},
+				IP:     netip.AddrFrom4([4]byte{10, 244, byte(n), byte(p + 2)}),
+				Ports:  []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: tcp}}})
 		}
 		pols = append(pols, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny", Namespace: ns},
 			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{"Ingress", "Egress"}}})
@@ -109,13 +109,13 @@ func BenchmarkVerdicts(b *testing.B) {
 	}
 	created := time.Now().Add(-time.Hour)
 	byIP := map[netip.Addr]*inventory.Workload{}
-	for _, p := range w.pods {
+	for _, p := range w.Pods {
 		c := inventory.Container{Name: "main"}
-		for _, cp := range p.ports {
+		for _, cp := range p.Ports {
 			c.Ports = append(c.Ports, inventory.ContainerPort{Name: cp.Name, Protocol: string(cp.Protocol), Port: cp.ContainerPort})
 		}
-		byIP[p.ip] = &inventory.Workload{ID: "b/pod/" + p.ns + "/" + p.name, Kind: inventory.KindPod, Namespace: p.ns, Name: p.name,
-			Labels: p.labels, NamespaceLabels: w.nsLabels[p.ns], IPs: []string{p.ip.String()}, Containers: []inventory.Container{c},
+		byIP[p.IP] = &inventory.Workload{ID: "b/pod/" + p.NS + "/" + p.Name, Kind: inventory.KindPod, Namespace: p.NS, Name: p.Name,
+			Labels: p.Labels, NamespaceLabels: w.NSLabels[p.NS], IPs: []string{p.IP.String()}, Containers: []inventory.Container{c},
 			Created: created, Updated: created}
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -126,12 +126,12 @@ func BenchmarkVerdicts(b *testing.B) {
 	probes := make([]probe, 4096)
 	flows := make([]policy.Flow, len(probes))
 	for i := range probes {
-		s, d := w.pods[rng.IntN(len(w.pods))], w.pods[rng.IntN(len(w.pods))]
-		probes[i] = probe{refEnd{pod: s, ip: s.ip}, refEnd{pod: d, ip: d.ip}, int32(8000 + rng.IntN(20))}
+		s, d := w.Pods[rng.IntN(len(w.Pods))], w.Pods[rng.IntN(len(w.Pods))]
+		probes[i] = probe{refEnd{Pod: s, IP: s.IP}, refEnd{Pod: d, IP: d.IP}, int32(8000 + rng.IntN(20))}
 		if i%8 == 0 {
 			probes[i].port = 8080
 		}
-		flows[i] = policy.Flow{Src: policy.Peer{IP: s.ip, Workload: byIP[s.ip]}, Dst: policy.Peer{IP: d.ip, Workload: byIP[d.ip]},
+		flows[i] = policy.Flow{Src: policy.Peer{IP: s.IP, Workload: byIP[s.IP]}, Dst: policy.Peer{IP: d.IP, Workload: byIP[d.IP]},
 			Proto: policy.ProtoTCP, Port: uint16(probes[i].port)}
 	}
 	b.Run("imported-version", func(b *testing.B) {
@@ -150,14 +150,14 @@ func BenchmarkVerdicts(b *testing.B) {
 			i++
 		}
 		perVerdict(b, cpu)
-		b.ReportMetric(float64(warm.Microseconds())/float64(len(w.pods)), "cpu-µs/peer-classified")
+		b.ReportMetric(float64(warm.Microseconds())/float64(len(w.Pods)), "cpu-µs/peer-classified")
 	})
 	b.Run("reference", func(b *testing.B) {
 		runtime.GC()
 		i, cpu := 0, processCPU()
 		for b.Loop() {
 			p := &probes[i%len(probes)]
-			w.allowed(pols, p.src, p.dst, corev1.ProtocolTCP, p.port)
+			w.Allowed(pols, p.src, p.dst, corev1.ProtocolTCP, p.port)
 			i++
 		}
 		perVerdict(b, cpu)

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"github.com/palisade-dev/palisade/internal/lab"
 	"github.com/palisade-dev/palisade/internal/policy"
 	"github.com/palisade-dev/palisade/internal/policy/analyze"
+	"github.com/palisade-dev/palisade/internal/policy/netpol/netpoltest"
 	"github.com/palisade-dev/palisade/internal/testutil"
 )
 
@@ -58,36 +58,12 @@ func apiServer(t *testing.T) *rest.Config {
 	return cfg
 }
 
-// worldFromAPI builds the reference's table from the API server's own
-// objects: namespaces and their labels, pods with labels, IP and container
-// ports, as a NetworkPolicy implementation would see them.
 func worldFromAPI(t *testing.T, c kubernetes.Interface, namespaces []string) *refWorld {
 	t.Helper()
-	ctx := context.Background()
-	w := &refWorld{nsLabels: map[string]map[string]string{}}
-	for _, ns := range namespaces {
-		n, err := c.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.nsLabels[ns] = n.Labels
-		pods, err := c.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range pods.Items {
-			ip, err := netip.ParseAddr(p.Status.PodIP)
-			if err != nil {
-				t.Fatalf("pod %s/%s has no IP yet: %q", ns, p.Name, p.Status.PodIP)
-			}
-			rp := &refPod{ns: ns, name: p.Name, labels: p.Labels, ip: ip}
-			for _, ctr := range p.Spec.Containers {
-				rp.ports = append(rp.ports, ctr.Ports...)
-			}
-			w.pods = append(w.pods, rp)
-		}
+	w, err := netpoltest.FromAPI(context.Background(), c, namespaces)
+	if err != nil {
+		t.Fatal(err)
 	}
-	sort.Slice(w.pods, func(i, j int) bool { return w.pods[i].ip.Less(w.pods[j].ip) })
 	return w
 }
 
@@ -154,8 +130,11 @@ func TestLabImportFromClusterAgreesWithUpstream(t *testing.T) {
 	done := make(chan struct{})
 	go func() { conn.Run(runCtx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; inv.Close() })
-	podsWithIPs, _ := filter.Parse(`cluster = npimport and kind = pod and ip exists and namespace in (x, y, z) and namespace_label.ns exists`, inventory.Schema)
-	testutil.Eventually(t, 30*time.Second, "the lab's 9 pods in the inventory with IPs and namespace labels", func() bool {
+	podsWithIPs, err := filter.Parse(`cluster = npimport and kind = pod and ip exists and namespace in (x, y, z) and namespace_label.ns exists`, inventory.Schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 60*time.Second, "the lab's 9 pods in the inventory with IPs and namespace labels", func() bool {
 		return conn.Status().State == k8s.StateSynced && len(inv.Search(podsWithIPs, inventory.SearchOptions{})) == 9
 	})
 
@@ -176,8 +155,8 @@ func TestLabImportFromClusterAgreesWithUpstream(t *testing.T) {
 	scope := `cluster = "` + cluster + `"`
 
 	before := worldFromAPI(t, client, namespaces)
-	if len(before.pods) != 9 {
-		t.Fatalf("%d pods in x, y, z; want 9", len(before.pods))
+	if len(before.Pods) != 9 {
+		t.Fatalf("%d pods in x, y, z; want 9", len(before.Pods))
 	}
 	ps := probes(before, externals)
 	t.Run("every pair", func(t *testing.T) {
@@ -218,15 +197,15 @@ func TestLabImportFromClusterAgreesWithUpstream(t *testing.T) {
 		}
 		end := func(name string) refEnd {
 			if name == lab.External {
-				return refEnd{ip: netip.MustParseAddr(st.External[0].IP)}
+				return refEnd{IP: netip.MustParseAddr(st.External[0].IP)}
 			}
 			p, err := st.FindPod(name)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, rp := range before.pods {
-				if rp.ip.String() == p.IP {
-					return refEnd{pod: rp, ip: rp.ip}
+			for _, rp := range before.Pods {
+				if rp.IP.String() == p.IP {
+					return refEnd{Pod: rp, IP: rp.IP}
 				}
 			}
 			t.Fatalf("lab pod %s (%s) is not in the API's table", name, p.IP)
@@ -242,13 +221,13 @@ func TestLabImportFromClusterAgreesWithUpstream(t *testing.T) {
 				proto = corev1.ProtocolUDP
 			}
 			f := &flow.Flow{Proto: p.Protocol, Start: now, End: now, Replied: p.Reachable,
-				Src: flow.Endpoint{IP: src.ip.String(), Port: 40000}, Dst: flow.Endpoint{IP: dst.ip.String(), Port: uint16(p.Port)}}
+				Src: flow.Endpoint{IP: src.IP.String(), Port: 40000}, Dst: flow.Endpoint{IP: dst.IP.String(), Port: uint16(p.Port)}}
 			fv, ok := an.Analyze(f)
 			if !ok {
 				t.Fatalf("%s: not analyzed", p.Case())
 			}
 			action := policy.Deny
-			if before.allowed(pols, src, dst, proto, p.Port) {
+			if before.Allowed(pols, src, dst, proto, p.Port) {
 				action = policy.Allow
 			}
 			want := policy.VerdictOf(action, p.Reachable)
@@ -274,7 +253,10 @@ func TestLabImportFromClusterAgreesWithUpstream(t *testing.T) {
 	if _, err := client.CoreV1().Namespaces().Patch(ctx, "y", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	relabelled, _ := filter.Parse(`cluster = npimport and kind = pod and namespace = y and namespace_label.ns = q`, inventory.Schema)
+	relabelled, err := filter.Parse(`cluster = npimport and kind = pod and namespace = y and namespace_label.ns = q`, inventory.Schema)
+	if err != nil {
+		t.Fatal(err)
+	}
 	testutil.Eventually(t, 10*time.Second, "y's pods carry the new namespace label", func() bool {
 		return len(inv.Search(relabelled, inventory.SearchOptions{})) == 3
 	})

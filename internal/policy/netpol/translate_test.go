@@ -15,6 +15,7 @@ import (
 
 	"github.com/palisade-dev/palisade/internal/inventory"
 	"github.com/palisade-dev/palisade/internal/policy"
+	"github.com/palisade-dev/palisade/internal/policy/netpol/netpoltest"
 )
 
 // upstreamPorts are the container ports of the upstream netpol test model
@@ -38,27 +39,27 @@ func upstreamPorts(web int32) []corev1.ContainerPort {
 // and w (no ns label), pods a, b, c in x, y, z and a in w. z/a carries a
 // quarantine label; y/c's "web" port is 81.
 func tableWorld() *refWorld {
-	w := &refWorld{nsLabels: map[string]map[string]string{}}
+	w := &refWorld{NSLabels: map[string]map[string]string{}}
 	for i, ns := range []string{"x", "y", "z", "w"} {
 		l := map[string]string{"kubernetes.io/metadata.name": ns}
 		if ns != "w" {
 			l["ns"] = ns
 		}
-		w.nsLabels[ns] = l
+		w.NSLabels[ns] = l
 		names := []string{"a", "b", "c"}
 		if ns == "w" {
 			names = names[:1]
 		}
 		for j, name := range names {
-			p := &refPod{ns: ns, name: name, labels: map[string]string{"pod": name},
-				ip: netip.AddrFrom4([4]byte{10, 244, byte(i + 1), byte(j + 1)}), ports: upstreamPorts(80)}
+			p := &refPod{NS: ns, Name: name, Labels: map[string]string{"pod": name},
+				IP: netip.AddrFrom4([4]byte{10, 244, byte(i + 1), byte(j + 1)}), Ports: upstreamPorts(80)}
 			if ns == "z" && name == "a" {
-				p.labels["quarantine"] = "true"
+				p.Labels["quarantine"] = "true"
 			}
 			if ns == "y" && name == "c" {
-				p.ports = upstreamPorts(81)
+				p.Ports = upstreamPorts(81)
 			}
-			w.pods = append(w.pods, p)
+			w.Pods = append(w.Pods, p)
 		}
 	}
 	return w
@@ -80,10 +81,10 @@ type probe struct {
 
 func (p probe) String() string {
 	end := func(e refEnd) string {
-		if e.pod != nil {
-			return e.pod.ns + "/" + e.pod.name
+		if e.Pod != nil {
+			return e.Pod.NS + "/" + e.Pod.Name
 		}
-		return e.ip.String()
+		return e.IP.String()
 	}
 	return fmt.Sprintf("%s → %s %s/%d", end(p.src), end(p.dst), strings.ToLower(string(p.proto)), p.port)
 }
@@ -93,16 +94,16 @@ func (p probe) String() string {
 // policies' ports and ranges).
 func probes(w *refWorld, ext []netip.Addr) []probe {
 	var ends []refEnd
-	for _, p := range w.pods {
-		ends = append(ends, refEnd{pod: p, ip: p.ip})
+	for _, p := range w.Pods {
+		ends = append(ends, refEnd{Pod: p, IP: p.IP})
 	}
 	for _, a := range ext {
-		ends = append(ends, refEnd{ip: a})
+		ends = append(ends, refEnd{IP: a})
 	}
 	var out []probe
 	for _, s := range ends {
 		for _, d := range ends {
-			if s.pod == nil && d.pod == nil {
+			if s.Pod == nil && d.Pod == nil {
 				continue
 			}
 			for _, proto := range []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP} {
@@ -127,8 +128,8 @@ func compare(t *testing.T, w *refWorld, pols []*networkingv1.NetworkPolicy, ps [
 	ev := compileTranslation(t, pols, scopeFilter, opts)
 	for _, p := range ps {
 		f := &policy.Flow{
-			Src:   policy.Peer{IP: p.src.ip, Workload: resolve(p.src.ip)},
-			Dst:   policy.Peer{IP: p.dst.ip, Workload: resolve(p.dst.ip)},
+			Src:   policy.Peer{IP: p.src.IP, Workload: resolve(p.src.IP)},
+			Dst:   policy.Peer{IP: p.dst.IP, Workload: resolve(p.dst.IP)},
 			Proto: policy.ProtoTCP, Port: uint16(p.port),
 		}
 		if p.proto == corev1.ProtocolUDP {
@@ -136,7 +137,7 @@ func compare(t *testing.T, w *refWorld, pols []*networkingv1.NetworkPolicy, ps [
 		}
 		d := ev.Evaluate(f)
 		got := d.Action() == policy.Allow
-		want := w.allowed(pols, p.src, p.dst, p.proto, p.port)
+		want := w.Allowed(pols, p.src, p.dst, p.proto, p.port)
 		if want {
 			allowed++
 		}
@@ -176,15 +177,15 @@ func inventoryOf(t *testing.T, w *refWorld) resolver {
 	}
 	t.Cleanup(func() { inv.Close() })
 	created := time.Now().Add(-time.Hour)
-	for _, p := range w.pods {
+	for _, p := range w.Pods {
 		c := inventory.Container{Name: "main", Image: "registry.local/agnhost:1"}
-		for _, cp := range p.ports {
+		for _, cp := range p.Ports {
 			c.Ports = append(c.Ports, inventory.ContainerPort{Name: cp.Name, Protocol: string(cp.Protocol), Port: cp.ContainerPort})
 		}
 		inv.Apply(inventory.Workload{
-			ID: "table/pod/" + p.ns + "/" + p.name, Cluster: "table", Kind: inventory.KindPod,
-			Namespace: p.ns, Name: p.name, Labels: p.labels, NamespaceLabels: w.nsLabels[p.ns],
-			IPs: []string{p.ip.String()}, Containers: []inventory.Container{c}, Phase: "Running",
+			ID: "table/pod/" + p.NS + "/" + p.Name, Cluster: "table", Kind: inventory.KindPod,
+			Namespace: p.NS, Name: p.Name, Labels: p.Labels, NamespaceLabels: w.NSLabels[p.NS],
+			IPs: []string{p.IP.String()}, Containers: []inventory.Container{c}, Phase: "Running",
 			Created: created, Updated: created,
 		})
 	}
@@ -306,3 +307,10 @@ func TestServiceAddressLeftToDNATFlow(t *testing.T) {
 		t.Fatalf("y/a → backend x/a: %s by %s; want DENY by isolate-egress", toBackend.Action(), toBackend.Egress.Rule.Key)
 	}
 }
+
+// The reference's types, as the tests name them.
+type (
+	refWorld = netpoltest.World
+	refPod   = netpoltest.Pod
+	refEnd   = netpoltest.End
+)

@@ -1,4 +1,8 @@
-package netpol
+// Package netpoltest is the independent reference the NetworkPolicy import
+// (internal/policy/netpol) is tested against: Kubernetes NetworkPolicy
+// semantics implemented directly over a table of namespaces and pods. It
+// is test support; nothing in the product imports it.
+package netpoltest
 
 import (
 	"net/netip"
@@ -37,25 +41,30 @@ import (
 //     the destination pod has a container port of that name and protocol
 //     with the connection's port number.
 
-type refPod struct {
-	ns, name string
-	labels   map[string]string
-	ip       netip.Addr
-	ports    []corev1.ContainerPort
+// Pod is one pod of the table: namespace, name, labels, address and
+// container ports.
+type Pod struct {
+	NS, Name string
+	Labels   map[string]string
+	IP       netip.Addr
+	Ports    []corev1.ContainerPort
 }
 
-type refWorld struct {
-	nsLabels map[string]map[string]string // namespace → its labels
-	pods     []*refPod
+// World is the table: every namespace's labels and every pod.
+type World struct {
+	NSLabels map[string]map[string]string // namespace → its labels
+	Pods     []*Pod
 }
 
-// refEnd is one end of a connection: a pod, or an address no pod holds.
-type refEnd struct {
-	pod *refPod
-	ip  netip.Addr
+// End is one end of a connection: a pod (IP is its address), or an
+// address no pod holds (Pod nil).
+type End struct {
+	Pod *Pod
+	IP  netip.Addr
 }
 
-func (w *refWorld) allowed(pols []*networkingv1.NetworkPolicy, src, dst refEnd, proto corev1.Protocol, port int32) bool {
+// Allowed decides a connection from src to dst with the API's semantics.
+func (w *World) Allowed(pols []*networkingv1.NetworkPolicy, src, dst End, proto corev1.Protocol, port int32) bool {
 	return w.egressAllowed(pols, src, dst, proto, port) && w.ingressAllowed(pols, src, dst, proto, port)
 }
 
@@ -78,19 +87,19 @@ func selects(s *metav1.LabelSelector, set map[string]string) bool {
 	return sel.Matches(labels.Set(set))
 }
 
-func (w *refWorld) egressAllowed(pols []*networkingv1.NetworkPolicy, src, dst refEnd, proto corev1.Protocol, port int32) bool {
-	if src.pod == nil {
+func (w *World) egressAllowed(pols []*networkingv1.NetworkPolicy, src, dst End, proto corev1.Protocol, port int32) bool {
+	if src.Pod == nil {
 		return true
 	}
 	isolated := false
 	for _, p := range pols {
 		_, eg := refTypes(&p.Spec)
-		if !eg || p.Namespace != src.pod.ns || !selects(&p.Spec.PodSelector, src.pod.labels) {
+		if !eg || p.Namespace != src.Pod.NS || !selects(&p.Spec.PodSelector, src.Pod.Labels) {
 			continue
 		}
 		isolated = true
 		for _, r := range p.Spec.Egress {
-			if w.peersMatch(r.To, p.Namespace, dst) && portsMatch(r.Ports, dst.pod, proto, port) {
+			if w.peersMatch(r.To, p.Namespace, dst) && portsMatch(r.Ports, dst.Pod, proto, port) {
 				return true
 			}
 		}
@@ -98,19 +107,19 @@ func (w *refWorld) egressAllowed(pols []*networkingv1.NetworkPolicy, src, dst re
 	return !isolated
 }
 
-func (w *refWorld) ingressAllowed(pols []*networkingv1.NetworkPolicy, src, dst refEnd, proto corev1.Protocol, port int32) bool {
-	if dst.pod == nil {
+func (w *World) ingressAllowed(pols []*networkingv1.NetworkPolicy, src, dst End, proto corev1.Protocol, port int32) bool {
+	if dst.Pod == nil {
 		return true
 	}
 	isolated := false
 	for _, p := range pols {
 		in, _ := refTypes(&p.Spec)
-		if !in || p.Namespace != dst.pod.ns || !selects(&p.Spec.PodSelector, dst.pod.labels) {
+		if !in || p.Namespace != dst.Pod.NS || !selects(&p.Spec.PodSelector, dst.Pod.Labels) {
 			continue
 		}
 		isolated = true
 		for _, r := range p.Spec.Ingress {
-			if w.peersMatch(r.From, p.Namespace, src) && portsMatch(r.Ports, dst.pod, proto, port) {
+			if w.peersMatch(r.From, p.Namespace, src) && portsMatch(r.Ports, dst.Pod, proto, port) {
 				return true
 			}
 		}
@@ -118,7 +127,7 @@ func (w *refWorld) ingressAllowed(pols []*networkingv1.NetworkPolicy, src, dst r
 	return !isolated
 }
 
-func (w *refWorld) peersMatch(peers []networkingv1.NetworkPolicyPeer, policyNS string, e refEnd) bool {
+func (w *World) peersMatch(peers []networkingv1.NetworkPolicyPeer, policyNS string, e End) bool {
 	if len(peers) == 0 {
 		return true
 	}
@@ -130,11 +139,11 @@ func (w *refWorld) peersMatch(peers []networkingv1.NetworkPolicyPeer, policyNS s
 	return false
 }
 
-func (w *refWorld) peerMatches(peer networkingv1.NetworkPolicyPeer, policyNS string, e refEnd) bool {
+func (w *World) peerMatches(peer networkingv1.NetworkPolicyPeer, policyNS string, e End) bool {
 	if peer.IPBlock != nil {
-		ip := e.ip
-		if e.pod != nil {
-			ip = e.pod.ip
+		ip := e.IP
+		if e.Pod != nil {
+			ip = e.Pod.IP
 		}
 		if !netip.MustParsePrefix(peer.IPBlock.CIDR).Contains(ip) {
 			return false
@@ -146,20 +155,20 @@ func (w *refWorld) peerMatches(peer networkingv1.NetworkPolicyPeer, policyNS str
 		}
 		return true
 	}
-	if e.pod == nil {
+	if e.Pod == nil {
 		return false
 	}
 	if peer.NamespaceSelector == nil {
-		if e.pod.ns != policyNS {
+		if e.Pod.NS != policyNS {
 			return false
 		}
-	} else if !selects(peer.NamespaceSelector, w.nsLabels[e.pod.ns]) {
+	} else if !selects(peer.NamespaceSelector, w.NSLabels[e.Pod.NS]) {
 		return false
 	}
-	return peer.PodSelector == nil || selects(peer.PodSelector, e.pod.labels)
+	return peer.PodSelector == nil || selects(peer.PodSelector, e.Pod.Labels)
 }
 
-func portsMatch(ports []networkingv1.NetworkPolicyPort, dst *refPod, proto corev1.Protocol, port int32) bool {
+func portsMatch(ports []networkingv1.NetworkPolicyPort, dst *Pod, proto corev1.Protocol, port int32) bool {
 	if len(ports) == 0 {
 		return true
 	}
@@ -178,7 +187,7 @@ func portsMatch(ports []networkingv1.NetworkPolicyPort, dst *refPod, proto corev
 			if dst == nil {
 				continue
 			}
-			for _, cp := range dst.ports {
+			for _, cp := range dst.Ports {
 				cproto := cp.Protocol
 				if cproto == "" {
 					cproto = corev1.ProtocolTCP
