@@ -102,7 +102,7 @@ func BenchmarkServiceMapLayout(b *testing.B) {
 	// fine, the peer: the draft refined by fCoSE's force-directed phase.
 	for _, layout := range []string{"fast", "fine"} {
 		b.Run(layout, func(b *testing.B) {
-			var total float64
+			var total, load, lay, draw, create float64
 			for i := 0; b.Loop(); i++ {
 				p.Open(fmt.Sprintf("%s/?load=%d#/map?from=1h&layout=%s", s.URL(), i, layout))
 				p.WaitFor("laid out", `(document.querySelector("[data-testid=service-map]")?.dataset.layoutMs ?? "") !== ""`, 5*time.Minute)
@@ -111,6 +111,21 @@ func BenchmarkServiceMapLayout(b *testing.B) {
 					b.Fatalf("map has %s nodes, want %d", nodes, n)
 				}
 				total += browsertest.Eval[float64](p, `Number(document.querySelector("[data-testid=service-map]").dataset.layoutMs)`)
+				if layout == "fast" {
+					// Where the time goes: loading the chunk, the layout on
+					// the headless copy, drawing at the computed positions.
+					ph := browsertest.Eval[[]float64](p, `["palisade:map-import", "palisade:map-layout-start", "palisade:map-layout-end", "palisade:map-drawn", "palisade:map-created"].map(n => performance.getEntriesByName(n).at(-1)?.startTime ?? 0)`)
+					load += ph[1] - ph[0]
+					lay += ph[2] - ph[1]
+					draw += ph[3] - ph[2]
+					create += ph[4] - ph[2]
+				}
+			}
+			if layout == "fast" {
+				b.ReportMetric(load/float64(b.N), "ms/chunk+init")
+				b.ReportMetric(lay/float64(b.N), "ms/fcose")
+				b.ReportMetric(draw/float64(b.N), "ms/draw")
+				b.ReportMetric(create/float64(b.N), "ms/draw-create")
 			}
 			p.Clean("map of 500")
 			p.Screenshot("bench-map-500-" + layout)

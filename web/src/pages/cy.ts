@@ -55,6 +55,7 @@ export async function renderGraph(container: HTMLElement, g: Graph, fine: boolea
     fit: true,
     padding: 30,
   } as any;
+  performance.mark("palisade:map-layout-start");
   if (big) {
     // Lay out on a headless, style-less copy (no style recomputation per
     // moved node), then draw once at the computed positions.
@@ -63,6 +64,7 @@ export async function renderGraph(container: HTMLElement, g: Graph, fine: boolea
     const pos = new Map(h.nodes().map((n) => [n.id(), { ...n.position() }]));
     h.destroy();
     for (const e of elements) if (e.group === "nodes") e.position = pos.get(e.data.id as string);
+    performance.mark("palisade:map-layout-end");
   }
   const cy = cytoscape({
     container,
@@ -76,7 +78,9 @@ export async function renderGraph(container: HTMLElement, g: Graph, fine: boolea
       {
         selector: "node",
         style: {
-          label: "data(label)",
+          // Above 150 nodes labels show for the selection and its
+          // neighbours only: measuring 500 labels costs seconds.
+          label: big ? "" : "data(label)",
           color: fg,
           "font-size": 11,
           "text-valign": "bottom",
@@ -110,16 +114,42 @@ export async function renderGraph(container: HTMLElement, g: Graph, fine: boolea
           "text-rotation": "autorotate",
         },
       },
+      { selector: "node.near, node:selected", style: { label: "data(label)" } },
       { selector: ":selected", style: { "line-color": accent, "target-arrow-color": accent, "background-color": accent, "border-width": 3 } },
     ],
     layout: { name: "preset", fit: false },
   });
+  performance.mark("palisade:map-created");
   cy.on("tap", (ev) => {
     if (ev.target === cy) onTap("", "bg");
     else onTap(ev.target.id(), ev.target.isNode() ? "node" : "edge");
   });
+  // The selection's neighbours get their labels too.
+  cy.on("select unselect", "node", () => {
+    cy.batch(() => {
+      cy.nodes(".near").removeClass("near");
+      cy.nodes(":selected").neighborhood("node").addClass("near");
+    });
+  });
   if (big) {
-    cy.fit(undefined, 30);
+    // cy.fit() would measure every edge's curve: fit the node positions.
+    let x1 = Infinity,
+      y1 = Infinity,
+      x2 = -Infinity,
+      y2 = -Infinity;
+    for (const e of elements) {
+      if (!e.position) continue;
+      x1 = Math.min(x1, e.position.x);
+      y1 = Math.min(y1, e.position.y);
+      x2 = Math.max(x2, e.position.x);
+      y2 = Math.max(y2, e.position.y);
+    }
+    if (x1 <= x2) {
+      const pad = 40;
+      const zoom = Math.min((container.clientWidth - 2 * pad) / Math.max(1, x2 - x1), (container.clientHeight - 2 * pad) / Math.max(1, y2 - y1));
+      cy.viewport({ zoom, pan: { x: container.clientWidth / 2 - zoom * (x1 + x2) / 2, y: container.clientHeight / 2 - zoom * (y1 + y2) / 2 } });
+    }
+    performance.mark("palisade:map-drawn");
   } else {
     await new Promise<void>((resolve) => {
       const layout = cy.layout(layoutOpts);

@@ -172,6 +172,7 @@ function GraphView({ graph, onSelect, fine }: { graph: Graph; onSelect: (s: Sele
   useEffect(() => {
     let dead = false;
     (async () => {
+      performance.mark("palisade:map-import");
       const { renderGraph } = await import("./cy");
       if (dead || !el.current) return;
       const t0 = performance.now();
