@@ -389,6 +389,12 @@ func (e *Enforcer) programPod(p *ruleset.Pod, st *nsState) {
 	st.hash, st.scope, st.version = newHash, p.Rules.Scope, p.Rules.Version
 	if err := e.programNS(st, false); err != nil {
 		st.err = err.Error()
+		if inode(path) == 0 {
+			// The namespace went away while it was being programmed (the
+			// pod is being deleted): not an error, and nothing to keep.
+			st.watch.Close()
+			st.watch, st.snap, st.path, st.err, st.pending = nil, nil, "", "", true
+		}
 	}
 }
 
