@@ -169,26 +169,43 @@ func (s *Server) runDiscovery(id string, opts discovery.Options, from, to time.T
 	fail := func(err error) {
 		s.discoveries.update(id, func(j *DiscoveryJob) { j.State, j.Error, j.Ended = "failed", err.Error(), time.Now().UTC() })
 	}
-	opts.Progress = func(done, total int) {
-		s.discoveries.update(id, func(j *DiscoveryJob) { j.Percent = 10 + 85*done/max(total, 1) })
-	}
-	flows, err := s.policy.flows.Search(flow.Query{From: from.UnixNano(), To: to.UnixNano(), Limit: MaxAnalysisFlows})
-	if err != nil {
-		fail(fmt.Errorf("reading flows: %w", err))
-		return
-	}
-	s.discoveries.update(id, func(j *DiscoveryJob) { j.Percent = 10 })
 	set, err := s.policy.repo.Set(policy.Selection{Default: "latest"})
 	if err != nil {
 		fail(err)
 		return
 	}
 	set.Services = s.policy.services()
-	res, err := discovery.Discover(discovery.Input{Flows: flows, Resolver: s.Inventory, Set: set}, opts, from, to)
+	d, err := discovery.New(discovery.Input{Resolver: s.Inventory, Set: set}, opts)
 	if err != nil {
 		fail(err)
 		return
 	}
+	// The window is read in slices, as historical analysis reads it, so
+	// memory holds one slice of flows; a flow counts in the slice it
+	// starts in (the first slice also takes flows that started before the
+	// window and overlap it). Progress is the share of the window read.
+	for cf := from; cf.Before(to); cf = cf.Add(analysisSlice) {
+		ct := cf.Add(analysisSlice)
+		if ct.After(to) {
+			ct = to
+		}
+		flows, err := s.policy.flows.Search(flow.Query{From: cf.UnixNano(), To: ct.UnixNano(), Limit: MaxAnalysisFlows})
+		if err != nil {
+			fail(fmt.Errorf("reading flows: %w", err))
+			return
+		}
+		last := !ct.Before(to)
+		for i := range flows {
+			f := &flows[i]
+			if (f.Start.Before(cf) && !cf.Equal(from)) || (!f.Start.Before(ct) && !last) {
+				continue // counted in another slice
+			}
+			d.Add(f)
+		}
+		pct := int(95 * ct.Sub(from) / to.Sub(from))
+		s.discoveries.update(id, func(j *DiscoveryJob) { j.Percent = pct })
+	}
+	res := d.Result(from, to)
 	if newest, err := s.policy.repo.Version(opts.Scope, ""); err == nil {
 		res.DiffAgainst(newest)
 	}
