@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -121,6 +122,22 @@ func TestAbuse(t *testing.T) {
 		return resp.StatusCode, e
 	}
 	healthy(t, "start")
+	t.Run("plain HTTP is refused", func(t *testing.T) {
+		if !strings.HasPrefix(base, "https://") {
+			t.Fatalf("the server serves %s", base)
+		}
+		resp, err := http.Get("http://" + strings.TrimPrefix(base, "https://") + "/api/v1/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 400 {
+			t.Fatalf("plain HTTP: %d", resp.StatusCode)
+		}
+		if _, err := http.Get(base + "/healthz"); err == nil {
+			t.Fatal("an HTTPS client without the CA trusted the server")
+		}
+	})
 
 	ips := make([]string, 5000)
 	for i := range ips {
@@ -245,10 +262,20 @@ func TestAbuse(t *testing.T) {
 
 	t.Run("Slowloris", func(t *testing.T) {
 		u, _ := url.Parse(base)
-		conn, err := net.Dial("tcp", u.Host)
+		raw, err := net.Dial("tcp", u.Host)
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Over TLS, as the server serves: the handshake completes, then the
+		// request's header trickles in a byte a second.
+		tc := hc.Transport.(*http.Transport).TLSClientConfig.Clone()
+		tc.ServerName = u.Hostname()
+		conn := tls.Client(raw, tc)
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := conn.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Time{})
 		defer conn.Close()
 		start := time.Now()
 		header := "GET /healthz HTTP/1.1\r\nHost: " + u.Host + "\r\nX-Slow: "

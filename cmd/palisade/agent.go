@@ -58,6 +58,7 @@ with ` + "`palisade agent mode NODE detailed|conversation`" + `.`,
 	f.StringVar(&cfg.NetNS, "netns", "", "the node's network namespace: an `ip netns` name (node1) or a path (/run/netns/node1, /proc/PID/ns/net); default: the agent's own")
 	f.StringVar(&cfg.Mode, "mode", flow.ConversationMode, "mode until the server answers: conversation or detailed (the server's mode for the node then wins)")
 	f.StringVar(&cfg.Token, "token", os.Getenv("PALISADE_AGENT_TOKEN"), "bearer token for the server (env PALISADE_AGENT_TOKEN)")
+	f.StringVar(&cfg.CAFile, "ca", os.Getenv("PALISADE_CA"), "the server's CA certificate, <data>/ca.crt (env PALISADE_CA)")
 	f.StringVar(&cfg.SpoolDir, "spool", "", "spool directory for unsent batches (default /var/lib/palisade/agent/NODE)")
 	f.StringVar(&cfg.BPFFS, "bpffs", "", `bpffs directory to pin flow maps in (default /run/palisade/bpffs; "-" to not pin)`)
 	f.StringVar(&uplinks, "uplinks", "", "comma-separated node interfaces; every other veth is then a pod interface")

@@ -22,7 +22,7 @@ func TestAuditBlackBox(t *testing.T) {
 	l := p.line(t, "listening on", 60*time.Second)
 	base := strings.TrimSpace(l[strings.LastIndex(l, " "):])
 	adminFile := filepath.Join(dir, "admin-token")
-	env := map[string]string{"PALISADE_SERVER": base, "PALISADE_TOKEN": ""}
+	env := map[string]string{"PALISADE_SERVER": base, "PALISADE_TOKEN": "", "PALISADE_CA": filepath.Join(dir, "ca.crt")}
 	run := func(args ...string) string {
 		t.Helper()
 		out, _, err := runCLI(t, env, args...)

@@ -151,16 +151,25 @@ func runDemo(ctx context.Context, out, term io.Writer, c demoConfig) error {
 		// The lab runs sock-shop images by their public names; nothing may be
 		// pulled from outside this machine, so only a loopback registry is scanned.
 		ScanRegistries: []string{"127.0.0.1", "localhost"},
+		TLS:            true,
 	})
 	if err != nil {
 		return err
 	}
 	defer srv.Stop()
+	// The CA certificate is public; the data directory is not: a copy
+	// anyone may read, for the commands printed below.
+	caCopy := filepath.Join(os.TempDir(), "palisade-demo-ca.crt")
+	if b, err := os.ReadFile(filepath.Join(c.dataDir, server.CACertFile)); err == nil {
+		if err := os.WriteFile(caCopy, b, 0o644); err == nil {
+			os.Chmod(caCopy, 0o644) //nolint:errcheck
+		}
+	}
 	say("    API on %s, data in %s, admin token in %s", srv.URL(), c.dataDir, filepath.Join(c.dataDir, server.AdminTokenFile))
 
 	if os.Geteuid() != 0 {
 		say("The lab needs root (network namespaces, iptables): showing the inventory only.")
-		say("Try: %s inventory search 'kind = namespace' --server %s --token-file %s", c.cli, srv.URL(), filepath.Join(c.dataDir, server.AdminTokenFile))
+		say("Try: %s inventory search 'kind = namespace' --server %s --token-file %s --ca %s", c.cli, srv.URL(), filepath.Join(c.dataDir, server.AdminTokenFile), caCopy)
 		<-ctx.Done()
 		return nil
 	}
@@ -188,7 +197,7 @@ func runDemo(ctx context.Context, out, term io.Writer, c demoConfig) error {
 			uplinks = append(uplinks, n.VXLAN)
 		}
 		a, err := agent.New(agent.Config{
-			Server: srv.URL(), Node: n.Name, Token: srv.AgentToken(), NetNS: n.NetNSPath,
+			Server: srv.URL(), Node: n.Name, Token: srv.AgentToken(), CAFile: filepath.Join(c.dataDir, server.CACertFile), NetNS: n.NetNSPath,
 			Uplinks: uplinks, SpoolDir: filepath.Join(c.dataDir, "agents", n.Name), DetachOnExit: true,
 			Log: logger,
 		})
@@ -236,10 +245,11 @@ func runDemo(ctx context.Context, out, term io.Writer, c demoConfig) error {
 		sudo = "sudo " // the lab commands and the token file need root, the rest does not
 	}
 	say(`
-Palisade is running. Every API call needs a token; the server wrote the admin
+Palisade is running over HTTPS (its CA: a copy in %[6]s). Every API call needs a token; the server wrote the admin
 token to %[2]s. In another shell, from this directory:
 
   export PALISADE_SERVER=%[1]s
+  export PALISADE_CA=%[6]s
   export PALISADE_TOKEN=$(%[4]scat %[2]s)
 
   %[3]s inventory search 'namespace = sock-shop and kind = pod'
@@ -249,10 +259,10 @@ token to %[2]s. In another shell, from this directory:
   %[3]s flows top --by dst.port
   %[3]s inventory search 'vuln.cve contains "CVE-2022-32149"'   # once the scan finished
   %[3]s token create alice --role viewer   # a read-only token, printed once
-  curl -s -H "Authorization: Bearer $PALISADE_TOKEN" '%[1]s/api/v1/vulnerabilities?filter=package%%20=%%20golang.org/x/net'
-  curl -s -H "Authorization: Bearer $PALISADE_TOKEN" %[1]s/api/v1/status
+  curl -s --cacert $PALISADE_CA -H "Authorization: Bearer $PALISADE_TOKEN" '%[1]s/api/v1/vulnerabilities?filter=package%%20=%%20golang.org/x/net'
+  curl -s --cacert $PALISADE_CA -H "Authorization: Bearer $PALISADE_TOKEN" %[1]s/api/v1/status
 
-Ctrl-C stops the demo and removes the lab.`, srv.URL(), filepath.Join(c.dataDir, server.AdminTokenFile), c.cli, sudo, c.labName)
+Ctrl-C stops the demo and removes the lab.`, srv.URL(), filepath.Join(c.dataDir, server.AdminTokenFile), c.cli, sudo, c.labName, caCopy)
 	<-ctx.Done()
 	return nil
 }

@@ -132,8 +132,8 @@ func TestDemo(t *testing.T) {
 			t.Errorf("printed command %q: %s", c, out)
 		}
 	}
-	if len(exports) != 2 {
-		t.Errorf("exports printed: %q, want PALISADE_SERVER and PALISADE_TOKEN", exports)
+	if len(exports) != 3 {
+		t.Errorf("exports printed: %q, want PALISADE_SERVER, PALISADE_CA and PALISADE_TOKEN", exports)
 	}
 
 	// Near the end of the 60 s, the busiest destination ports are the app's.

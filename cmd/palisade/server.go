@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -19,6 +20,7 @@ func newServerCmd() *cobra.Command {
 		kubeconfig string
 		cluster    string
 		connect    []string
+		insecure   string
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -39,11 +41,22 @@ func newServerCmd() *cobra.Command {
 				}
 				cfg.Clusters = append(cfg.Clusters, server.Cluster{Name: name, Config: rc})
 			}
+			cfg.TLS = true
+			if insecure != "" {
+				if cmd.Flags().Changed("listen") || cfg.TLSCert != "" {
+					return fmt.Errorf("give --listen (HTTPS) or --insecure-listen (plain HTTP on loopback), not both")
+				}
+				cfg.Listen, cfg.TLS = insecure, false
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			s, err := server.Start(ctx, cfg)
 			if err != nil {
 				return err
+			}
+			if cfg.TLS && cfg.TLSCert == "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "clients trust the server with --ca %s (or PALISADE_CA) and authenticate with --token-file %s\n",
+					filepath.Join(cfg.DataDir, server.CACertFile), filepath.Join(cfg.DataDir, server.AdminTokenFile))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "palisade server listening on %s\n", s.URL())
 			<-ctx.Done()
@@ -52,7 +65,10 @@ func newServerCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data", defaultDataDir("server"), "data directory (embedded storage)")
-	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address to serve the API on")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address to serve the API on, over HTTPS")
+	f.StringVar(&insecure, "insecure-listen", "", "serve plain HTTP on this loopback address instead of HTTPS (development only)")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "serving certificate (PEM); default: one from the CA the server creates in <data>/ca.crt")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "the serving certificate's private key (PEM)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of a cluster to watch")
 	f.StringVar(&cluster, "cluster", "default", "name of the cluster given by --kubeconfig")
 	f.StringArrayVar(&connect, "connect", nil, "NAME=KUBECONFIG of another cluster to watch (repeatable)")

@@ -44,7 +44,7 @@ func TestTokensBlackBox(t *testing.T) {
 	admin, _ := os.ReadFile(adminFile)
 	adminTok := strings.TrimSpace(string(admin))
 
-	none := map[string]string{"PALISADE_SERVER": base, "PALISADE_TOKEN": ""}
+	none := map[string]string{"PALISADE_SERVER": base, "PALISADE_TOKEN": "", "PALISADE_CA": filepath.Join(dir, "ca.crt")}
 	if _, _, err := runCLI(t, none, "inventory", "search"); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("no token: %v", err)
 	}
@@ -64,7 +64,7 @@ func TestTokensBlackBox(t *testing.T) {
 	if _, _, err := runCLI(t, none, "inventory", "search", "--token", alice); err != nil {
 		t.Fatalf("viewer search: %v", err)
 	}
-	asAlice := map[string]string{"PALISADE_SERVER": base, "PALISADE_TOKEN": alice}
+	asAlice := map[string]string{"PALISADE_SERVER": base, "PALISADE_TOKEN": alice, "PALISADE_CA": filepath.Join(dir, "ca.crt")}
 	if _, _, err := runCLI(t, asAlice, "inventory", "filters", "list"); err != nil {
 		t.Fatalf("viewer via PALISADE_TOKEN: %v", err)
 	}
@@ -98,10 +98,10 @@ func TestTokensBlackBox(t *testing.T) {
 	if string(again) != string(admin) {
 		t.Fatal("the admin token changed on restart")
 	}
-	if _, _, err := runCLI(t, map[string]string{"PALISADE_SERVER": base, "PALISADE_TOKEN": adminTok}, "inventory", "search"); err != nil {
+	if _, _, err := runCLI(t, map[string]string{"PALISADE_SERVER": base, "PALISADE_TOKEN": adminTok, "PALISADE_CA": filepath.Join(dir, "ca.crt")}, "inventory", "search"); err != nil {
 		t.Fatalf("admin after restart: %v", err)
 	}
-	if _, _, err := runCLI(t, map[string]string{"PALISADE_SERVER": base, "PALISADE_TOKEN": alice}, "inventory", "search"); err == nil {
+	if _, _, err := runCLI(t, map[string]string{"PALISADE_SERVER": base, "PALISADE_TOKEN": alice, "PALISADE_CA": filepath.Join(dir, "ca.crt")}, "inventory", "search"); err == nil {
 		t.Fatal("revoked token accepted after restart")
 	}
 }

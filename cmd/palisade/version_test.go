@@ -2,16 +2,14 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
-	"net/http"
-	"os"
+	"context"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/palisade-dev/palisade/internal/server"
+	"github.com/palisade-dev/palisade/pkg/client"
 )
 
 // TestMakeBuildVersion: a `make build` binary says which version and commit
@@ -57,23 +55,9 @@ func TestMakeBuildVersion(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("server did not say where it listens")
 	}
-	token, err := os.ReadFile(filepath.Join(data, server.AdminTokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, _ := http.NewRequest(http.MethodGet, strings.TrimRight(url, "/")+"/api/v1/status", nil)
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/api/v1/status: %s", resp.Status)
-	}
 	var st struct{ Version, Commit string }
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatal(err)
+	if err := dataDirClient(t, strings.TrimRight(url, "/"), data, server.AdminTokenFile).Do(context.Background(), client.Request{Method: "GET", Path: "/api/v1/status"}, &st); err != nil {
+		t.Fatalf("/api/v1/status: %v", err)
 	}
 	if st.Version == "" || st.Version == "dev" || !strings.HasPrefix(st.Commit, commit) || !strings.Contains(v, st.Version) {
 		t.Errorf("/api/v1/status version %q commit %q; palisade version says %q", st.Version, st.Commit, v)

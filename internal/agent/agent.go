@@ -46,6 +46,9 @@ type Config struct {
 	Node   string // node name; also the agent name unless Agent is set
 	Agent  string
 	Token  string // bearer token for the server
+	// CAFile is the server's CA (<data>/ca.crt) to trust; empty: the
+	// system's roots.
+	CAFile string
 	// NetNS is the node's network namespace: an `ip netns` name (node1,
 	// for /run/netns/node1) or a path (/run/netns/node1, /proc/PID/ns/net);
 	// "" is the agent's own.
@@ -133,15 +136,18 @@ func (c *Config) defaults() error {
 	def(&c.DrainInterval, time.Second)
 	def(&c.ConfigPoll, 5*time.Second)
 	def(&c.HeartbeatInterval, 10*time.Second)
-	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
-	}
 	if c.API == nil {
-		api, err := client.New(client.Options{Server: c.Server, Token: c.Token, HTTP: c.HTTPClient, UserAgent: "palisade-agent"})
+		api, err := client.New(client.Options{Server: c.Server, Token: c.Token, HTTP: c.HTTPClient, CAFile: c.CAFile,
+			Timeout: 10 * time.Second, UserAgent: "palisade-agent"})
 		if err != nil {
 			return fmt.Errorf("agent: %w", err)
 		}
 		c.API = api
+	}
+	if c.HTTPClient == nil {
+		// For the calls not made through API (enforcement's long poll):
+		// the same transport, trusting the same CA.
+		c.HTTPClient = c.API.HTTPClient()
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/palisade-dev/palisade/internal/audit"
 	"github.com/palisade-dev/palisade/internal/auth"
@@ -83,10 +82,8 @@ func (s *Server) Client(token string) *client.Client {
 	return c
 }
 
-// HTTPClient is an HTTP client that reaches this server.
-func (s *Server) HTTPClient() *http.Client {
-	return &http.Client{Timeout: 60 * time.Second}
-}
+// HTTPClient is an HTTP client that reaches this server (trusting its CA).
+func (s *Server) HTTPClient() *http.Client { return s.httpClientFor() }
 
 // Tokens is the API token registry.
 func (s *Server) Tokens() *auth.Tokens { return s.tokens }

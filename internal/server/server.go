@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -76,6 +77,13 @@ type Config struct {
 	AllowedHosts []string
 	// MaxConns caps concurrent connections (default DefaultMaxConns).
 	MaxConns int
+	// TLS serves HTTPS: with TLSCert/TLSKey, or else with a certificate
+	// from a CA the server creates in the data directory on first start
+	// (<data>/ca.crt, which clients trust). `palisade server` sets it
+	// unless --insecure-listen. Without it the server serves plain HTTP,
+	// on a loopback address only.
+	TLS             bool
+	TLSCert, TLSKey string
 }
 
 // Server is a running control plane.
@@ -91,6 +99,8 @@ type Server struct {
 	policy     *policyAPI
 	enforce    *enforcement
 
+	tls    bool
+	addr   string
 	tokens *auth.Tokens
 	authz  *auth.Authorizer
 	audit  *audit.Log
@@ -160,10 +170,21 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.persistAgentConfigs(); err != nil {
 		return fail(err)
 	}
+	var tlsCfg *tls.Config
+	if cfg.TLS {
+		host, _, _ := net.SplitHostPort(cfg.Listen)
+		if tlsCfg, err = s.tlsConfig(host); err != nil {
+			return fail(err)
+		}
+		s.tls = true
+	} else if err := checkInsecureListen(cfg.Listen); err != nil {
+		return fail(err)
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fail(fmt.Errorf("server: listen on %s: %w", cfg.Listen, err))
 	}
+	s.addr = ln.Addr().String()
 	s.listener = limitListener(ln, cfg.MaxConns)
 	ln = s.listener
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -201,10 +222,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return fail(err)
 	}
 	s.httpSrv = newHTTPServer(h)
+	s.httpSrv.TLSConfig = tlsCfg
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := s.httpSrv.Serve
+		if tlsCfg != nil {
+			// Plain HTTP on the HTTPS port gets a 400 saying so.
+			serve = func(ln net.Listener) error { return s.httpSrv.ServeTLS(ln, "", "") }
+		}
+		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			slog.Error("http server", "err", err)
 		}
 	}()
@@ -213,7 +240,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 }
 
 // URL is the base URL the API is served on.
-func (s *Server) URL() string { return "http://" + s.listener.Addr().String() }
+func (s *Server) URL() string {
+	if s.tls {
+		return "https://" + s.addr
+	}
+	return "http://" + s.addr
+}
 
 // Stop shuts the server down and closes its stores.
 func (s *Server) Stop() error {

@@ -214,7 +214,7 @@ func (c *Client) FollowFlows(ctx context.Context, filter string, fn func(*api.Fl
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("cannot reach the Palisade server at %s: %w", c.base, err)
+		return reachError(c.base, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -25,7 +25,7 @@ import (
 )
 
 // DefaultServer is used when neither Options.Server nor PALISADE_SERVER is set.
-const DefaultServer = "http://127.0.0.1:7070"
+const DefaultServer = "https://127.0.0.1:7070"
 
 // Environment variables the CLI and scripts use.
 const (
@@ -180,7 +180,7 @@ func (c *Client) DoRaw(ctx context.Context, req Request) ([]byte, error) {
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("cannot reach the Palisade server at %s: %w", c.base, err)
+		return nil, reachError(c.base, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
@@ -191,6 +191,22 @@ func (c *Client) DoRaw(ctx context.Context, req Request) ([]byte, error) {
 		return data, decodeError(resp.StatusCode, data)
 	}
 	return data, nil
+}
+
+// reachError explains a failed connection, with the fix for the usual
+// causes.
+func reachError(base string, err error) error {
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	switch {
+	case errors.As(err, &ua):
+		return fmt.Errorf("cannot verify the Palisade server at %s: %w (trust its CA: --ca <data>/ca.crt or %s)", base, err, EnvCA)
+	case errors.As(err, &he):
+		return fmt.Errorf("the Palisade server at %s has no certificate for that name: %w (use a name it serves, or --allowed-host on the server)", base, err)
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return fmt.Errorf("the Palisade server at %s serves plain HTTP (--insecure-listen): use an http:// URL: %w", base, err)
+	}
+	return fmt.Errorf("cannot reach the Palisade server at %s: %w (is `palisade server` running? set --server or %s)", base, err, EnvServer)
 }
 
 // authorize adds the client's identity to a request.
