@@ -12,7 +12,9 @@ import (
 	"github.com/palisade-dev/palisade/internal/lab"
 	"github.com/palisade-dev/palisade/internal/lab/app"
 	"github.com/palisade-dev/palisade/internal/policy"
+	"github.com/palisade-dev/palisade/internal/ruleset"
 	"github.com/palisade-dev/palisade/internal/server"
+	"github.com/palisade-dev/palisade/pkg/client"
 )
 
 const discoveryScopes = `kind: Scope
@@ -60,8 +62,9 @@ func (e *env) traffic(t *testing.T, d time.Duration) {
 // TestDiscoveryAcceptance is issue 10's lab acceptance: discovery over a
 // window of sock-shop traffic gives one rule per call-graph edge (plus the
 // node probes), which analyzed over a second window of normal traffic is
-// 100 % Permitted, and under which unusual connections are Escaped; the
-// output is byte-identical for the same window.
+// 100 % Permitted, and under which unusual connections are Escaped, and
+// blocked once the version is enforced; the output is byte-identical for
+// the same window.
 func TestDiscoveryAcceptance(t *testing.T) {
 	e := newPolicyEnv(t, "e2edisc")
 	e.applyYAML(t, "scopes.yaml", discoveryScopes, false)
@@ -180,4 +183,26 @@ func TestDiscoveryAcceptance(t *testing.T) {
 	if r := e.applyYAML(t, "discovered.yaml", a.YAML, false); len(r.Changes) == 0 {
 		t.Fatal("applying the discovered YAML changed nothing")
 	}
+
+	// Enforced (the agents program it), the discovered version blocks the
+	// unusual connections while the application's traffic still flows.
+	e.restartAgents(t, agentOpts{conv: convInterval, drain: drainEvery, detach: true, enforce: true})
+	admin := e.server().Client("")
+	if err := admin.Do(context.Background(), client.Request{Method: "POST", Path: "/api/v1/enforcement/scopes/sock-shop",
+		JSON: ruleset.ModeRequest{Mode: ruleset.Enforce, Version: job.Version}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "every agent in sync", func() bool { return agentsInSync(e, admin) })
+	catalogue := e.st.PodsOf("sock-shop", "catalogue")[0]
+	front := e.st.PodsOf("sock-shop", "front-end")[0]
+	for _, c := range []struct{ from, to string }{
+		{catalogue.NetNSPath, net.JoinHostPort(userDB.IP, "27017")},
+		{front.NetNSPath, net.JoinHostPort(payment.IP, "80")},
+		{front.NetNSPath, net.JoinHostPort(ext, "80")},
+	} {
+		if reaches(c.from, c.to) {
+			t.Errorf("enforced discovered version: %s reaches %s", c.from, c.to)
+		}
+	}
+	e.traffic(t, 4*time.Second) // fails if any call-graph edge is blocked
 }
