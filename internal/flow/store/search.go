@@ -194,7 +194,6 @@ func (m *matcher) pairAttr(cm *conjMemo, i int) bool {
 	return r
 }
 
-
 // scan calls fn for each flow of the query's time range that matches,
 // segment by segment from the newest; fn returns false to stop after the
 // current segment. Segments are evaluated in parallel (one matcher per
