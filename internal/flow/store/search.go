@@ -194,8 +194,8 @@ func (m *matcher) pairAttr(cm *conjMemo, i int) bool {
 	return r
 }
 
-// scan calls fn for each flow of the query's time range that matches,
-// segment by segment from the newest; fn returns false to stop after the
+// scan calls fn with the matching flows of the query's time range, one
+// segment at a time (its view and the matches' indexes), from the newest; fn returns false to stop after the
 // current segment. Segments are evaluated in parallel (one matcher per
 // worker), fn is called in order from the calling goroutine.
 func (s *Store) scan(q *flow.Query, fn func(v *view, hits []int32) bool) {
