@@ -113,16 +113,27 @@ func testEnforcement(t *testing.T, e *env) {
 		spaces = append(spaces, p.NetNSPath)
 	}
 	type state struct{ ipt, sets string }
-	save := func(ns string) state {
+	// trySave reads a namespace's rules and sets. While an agent is
+	// changing them, iptables-save can fail on a set it saw in a rule that
+	// is gone a moment later ("Set with index N in kernel doesn't exist"):
+	// a poll treats that as "not yet".
+	trySave := func(ns string) (state, error) {
 		ipt, err := enforce.SaveAll(ns)
 		if err != nil {
-			t.Fatal(err)
+			return state{}, err
 		}
 		sets, err := netns.Output(ns, "", "ipset", "list")
 		if err != nil {
+			return state{}, err
+		}
+		return state{ipt, sets}, nil
+	}
+	save := func(ns string) state {
+		st, err := trySave(ns)
+		if err != nil {
 			t.Fatal(err)
 		}
-		return state{ipt, sets}
+		return st
 	}
 	before := map[string]state{}
 	for _, ns := range spaces {
@@ -416,7 +427,12 @@ func testEnforcement(t *testing.T, e *env) {
 		setModes(t, ruleset.Analyze, "sock-shop", "cluster-lab")
 		waitFor(t, 15*time.Second, "every namespace as before enforcement", func() bool {
 			for _, ns := range spaces {
-				if save(ns) != before[ns] {
+				st, err := trySave(ns)
+				if err != nil {
+					t.Logf("reading %s while it changes: %v", ns, err)
+					return false
+				}
+				if st != before[ns] {
 					return false
 				}
 			}

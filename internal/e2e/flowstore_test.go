@@ -29,7 +29,8 @@ func (e *env) follow(t *testing.T, filter string) *follower {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	req, _ := http.NewRequestWithContext(ctx, "GET", e.server().URL()+flow.FollowPath+"?filter="+url.QueryEscape(filter), nil)
-	resp, err := http.DefaultClient.Do(req)
+	req.Header.Set("Authorization", "Bearer "+e.server().AdminToken())
+	resp, err := e.server().HTTPClient().Do(req)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("follow: %v %v", resp, err)
 	}

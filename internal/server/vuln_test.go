@@ -75,7 +75,18 @@ func TestPodsGetVulnAttributes(t *testing.T) {
 	}
 	var regs []map[string]any
 	get(t, s, "/api/v1/registries", &regs)
-	if len(regs) != 1 || regs[0]["name"] != reg {
-		t.Errorf("registries = %v, want [%s]", regs, reg)
+	// Every registry the pods name is listed; only the allowed one
+	// (--scan-registries) is scanned.
+	scanned := 0
+	for _, r := range regs {
+		switch {
+		case r["name"] == reg && r["allowed"] == true && r["lastScan"] != nil:
+			scanned++
+		case r["name"] != reg && r["allowed"] == true:
+			t.Errorf("registry %v is allowed although --scan-registries names only %s", r["name"], reg)
+		}
+	}
+	if scanned != 1 {
+		t.Errorf("registries = %v, want %s allowed and scanned", regs, reg)
 	}
 }
