@@ -54,7 +54,8 @@ func (s *Server) Routes() []Route {
 // handler mounts the route table behind authentication and panic recovery.
 func (s *Server) handler() (http.Handler, error) {
 	mux := http.NewServeMux()
-	if err := httpapi.Mount(mux, s.Routes(), s.guard); err != nil {
+	guard := func(rt Route, h http.Handler) http.Handler { return s.metrics.instrument(rt, s.guard(rt, h)) }
+	if err := httpapi.Mount(mux, s.Routes(), guard); err != nil {
 		return nil, err
 	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {

@@ -5,8 +5,8 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -99,11 +99,12 @@ type Server struct {
 	policy     *policyAPI
 	enforce    *enforcement
 
-	tls    bool
-	addr   string
-	tokens *auth.Tokens
-	authz  *auth.Authorizer
-	audit  *audit.Log
+	tls     bool
+	addr    string
+	metrics *serverMetrics
+	tokens  *auth.Tokens
+	authz   *auth.Authorizer
+	audit   *audit.Log
 
 	httpSrv  *http.Server
 	listener net.Listener
@@ -215,6 +216,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			}
 		}()
 	}
+	s.metrics = s.newMetrics()
 	h, err := s.handler()
 	if err != nil {
 		cancel()
