@@ -158,6 +158,14 @@ func TestConsole(t *testing.T) {
 	})
 
 	t.Run("top talkers", func(t *testing.T) {
+		// Top reads the stored segments; wait until the server's own Top
+		// (not only its search) has the sock-shop flows.
+		t0 := time.Now()
+		waitFor(t, 2*time.Minute, "flows top by dst.service has entries", func() bool {
+			top, err := e.server().Flows.TopWhere("", "dst.service", time.Now().Add(-15*time.Minute), time.Now(), 10)
+			return err == nil && len(top) > 0
+		})
+		t.Logf("flows top had entries %s after the search had flows", time.Since(t0).Round(time.Second))
 		open("#/top?by=dst.service&from=15m")
 		p.WaitFor("top rows", `document.querySelectorAll("[data-testid=top-table] tbody tr td a").length > 0`, 20*time.Second)
 		p.Clean("top")
