@@ -551,7 +551,11 @@ func (a *Agent) heartbeats(ctx context.Context) {
 			Commit:       version.Commit,
 		}
 		if _, err := a.cfg.API.Heartbeat(ctx, a.cfg.Node, hb); err != nil {
-			a.cfg.Log.Debug("heartbeat", "err", err)
+			if report.IsRefusal(err) {
+				a.cfg.Log.Error("the server refuses this agent's heartbeat", "err", err)
+			} else {
+				a.cfg.Log.Debug("heartbeat", "err", err)
+			}
 		}
 	})
 }

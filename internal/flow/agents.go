@@ -32,19 +32,66 @@ type AgentStatus struct {
 	LastSeen time.Time   `json:"lastSeen,omitzero"`
 	Batches  uint64      `json:"batches"`
 	Health   Heartbeat   `json:"health"`
+	// Refused is set while calls for this node are being refused
+	// (a wrong, revoked or another node's credential).
+	Refused *AgentRefusal `json:"refused,omitempty"`
 }
+
+// AgentRefusal says why calls for a node were refused, how often, and
+// the last time.
+type AgentRefusal struct {
+	Reason string    `json:"reason"`
+	Count  uint64    `json:"count"`
+	Last   time.Time `json:"last"`
+	Remote string    `json:"remote,omitempty"` // the caller's address
+}
+
+// maxRefused bounds the refusals kept for nodes the registry does not
+// know, so refused callers cannot grow it without limit.
+const maxRefused = 256
 
 // Agents is the registry of node agents: their configuration and health.
 type Agents struct {
-	mu    sync.Mutex
-	nodes map[string]*AgentStatus
+	mu      sync.Mutex
+	nodes   map[string]*AgentStatus
+	refused map[string]*AgentRefusal // nodes never accepted
 	// OnConfig, when set, is called after a configuration change so the
 	// caller can persist it (the server keeps modes across restarts).
 	OnConfig func(node string, c AgentConfig)
 }
 
 // NewAgents returns an empty registry.
-func NewAgents() *Agents { return &Agents{nodes: map[string]*AgentStatus{}} }
+func NewAgents() *Agents {
+	return &Agents{nodes: map[string]*AgentStatus{}, refused: map[string]*AgentRefusal{}}
+}
+
+// Refuse records a refused call for node (shown by List until the node's
+// agent is accepted again).
+func (a *Agents) Refuse(node, reason, remote string, at time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var r *AgentRefusal
+	if st := a.nodes[node]; st != nil {
+		if st.Refused == nil {
+			st.Refused = &AgentRefusal{}
+		}
+		r = st.Refused
+	} else if r = a.refused[node]; r == nil {
+		if len(a.refused) >= maxRefused {
+			var oldest string
+			for n, x := range a.refused {
+				if oldest == "" || x.Last.Before(a.refused[oldest].Last) {
+					oldest = n
+				}
+			}
+			delete(a.refused, oldest)
+		}
+		r = &AgentRefusal{}
+		a.refused[node] = r
+	}
+	r.Reason, r.Remote, r.Last = reason, remote, at
+	r.Count++
+}
 
 func (a *Agents) get(node string) *AgentStatus {
 	st := a.nodes[node]
@@ -61,6 +108,8 @@ func (a *Agents) seen(node, agent string, at time.Time) {
 	st := a.get(node)
 	st.LastSeen = at
 	st.Batches++
+	st.Refused = nil
+	delete(a.refused, node)
 	if st.Health.Agent == "" {
 		st.Health.Agent = agent
 	}
@@ -73,6 +122,8 @@ func (a *Agents) Heartbeat(node string, hb Heartbeat, at time.Time) {
 	st := a.get(node)
 	st.LastSeen = at
 	st.Health = hb
+	st.Refused = nil
+	delete(a.refused, node)
 }
 
 // Config returns a node's agent configuration (the default for a node
@@ -113,9 +164,18 @@ func (a *Agents) SetConfig(node string, c AgentConfig) error {
 func (a *Agents) List() []AgentStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make([]AgentStatus, 0, len(a.nodes))
+	out := make([]AgentStatus, 0, len(a.nodes)+len(a.refused))
 	for _, st := range a.nodes {
-		out = append(out, *st)
+		c := *st
+		if st.Refused != nil {
+			r := *st.Refused
+			c.Refused = &r
+		}
+		out = append(out, c)
+	}
+	for node, r := range a.refused {
+		c := *r
+		out = append(out, AgentStatus{Node: node, Config: AgentConfig{Mode: ConversationMode}, Refused: &c})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
 	return out

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/palisade-dev/palisade/internal/audit"
 	"github.com/palisade-dev/palisade/internal/auth"
@@ -114,20 +115,28 @@ func (s *Server) guard(rt Route, h http.Handler) http.Handler {
 		return h
 	}
 	nodeRoute := strings.Contains(rt.Pattern, "{node}")
+	agentRoute := strings.HasPrefix(rt.Pattern, "/api/v1/agents/{node}/")
+	refuse := func(w http.ResponseWriter, r *http.Request, e *api.Error) {
+		if agentRoute && s.Flows != nil {
+			// GET /api/v1/agents shows who is being refused, and why.
+			s.Flows.Agents.Refuse(r.PathValue("node"), e.Message, r.RemoteAddr, time.Now())
+		}
+		rt.Refuse(w, e)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.authenticate(r)
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="palisade"`)
-			rt.Refuse(w, api.Errorf(http.StatusUnauthorized, "unauthenticated: %v", err))
+			refuse(w, r, api.Errorf(http.StatusUnauthorized, "unauthenticated: %v", err))
 			return
 		}
 		if err := s.authz.Authorize(r.Context(), p, rt.Perm, ""); err != nil {
-			rt.Refuse(w, api.Errorf(http.StatusForbidden, "%v", err))
+			refuse(w, r, api.Errorf(http.StatusForbidden, "%v", err))
 			return
 		}
 		if p.Role == auth.Agent {
 			if !nodeRoute || (p.Node != "" && r.PathValue("node") != p.Node) {
-				rt.Refuse(w, api.Errorf(http.StatusForbidden, "forbidden: agent %s may only use its own node's endpoints", p))
+				refuse(w, r, api.Errorf(http.StatusForbidden, "forbidden: agent %s may only use its own node's endpoints", p))
 				return
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -379,7 +380,13 @@ func (r *Reporter) Run(ctx context.Context) {
 			return
 		}
 		r.failures.Add(1)
-		r.cfg.Log.Debug("flow batch not delivered; will retry", "batch", f.batch, "err", err, "in", backoff)
+		if IsRefusal(err) {
+			// Credentials or trust are wrong: say so on every try, since
+			// nothing gets through until an operator fixes it.
+			r.cfg.Log.Error("the server refuses this agent; flow batches stay spooled until it is fixed", "batch", f.batch, "err", err, "retry in", backoff)
+		} else {
+			r.cfg.Log.Debug("flow batch not delivered; will retry", "batch", f.batch, "err", err, "in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -396,6 +403,20 @@ func (r *Reporter) oldest() (spoolFile, bool) {
 		return spoolFile{}, false
 	}
 	return r.pending[0], true
+}
+
+// IsRefusal reports whether err means the server will not take this
+// agent's calls as they are: its credential (401/403), an unknown node
+// (404 from the server's API), or a certificate it cannot verify.
+func IsRefusal(err error) bool {
+	switch api.StatusOf(err) {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return true
+	}
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	return errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) || strings.Contains(err.Error(), "tls: ")
 }
 
 // errRefused marks a batch the server will never take (4xx): it is dropped.
@@ -429,7 +450,7 @@ func (r *Reporter) send(ctx context.Context, f spoolFile) error {
 		r.remove(f, false)
 		return nil
 	case status != 0:
-		return fmt.Errorf("%w: %v", errRefused, err)
+		return fmt.Errorf("%w: %w", errRefused, err)
 	default:
 		return err
 	}
