@@ -5,6 +5,7 @@ package audit
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -48,9 +49,10 @@ func Open(kv store.KV, max int) (*Log, error) {
 	l := &Log{kv: kv, max: uint64(max)}
 	err := kv.View(func(tx store.Tx) error {
 		return tx.ForEach(bucket, "", func(k string, _ []byte) error {
-			var n uint64
-			fmt.Sscan(k, &n)
-			l.seq = max64(l.seq, n)
+			n, err := strconv.ParseUint(k, 10, 64) // zero-padded decimal
+			if err == nil {
+				l.seq = max64(l.seq, n)
+			}
 			return nil
 		})
 	})
