@@ -358,7 +358,11 @@ func testEnforcement(t *testing.T, e *env) {
 
 	t.Run("foreign rules untouched", func(t *testing.T) {
 		for _, ns := range []string{n1.NetNSPath, cartsPod.NetNSPath} {
-			now := save(ns).ipt
+			st, err := trySave(ns) // this subtest's t, not the parent's
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := st.ipt
 			var kept []string
 			for _, l := range strings.Split(now, "\n") {
 				if !strings.Contains(l, "PALISADE-IN") && !strings.Contains(l, "PALISADE-OUT") && !strings.Contains(l, "PALISADE-FWD") {
