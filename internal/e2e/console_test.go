@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/palisade-dev/palisade/internal/console/browsertest"
 	"github.com/palisade-dev/palisade/internal/flow"
@@ -365,12 +366,16 @@ func rollVulnerablePayment(t *testing.T, e *env) string {
 		t.Fatal(err)
 	}
 	deploys := e.lab.Client().AppsV1().Deployments(e.lab.Namespace())
-	d, err := deploys.Get(ctx, "payment", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Spec.Template.Spec.Containers[0].Image = ref
-	if _, err := deploys.Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+	// Retry on a conflict with the deployment controller's own updates.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d, err := deploys.Get(ctx, "payment", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		d.Spec.Template.Spec.Containers[0].Image = ref
+		_, err = deploys.Update(ctx, d, metav1.UpdateOptions{})
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	return ref

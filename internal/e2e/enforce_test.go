@@ -12,6 +12,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/palisade-dev/palisade/internal/agent/enforce"
 	"github.com/palisade-dev/palisade/internal/filter"
@@ -664,12 +665,17 @@ func TestQuarantine(t *testing.T) {
 	})
 	t.Logf("payment isolated %v after its scan result", time.Since(scanned).Round(time.Millisecond))
 
-	d, err = deploys.Get(ctx, "payment", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Spec.Template.Spec.Containers[0].Image = clean
-	if _, err := deploys.Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+	// The deployment controller updates the object too: retry on a
+	// conflict with a fresh copy.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d, err := deploys.Get(ctx, "payment", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		d.Spec.Template.Spec.Containers[0].Image = clean
+		_, err = deploys.Update(ctx, d, metav1.UpdateOptions{})
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	rolledBack := time.Now()
