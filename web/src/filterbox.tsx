@@ -107,7 +107,11 @@ export function FilterBox({
     onChange(next);
     setCaret(pos);
     setOpen(!addSpace); // a prefix like label. goes on completing
-    requestAnimationFrame(() => input.current?.setSelectionRange(pos, pos));
+    // Re-place the caret after the render, unless keys typed in the
+    // meantime changed the text (they moved the caret themselves).
+    requestAnimationFrame(() => {
+      if (input.current && input.current.value === next) input.current.setSelectionRange(pos, pos);
+    });
   };
 
   const show = open && suggestions.length > 0;
