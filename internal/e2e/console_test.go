@@ -22,6 +22,7 @@ import (
 	"github.com/palisade-dev/palisade/internal/flow"
 	"github.com/palisade-dev/palisade/internal/lab"
 	"github.com/palisade-dev/palisade/internal/lab/app"
+	"github.com/palisade-dev/palisade/internal/server"
 	"github.com/palisade-dev/palisade/internal/vuln"
 	"github.com/palisade-dev/palisade/internal/vuln/sample"
 )
@@ -50,7 +51,7 @@ func TestConsole(t *testing.T) {
 		}
 	}()
 	defer func() { stop(); <-done }()
-	image := rollVulnerablePayment(t, e)
+	image := rollVulnerablePayment(t, e.lab, e.server())
 
 	base := e.server().URL()
 	b := browsertest.Start(t)
@@ -338,7 +339,7 @@ func applyPolicy(t *testing.T, base, token, yaml string) {
 // vulnerable golang.org/x/net and x/text, imports the Go vulnerability
 // database and rolls the lab's payment Deployment onto that image; the
 // scanner pulls and matches it in the background. It returns the image.
-func rollVulnerablePayment(t *testing.T, e *env) string {
+func rollVulnerablePayment(t *testing.T, l *lab.Lab, s *server.Server) string {
 	t.Helper()
 	ctx := context.Background()
 	host, stop, err := sample.Registry()
@@ -362,10 +363,10 @@ func rollVulnerablePayment(t *testing.T, e *env) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.server().Vuln.ImportDB(ctx, db, nil); err != nil {
+	if _, err := s.Vuln.ImportDB(ctx, db, nil); err != nil {
 		t.Fatal(err)
 	}
-	deploys := e.lab.Client().AppsV1().Deployments(e.lab.Namespace())
+	deploys := l.Client().AppsV1().Deployments(l.Namespace())
 	// Retry on a conflict with the deployment controller's own updates.
 	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		d, err := deploys.Get(ctx, "payment", metav1.GetOptions{})

@@ -653,7 +653,7 @@ func TestQuarantine(t *testing.T) {
 		t.Fatal(err)
 	}
 	clean := d.Spec.Template.Spec.Containers[0].Image
-	rollVulnerablePayment(t, e)
+	rollVulnerablePayment(t, e.lab, e.server())
 	vulnerable, _ := filter.Parse(`namespace = "sock-shop" and label.app = "payment" and vuln.cve exists`, inventory.Schema)
 	waitFor(t, 3*time.Minute, "the scan result on the new payment pod", func() bool {
 		return len(srv.Inventory.Search(vulnerable, inventory.SearchOptions{})) == 1

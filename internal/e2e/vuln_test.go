@@ -5,14 +5,11 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/palisade-dev/palisade/internal/filter"
 	"github.com/palisade-dev/palisade/internal/inventory"
 	"github.com/palisade-dev/palisade/internal/lab"
 	"github.com/palisade-dev/palisade/internal/server"
 	"github.com/palisade-dev/palisade/internal/testutil"
-	"github.com/palisade-dev/palisade/internal/vuln/sample"
 )
 
 // TestLabPodsGetVulnAttributes rolls the lab's payment Deployment onto a Go
@@ -41,39 +38,7 @@ func TestLabPodsGetVulnAttributes(t *testing.T) {
 	}
 	defer s.Stop()
 
-	host, stop, err := sample.Registry()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	exe, err := sample.GoApp(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := sample.Image("app/payment", exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := sample.Push(img, host+"/sock-shop/payment:vulnerable")
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := sample.GoVulnDB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Vuln.ImportDB(ctx, db, nil); err != nil {
-		t.Fatal(err)
-	}
-	deploys := l.Client().AppsV1().Deployments(l.Namespace())
-	d, err := deploys.Get(ctx, "payment", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Spec.Template.Spec.Containers[0].Image = ref
-	if _, err := deploys.Update(ctx, d, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	rollVulnerablePayment(t, l, s)
 
 	vulnerable, err := filter.Parse(`namespace = sock-shop and kind = pod and vuln.cve contains "CVE-2022-32149"`, inventory.Schema)
 	if err != nil {
