@@ -192,7 +192,7 @@ type Discoverer struct {
 	pins       []pin
 	rules      map[edgeKey]*Rule
 	byWorkload map[*inventory.Workload]*Cluster // cluster of each workload version seen
-	names      map[edgeKey]string
+	services   map[*inventory.Workload]string
 	cidrs      map[netip.Addr]string
 	samples    map[*Rule][]sample
 	clusters   map[string]*Cluster
@@ -238,7 +238,7 @@ func New(in Input, opts Options) (*Discoverer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discovery: %w", err)
 	}
-	d := &Discoverer{opts: opts, in: in, ev: ev, sess: ev.NewSession(), rules: map[edgeKey]*Rule{}, byWorkload: map[*inventory.Workload]*Cluster{}, names: map[edgeKey]string{}, cidrs: map[netip.Addr]string{}, samples: map[*Rule][]sample{},
+	d := &Discoverer{opts: opts, in: in, ev: ev, sess: ev.NewSession(), rules: map[edgeKey]*Rule{}, byWorkload: map[*inventory.Workload]*Cluster{}, services: map[*inventory.Workload]string{}, cidrs: map[netip.Addr]string{}, samples: map[*Rule][]sample{},
 		clusters: map[string]*Cluster{}, namespaces: map[string]bool{}, catchAll: policy.Deny}
 	for _, sc := range in.Set.Scopes {
 		if sc.Name == opts.Scope && sc.CatchAll != policy.NoAction {
@@ -590,14 +590,14 @@ func (d *Discoverer) member(c *Cluster, w *inventory.Workload) {
 	}
 }
 
-// serviceEndpoint is service:NAMESPACE/NAME, made once per service.
+// serviceEndpoint is service:NAMESPACE/NAME, made once per service
+// version.
 func (d *Discoverer) serviceEndpoint(w *inventory.Workload) string {
-	key := edgeKey{"service", w.Namespace + "/" + w.Name}
-	if s, ok := d.names[key]; ok {
+	if s, ok := d.services[w]; ok {
 		return s
 	}
-	s := "service:" + key.provider
-	d.names[key] = s
+	s := "service:" + w.Namespace + "/" + w.Name
+	d.services[w] = s
 	return s
 }
 
