@@ -180,30 +180,14 @@ func (s *Server) runDiscovery(id string, opts discovery.Options, from, to time.T
 		fail(err)
 		return
 	}
-	// The window is read in slices, as historical analysis reads it, so
-	// memory holds one slice of flows; a flow counts in the slice it
-	// starts in (the first slice also takes flows that started before the
-	// window and overlap it). Progress is the share of the window read.
-	for cf := from; cf.Before(to); cf = cf.Add(analysisSlice) {
-		ct := cf.Add(analysisSlice)
-		if ct.After(to) {
-			ct = to
-		}
-		flows, err := s.policy.flows.Search(flow.Query{From: cf.UnixNano(), To: ct.UnixNano(), Limit: MaxAnalysisFlows})
-		if err != nil {
-			fail(fmt.Errorf("reading flows: %w", err))
-			return
-		}
-		last := !ct.Before(to)
-		for i := range flows {
-			f := &flows[i]
-			if (f.Start.Before(cf) && !cf.Equal(from)) || (!f.Start.Before(ct) && !last) {
-				continue // counted in another slice
-			}
-			d.Add(f)
-		}
-		pct := int(95 * ct.Sub(from) / to.Sub(from))
+	// The window is read in slices, as historical analysis reads it;
+	// progress is the share of the window read.
+	if _, err := readSlices(s.policy.flows, from, to, d.Add, func(at time.Time) {
+		pct := int(95 * at.Sub(from) / to.Sub(from))
 		s.discoveries.update(id, func(j *DiscoveryJob) { j.Percent = pct })
+	}); err != nil {
+		fail(fmt.Errorf("reading flows: %w", err))
+		return
 	}
 	res := d.Result(from, to)
 	if newest, err := s.policy.repo.Version(opts.Scope, ""); err == nil {

@@ -497,33 +497,44 @@ func (p *policyAPI) analyze(aq analysisQuery, fn func(*analyze.FlowVerdict)) (ma
 			return nil, false, err
 		}
 	}
-	// The range is read in slices, so memory holds one slice of flows; a
-	// flow counts in the slice it starts in (the first slice also takes
-	// flows that started before the range and overlap it).
 	an := analyze.New(ev, p.inv, aq.scope)
-	truncated := false
-	for cf := aq.from; cf.Before(aq.to); cf = cf.Add(analysisSlice) {
-		ct := cf.Add(analysisSlice)
-		if ct.After(aq.to) {
-			ct = aq.to
+	truncated, err := readSlices(p.flows, aq.from, aq.to, func(f *flow.Flow) {
+		if fv, ok := an.Analyze(f); ok {
+			fn(&fv)
 		}
-		flows, err := p.flows.Search(flow.Query{From: cf.UnixNano(), To: ct.UnixNano(), Limit: MaxAnalysisFlows})
+	}, nil)
+	return versions, truncated, err
+}
+
+// readSlices calls fn for every stored flow of [from, to], read in slices
+// of analysisSlice so memory holds one slice of flows; a flow counts in the
+// slice it starts in (the first slice also takes flows that started before
+// the range and overlap it). done, if set, is told where the reading is
+// after each slice. It reports whether a slice hit MaxAnalysisFlows.
+func readSlices(store flow.Store, from, to time.Time, fn func(*flow.Flow), done func(time.Time)) (truncated bool, err error) {
+	for cf := from; cf.Before(to); cf = cf.Add(analysisSlice) {
+		ct := cf.Add(analysisSlice)
+		if ct.After(to) {
+			ct = to
+		}
+		flows, err := store.Search(flow.Query{From: cf.UnixNano(), To: ct.UnixNano(), Limit: MaxAnalysisFlows})
 		if err != nil {
-			return nil, false, err
+			return truncated, err
 		}
 		truncated = truncated || len(flows) >= MaxAnalysisFlows
-		last := !ct.Before(aq.to)
+		last := !ct.Before(to)
 		for i := range flows {
 			f := &flows[i]
-			if (f.Start.Before(cf) && !cf.Equal(aq.from)) || (!f.Start.Before(ct) && !last) {
+			if (f.Start.Before(cf) && !cf.Equal(from)) || (!f.Start.Before(ct) && !last) {
 				continue // counted in another slice
 			}
-			if fv, ok := an.Analyze(f); ok {
-				fn(&fv)
-			}
+			fn(f)
+		}
+		if done != nil {
+			done(ct)
 		}
 	}
-	return versions, truncated, nil
+	return truncated, nil
 }
 
 // analysisSlice is how much of a historical range is read at once.
