@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/palisade-dev/palisade/internal/version"
@@ -21,7 +22,7 @@ func newScanCmd() *cobra.Command {
 		Use:   "scan",
 		Short: "Scan images for vulnerable packages (standalone, like trivy)",
 	}
-	var dataDir, output string
+	var dataDir, output, platform string
 	img := &cobra.Command{
 		Use:   "image REF",
 		Short: "Inventory an image's packages and match them against the vulnerability database",
@@ -41,7 +42,11 @@ registry in the same data directory, else anonymous access.`,
 			if err != nil {
 				return err
 			}
-			svc, err := vuln.Open(dataDir, vuln.Options{Concurrency: 1})
+			plat, err := v1.ParsePlatform(platform)
+			if err != nil || plat.OS == "" || plat.Architecture == "" {
+				return fmt.Errorf("--platform %q: want OS/ARCH[/VARIANT], e.g. linux/arm64", platform)
+			}
+			svc, err := vuln.Open(dataDir, vuln.Options{Concurrency: 1, Platform: plat})
 			if err != nil {
 				return err
 			}
@@ -68,6 +73,7 @@ registry in the same data directory, else anonymous access.`,
 	}
 	img.Flags().StringVarP(&output, "output", "o", "table", "output format: json, table or cyclonedx")
 	img.Flags().StringVar(&dataDir, "data", defaultDataDir("vuln"), "data directory holding the vulnerability database")
+	img.Flags().StringVar(&platform, "platform", "linux/amd64", "platform (`OS/ARCH[/VARIANT]`) chosen in a multi-platform index; OS packages are matched for the image's platform")
 	cmd.AddCommand(img)
 	return cmd
 }
@@ -78,6 +84,9 @@ func writeTable(w io.Writer, rep *vuln.ImageReport) error {
 		distro = rep.Distro.PrettyName
 	}
 	s := rep.Summary
+	if rep.Arch != "" {
+		distro += ", " + strings.TrimSuffix(rep.OS+"/"+rep.Arch+"/"+rep.Variant, "/")
+	}
 	fmt.Fprintf(w, "%s %s (%s): %d packages, %d vulnerabilities (critical %d, high %d, medium %d, low %d, unknown %d), max CVSS %.1f; "+
 		"not ruled out by reachability: critical %d, high %d, max CVSS %.1f; %d whose vulnerable code is not linked in\n\n",
 		rep.Image, rep.Digest, distro, len(rep.Packages), s.Critical+s.High+s.Medium+s.Low+s.Unknown,

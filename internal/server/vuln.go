@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/palisade-dev/palisade/internal/filter"
 	"github.com/palisade-dev/palisade/internal/httpapi"
 	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/internal/k8s"
 	"github.com/palisade-dev/palisade/internal/vuln"
 	"github.com/palisade-dev/palisade/pkg/api"
 )
@@ -37,6 +39,13 @@ func (s *Server) startScanner(ctx context.Context, dir string) error {
 		Registries: s.cfg.ScanRegistries,
 		ImportDir:  s.cfg.VulnImportDir,
 		OnAttrs:    func(id string, attrs map[string][]string) { s.Inventory.SetAttrs(id, "vuln.", attrs) },
+		// A pod's images are scanned for its node's platform.
+		NodePlatform: func(cluster, node string) (v1.Platform, bool) {
+			if w, _, ok := s.Inventory.Get(k8s.ID(cluster, inventory.KindNode, "", node)); ok && w.Deleted == nil {
+				return vuln.PlatformFromNodeLabels(w.Labels)
+			}
+			return v1.Platform{}, false
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("vulnerability scanner: %w", err)

@@ -55,6 +55,21 @@
 //	    the record's CVSS, else an aliased record's (GitHub's OSV export),
 //	    else a qualitative level (Debian urgency, GitHub/Red Hat/Ubuntu
 //	    severity), with Finding.SeveritySource naming it.
+//	  - Platforms: a pod's images are scanned for its node's platform
+//	    (Options.NodePlatform, from the node's kubernetes.io/os and
+//	    kubernetes.io/arch labels; linux/amd64 or Options.Platform when
+//	    unknown), so a multi-platform index is one image per platform it runs
+//	    on (ImageSummary.Platform, ImageReport.Platform). OS packages are
+//	    matched for the image's platform: a record entry limited to other
+//	    architectures (Alpine secdb archs, arch fields of OSV records'
+//	    ecosystem_specific/database_specific, a purl's arch qualifier) is not
+//	    reported; the package's own architecture decides when its database
+//	    records one (an i386 package on an amd64 image).
+//	  - Each stored inventory carries the analyzer version that made it; one
+//	    made by an older analysis (e.g. module-level Go findings, from before
+//	    symbols were read) keeps its findings until its image is scanned
+//	    again, which happens as soon as it is observed (after a start, or at
+//	    once after a database import).
 //	  - Images are pulled only from registries on Options.Registries (none
 //	    by default; see package egress); every connection is checked on the
 //	    address it resolves to, redirects and token endpoints included.

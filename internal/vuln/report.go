@@ -197,11 +197,17 @@ func (s Summary) Attrs() map[string][]string {
 
 // ImageReport is the result of scanning one image.
 type ImageReport struct {
-	Image        string          `json:"image"` // the reference scanned
-	Digest       string          `json:"digest,omitempty"`
-	Registry     string          `json:"registry,omitempty"`
-	OS           string          `json:"os,omitempty"`
-	Arch         string          `json:"arch,omitempty"`
+	Image    string `json:"image"` // the reference scanned
+	Digest   string `json:"digest,omitempty"`
+	Registry string `json:"registry,omitempty"`
+	OS       string `json:"os,omitempty"`
+	Arch     string `json:"arch,omitempty"`
+	Variant  string `json:"variant,omitempty"`
+	// Platform is the platform the scan asked for ("linux/amd64"): for a
+	// multi-platform index, the one the pod's node runs (the service's
+	// default when the node is unknown); OS, Arch and Variant are what the
+	// chosen image's config says. OS packages are matched for those.
+	Platform     string          `json:"platform,omitempty"`
 	Distro       *pkgdb.Distro   `json:"distro,omitempty"`
 	Layers       []string        `json:"layers,omitempty"`
 	Packages     []pkgdb.Package `json:"packages"`
@@ -219,7 +225,11 @@ type ImageReport struct {
 // platforms are dropped, and Reachable says whether the vulnerable code is
 // linked in. Findings of several records naming the same vulnerability
 // (by id or alias) for the same package are merged into one.
-func Match(db *osv.Store, inv *pkgdb.Inventory) ([]Finding, error) {
+//
+// OS packages are matched for platform: records' entries limited to other
+// architectures (Alpine secdb archs, arch fields and purl qualifiers of OSV
+// records) are not reported; see osv.Affected.AppliesToPlatform.
+func Match(db *osv.Store, inv *pkgdb.Inventory, platform osv.Platform) ([]Finding, error) {
 	var qs []osv.Query
 	var idx []int
 	for i := range inv.Packages {
@@ -227,7 +237,11 @@ func Match(db *osv.Store, inv *pkgdb.Inventory) ([]Finding, error) {
 		if p.Ecosystem == "" {
 			continue
 		}
-		qs = append(qs, osv.Query{Ecosystem: p.Ecosystem, Name: p.MatchName(), Version: p.MatchVersion()})
+		q := osv.Query{Ecosystem: p.Ecosystem, Name: p.MatchName(), Version: p.MatchVersion(), Platform: platform}
+		if p.Type == pkgdb.TypeDeb || p.Type == pkgdb.TypeAPK || p.Type == pkgdb.TypeRPM {
+			q.Arch = p.Arch
+		}
+		qs = append(qs, q)
 		idx = append(idx, i)
 	}
 	res, err := db.Match(qs)

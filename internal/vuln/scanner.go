@@ -9,16 +9,18 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/palisade-dev/palisade/internal/vuln/image"
+	"github.com/palisade-dev/palisade/internal/vuln/osv"
 	"github.com/palisade-dev/palisade/internal/vuln/pkgdb"
 )
 
 // scanOne pulls (or opens) src, inventories it and matches it. remoteOpts
 // carry authentication for registries. The scan runs under the per-scan
 // deadline, and a panic in a parser fails this scan, not the process.
-func (s *Service) scanOne(ctx context.Context, src image.Source, remoteOpts []remote.Option) (rep *ImageReport, inv *storedInventory, err error) {
+func (s *Service) scanOne(ctx context.Context, src image.Source, platform v1.Platform, remoteOpts []remote.Option) (rep *ImageReport, inv *storedInventory, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.ScanTimeout)
 	defer cancel()
 	defer func() {
@@ -27,7 +29,7 @@ func (s *Service) scanOne(ctx context.Context, src image.Source, remoteOpts []re
 			rep, inv, err = nil, nil, fmt.Errorf("%s: internal error while reading the image (a parser failed on its content)", src)
 		}
 	}()
-	rep, inv, err = s.scan(ctx, src, remoteOpts)
+	rep, inv, err = s.scan(ctx, src, platform, remoteOpts)
 	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		err = fmt.Errorf("%s: scan did not finish within %v: %w", src, s.opts.ScanTimeout, err)
 	}
@@ -42,7 +44,7 @@ var probeExecutable = pkgdb.Probe
 // parser fails one scan, not the server.
 var afterLoad = func(*image.Loaded) {}
 
-func (s *Service) scan(ctx context.Context, src image.Source, remoteOpts []remote.Option) (*ImageReport, *storedInventory, error) {
+func (s *Service) scan(ctx context.Context, src image.Source, platform v1.Platform, remoteOpts []remote.Option) (*ImageReport, *storedInventory, error) {
 	scratch, err := os.MkdirTemp(s.scratchRoot, "scan-*")
 	if err != nil {
 		return nil, nil, fmt.Errorf("scratch directory: %w", err)
@@ -52,7 +54,7 @@ func (s *Service) scan(ctx context.Context, src image.Source, remoteOpts []remot
 		Extractor: &image.Extractor{Keep: pkgdb.Keep, Probe: probeExecutable, Limits: s.opts.Limits, ScratchDir: scratch},
 		Cache:     s.layers,
 		Remote:    append(append([]remote.Option{}, s.remoteBase...), remoteOpts...),
-		Platform:  s.opts.Platform,
+		Platform:  &platform,
 	}
 	loaded, err := loader.Load(ctx, src)
 	if err != nil {
@@ -64,8 +66,9 @@ func (s *Service) scan(ctx context.Context, src image.Source, remoteOpts []remot
 		return nil, nil, inventoryError{fmt.Errorf("%s: %w", src, err)}
 	}
 	stored := &storedInventory{
-		Image: src.String(), Digest: loaded.Digest, OS: loaded.OS, Arch: loaded.Arch,
-		Layers: loaded.Layers, Inventory: inv, ScannedAt: time.Now().UTC(),
+		Image: src.String(), Digest: loaded.Digest, OS: loaded.OS, Arch: loaded.Arch, Variant: loaded.Variant,
+		Platform: platform.String(), Layers: loaded.Layers, Inventory: inv, ScannedAt: time.Now().UTC(),
+		Analyzer: analyzerVersion,
 	}
 	if src.Kind == image.KindRegistry {
 		if ref, err := name.ParseReference(src.Ref); err == nil {
@@ -82,7 +85,7 @@ func (s *Service) report(inv *storedInventory) (*ImageReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	findings, err := Match(s.db, inv.Inventory)
+	findings, err := Match(s.db, inv.Inventory, osv.Platform{OS: inv.OS, Arch: inv.Arch, Variant: inv.Variant})
 	if err != nil {
 		return nil, err
 	}
@@ -94,15 +97,15 @@ func (s *Service) report(inv *storedInventory) (*ImageReport, error) {
 		pkgs = []pkgdb.Package{}
 	}
 	return &ImageReport{
-		Image: inv.Image, Digest: inv.Digest, Registry: inv.Registry, OS: inv.OS, Arch: inv.Arch,
-		Distro: inv.Inventory.Distro, Layers: inv.Layers, Packages: pkgs, Findings: findings,
+		Image: inv.Image, Digest: inv.Digest, Registry: inv.Registry, OS: inv.OS, Arch: inv.Arch, Variant: inv.Variant,
+		Platform: inv.Platform, Distro: inv.Inventory.Distro, Layers: inv.Layers, Packages: pkgs, Findings: findings,
 		Summary: Summarize(findings), Warnings: inv.Inventory.Warnings, ScannedAt: inv.ScannedAt,
 		DBGeneration: info.Generation,
 	}, nil
 }
 
 // ScanSource scans one image outside the cluster inventory (the standalone
-// `palisade scan image` path): registry references use the stored
+// `palisade scan image` path), for Options.Platform: registry references use the stored
 // credentials of their registry, if any, else anonymous access. The result
 // is not added to the service's image inventory.
 //
@@ -124,6 +127,6 @@ func (s *Service) ScanSource(ctx context.Context, src image.Source) (*ImageRepor
 			}
 		}
 	}
-	rep, _, err := s.scanOne(ctx, src, opts)
+	rep, _, err := s.scanOne(ctx, src, s.platform, opts)
 	return rep, err
 }

@@ -54,8 +54,15 @@ type Options struct {
 	ImportDir string
 	// ScanTimeout bounds one image's scan, pull included (default 10 minutes).
 	ScanTimeout time.Duration
-	// Platform chooses the image of multi-platform indexes (default linux/GOARCH).
+	// Platform chooses the image of multi-platform indexes when the pod's
+	// node's platform is unknown, and for ScanSource (default linux/amd64).
 	Platform *v1.Platform
+	// NodePlatform, when set, tells the platform of a cluster's node (from
+	// its kubernetes.io/os and kubernetes.io/arch labels): a pod's images
+	// are scanned for the platform its node runs, so a multi-platform index
+	// is scanned once per platform it runs on, and OS packages are matched
+	// for that platform. ok false: the default platform.
+	NodePlatform func(cluster, node string) (p v1.Platform, ok bool)
 	// Limits bound the work per layer (default image.DefaultLimits).
 	Limits image.Limits
 	// RetryAfter is how long a failed scan waits before Observe retries it
@@ -80,6 +87,7 @@ type Service struct {
 	scratchRoot string
 	remoteBase  []remote.Option
 	policy      *egress.Policy
+	platform    v1.Platform // the default platform
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -93,6 +101,7 @@ type Service struct {
 	workloads  map[string][]string // workload ID → image keys
 	registries map[string]*Registry
 	reports    map[string]*ImageReport // image key → report without Packages
+	stale      map[string]bool         // image digests whose report an older analysis made
 	sent       map[string]map[string][]string
 	pending    []string
 	queued     map[string]bool
@@ -101,6 +110,7 @@ type Service struct {
 
 type imageState struct {
 	key, ref, digest, registry string
+	platform                   v1.Platform
 	workloads                  map[string]bool
 	secrets                    map[[2]string]bool // namespace, secret name
 	serviceAccounts            map[[2]string]bool // namespace, service account
@@ -148,6 +158,10 @@ func Open(dataDir string, opts Options) (*Service, error) {
 		scratchRoot: opts.ScratchDir, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
 		images: map[string]*imageState{}, workloads: map[string][]string{}, registries: map[string]*Registry{},
 		reports: map[string]*ImageReport{}, sent: map[string]map[string][]string{}, queued: map[string]bool{},
+		stale: map[string]bool{}, platform: v1.Platform{OS: "linux", Architecture: "amd64"},
+	}
+	if opts.Platform != nil {
+		s.platform = *opts.Platform
 	}
 	s.idle = sync.NewCond(&s.mu)
 	s.policy = policy
@@ -183,8 +197,12 @@ func (s *Service) loadState() error {
 }
 
 // rematch recomputes every stored image's findings against the database.
+// Inventories an older analysis made are matched too (their findings stay
+// published meanwhile) and marked stale: their images are scanned again
+// when observed (see maybeQueueLocked), at once for those observed already.
 func (s *Service) rematch() error {
 	reports := map[string]*ImageReport{}
+	stale := map[string]bool{}
 	var errs []error
 	err := loadInventories(s.bolt, func(inv *storedInventory) {
 		rep, err := s.report(inv)
@@ -194,6 +212,9 @@ func (s *Service) rematch() error {
 		}
 		rep.Packages = nil
 		reports[inv.Digest] = rep
+		if inv.stale() {
+			stale[inv.Digest] = true
+		}
 	})
 	if err != nil {
 		return err
@@ -201,9 +222,26 @@ func (s *Service) rematch() error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
+	keys, err := loadImageKeys(s.bolt)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	for k, r := range reports {
 		s.reports[k] = r
+	}
+	maps.Copy(s.stale, stale)
+	if len(stale) > 0 {
+		s.log.Info("vulnerability scanner: images analysed by an older scanner version are scanned again when observed",
+			"images", len(stale), "analyzer", analyzerVersion)
+	}
+	// Keys naming a digest and platform (a multi-platform index) share the
+	// report of the image scanned for them.
+	for key, digest := range keys {
+		if r, ok := reports[digest]; ok {
+			s.reports[key] = r
+		}
 	}
 	// Images keyed by tag share the report of their digest.
 	for key, st := range s.images {
@@ -213,7 +251,11 @@ func (s *Service) rematch() error {
 			}
 		}
 	}
-	s.mu.Unlock()
+	for _, st := range s.images {
+		if len(st.workloads) > 0 {
+			s.maybeQueueLocked(st)
+		}
+	}
 	return nil
 }
 
@@ -302,6 +344,17 @@ func (s *Service) importWith(imp func() (osv.ImportStats, error)) (osv.ImportSta
 // Deleted set is forgotten. Other kinds are ignored. New images are queued
 // for scanning by digest; attributes already known are published at once.
 func (s *Service) Observe(ws []inventory.Workload) {
+	// Node platforms are looked up before taking the lock: the callback
+	// may read the inventory.
+	platforms := make([]v1.Platform, len(ws))
+	for i := range ws {
+		platforms[i] = s.platform
+		if w := &ws[i]; s.opts.NodePlatform != nil && w.Kind == inventory.KindPod && w.Node != "" {
+			if p, ok := s.opts.NodePlatform(w.Cluster, w.Node); ok && p.OS != "" && p.Architecture != "" {
+				platforms[i] = p
+			}
+		}
+	}
 	s.mu.Lock()
 	var touched []string
 	for i := range ws {
@@ -316,7 +369,7 @@ func (s *Service) Observe(ws []inventory.Workload) {
 		touched = append(touched, w.ID)
 		var keys []string
 		for _, c := range w.Containers {
-			st := s.imageLocked(c)
+			st := s.imageLocked(c, platforms[i])
 			if st == nil {
 				continue
 			}
@@ -364,8 +417,22 @@ func (s *Service) forgetLocked(id string) {
 }
 
 // imageKey parses a container's image: the key is the digest when the pod
-// spec pins one or the runtime reported it, else the normalised reference.
-func imageKey(c inventory.Container) (key, ref, digest, registry string, err error) {
+// spec pins one or the runtime reported it, else the normalised reference;
+// for a platform other than the default, followed by " " and the platform
+// (a multi-platform index is a different image on each).
+func imageKey(c inventory.Container, platform, def v1.Platform) (key, ref, digest, registry string, err error) {
+	key, ref, digest, registry, err = imageRef(c)
+	if err == nil && !platformEqual(platform, def) {
+		key += " " + platform.String()
+	}
+	return key, ref, digest, registry, err
+}
+
+func platformEqual(a, b v1.Platform) bool {
+	return a.OS == b.OS && a.Architecture == b.Architecture && a.Variant == b.Variant
+}
+
+func imageRef(c inventory.Container) (key, ref, digest, registry string, err error) {
 	r, err := name.ParseReference(c.Image)
 	if err != nil {
 		return "", "", "", "", fmt.Errorf("image %q: %w", c.Image, err)
@@ -393,15 +460,15 @@ func normalizeDigest(s string) string {
 	return ""
 }
 
-func (s *Service) imageLocked(c inventory.Container) *imageState {
-	key, ref, digest, registry, err := imageKey(c)
+func (s *Service) imageLocked(c inventory.Container, platform v1.Platform) *imageState {
+	key, ref, digest, registry, err := imageKey(c, platform, s.platform)
 	if err != nil {
 		s.log.Warn("vulnerability scanning: skipping container image", "err", err)
 		return nil
 	}
 	st := s.images[key]
 	if st == nil {
-		st = &imageState{key: key, ref: ref, digest: digest, registry: registry,
+		st = &imageState{key: key, ref: ref, digest: digest, registry: registry, platform: platform,
 			workloads: map[string]bool{}, secrets: map[[2]string]bool{}, serviceAccounts: map[[2]string]bool{}}
 		s.images[key] = st
 		s.registryLocked(registry)
@@ -438,7 +505,7 @@ func (s *Service) maybeQueueLocked(st *imageState) {
 		return
 	}
 	if r, ok := s.reports[st.key]; ok {
-		if r.Error == "" || time.Since(st.lastAttempt) < s.opts.RetryAfter {
+		if (r.Error == "" && !s.stale[r.Digest]) || time.Since(st.lastAttempt) < s.opts.RetryAfter {
 			return
 		}
 	}
@@ -505,7 +572,7 @@ func (s *Service) worker() {
 		s.running++
 		job := scanJob{key: key}
 		if st != nil {
-			job.ref, job.registry = st.ref, st.registry
+			job.ref, job.registry, job.platform = st.ref, st.registry, st.platform
 			job.secrets = slices.Collect(maps.Keys(st.secrets))
 			job.serviceAccounts = slices.Collect(maps.Keys(st.serviceAccounts))
 			st.lastAttempt = time.Now()
@@ -539,6 +606,7 @@ func (s *Service) worker() {
 
 type scanJob struct {
 	key, ref, registry string
+	platform           v1.Platform
 	secrets            [][2]string
 	serviceAccounts    [][2]string
 }
@@ -562,7 +630,7 @@ func (s *Service) scanJob(job scanJob) (*ImageReport, *storedInventory, error) {
 	tried := 0
 	for _, auth := range s.candidateAuths(job) {
 		tried++
-		rep, stored, err := s.scanOne(s.ctx, src, []remote.Option{remote.WithAuth(auth)})
+		rep, stored, err := s.scanOne(s.ctx, src, job.platform, []remote.Option{remote.WithAuth(auth)})
 		if err == nil {
 			return rep, stored, nil
 		}
@@ -618,6 +686,13 @@ func (s *Service) finishLocked(st *imageState, rep *ImageReport, stored *storedI
 		}
 		s.log.Warn("image scan failed", "image", st.ref, "err", err)
 		msg := publicError(st.ref, err)
+		if old := s.reports[st.key]; old != nil && old.Error == "" && s.stale[old.Digest] {
+			// A rescan for a newer analysis failed: the older findings stay
+			// until a later attempt succeeds.
+			reg.LastError = msg
+			s.persistRegistryLocked(reg)
+			return nil
+		}
 		s.reports[st.key] = &ImageReport{Image: st.ref, Digest: st.digest, Registry: st.registry,
 			Packages: nil, Findings: []Finding{}, ScannedAt: time.Now().UTC(), Error: msg}
 		reg.LastError = msg
@@ -633,10 +708,17 @@ func (s *Service) finishLocked(st *imageState, rep *ImageReport, stored *storedI
 	if perr := putInventory(s.bolt, stored); perr != nil {
 		s.log.Warn("storing image inventory", "image", st.ref, "err", perr)
 	}
+	if st.key != stored.Digest && strings.HasPrefix(st.key, "sha256:") {
+		// An index digest (and platform): immutable, so kept across restarts.
+		if perr := putImageKey(s.bolt, st.key, stored.Digest); perr != nil {
+			s.log.Warn("storing image key", "image", st.ref, "err", perr)
+		}
+	}
 	rep.Packages = nil
 	s.reports[st.key] = rep
 	if stored.Digest != "" {
 		s.reports[stored.Digest] = rep
+		delete(s.stale, stored.Digest)
 	}
 	st.unauthorized = false
 	reg.LastError, reg.LastScan = "", time.Now().UTC()
@@ -730,11 +812,15 @@ func (s *Service) Registries() []Registry {
 
 // ImageSummary is one observed image in listings.
 type ImageSummary struct {
-	Image     string   `json:"image"`
+	Image string `json:"image"`
+	// Digest is the digest of the image scanned once scanned (for a
+	// multi-platform index, its image for Platform), else the observed one.
 	Digest    string   `json:"digest,omitempty"`
 	Registry  string   `json:"registry"`
 	Workloads []string `json:"workloads"`
-	Scanned   bool     `json:"scanned"`
+	// Platform is the platform the image is scanned for (the pods' node's).
+	Platform string `json:"platform"`
+	Scanned  bool   `json:"scanned"`
 	// Status is "scanned", "failed", "pending", or "not-allowed" (the
 	// registry is not on the scan allow-list: the image is never pulled).
 	Status  string  `json:"status"`
@@ -752,10 +838,13 @@ func (s *Service) Images() []ImageSummary {
 		if len(st.workloads) == 0 {
 			continue
 		}
-		is := ImageSummary{Image: st.ref, Digest: st.digest, Registry: st.registry, Workloads: sortedKeys(st.workloads)}
+		is := ImageSummary{Image: st.ref, Digest: st.digest, Registry: st.registry, Workloads: sortedKeys(st.workloads), Platform: st.platform.String()}
 		is.Status = "pending"
 		if r := s.reports[st.key]; r != nil {
 			is.Scanned, is.Error, is.Summary = r.Error == "", r.Error, r.Summary
+			if r.Error == "" && r.Digest != "" {
+				is.Digest = r.Digest // of the image scanned (an index's entry for the platform)
+			}
 			is.Status = "scanned"
 			if r.Error != "" {
 				is.Status = "failed"
@@ -830,4 +919,18 @@ func (s *Service) Vulnerabilities(keep func(*Finding) bool) []Finding {
 	}
 	sortFindings(out)
 	return out
+}
+
+// PlatformFromNodeLabels reads a node's platform from the labels the
+// kubelet sets (kubernetes.io/os, kubernetes.io/arch, or their beta.
+// predecessors), for Options.NodePlatform.
+func PlatformFromNodeLabels(labels map[string]string) (v1.Platform, bool) {
+	get := func(k string) string {
+		if v := labels["kubernetes.io/"+k]; v != "" {
+			return v
+		}
+		return labels["beta.kubernetes.io/"+k]
+	}
+	p := v1.Platform{OS: get("os"), Architecture: get("arch")}
+	return p, p.OS != "" && p.Architecture != ""
 }

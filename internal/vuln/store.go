@@ -25,6 +25,9 @@ var (
 	bucketInventories = []byte("vuln.inventories")
 	bucketRegistries  = []byte("vuln.registries")
 	bucketCredentials = []byte("vuln.credentials")
+	// bucketKeys maps image keys naming an index digest (and platform) to
+	// the digest of the image scanned for them.
+	bucketKeys = []byte("vuln.keys")
 )
 
 // layerFormat versions the cached layer summaries: bump it when Keep or
@@ -44,7 +47,7 @@ func openDB(dataDir string) (*bolt.DB, error) {
 		return nil, fmt.Errorf("opening %s: %w", p, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketLayers, bucketInventories, bucketRegistries, bucketCredentials} {
+		for _, b := range [][]byte{bucketLayers, bucketInventories, bucketRegistries, bucketCredentials, bucketKeys} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -95,18 +98,36 @@ func (c *layerCache) PutLayer(digest string, l *image.Layer) {
 	}
 }
 
+// analyzerVersion is stamped on every stored inventory: what the image
+// analysis (package inventory, Go build info and symbols, platform) of this
+// build records. An inventory stamped lower — or not at all — was made by an
+// older analysis and is re-scanned when its image is observed (and at once
+// after a database import); until then its old findings stay published.
+//
+//	(none) module-level Go findings only
+//	2      Go symbols and GOOS/GOARCH; image platform variant for OS-package matching
+const analyzerVersion = 2
+
 // storedInventory is what is kept per image digest: the package inventory,
 // which does not change, so a database update only needs a re-match.
 type storedInventory struct {
-	Image     string           `json:"image"`
-	Digest    string           `json:"digest"`
-	Registry  string           `json:"registry,omitempty"`
-	OS        string           `json:"os,omitempty"`
-	Arch      string           `json:"arch,omitempty"`
+	Image    string `json:"image"`
+	Digest   string `json:"digest"`
+	Registry string `json:"registry,omitempty"`
+	OS       string `json:"os,omitempty"`
+	Arch     string `json:"arch,omitempty"`
+	Variant  string `json:"variant,omitempty"`
+	// Platform is the platform asked for (a multi-platform index's choice).
+	Platform  string           `json:"platform,omitempty"`
 	Layers    []string         `json:"layers,omitempty"`
 	Inventory *pkgdb.Inventory `json:"inventory"`
 	ScannedAt time.Time        `json:"scannedAt"`
+	// Analyzer is the analyzerVersion that made the inventory.
+	Analyzer int `json:"analyzer,omitempty"`
 }
+
+// stale reports whether an older analysis made the inventory.
+func (inv *storedInventory) stale() bool { return inv.Analyzer < analyzerVersion }
 
 func putInventory(db *bolt.DB, inv *storedInventory) error {
 	data, err := json.Marshal(inv)
@@ -129,4 +150,19 @@ func loadInventories(db *bolt.DB, fn func(*storedInventory)) error {
 			return nil
 		})
 	})
+}
+
+func putImageKey(db *bolt.DB, key, digest string) error {
+	return db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketKeys).Put([]byte(key), []byte(digest)) })
+}
+
+func loadImageKeys(db *bolt.DB) (map[string]string, error) {
+	out := map[string]string{}
+	err := db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketKeys).ForEach(func(k, v []byte) error {
+			out[string(k)] = string(v)
+			return nil
+		})
+	})
+	return out, err
 }

@@ -74,6 +74,7 @@ type Loaded struct {
 	Digest   string   // manifest digest ("" for dir:)
 	Layers   []string // layer digests, bottom first
 	OS, Arch string
+	Variant  string // from the image config (v7 for linux/arm/v7)
 	FS       *FS
 	Cached   int // layers served from the cache
 }
@@ -186,7 +187,7 @@ func (l *Loader) LoadImage(ctx context.Context, src Source, img v1.Image) (*Load
 		out.Digest = d.String()
 	}
 	if cf, err := img.ConfigFile(); err == nil && cf != nil {
-		out.OS, out.Arch = cf.OS, cf.Architecture
+		out.OS, out.Arch, out.Variant = cf.OS, cf.Architecture, cf.Variant
 	}
 	layers, err := img.Layers()
 	if err != nil {

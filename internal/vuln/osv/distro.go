@@ -28,7 +28,8 @@ import (
 //   - Alpine's secdb (https://secdb.alpinelinux.org/<branch>/<repo>.json):
 //     package → secfixes (fixed version → CVEs). Each CVE becomes an
 //     affected entry of ALPINE-<CVE> in ecosystem "Alpine:<branch>", fixed
-//     at that version; the "0" key (never affected) is left out.
+//     at that version, limited to the file's archs (kept as
+//     database_specific.archs); the "0" key (never affected) is left out.
 //
 // A record converted from these formats is merged with the stored record of
 // the same id: entries of other releases or branches are kept, so importing
@@ -152,7 +153,8 @@ func convertDebianTracker(r io.Reader, modified time.Time, add func(*Advisory)) 
 }
 
 type alpineSecDB struct {
-	DistroVersion string `json:"distroversion"`
+	DistroVersion string   `json:"distroversion"`
+	Archs         []string `json:"archs"`
 	Packages      []struct {
 		Pkg struct {
 			Name     string              `json:"name"`
@@ -172,6 +174,12 @@ func convertAlpineSecDB(data []byte, modified time.Time, add func(*Advisory)) er
 	branch := db.DistroVersion
 	if !strings.HasPrefix(branch, "v") || len(branch) > 16 {
 		return fmt.Errorf("Alpine secdb JSON: distroversion %q is not a branch like v3.19", branch)
+	}
+	// The file's architectures limit every fix it lists (a branch's
+	// repository built for fewer architectures than an image may run on).
+	var archs json.RawMessage
+	if len(db.Archs) > 0 {
+		archs, _ = json.Marshal(map[string][]string{"archs": db.Archs})
 	}
 	for _, p := range db.Packages {
 		name := p.Pkg.Name
@@ -195,8 +203,9 @@ func convertAlpineSecDB(data []byte, modified time.Time, add func(*Advisory)) er
 					}
 					add(&Advisory{ID: "ALPINE-" + id, Modified: modified, Upstream: []string{id},
 						Affected: []Affected{{
-							Package: Package{Ecosystem: "Alpine:" + branch, Name: name},
-							Ranges:  []Range{{Type: "ECOSYSTEM", Events: []Event{{Introduced: "0"}, {Fixed: v}}}},
+							Package:          Package{Ecosystem: "Alpine:" + branch, Name: name},
+							Ranges:           []Range{{Type: "ECOSYSTEM", Events: []Event{{Introduced: "0"}, {Fixed: v}}}},
+							DatabaseSpecific: archs,
 						}}})
 				}
 			}

@@ -238,6 +238,11 @@ type Query struct {
 	Ecosystem string // OSV ecosystem, e.g. "Debian:12", "Go"
 	Name      string // for distributions, the source package name
 	Version   string
+	// Platform is the image's platform and Arch the package's own
+	// architecture, if its database records one: entries limited to other
+	// architectures do not match (see Affected.AppliesToPlatform).
+	Platform Platform
+	Arch     string
 }
 
 // Match is one advisory affecting a queried package.
@@ -383,6 +388,9 @@ func matchAdvisory(a *Advisory, q Query) (Match, bool) {
 	for i := range a.Affected {
 		af := &a.Affected[i]
 		if !EcosystemMatches(q.Ecosystem, af.Package.Ecosystem) || NormalizeName(af.Package.Ecosystem, af.Package.Name) != name {
+			continue
+		}
+		if !af.AppliesToPlatform(q.Platform, q.Arch) {
 			continue
 		}
 		if fixed, ok := Affects(scheme, af, q.Version); ok {

@@ -161,6 +161,13 @@ func DirLayer(t testing.TB, root string) v1.Layer {
 // Image stacks layers (bottom first) into a linux/amd64 image.
 func Image(t testing.TB, layers ...v1.Layer) v1.Image {
 	t.Helper()
+	return PlatformImage(t, v1.Platform{OS: "linux", Architecture: "amd64"}, layers...)
+}
+
+// PlatformImage stacks layers (bottom first) into an image whose config
+// names platform p.
+func PlatformImage(t testing.TB, p v1.Platform, layers ...v1.Layer) v1.Image {
+	t.Helper()
 	img, err := mutate.AppendLayers(empty.Image, layers...)
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +177,7 @@ func Image(t testing.TB, layers ...v1.Layer) v1.Image {
 		t.Fatal(err)
 	}
 	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.OS, cf.Architecture, cf.Variant = p.OS, p.Architecture, p.Variant
 	img, err = mutate.ConfigFile(img, cf)
 	if err != nil {
 		t.Fatal(err)
@@ -214,6 +221,34 @@ func Push(t testing.TB, img v1.Image, ref string, auth authn.Authenticator) stri
 		t.Fatalf("pushing %s: %v", ref, err)
 	}
 	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
+
+// PushIndex writes a multi-platform index of imgs (each described by the
+// platform its config names) to ref and returns the index digest.
+func PushIndex(t testing.TB, ref string, imgs ...v1.Image) string {
+	t.Helper()
+	var adds []mutate.IndexAddendum
+	for _, img := range imgs {
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{
+			Platform: &v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}}})
+	}
+	idx := mutate.AppendManifests(empty.Index, adds...)
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(r, idx); err != nil {
+		t.Fatalf("pushing %s: %v", ref, err)
+	}
+	d, err := idx.Digest()
 	if err != nil {
 		t.Fatal(err)
 	}
