@@ -313,7 +313,11 @@ func overlap(s1, e1, s2, e2 time.Time) (time.Duration, bool) {
 // they were made of.
 type Emitted struct {
 	Flows []Flow
-	Obs   Seqs
+	// Ends are the workload versions the enrichment resolved, Ends[i] for
+	// Flows[i] (zero without a Resolver): what live analysis decides with,
+	// without resolving both ends again.
+	Ends []Ends
+	Obs  Seqs
 	// Updates are flows emitted before, again with the links of related
 	// flows that arrived after them: the store replaces them.
 	Updates []Flow
@@ -364,9 +368,11 @@ func (p *Pipeline) Flush(now time.Time, all bool) Emitted {
 			p.pending[k] = keep
 		}
 	}
-	em := Emitted{Flows: make([]Flow, 0, len(out)), Obs: Seqs{}}
+	em := Emitted{Flows: make([]Flow, 0, len(out)), Ends: make([]Ends, 0, len(out)), Obs: Seqs{}}
 	for _, c := range out {
-		em.Flows = append(em.Flows, p.materialize(c))
+		f, ends := p.materialize(c)
+		em.Flows = append(em.Flows, f)
+		em.Ends = append(em.Ends, ends)
 		for _, r := range c.obs {
 			em.Obs.Add(r.Agent, r.Seq)
 		}
@@ -374,7 +380,8 @@ func (p *Pipeline) Flush(now time.Time, all bool) Emitted {
 	// Flows emitted earlier that a flow related since: again, with the
 	// new links.
 	for c := range p.updated {
-		em.Updates = append(em.Updates, p.materialize(c))
+		f, _ := p.materialize(c)
+		em.Updates = append(em.Updates, f)
 	}
 	sort.Slice(em.Updates, func(i, j int) bool { return em.Updates[i].ID < em.Updates[j].ID })
 	clear(p.updated)
@@ -422,8 +429,9 @@ func (p *Pipeline) expireRecent(now time.Time, all bool) {
 	}
 }
 
-// materialize returns c as a flow: its ID fixed, related, enriched.
-func (p *Pipeline) materialize(c *cluster) Flow {
+// materialize returns c as a flow: its ID fixed, related, enriched; and the
+// workload versions its ends resolved to.
+func (p *Pipeline) materialize(c *cluster) (Flow, Ends) {
 	p.fixID(c)
 	f := c.f
 	f.ID = c.id
@@ -436,8 +444,8 @@ func (p *Pipeline) materialize(c *cluster) Flow {
 	}
 	f.Related = append(f.Related, c.lateRel...)
 	sort.Slice(f.Related, func(i, j int) bool { return f.Related[i].ID < f.Related[j].ID })
-	p.enrich(&f)
-	return f
+	ends := p.enrich(&f)
+	return f, ends
 }
 
 // Provisional returns the flows still waiting for their window to close,
@@ -465,7 +473,7 @@ func (p *Pipeline) provisional() ([]Flow, []time.Time) {
 	for _, cs := range p.pending {
 		for _, c := range cs {
 			if c.dirty || c.prov == nil {
-				f := p.materialize(c)
+				f, _ := p.materialize(c)
 				c.prov, c.dirty = &f, false
 			}
 			out = append(out, *c.prov)
@@ -613,17 +621,33 @@ func (p *Pipeline) link(a, b *cluster, reason string) bool {
 	return true
 }
 
-// enrich attributes both ends of f at its start.
-func (p *Pipeline) enrich(f *Flow) {
-	if p.Resolver == nil {
-		return
-	}
-	p.enrichEnd(&f.Src, f.Proto, f.Start, false)
-	p.enrichEnd(&f.Dst, f.Proto, f.Start, true)
+// Ends are the inventory's answers for one flow's ends at the flow's start,
+// as the pipeline enriched it: the workload versions themselves, which the
+// flow's Endpoints only name. Live analysis decides with them instead of
+// resolving both ends again.
+type Ends struct {
+	// Src and Dst held the ends' addresses (nil: none did).
+	Src, Dst *inventory.Workload
+	// DstService is the service that Dst's address and port belonged to
+	// (Resolver.ServiceFor: a cluster IP and service port, a node and its
+	// node port, a backend and its target port); nil if none.
+	DstService *inventory.Workload
 }
 
-func (p *Pipeline) enrichEnd(e *Endpoint, proto string, t time.Time, server bool) {
-	if w, ok := p.Resolver.WorkloadAt(e.IP, t); ok {
+// enrich attributes both ends of f at its start.
+func (p *Pipeline) enrich(f *Flow) Ends {
+	var e Ends
+	if p.Resolver == nil {
+		return e
+	}
+	e.Src, _ = p.enrichEnd(&f.Src, f.Proto, f.Start, false)
+	e.Dst, e.DstService = p.enrichEnd(&f.Dst, f.Proto, f.Start, true)
+	return e
+}
+
+func (p *Pipeline) enrichEnd(e *Endpoint, proto string, t time.Time, server bool) (w, svc *inventory.Workload) {
+	if rw, ok := p.Resolver.WorkloadAt(e.IP, t); ok {
+		w = rw
 		e.Workload, e.Kind, e.Name, e.Namespace = w.ID, string(w.Kind), w.Name, w.Namespace
 		e.Labels, e.Owner, e.Node = w.Labels, w.Owner, w.Node
 		if w.Kind == inventory.KindService {
@@ -633,6 +657,8 @@ func (p *Pipeline) enrichEnd(e *Endpoint, proto string, t time.Time, server bool
 	if e.Port != 0 && (server || e.Service == "") {
 		if s, ok := p.Resolver.ServiceFor(e.IP, e.Port, proto, t); ok {
 			e.Service = s.Namespace + "/" + s.Name
+			svc = s
 		}
 	}
+	return w, svc
 }

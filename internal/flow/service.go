@@ -28,9 +28,11 @@ type Options struct {
 	// Now is the clock (tests). Default time.Now.
 	Now func() time.Time
 	// OnFlows, when set, is called with every batch of flows once it is
-	// stored (live policy analysis, compliance). It runs on the flush
-	// path: it must not block, and must not keep or change the flows.
-	OnFlows func(flows []Flow)
+	// stored (live policy analysis, compliance), and with the workload
+	// versions the enrichment resolved their ends to (ends[i] for
+	// flows[i]), so the hook need not resolve them again. It runs on the
+	// flush path: it must not block, and must not keep or change the flows.
+	OnFlows func(flows []Flow, ends []Ends)
 }
 
 // Service is the server side of flow visibility: it ingests agent
@@ -173,9 +175,9 @@ func (s *Service) Flush(all bool) error {
 			if err = s.store.Append(e.Flows, e.Obs); err == nil {
 				s.m.flowsStored.Add(uint64(len(e.Flows)))
 				if s.opts.OnFlows != nil && len(e.Flows) > 0 {
-					s.opts.OnFlows(e.Flows)
+					s.opts.OnFlows(e.Flows, e.Ends)
 				}
-				e.Flows, e.Obs = nil, nil
+				e.Flows, e.Ends, e.Obs = nil, nil, nil
 			}
 		}
 		if err == nil && len(e.Updates) > 0 {

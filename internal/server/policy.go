@@ -60,10 +60,11 @@ func newPolicyAPI(kv store.KV, inv *inventory.Inventory, flows flow.Store) (*pol
 	return p, nil
 }
 
-// onFlows is the flow service's hook: live compliance analysis.
-func (p *policyAPI) onFlows(flows []flow.Flow) {
+// onFlows is the flow service's hook: live compliance analysis, with the
+// ends the pipeline resolved.
+func (p *policyAPI) onFlows(flows []flow.Flow, ends []flow.Ends) {
 	if p != nil {
-		p.mon.Observe(flows)
+		p.mon.Observe(flows, ends)
 	}
 }
 

@@ -32,10 +32,42 @@ type Resolver = flow.Resolver
 // a tunnel): it is decided with its original and gets no verdict of its
 // own.
 func Input(f *flow.Flow, r Resolver) (in policy.Flow, translated bool) {
+	return InputResolved(f, Resolve(f, r))
+}
+
+// Resolve asks r what the flow pipeline's enrichment asked it: the
+// workloads holding both ends at the flow's start, and the service the
+// destination address and port belonged to (only when analysis uses it: a
+// node port, or the DNAT-related flow to a backend).
+func Resolve(f *flow.Flow, r Resolver) flow.Ends {
+	var e flow.Ends
+	if r == nil {
+		return e
+	}
 	t := f.Start
-	in.Src = peer(f.Src.IP, t, r)
-	in.Dst = peer(f.Dst.IP, t, r)
-	in.Proto, _ = policy.ParseProto(f.Proto)
+	e.Src, _ = r.WorkloadAt(f.Src.IP, t)
+	e.Dst, _ = r.WorkloadAt(f.Dst.IP, t)
+	if f.Dst.Port != 0 && ((e.Dst != nil && e.Dst.Kind == inventory.KindNode) || (f.Dst.Service != "" && dnatRelated(f))) {
+		e.DstService, _ = r.ServiceFor(f.Dst.IP, f.Dst.Port, f.Proto, t)
+	}
+	return e
+}
+
+func dnatRelated(f *flow.Flow) bool {
+	for _, rel := range f.Related {
+		if rel.Reason == flow.ReasonClusterIP || rel.Reason == flow.ReasonNodePort {
+			return true
+		}
+	}
+	return false
+}
+
+// InputResolved is Input with both ends already resolved (by the flow
+// pipeline, for live analysis: flow.Ends).
+func InputResolved(f *flow.Flow, ends flow.Ends) (in policy.Flow, translated bool) {
+	in.Src = policy.Peer{IP: parseIP(f.Src.IP), Workload: ends.Src}
+	in.Dst = policy.Peer{IP: parseIP(f.Dst.IP), Workload: ends.Dst}
+	in.Proto = protoOf(f.Proto)
 	in.Port = f.Dst.Port
 	if f.Tunnel != "" {
 		translated = true
@@ -51,13 +83,13 @@ func Input(f *flow.Flow, r Resolver) (in policy.Flow, translated bool) {
 			dnat = true
 		}
 	}
-	dw := in.Dst.Workload
+	dw, svc := in.Dst.Workload, ends.DstService
 	switch {
 	case dw != nil && dw.Kind == inventory.KindService:
 		in.Service, in.ServicePort = dw, f.Dst.Port
 	case dw != nil && dw.Kind == inventory.KindNode:
 		// A node port: the service that owns it, if any.
-		if svc, ok := r.ServiceFor(f.Dst.IP, f.Dst.Port, f.Proto, t); ok {
+		if svc != nil {
 			for _, p := range svc.Ports {
 				if uint16(p.NodePort) == f.Dst.Port {
 					in.Service, in.ServicePort = svc, uint16(p.Port)
@@ -67,11 +99,32 @@ func Input(f *flow.Flow, r Resolver) (in policy.Flow, translated bool) {
 	case dnat && f.Dst.Service != "":
 		// The DNAT-related flow to a backend: the service port whose
 		// target port it reached.
-		if svc, ok := r.ServiceFor(f.Dst.IP, f.Dst.Port, f.Proto, t); ok {
+		if svc != nil {
 			in.Service, in.ServicePort = svc, servicePortFor(svc, f.Dst.IP, f.Dst.Port)
 		}
 	}
 	return in, translated
+}
+
+func parseIP(s string) netip.Addr {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}
+
+// protoOf is policy.ParseProto for the names flows carry, without its
+// error path for the common ones.
+func protoOf(s string) policy.Proto {
+	switch s {
+	case "tcp":
+		return policy.ProtoTCP
+	case "udp":
+		return policy.ProtoUDP
+	}
+	p, _ := policy.ParseProto(s)
+	return p
 }
 
 // servicePortFor returns the service port whose target port is port on the
@@ -98,19 +151,6 @@ func servicePortFor(svc *inventory.Workload, ip string, port uint16) uint16 {
 		return uint16(svc.Ports[0].Port)
 	}
 	return port
-}
-
-func peer(ip string, t time.Time, r Resolver) policy.Peer {
-	p := policy.Peer{}
-	if a, err := netip.ParseAddr(ip); err == nil {
-		p.IP = a.Unmap()
-	}
-	if r != nil {
-		if w, ok := r.WorkloadAt(ip, t); ok {
-			p.Workload = w
-		}
-	}
-	return p
 }
 
 // Answered is the network outcome of a flow: whether the destination took
@@ -152,7 +192,14 @@ func New(ev *policy.Evaluator, r Resolver, scope string) *Analyzer {
 // Analyze decides one flow. ok is false when the flow does not touch the
 // analyzer's scope.
 func (a *Analyzer) Analyze(f *flow.Flow) (fv FlowVerdict, ok bool) {
-	in, translated := Input(f, a.r)
+	return a.AnalyzeResolved(f, Resolve(f, a.r))
+}
+
+// AnalyzeResolved is Analyze with both ends already resolved at the flow's
+// start (the flow pipeline's flow.Ends, handed to the flow service's
+// OnFlows hook).
+func (a *Analyzer) AnalyzeResolved(f *flow.Flow, ends flow.Ends) (fv FlowVerdict, ok bool) {
+	in, translated := InputResolved(f, ends)
 	d := a.sess.Evaluate(&in)
 	if a.scope != "" && !a.ev.Within(d.Egress.Scope, a.scope) && !a.ev.Within(d.Ingress.Scope, a.scope) {
 		return fv, false

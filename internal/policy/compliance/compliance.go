@@ -99,8 +99,10 @@ func (m *Monitor) SetPolicy(set policy.Set) error {
 }
 
 // Observe analyzes emitted flows (the flow service's OnFlows hook) and
-// raises or updates alerts.
-func (m *Monitor) Observe(flows []flow.Flow) {
+// raises or updates alerts. ends are the workload versions the flow
+// pipeline resolved the flows' ends to (ends[i] for flows[i]); without
+// them (nil) the monitor resolves the ends itself.
+func (m *Monitor) Observe(flows []flow.Flow, ends []flow.Ends) {
 	m.mu.Lock()
 	if m.an == nil {
 		m.mu.Unlock()
@@ -108,7 +110,12 @@ func (m *Monitor) Observe(flows []flow.Flow) {
 	}
 	changed := map[string]*Alert{}
 	for i := range flows {
-		fv, _ := m.an.Analyze(&flows[i])
+		var fv analyze.FlowVerdict
+		if len(ends) == len(flows) {
+			fv, _ = m.an.AnalyzeResolved(&flows[i], ends[i])
+		} else {
+			fv, _ = m.an.Analyze(&flows[i])
+		}
 		m.live.Add(&fv)
 		if fv.Translated || (fv.Verdict != policy.Escaped && fv.Verdict != policy.Misdropped) {
 			continue

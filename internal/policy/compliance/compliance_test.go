@@ -61,7 +61,7 @@ func TestAlertsAggregatePersistAndAck(t *testing.T) {
 		mk("c", 22, true),    // escaped, same edge: same alert
 		mk("d", 5432, false), // misdropped
 		mk("e", 23, false),   // rejected: no alert
-	})
+	}, nil) // no resolved ends: the monitor resolves them
 	as := m.Alerts(false)
 	if len(as) != 2 {
 		t.Fatalf("%d alerts, want 2: %+v", len(as), as)
