@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/palisade-dev/palisade/internal/filter"
 	"github.com/palisade-dev/palisade/internal/inventory"
@@ -26,6 +27,10 @@ type Set struct {
 // Peer is one end of a flow as the inventory knew it at the flow's time.
 type Peer struct {
 	IP netip.Addr
+	// Addr is IP as text, for callers that have only the text (flows):
+	// when IP is not set, a session parses Addr only if it must (a
+	// workload's address it has not classified yet, or no workload).
+	Addr string
 	// Workload held IP at the flow's time (nil: none did, e.g. an
 	// external address).
 	Workload *inventory.Workload
@@ -127,6 +132,7 @@ type Evaluator struct {
 	// chains[side][scope]: the intents deciding that side in that scope, in
 	// precedence order.
 	chains [3][][]*rule
+	rules  []*rule // by rule.id
 	nbits  int
 
 	mu     sync.Mutex
@@ -160,6 +166,7 @@ type atom struct {
 }
 
 type rule struct {
+	id        int32 // index in Evaluator.rules
 	ref       RuleRef
 	action    Action
 	class     Class
@@ -298,6 +305,7 @@ func Compile(set Set) (*Evaluator, error) {
 				r.hasNamed = r.hasNamed || pr.Name != ""
 			}
 			r.anyPort = len(r.ports) == 0
+			r.id = int32(len(rules))
 			rules = append(rules, r)
 		}
 	}
@@ -325,6 +333,7 @@ func Compile(set Set) (*Evaluator, error) {
 			e.chains[side][d] = append(abs, def...)
 		}
 	}
+	e.rules = rules
 	return e, nil
 }
 
@@ -414,6 +423,25 @@ type Session struct {
 	svcs   map[*inventory.Workload]*svcClass
 	nclass uint32
 	nsvc   uint32
+	// recent is a direct-mapped cache in front of byW, indexed by the
+	// workload's address: one load instead of a map look-up for the
+	// workloads a flow stream keeps meeting.
+	recent *[recentSize]recentEntry
+}
+
+// sideNone is decide's result for an unscoped end.
+const sideNone = -1 << 30
+
+const recentSize = 1 << 13
+
+type recentEntry struct {
+	w *inventory.Workload
+	c *class
+}
+
+func recentSlot(w *inventory.Workload) uint {
+	h := uint(uintptr(unsafe.Pointer(w)))
+	return (h>>4 ^ h>>17) & (recentSize - 1)
 }
 
 // maxCache bounds a session's caches; they are dropped when one grows past it.
@@ -432,6 +460,7 @@ func (s *Session) reset() {
 	s.other = map[peerKey]*class{}
 	s.svcs = map[*inventory.Workload]*svcClass{}
 	s.nclass, s.nsvc = 0, 0
+	s.recent = new([recentSize]recentEntry)
 }
 
 type peerKey struct {
@@ -447,12 +476,14 @@ type class struct {
 	scope int32 // deciding scope, -1: unscoped
 	bits  []uint64
 	ip    netip.Addr
+	addr  string // ip as text
 	w     *inventory.Workload
 	// egress: the deciding chain's intents whose consumer is this peer;
 	// ingress: those whose provider is this peer (or a service, decided
 	// per flow). Built on first use.
 	egress, ingress []candidate
 	built           [3]bool
+	lists           [][]PortRange // candidates' port lists (portList)
 }
 
 func (c *class) has(bit int) bool { return c.bits[bit>>6]&(1<<(bit&63)) != 0 }
@@ -464,12 +495,29 @@ type svcClass struct {
 }
 
 // candidate is an intent of a peer's chain with its ports as they apply
-// there (named ports resolved when they can be, once).
+// there (named ports resolved when they can be, once). It is 16 bytes, so
+// a scan over a peer's candidates loads few cache lines and not the rules.
 type candidate struct {
-	r        *rule
-	ports    []PortRange
-	resolved bool // ports hold no names
+	rid int32 // the rule (Evaluator.rules)
+	// other is the bit the flow's other end must have when the other
+	// end's atom is a bit (a filter or scope), else -1: decided by
+	// atomMatch.
+	other int32
+	// The ports: portAny; portOne, the one range proto lo-hi (of the
+	// service port when viaSvc); else portList, the ranges
+	// class.lists[lo|hi<<16] (resolved: they hold no names).
+	lo, hi   uint16
+	proto    Proto
+	portKind uint8
+	viaSvc   bool
+	resolved bool
 }
+
+const (
+	portList uint8 = iota
+	portAny
+	portOne
+)
 
 // ipRecord is the filter record of an address no workload held.
 type ipRecord struct{ ip string }
@@ -482,6 +530,28 @@ func (r ipRecord) Field(name string) (filter.Value, bool) {
 }
 
 func (s *Session) classify(p Peer) *class {
+	if p.Workload != nil {
+		var c *class
+		if e := &s.recent[recentSlot(p.Workload)]; e.w == p.Workload {
+			c = e.c
+		} else if c = s.byW[p.Workload]; c != nil {
+			*e = recentEntry{p.Workload, c}
+		}
+		if c != nil {
+			if p.IP.IsValid() {
+				if c.ip == p.IP {
+					return c
+				}
+			} else if p.Addr == c.addr {
+				return c
+			}
+		}
+	}
+	if !p.IP.IsValid() && p.Addr != "" {
+		if a, err := netip.ParseAddr(p.Addr); err == nil {
+			p.IP = a.Unmap()
+		}
+	}
 	if p.Workload != nil {
 		if c, ok := s.byW[p.Workload]; ok {
 			if c.ip == p.IP {
@@ -521,7 +591,10 @@ func (s *Session) newClass(p Peer) *class {
 		}
 		rec = ipRecord{ip}
 	}
-	c := &class{id: s.nclass, scope: -1, bits: make([]uint64, (e.nbits+63)/64+1), ip: p.IP, w: p.Workload}
+	c := &class{id: s.nclass, scope: -1, bits: make([]uint64, (e.nbits+63)/64+1), ip: p.IP, addr: p.Addr, w: p.Workload}
+	if c.addr == "" && p.IP.IsValid() {
+		c.addr = p.IP.String()
+	}
 	s.nclass++
 	// Scope membership, top down: a child is only tried within its parent.
 	var walk func(xs []int)
@@ -569,7 +642,15 @@ func (s *Session) candidates(c *class, side Direction) []candidate {
 	}
 	var out []candidate
 	for _, r := range s.e.chains[side][c.scope] {
-		cd := candidate{r: r, ports: r.ports, resolved: !r.hasNamed}
+		cd := candidate{rid: r.id, resolved: !r.hasNamed, other: -1, viaSvc: r.viaSvc}
+		ports := r.ports
+		oa := &s.e.atoms[r.prov]
+		if side == Ingress {
+			oa = &s.e.atoms[r.cons]
+		}
+		if oa.kind == atomBit && !(side == Ingress && r.viaSvc) {
+			cd.other = int32(oa.bit)
+		}
 		if side == Egress {
 			if !s.atomMatch(r.cons, c, nil, false) {
 				continue
@@ -579,11 +660,25 @@ func (s *Session) candidates(c *class, side Direction) []candidate {
 				continue
 			}
 			if r.hasNamed {
-				cd.ports, cd.resolved = resolvePorts(r.ports, false, c.w, nil), true
-				if len(cd.ports) == 0 {
+				ports, cd.resolved = resolvePorts(r.ports, false, c.w, nil), true
+				if len(ports) == 0 {
 					continue // only named ports, none declared here
 				}
 			}
+		}
+		switch {
+		case r.anyPort:
+			cd.portKind = portAny
+		case cd.resolved && len(ports) == 1:
+			p := ports[0]
+			cd.portKind, cd.proto, cd.lo, cd.hi = portOne, p.Proto, p.Lo, p.Hi
+			if p.Lo == 0 {
+				cd.hi = 0xffff
+			}
+		default:
+			n := uint32(len(c.lists))
+			cd.portKind, cd.lo, cd.hi = portList, uint16(n), uint16(n>>16)
+			c.lists = append(c.lists, ports)
 		}
 		out = append(out, cd)
 	}
@@ -613,45 +708,83 @@ func (s *Session) svcClass(w *inventory.Workload) *svcClass {
 func (s *Session) Evaluate(f *Flow) Decision {
 	src := s.classify(f.Src)
 	dst := s.classify(f.Dst)
-	var d Decision
 	if src.scope < 0 && dst.scope < 0 {
-		return d
+		return Decision{}
 	}
 	svc := s.svcClass(f.Service)
+	eg, in := int32(sideNone), int32(sideNone)
 	if src.scope >= 0 {
-		d.Egress = s.decide(Egress, src, dst, svc, f)
+		eg = s.decide(Egress, src, dst, svc, f)
 	}
 	if dst.scope >= 0 {
-		d.Ingress = s.decide(Ingress, src, dst, svc, f)
+		in = s.decide(Ingress, src, dst, svc, f)
 	}
-	return d
+	return Decision{Egress: s.e.side(eg), Ingress: s.e.side(in)}
+}
+
+// side turns decide's result into the side's decision.
+func (e *Evaluator) side(v int32) SideDecision {
+	switch {
+	case v == sideNone:
+		return SideDecision{}
+	case v >= 0:
+		r := e.rules[v]
+		return SideDecision{Scope: r.ref.Scope, Action: r.action, Rule: r.ref}
+	}
+	sc := &e.scopes[-1-v]
+	return SideDecision{Scope: sc.name, Action: sc.catchAll, Rule: RuleRef{Scope: sc.name, Version: sc.version, Index: -1, Key: "catch-all"}}
 }
 
 // decide walks the candidates of the deciding end, checking the other end
-// and the ports.
-func (s *Session) decide(side Direction, src, dst *class, svc *svcClass, f *Flow) SideDecision {
+// and the ports; it returns the deciding rule's id, or -1-scope for the
+// deciding scope's catch-all.
+func (s *Session) decide(side Direction, src, dst *class, svc *svcClass, f *Flow) int32 {
 	own := src
 	if side == Ingress {
 		own = dst
 	}
+	other := dst
+	if side == Ingress {
+		other = src
+	}
 	cands := s.candidates(own, side)
 	for i := range cands {
 		c := &cands[i]
-		r := c.r
-		if side == Egress || r.viaSvc {
-			if !s.atomMatch(r.prov, dst, svc, true) {
+		if b := c.other; b >= 0 {
+			// The common case inline: the other end's atom is a bit.
+			if other.bits[b>>6]&(1<<(b&63)) == 0 {
+				continue
+			}
+		} else {
+			r := s.e.rules[c.rid]
+			if side == Egress || r.viaSvc {
+				if !s.atomMatch(r.prov, dst, svc, true) {
+					continue
+				}
+			}
+			if side == Ingress && !s.atomMatch(r.cons, src, nil, false) {
 				continue
 			}
 		}
-		if side == Ingress && !s.atomMatch(r.cons, src, nil, false) {
-			continue
+		switch c.portKind {
+		case portAny:
+		case portOne:
+			port := f.Port
+			if c.viaSvc {
+				port = f.ServicePort
+			}
+			if (c.proto != ProtoAny && c.proto != f.Proto) || port < c.lo || port > c.hi {
+				continue
+			}
+		default:
+			ports := own.lists[uint32(c.lo)|uint32(c.hi)<<16]
+			if !portsMatch(ports, c.resolved, c.viaSvc, dst.w, svc, f) {
+				continue
+			}
 		}
-		if r.anyPort || portsMatch(c.ports, c.resolved, r.viaSvc, dst.w, svc, f) {
-			return SideDecision{Scope: r.ref.Scope, Action: r.action, Rule: r.ref}
-		}
+		return c.rid
 	}
-	sc := &s.e.scopes[own.scope]
-	return SideDecision{Scope: sc.name, Action: sc.catchAll, Rule: RuleRef{Scope: sc.name, Version: sc.version, Index: -1, Key: "catch-all"}}
+	return -1 - own.scope
 }
 
 // portsMatch reports whether the flow's port (the service port for a

@@ -1,0 +1,105 @@
+package analyze
+
+import (
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/flow/flowgen"
+	"github.com/palisade-dev/palisade/internal/flow/store"
+)
+
+// threadCPU is the calling thread's CPU time (the goroutine must be locked
+// to its thread).
+func threadCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_THREAD, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkServiceIngest is the flow service's whole ingest path per flow
+// of the flow store's benchmark data: two observation points' records per
+// flow, ingested in batches (validated, deduplicated, logged durably),
+// merged by the pipeline, enriched through the inventory and stored
+// (fsync per batch) — without a hook, and with live analysis on the
+// OnFlows hook (decided with the pipeline's ends against 2,000 intents,
+// counted per verdict, rule, scope and minute). It reports the process's
+// CPU per flow, and for the hook the CPU of the thread running it
+// (RUSAGE_THREAD, so garbage collection on other threads is not counted
+// to it).
+func BenchmarkServiceIngest(b *testing.B) {
+	for _, hook := range []string{"none", "analysis"} {
+		b.Run("hook="+hook, func(b *testing.B) {
+			ev, inv, first := benchSetup(b, 1)
+			t0 := first[0].Start
+			st, err := store.Open(b.TempDir(), store.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var hookCPU time.Duration
+			var hooked int
+			opts := flow.Options{Window: 30 * time.Second, Now: func() time.Time { return t0.Add(time.Hour) }}
+			if hook == "analysis" {
+				a := New(ev, nil, "")
+				tl := NewTally("", nil, time.Time{}, time.Time{}, nil)
+				opts.OnFlows = func(flows []flow.Flow, ends []flow.Ends) {
+					c := threadCPU()
+					for i := range flows {
+						fv, _ := a.AnalyzeResolved(&flows[i], ends[i])
+						tl.Add(&fv)
+					}
+					hookCPU += threadCPU() - c
+					hooked += len(flows)
+				}
+			}
+			svc, err := flow.NewService(st, inv, opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			g := flowgen.New(1)
+			const batch = 5000
+			var f flow.Flow
+			var seq uint64
+			bt := flow.Batch{Agent: "bench", Node: "node-0", Observations: make([]flow.Observation, 0, 2*batch)}
+			runtime.GC()
+			b.ResetTimer()
+			var cpu time.Duration
+			for done := 0; done < b.N; {
+				n := min(batch, b.N-done)
+				b.StopTimer()
+				bt.Observations = bt.Observations[:0]
+				for i := range n {
+					g.Flow(&f, t0.Add(time.Duration(done+i)*5*time.Millisecond))
+					for _, p := range f.Points {
+						seq++
+						bt.Observations = append(bt.Observations, flow.Observation{Agent: "bench", Seq: seq, Mode: f.Mode, Point: p,
+							Tuple: flow.Tuple{Proto: f.Proto, SrcIP: f.Src.IP, DstIP: f.Dst.IP, SrcPort: f.Src.Port, DstPort: f.Dst.Port},
+							Start: f.Start, End: f.End, FwdPackets: f.FwdPackets, FwdBytes: f.FwdBytes, RevPackets: f.RevPackets,
+							RevBytes: f.RevBytes, Flags: f.Flags, Conns: f.Conns, NewConns: f.Conns})
+					}
+				}
+				b.StartTimer()
+				c := cpuTime()
+				if err := svc.Ingest(b.Context(), bt); err != nil {
+					b.Fatal(err)
+				}
+				if err := svc.Flush(true); err != nil {
+					b.Fatal(err)
+				}
+				cpu += cpuTime() - c
+				done += n
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/flow")
+			if hooked > 0 {
+				b.ReportMetric(float64(hookCPU.Nanoseconds())/float64(hooked), "hook-cpu-ns/flow")
+				b.ReportMetric(float64(hookCPU.Nanoseconds())/float64(cpu.Nanoseconds())*100, "hook-%")
+			}
+		})
+	}
+}
