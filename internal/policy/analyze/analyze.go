@@ -65,8 +65,17 @@ func dnatRelated(f *flow.Flow) bool {
 // InputResolved is Input with both ends already resolved (by the flow
 // pipeline, for live analysis: flow.Ends).
 func InputResolved(f *flow.Flow, ends flow.Ends) (in policy.Flow, translated bool) {
-	in.Src = policy.Peer{IP: parseIP(f.Src.IP), Workload: ends.Src}
-	in.Dst = policy.Peer{IP: parseIP(f.Dst.IP), Workload: ends.Dst}
+	return input(f, ends, true)
+}
+
+// input is InputResolved; without parse, the peers' addresses are left as
+// text (policy.Peer.Addr) for the evaluator to parse only if it must.
+func input(f *flow.Flow, ends flow.Ends, parse bool) (in policy.Flow, translated bool) {
+	in.Src = policy.Peer{Addr: f.Src.IP, Workload: ends.Src}
+	in.Dst = policy.Peer{Addr: f.Dst.IP, Workload: ends.Dst}
+	if parse {
+		in.Src.IP, in.Dst.IP = parseIP(f.Src.IP), parseIP(f.Dst.IP)
+	}
 	in.Proto = protoOf(f.Proto)
 	in.Port = f.Dst.Port
 	if f.Tunnel != "" {
@@ -84,10 +93,18 @@ func InputResolved(f *flow.Flow, ends flow.Ends) (in policy.Flow, translated boo
 		}
 	}
 	dw, svc := in.Dst.Workload, ends.DstService
+	var kind inventory.Kind
+	if dw != nil {
+		// The pipeline named the kind of the version it resolved: reading
+		// the flow's copy spares loading the workload.
+		if kind = inventory.Kind(f.Dst.Kind); parse || f.Dst.Workload == "" {
+			kind = dw.Kind
+		}
+	}
 	switch {
-	case dw != nil && dw.Kind == inventory.KindService:
+	case kind == inventory.KindService:
 		in.Service, in.ServicePort = dw, f.Dst.Port
-	case dw != nil && dw.Kind == inventory.KindNode:
+	case kind == inventory.KindNode:
 		// A node port: the service that owns it, if any.
 		if svc != nil {
 			for _, p := range svc.Ports {
@@ -199,7 +216,7 @@ func (a *Analyzer) Analyze(f *flow.Flow) (fv FlowVerdict, ok bool) {
 // start (the flow pipeline's flow.Ends, handed to the flow service's
 // OnFlows hook).
 func (a *Analyzer) AnalyzeResolved(f *flow.Flow, ends flow.Ends) (fv FlowVerdict, ok bool) {
-	in, translated := InputResolved(f, ends)
+	in, translated := input(f, ends, false)
 	d := a.sess.Evaluate(&in)
 	if a.scope != "" && !a.ev.Within(d.Egress.Scope, a.scope) && !a.ev.Within(d.Ingress.Scope, a.scope) {
 		return fv, false
@@ -300,16 +317,76 @@ type Report struct {
 // Tally accumulates a Report.
 type Tally struct {
 	rep     Report
-	rules   map[policy.RuleRef]*RuleCounts
-	scopes  map[string]*ScopeCounts
+	scopes  map[string]*scopeTally
+	other   map[policy.RuleRef]*RuleCounts // rules of a second version of a scope
 	minutes map[int64]*MinuteCounts
 	intents func(policy.RuleRef) string
+	// The last scope and minute counted: flows come in runs.
+	last       *scopeTally
+	lastMinute *MinuteCounts
+}
+
+// scopeTally is one scope's counts and its rules' (the version first
+// seen), by rule index + 1 (0: the catch-all).
+type scopeTally struct {
+	ScopeCounts
+	version string
+	rules   []*RuleCounts
+	counted bool // ScopeCounts took part (a side decided in the scope)
 }
 
 // NewTally starts a report; intents renders a rule's intent (nil: none).
 func NewTally(scope string, versions map[string]string, from, to time.Time, intents func(policy.RuleRef) string) *Tally {
 	return &Tally{rep: Report{Scope: scope, Versions: versions, From: from, To: to},
-		rules: map[policy.RuleRef]*RuleCounts{}, scopes: map[string]*ScopeCounts{}, minutes: map[int64]*MinuteCounts{}, intents: intents}
+		scopes: map[string]*scopeTally{}, other: map[policy.RuleRef]*RuleCounts{}, minutes: map[int64]*MinuteCounts{}, intents: intents}
+}
+
+func (t *Tally) scope(name string) *scopeTally {
+	if st := t.last; st != nil && st.Scope == name {
+		return st
+	}
+	st := t.scopes[name]
+	if st == nil {
+		st = &scopeTally{ScopeCounts: ScopeCounts{Scope: name}}
+		t.scopes[name] = st
+	}
+	t.last = st
+	return st
+}
+
+// rule returns the counts of the rule that decided sd.
+func (t *Tally) rule(sd *policy.SideDecision) *RuleCounts {
+	ref := &sd.Rule
+	st := t.scope(ref.Scope)
+	if st.rules == nil {
+		st.version = ref.Version
+	}
+	i := ref.Index + 1
+	if st.version != ref.Version || i < 0 {
+		rc := t.other[*ref]
+		if rc == nil {
+			rc = t.newRule(sd)
+			t.other[*ref] = rc
+		}
+		return rc
+	}
+	if i >= len(st.rules) {
+		st.rules = append(st.rules, make([]*RuleCounts, i+1-len(st.rules))...)
+	}
+	rc := st.rules[i]
+	if rc == nil {
+		rc = t.newRule(sd)
+		st.rules[i] = rc
+	}
+	return rc
+}
+
+func (t *Tally) newRule(sd *policy.SideDecision) *RuleCounts {
+	rc := &RuleCounts{Rule: sd.Rule, Action: sd.Action}
+	if t.intents != nil && sd.Rule.Scope != "" {
+		rc.Intent = t.intents(sd.Rule)
+	}
+	return rc
 }
 
 // Add counts one analyzed flow.
@@ -320,43 +397,36 @@ func (t *Tally) Add(fv *FlowVerdict) {
 	}
 	t.rep.Flows++
 	t.rep.Counts.Add(fv.Verdict)
-	// Each side's rule counts the flow (once when both sides are one rule).
-	for i, sd := range []policy.SideDecision{fv.Decision.Egress, fv.Decision.Ingress} {
-		if sd.Action == policy.NoAction && (i == 1 || fv.Decision.Ingress.Action != policy.NoAction) {
-			continue // unscoped flows count once, under no rule
-		}
-		if i == 1 && sd.Rule == fv.Decision.Egress.Rule {
-			continue
-		}
-		k := sd.Rule
-		rc := t.rules[k]
-		if rc == nil {
-			rc = &RuleCounts{Rule: sd.Rule, Action: sd.Action}
-			if t.intents != nil && sd.Rule.Scope != "" {
-				rc.Intent = t.intents(sd.Rule)
-			}
-			t.rules[k] = rc
-		}
-		rc.Add(fv.Verdict)
+	d := &fv.Decision
+	// Each side's rule counts the flow (once when both sides are one
+	// rule); unscoped flows count once, under no rule.
+	if d.Egress.Action != policy.NoAction || d.Ingress.Action == policy.NoAction {
+		t.rule(&d.Egress).Add(fv.Verdict)
 	}
-	seen := ""
-	for _, s := range []string{fv.Decision.Egress.Scope, fv.Decision.Ingress.Scope} {
-		if s == seen || (s == "" && seen != "") {
-			continue
-		}
-		seen = s
-		sc := t.scopes[s]
-		if sc == nil {
-			sc = &ScopeCounts{Scope: s}
-			t.scopes[s] = sc
-		}
-		sc.Add(fv.Verdict)
+	if d.Ingress.Action != policy.NoAction && d.Ingress.Rule != d.Egress.Rule {
+		t.rule(&d.Ingress).Add(fv.Verdict)
 	}
-	m := fv.Flow.Start.UTC().Truncate(time.Minute).Unix()
-	mc := t.minutes[m]
-	if mc == nil {
-		mc = &MinuteCounts{Minute: time.Unix(m, 0).UTC()}
-		t.minutes[m] = mc
+	// Each side's scope counts the flow once.
+	if s := d.Egress.Scope; s != "" {
+		eg := t.scope(s)
+		eg.counted = true
+		eg.Add(fv.Verdict)
+	}
+	if s := d.Ingress.Scope; s != d.Egress.Scope && s != "" {
+		in := t.scope(s)
+		in.counted = true
+		in.Add(fv.Verdict)
+	}
+	m := fv.Flow.Start.Unix()
+	m -= ((m % 60) + 60) % 60
+	mc := t.lastMinute
+	if mc == nil || mc.Minute.Unix() != m {
+		mc = t.minutes[m]
+		if mc == nil {
+			mc = &MinuteCounts{Minute: time.Unix(m, 0).UTC()}
+			t.minutes[m] = mc
+		}
+		t.lastMinute = mc
 	}
 	mc.Add(fv.Verdict)
 }
@@ -364,8 +434,19 @@ func (t *Tally) Add(fv *FlowVerdict) {
 // Report returns the report, groups sorted (rules by flows, descending).
 func (t *Tally) Report() *Report {
 	r := t.rep
-	r.ByRule = make([]RuleCounts, 0, len(t.rules))
-	for _, rc := range t.rules {
+	r.ByRule = make([]RuleCounts, 0, len(t.other))
+	r.ByScope = make([]ScopeCounts, 0, len(t.scopes))
+	for _, st := range t.scopes {
+		for _, rc := range st.rules {
+			if rc != nil {
+				r.ByRule = append(r.ByRule, *rc)
+			}
+		}
+		if st.counted {
+			r.ByScope = append(r.ByScope, st.ScopeCounts)
+		}
+	}
+	for _, rc := range t.other {
 		r.ByRule = append(r.ByRule, *rc)
 	}
 	sort.Slice(r.ByRule, func(i, j int) bool {
@@ -374,10 +455,6 @@ func (t *Tally) Report() *Report {
 		}
 		return r.ByRule[i].Rule.String() < r.ByRule[j].Rule.String()
 	})
-	r.ByScope = make([]ScopeCounts, 0, len(t.scopes))
-	for _, sc := range t.scopes {
-		r.ByScope = append(r.ByScope, *sc)
-	}
 	sort.Slice(r.ByScope, func(i, j int) bool { return r.ByScope[i].Scope < r.ByScope[j].Scope })
 	r.ByMinute = make([]MinuteCounts, 0, len(t.minutes))
 	for _, mc := range t.minutes {

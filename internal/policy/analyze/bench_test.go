@@ -19,7 +19,7 @@ import (
 // conversations), the same pods and services in a real inventory, and a
 // 3-level scope tree (cluster → 50 namespaces → 3 tiers) with 2,000
 // intents spread over every level.
-func benchSetup(b *testing.B, nFlows int) (*policy.Evaluator, *inventory.Inventory, []flow.Flow) {
+func benchSetup(b testing.TB, nFlows int) (*policy.Evaluator, *inventory.Inventory, []flow.Flow) {
 	r := rand.New(rand.NewPCG(7, 1))
 	inv, err := inventory.Open(nil)
 	if err != nil {
