@@ -82,7 +82,7 @@ func TestAbuse(t *testing.T) {
 	admin := dataDirClient(t, base, dir, "admin-token")
 	hc := admin.HTTPClient()
 	adminTok, _ := os.ReadFile(filepath.Join(dir, "admin-token"))
-	agentTok, _ := os.ReadFile(filepath.Join(dir, "agent-token"))
+	agentC, _ := enrolledAgent(t, base, dir, "n1")
 	pid := p.cmd.Process.Pid
 
 	healthy := func(t *testing.T, what string) {
@@ -188,10 +188,9 @@ func TestAbuse(t *testing.T) {
 		go func() {
 			defer close(done)
 			req, _ := http.NewRequest("POST", base+"/api/v1/agents/n1/flows", bytes.NewReader(bomb))
-			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(agentTok)))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Content-Encoding", "gzip")
-			resp, err := hc.Do(req)
+			resp, err := agentC.HTTPClient().Do(req) // mTLS: the agent's certificate
 			if err != nil {
 				t.Errorf("bomb: %v", err)
 				return

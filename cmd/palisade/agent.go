@@ -57,7 +57,9 @@ with ` + "`palisade agent mode NODE detailed|conversation`" + `.`,
 	f.StringVar(&cfg.Node, "node", "", "node name")
 	f.StringVar(&cfg.NetNS, "netns", "", "the node's network namespace: an `ip netns` name (node1) or a path (/run/netns/node1, /proc/PID/ns/net); default: the agent's own")
 	f.StringVar(&cfg.Mode, "mode", flow.ConversationMode, "mode until the server answers: conversation or detailed (the server's mode for the node then wins)")
-	f.StringVar(&cfg.Token, "token", os.Getenv("PALISADE_AGENT_TOKEN"), "bearer token for the server (env PALISADE_AGENT_TOKEN)")
+	f.StringVar(&cfg.EnrollToken, "enroll-token", os.Getenv("PALISADE_ENROLL_TOKEN"), "one-time enrollment token (palisade agent token create --node NODE): enrolls on first start; the client certificate is kept in --state-dir and reused (env PALISADE_ENROLL_TOKEN)")
+	f.StringVar(&cfg.StateDir, "state-dir", "", "directory keeping the agent's client certificate and key (default /var/lib/palisade/agent/NODE)")
+	f.StringVar(&cfg.Token, "token", os.Getenv("PALISADE_AGENT_TOKEN"), "legacy shared agent token of a plain-HTTP server (--insecure-listen; env PALISADE_AGENT_TOKEN); a TLS server takes enrolled agents only")
 	f.StringVar(&cfg.CAFile, "ca", os.Getenv("PALISADE_CA"), "the server's CA certificate, <data>/ca.crt (env PALISADE_CA)")
 	f.StringVar(&cfg.SpoolDir, "spool", "", "spool directory for unsent batches (default /var/lib/palisade/agent/NODE)")
 	f.StringVar(&cfg.BPFFS, "bpffs", "", `bpffs directory to pin flow maps in (default /run/palisade/bpffs; "-" to not pin)`)
@@ -67,7 +69,7 @@ with ` + "`palisade agent mode NODE detailed|conversation`" + `.`,
 	f.DurationVar(&cfg.DetailedInterval, "detailed-interval", time.Second, "detailed mode record interval")
 	f.BoolVar(&cfg.Enforce, "enforce", false, "program the server's enforcement rules in the node's and its pods' namespaces")
 	f.StringVar(&cfg.PodNetNSPrefix, "pod-netns-prefix", "", "with --enforce: pod namespaces are the /run/netns entries starting with this")
-	cmd.AddCommand(newAgentModeCmd())
+	cmd.AddCommand(newAgentModeCmd(), newAgentTokenCmd(), newAgentRevokeCmd())
 	return cmd
 }
 

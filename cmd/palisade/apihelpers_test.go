@@ -16,7 +16,7 @@ import (
 
 // dataDirClient is a client for the `palisade server --data dir` serving
 // at base, with the token in the data directory's file tokenFile
-// ("admin-token", "agent-token"), trusting its CA when it has one.
+// ("admin-token"; "agent-token" of a plain-HTTP server), trusting its CA when it has one.
 func dataDirClient(t *testing.T, base, dir, tokenFile string) *client.Client {
 	t.Helper()
 	tok, err := os.ReadFile(filepath.Join(dir, tokenFile))

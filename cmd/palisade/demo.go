@@ -196,8 +196,15 @@ func runDemo(ctx context.Context, out, term io.Writer, c demoConfig) error {
 		if n.VXLAN != "" {
 			uplinks = append(uplinks, n.VXLAN)
 		}
+		// Each agent enrolls (mTLS from then on) with a one-time token, as
+		// `palisade agent token create --node NODE` makes one.
+		_, enrollToken, err := srv.Enrollment().CreateToken(n.Name, time.Hour, "demo")
+		if err != nil {
+			return fmt.Errorf("agent on %s: %w", n.Name, err)
+		}
 		a, err := agent.New(agent.Config{
-			Server: srv.URL(), Node: n.Name, Token: srv.AgentToken(), CAFile: filepath.Join(c.dataDir, server.CACertFile), NetNS: n.NetNSPath,
+			Server: srv.URL(), Node: n.Name, EnrollToken: enrollToken, StateDir: filepath.Join(c.dataDir, "agents", n.Name, "identity"),
+			CAFile: filepath.Join(c.dataDir, server.CACertFile), NetNS: n.NetNSPath,
 			Uplinks: uplinks, SpoolDir: filepath.Join(c.dataDir, "agents", n.Name), DetachOnExit: true,
 			Log: logger,
 		})

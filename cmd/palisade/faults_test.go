@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/palisade-dev/palisade/internal/agent"
 	"github.com/palisade-dev/palisade/internal/flow"
 	"github.com/palisade-dev/palisade/pkg/client"
 )
@@ -27,14 +28,18 @@ func TestServerStartsOverDamagedFiles(t *testing.T) {
 		l := p.line(t, "listening on", 60*time.Second)
 		return p, strings.TrimSpace(l[strings.LastIndex(l, " "):])
 	}
+	var agentID *agent.Identity // enrolled once, reused across restarts
 	post := func(base string, seq uint64, port uint16) {
 		t.Helper()
+		if agentID == nil {
+			_, agentID = enrolledAgent(t, base, dir, "n1")
+		}
 		now := time.Now()
 		b := flow.Batch{Agent: "agent-n1", Node: "n1", Observations: []flow.Observation{{Agent: "agent-n1", Seq: seq, Mode: flow.DetailedMode,
 			Point: flow.ObservationPoint{Node: "n1", Interface: "veth1", Kind: "pod"},
 			Tuple: flow.Tuple{Proto: "tcp", SrcIP: "10.244.1.10", SrcPort: 40000, DstIP: "10.244.1.11", DstPort: port},
 			Start: now.Add(-time.Second), End: now, FwdPackets: 1, Conns: 1, NewConns: 1}}}
-		postBatchWith(t, dataDirClient(t, base, dir, "agent-token"), b)
+		postBatchWith(t, identityClient(t, base, dir, agentID), b)
 	}
 	// 1: a flow stored (graceful stop flushes it).
 	p, base := server()

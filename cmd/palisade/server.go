@@ -73,6 +73,8 @@ func newServerCmd() *cobra.Command {
 	f.StringVar(&cluster, "cluster", "default", "name of the cluster given by --kubeconfig")
 	f.StringArrayVar(&connect, "connect", nil, "NAME=KUBECONFIG of another cluster to watch (repeatable)")
 	f.StringArrayVar(&cfg.AllowedHosts, "allowed-host", nil, "a host name clients reach the server by (repeatable); IP addresses, localhost and the machine's name always work")
+	f.DurationVar(&cfg.AgentCertLifetime, "agent-cert-lifetime", 30*24*time.Hour, "validity of the client certificates enrolled agents get (they renew after two thirds of it)")
+	f.DurationVar(&cfg.EnrollTokenTTL, "enroll-token-ttl", 24*time.Hour, "default validity of an agent enrollment token (palisade agent token create)")
 	f.DurationVar(&cfg.FlowRetention, "flow-retention", 7*24*time.Hour, "drop stored flows older than this")
 	addScanFlags(f, &cfg)
 	f.Var((*byteSize)(&cfg.FlowMaxBytes), "flow-max-bytes", "cap on the flow store's files, e.g. 20GiB or 500MB (default: half of the data disk's free space at start)")

@@ -45,7 +45,19 @@ type Config struct {
 	Server string // base URL of the Palisade server
 	Node   string // node name; also the agent name unless Agent is set
 	Agent  string
-	Token  string // bearer token for the server
+	// Token is the legacy shared agent token of a plain-HTTP server
+	// (tests, --insecure-listen). An agent of a TLS server has none: it
+	// calls with the client certificate it enrolled for (EnrollToken,
+	// StateDir; see Identity).
+	Token string
+	// EnrollToken is a one-time enrollment token (`palisade agent token
+	// create --node NODE`): used on first start to get the node's client
+	// certificate, kept in StateDir and reused (and renewed) afterwards.
+	// A different token given later enrolls again.
+	EnrollToken string
+	// StateDir keeps the agent's identity (default
+	// /var/lib/palisade/agent/NODE).
+	StateDir string
 	// CAFile is the server's CA (<data>/ca.crt) to trust; empty: the
 	// system's roots.
 	CAFile string
@@ -94,6 +106,8 @@ type Config struct {
 	MaxFlows             uint32        // flow map size (default 262144)
 	MaxBatch             int           // observations per batch (default 5000)
 	HTTPClient           *http.Client  `json:"-"`
+	// identity is the agent's client certificate (mTLS servers).
+	identity *Identity
 	// API, when set, is the client for every call to the server (Server,
 	// Token and HTTPClient are then ignored).
 	API *client.Client `json:"-"`
@@ -136,6 +150,17 @@ func (c *Config) defaults() error {
 	def(&c.DrainInterval, time.Second)
 	def(&c.ConfigPoll, 5*time.Second)
 	def(&c.HeartbeatInterval, 10*time.Second)
+	if c.StateDir == "" {
+		c.StateDir = filepath.Join("/var/lib/palisade/agent", c.Node)
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.API == nil && c.Token == "" && c.HTTPClient == nil && strings.HasPrefix(c.Server, "https://") {
+		if err := c.openIdentity(); err != nil {
+			return err
+		}
+	}
 	if c.API == nil {
 		api, err := client.New(client.Options{Server: c.Server, Token: c.Token, HTTP: c.HTTPClient, CAFile: c.CAFile,
 			Timeout: 10 * time.Second, UserAgent: "palisade-agent"})
@@ -257,6 +282,11 @@ func (a *Agent) Health() Health {
 // Run observes and reports until ctx ends, then reports what is left.
 func (a *Agent) Run(ctx context.Context) (err error) {
 	cfg := a.cfg
+	ctx, stopIdentity := context.WithCancel(ctx)
+	defer stopIdentity()
+	if err := a.ensureIdentity(ctx); err != nil {
+		return err
+	}
 	nsh, err := openNS(cfg.NetNS)
 	if err != nil {
 		return err

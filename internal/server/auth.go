@@ -91,6 +91,9 @@ func (s *Server) Tokens() *auth.Tokens { return s.tokens }
 
 // authenticate finds the caller of r from its bearer token.
 func (s *Server) authenticate(r *http.Request) (auth.Principal, error) {
+	if p, ok, err := s.agentCaller(r); ok { // enroll.go: client certificates, enrollment tokens
+		return p, err
+	}
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		return auth.Principal{}, errors.New("no API token (send Authorization: Bearer <token>)")
@@ -100,8 +103,8 @@ func (s *Server) authenticate(r *http.Request) (auth.Principal, error) {
 		return auth.Principal{}, errors.New("Authorization: want a Bearer token")
 	}
 	tok = strings.TrimSpace(tok)
-	if s.cfg.AgentToken != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.AgentToken)) == 1 {
-		// The shared agent token (until agents enroll): any node.
+	if !s.tls && s.cfg.AgentToken != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.AgentToken)) == 1 {
+		// The legacy shared agent token (plain-HTTP servers only): any node.
 		return auth.Principal{Name: "agent", Role: auth.Agent}, nil
 	}
 	return s.tokens.Check(tok)

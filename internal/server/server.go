@@ -24,6 +24,7 @@ import (
 
 	"github.com/palisade-dev/palisade/internal/audit"
 	"github.com/palisade-dev/palisade/internal/auth"
+	"github.com/palisade-dev/palisade/internal/enroll"
 	"github.com/palisade-dev/palisade/internal/flow"
 	flowstore "github.com/palisade-dev/palisade/internal/flow/store"
 	"github.com/palisade-dev/palisade/internal/inventory"
@@ -51,9 +52,17 @@ type Config struct {
 	DataDir  string
 	Listen   string // host:port; port 0 picks a free one
 	Clusters []Cluster
-	// AgentToken authenticates agents' flow batches and heartbeats. Empty:
-	// a random token is generated once and kept in DataDir/agent-token.
+	// AgentToken is the legacy shared agent token, accepted only by a
+	// plain-HTTP server (tests, --insecure-listen on loopback). Empty: a
+	// random one is generated once and kept in DataDir/agent-token. A TLS
+	// server accepts agents only by the client certificate they enroll
+	// for (internal/enroll, internal/server/enroll.go).
 	AgentToken string
+	// AgentCertLifetime is the validity of agents' client certificates
+	// (default 30 days; agents renew after two thirds of it).
+	// EnrollTokenTTL is how long an enrollment token may be used
+	// (default 24 h).
+	AgentCertLifetime, EnrollTokenTTL time.Duration
 	// FlowRetention drops stored flows older than this. Default 7 days.
 	FlowRetention time.Duration
 	// FlowMaxBytes caps the flow store's files: the oldest segments go
@@ -105,6 +114,7 @@ type Server struct {
 	tokens  *auth.Tokens
 	authz   *auth.Authorizer
 	audit   *audit.Log
+	enroll  *enroll.Service // agent certificates (TLS servers only)
 
 	httpSrv  *http.Server
 	listener net.Listener
@@ -145,7 +155,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		kv.Close()
 		return nil, err
 	}
-	if s.cfg.AgentToken == "" {
+	if cfg.TLS && cfg.AgentToken != "" {
+		return fail(errors.New("server: a shared agent token is for plain-HTTP servers only; agents of a TLS server enroll (palisade agent token create)"))
+	}
+	if s.cfg.AgentToken == "" && !cfg.TLS {
 		if s.cfg.AgentToken, err = agentToken(cfg.DataDir); err != nil {
 			return fail(err)
 		}
@@ -281,7 +294,8 @@ func (s *Server) Connectors() []k8s.Status {
 	return out
 }
 
-// AgentToken is the token agents must present.
+// AgentToken is the legacy shared agent token of a plain-HTTP server
+// ("" for a TLS server: its agents enroll).
 func (s *Server) AgentToken() string { return s.cfg.AgentToken }
 
 // agentToken reads, or creates once, the data directory's agent token.

@@ -37,7 +37,12 @@ const serverCertLife = 365 * 24 * time.Hour
 // both generated on first start.
 func (s *Server) tlsConfig(host string) (*tls.Config, error) {
 	var cert tls.Certificate
-	var err error
+	// The CA signs agents' client certificates even when the server
+	// serves a certificate of its own.
+	ca, caKey, err := s.loadOrCreateCA()
+	if err != nil {
+		return nil, err
+	}
 	if s.cfg.TLSCert != "" || s.cfg.TLSKey != "" {
 		if s.cfg.TLSCert == "" || s.cfg.TLSKey == "" {
 			return nil, errors.New("server: --tls-cert and --tls-key go together")
@@ -45,16 +50,18 @@ func (s *Server) tlsConfig(host string) (*tls.Config, error) {
 		if cert, err = tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey); err != nil {
 			return nil, fmt.Errorf("server: TLS certificate: %w", err)
 		}
-	} else {
-		ca, caKey, err := s.loadOrCreateCA()
-		if err != nil {
-			return nil, err
-		}
-		if cert, err = s.servingCert(ca, caKey, host); err != nil {
-			return nil, err
-		}
+	} else if cert, err = s.servingCert(ca, caKey, host); err != nil {
+		return nil, err
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	if err := s.openEnroll(ca, caKey); err != nil {
+		return nil, err
+	}
+	// Agents present a client certificate of this CA (people a token):
+	// one is verified when given, and its node checked per request.
+	clients := x509.NewCertPool()
+	clients.AddCert(ca)
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: clients}, nil
 }
 
 func (s *Server) path(name string) string { return filepath.Join(s.cfg.DataDir, name) }

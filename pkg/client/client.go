@@ -212,7 +212,7 @@ func reachError(base string, err error) error {
 // authorize adds the client's identity to a request.
 func (c *Client) authorize(r *http.Request) {
 	r.Header.Set("User-Agent", c.ua)
-	if c.token != "" {
+	if c.token != "" && r.Header.Get("Authorization") == "" {
 		r.Header.Set("Authorization", "Bearer "+c.token)
 	}
 }
