@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"context"
 	"regexp"
 	"sort"
 	"strconv"
@@ -195,6 +196,18 @@ type Query struct {
 	// first: a store may evaluate each at its own level (a flow matches
 	// when all do).
 	Conjuncts []Conjunct
+	// Context, when set, stops the search once done (the client went
+	// away or a deadline passed): a store checks it between segments and
+	// returns its error.
+	Context context.Context
+}
+
+// Err is the error of the query's context (nil without one).
+func (q *Query) Err() error {
+	if q.Context == nil {
+		return nil
+	}
+	return q.Context.Err()
 }
 
 // NewQuery parses src as a flow filter. Errors are *filter.Error with the

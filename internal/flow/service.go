@@ -231,6 +231,11 @@ func (s *Service) Run(ctx context.Context) error {
 // newest first, at most limit (the default 100 when 0). A bad filter is a
 // *filter.Error with the position of the offending token.
 func (s *Service) Search(filter string, from, to time.Time, limit int) ([]Flow, error) {
+	return s.SearchContext(context.Background(), filter, from, to, limit)
+}
+
+// SearchContext is Search stopped with ctx's error once ctx is done.
+func (s *Service) SearchContext(ctx context.Context, filter string, from, to time.Time, limit int) ([]Flow, error) {
 	s.m.searches.Add(1)
 	if limit <= 0 {
 		limit = 100
@@ -241,6 +246,7 @@ func (s *Service) Search(filter string, from, to time.Time, limit int) ([]Flow, 
 		s.m.searchErrors.Add(1)
 		return nil, err
 	}
+	q.Context = ctx
 	stored, err := s.store.Search(q)
 	if err != nil {
 		return nil, err
@@ -293,6 +299,11 @@ func (s *Service) Top(by string, from, to time.Time, n int) ([]TopEntry, error) 
 
 // TopWhere is Top over the flows matching filter.
 func (s *Service) TopWhere(filter, by string, from, to time.Time, n int) ([]TopEntry, error) {
+	return s.TopContext(context.Background(), filter, by, from, to, n)
+}
+
+// TopContext is TopWhere stopped with ctx's error once ctx is done.
+func (s *Service) TopContext(ctx context.Context, filter, by string, from, to time.Time, n int) ([]TopEntry, error) {
 	if !ValidTopBy(by) {
 		return nil, fmt.Errorf("cannot group flows by %q: use \"pair\" or an endpoint field such as src.namespace, dst.port, dst.service, proto", by)
 	}
@@ -300,6 +311,7 @@ func (s *Service) TopWhere(filter, by string, from, to time.Time, n int) ([]TopE
 	if err != nil {
 		return nil, err
 	}
+	q.Context = ctx
 	if n <= 0 {
 		n = 10
 	}

@@ -238,7 +238,7 @@ func (s *Store) scan(q *flow.Query, fn func(v *view, hits []int32) bool) {
 				if k >= len(segs) {
 					return
 				}
-				if !stop.Load() && pre.may(s, segs[k]) {
+				if !stop.Load() && q.Err() == nil && pre.may(s, segs[k]) {
 					res[k].v, res[k].hits = s.scanSegment(q, m, segs[k], nil)
 				}
 				close(res[k].done)
@@ -320,6 +320,9 @@ func (s *Store) Search(q flow.Query) ([]flow.Flow, error) {
 	// sorted on their own (stable: flows starting at the same time keep
 	// the file's order, hot or cold) and taken until the limit.
 	s.scan(&q, func(v *view, hits []int32) bool {
+		if q.Err() != nil {
+			return false
+		}
 		sort.SliceStable(hits, func(i, j int) bool {
 			a, b := hits[i], hits[j]
 			return v.cs[a>>chunkBits].start[a&(chunkRows-1)] > v.cs[b>>chunkBits].start[b&(chunkRows-1)]
@@ -329,6 +332,9 @@ func (s *Store) Search(q flow.Query) ([]flow.Flow, error) {
 		}
 		return len(out) < limit
 	})
+	if err := q.Err(); err != nil {
+		return nil, err
+	}
 	if out == nil {
 		out = []flow.Flow{}
 	}
@@ -393,7 +399,7 @@ func (s *Store) Top(q flow.Query, by string, n int) ([]flow.TopEntry, error) {
 			var hits []int32
 			for {
 				k := int(next.Add(1) - 1)
-				if k >= len(segs) {
+				if k >= len(segs) || q.Err() != nil {
 					break
 				}
 				if !pre.may(s, segs[k]) {
@@ -418,6 +424,9 @@ func (s *Store) Top(q flow.Query, by string, n int) ([]flow.TopEntry, error) {
 		}()
 	}
 	wg.Wait()
+	if err := q.Err(); err != nil {
+		return nil, err
+	}
 	var per []acc
 	var last *view
 	for w := range workers {
