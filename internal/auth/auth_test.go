@@ -9,7 +9,7 @@ import (
 )
 
 func TestRoleAllows(t *testing.T) {
-	perms := []Permission{InventoryRead, InventoryWrite, "policy.read", "policy.write", AdminTokens, AuditRead, MetricsScrape, AgentReport, AgentsRead, Public, "scope.own"}
+	perms := []Permission{InventoryRead, InventoryWrite, PolicyRead, PolicyWrite, AdminTokens, AuditRead, MetricsScrape, AgentReport, AgentsRead, Public, "scope.own"}
 	// One letter per permission above: y allowed, . refused.
 	want := map[Role]string{
 		Admin:         "yyyyyyyyyyy",
@@ -83,30 +83,69 @@ func TestTokens(t *testing.T) {
 	}
 }
 
-func TestAuthorizeScopeHook(t *testing.T) {
-	var asked []string
-	a := &Authorizer{Scopes: func(_ context.Context, p Principal, perm Permission, scope string) error {
-		asked = append(asked, scope)
-		if scope == "b" {
-			return errors.New("not granted on scope b")
+// A role bound to a scope holds on it and its descendants only: the tree
+// is top ← a ← a1, top ← b.
+func TestAuthorizeScoped(t *testing.T) {
+	parents := map[string]string{"top": "", "a": "top", "a1": "a", "b": "top"}
+	a := &Authorizer{Scopes: func(s string) ([]string, bool) {
+		var path []string
+		for ; s != ""; s = parents[s] {
+			if _, ok := parents[s]; !ok {
+				return nil, false
+			}
+			path = append([]string{s}, path...)
 		}
-		return nil
+		return path, true
 	}}
-	v := Principal{Name: "v", Role: Viewer}
 	ctx := context.Background()
-	if err := a.Authorize(ctx, v, InventoryRead, "a"); err != nil {
+	for _, c := range []struct {
+		p     Principal
+		perm  Permission
+		scope string
+		ok    bool
+	}{
+		{Principal{Name: "v", Role: Viewer, Scope: "a"}, PolicyRead, "a", true},
+		{Principal{Name: "v", Role: Viewer, Scope: "a"}, PolicyRead, "a1", true},
+		{Principal{Name: "v", Role: Viewer, Scope: "a"}, PolicyRead, "b", false},
+		{Principal{Name: "v", Role: Viewer, Scope: "a"}, PolicyRead, "top", false},
+		{Principal{Name: "v", Role: Viewer, Scope: "a"}, PolicyRead, "gone", false},
+		{Principal{Name: "v", Role: Viewer, Scope: "a"}, PolicyRead, "", true},
+		{Principal{Name: "v", Role: Viewer, Scope: "a"}, PolicyWrite, "a", false},
+		{Principal{Name: "o", Role: Owner, Scope: "a"}, PolicyEdit, "a1", true},
+		{Principal{Name: "o", Role: Owner, Scope: "a"}, PolicyEdit, "b", false},
+		{Principal{Name: "op", Role: Operator, Scope: "a"}, PolicyEdit, "a", false},
+		{Principal{Name: "op", Role: Operator, Scope: "a"}, PolicyWrite, "a1", true},
+		{Principal{Name: "v", Role: Viewer}, PolicyRead, "b", true},
+		{Principal{Name: "root", Role: Admin}, PolicyEdit, "b", true},
+	} {
+		err := a.Authorize(ctx, c.p, c.perm, c.scope)
+		if (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrForbidden)) {
+			t.Errorf("%s (%s on %q) %s on %q: %v", c.p.Name, c.p.Role, c.p.Scope, c.perm, c.scope, err)
+		}
+	}
+}
+
+func TestScopedTokens(t *testing.T) {
+	kv, err := store.Open(t.TempDir())
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Authorize(ctx, v, InventoryRead, "b"); !errors.Is(err, ErrForbidden) {
-		t.Fatal(err)
+	defer kv.Close()
+	toks, _ := OpenTokens(kv)
+	tok, secret, err := toks.CreateScoped("app", Owner, "a", "admin")
+	if err != nil || tok.Scope != "a" {
+		t.Fatalf("%+v %v", tok, err)
 	}
-	if err := a.Authorize(ctx, v, InventoryWrite, "a"); !errors.Is(err, ErrForbidden) {
-		t.Fatal(err)
+	if p, err := toks.Check(secret); err != nil || p.Scope != "a" || !p.Scoped() {
+		t.Fatalf("%+v %v", p, err)
 	}
-	if err := a.Authorize(ctx, Principal{Name: "root", Role: Admin}, InventoryWrite, "b"); err != nil {
-		t.Fatal(err)
+	for _, r := range []Role{Admin, MetricsReader} {
+		if _, _, err := toks.CreateScoped("x", r, "a", "admin"); !errors.Is(err, ErrScopedRole) {
+			t.Errorf("%s on a scope: %v", r, err)
+		}
 	}
-	if len(asked) != 2 {
-		t.Fatalf("scope hook asked for %v", asked)
+	toks, _ = OpenTokens(kv)
+	if p, err := toks.Check(secret); err != nil || p.Scope != "a" {
+		t.Fatalf("after reload: %+v %v", p, err)
 	}
 }

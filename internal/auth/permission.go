@@ -9,6 +9,7 @@ import "strings"
 //
 //	<area>.read    viewer, operator, owner, admin  (e.g. inventory.read)
 //	<area>.write   operator, owner, admin          (e.g. inventory.write)
+//	<area>.own     owner, admin                    (e.g. policy.own: edit scopes, intents, versions)
 //	admin.<what>   admin only                      (tokens, credentials, DB import, enrollment)
 //	agent.report   an enrolled agent, for its own node only
 //	metrics.scrape metrics-reader, admin
@@ -29,6 +30,11 @@ const (
 	AgentsWrite     Permission = "agents.write"
 	AgentReport     Permission = "agent.report"
 	VulnRead        Permission = "vuln.read"
+	PolicyRead      Permission = "policy.read"
+	PolicyWrite     Permission = "policy.write" // analyze side effects, enforce, discover, acknowledge
+	PolicyEdit      Permission = "policy.own"   // scopes, intents, versions, imports
+	EnforceRead     Permission = "enforcement.read"
+	EnforceWrite    Permission = "enforcement.write"
 	AdminTokens     Permission = "admin.tokens"
 	AdminRegistries Permission = "admin.registries"
 	AdminVulnDB     Permission = "admin.vulndb"

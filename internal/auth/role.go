@@ -4,19 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
-// Role is what a token may do. Roles other than admin are granted on a
-// scope once scopes exist (internal/policy); until then they hold
-// everywhere.
+// Role is what a token may do. Owner, operator and viewer are granted
+// either everywhere (a token without a scope) or on one scope and,
+// inherited, its descendants (Principal.Scope): a platform team delegates a
+// child scope to an application team with a token bound to it.
 type Role string
 
 // Roles.
 const (
 	Admin         Role = "admin"          // everything, including tokens, credentials, enrollment
-	Owner         Role = "owner"          // read and change everything of a scope (and delegate it, later)
-	Operator      Role = "operator"       // read and change (policies, filters, agent modes)
+	Owner         Role = "owner"          // operator's rights, and edit the scope's policies, versions and child scopes
+	Operator      Role = "operator"       // read; analyze, enforce, discover, acknowledge alerts
 	Viewer        Role = "viewer"         // read
 	MetricsReader Role = "metrics-reader" // scrape /metrics
 	Agent         Role = "agent"          // a node agent: report and read its own node's configuration
@@ -72,6 +74,9 @@ type Principal struct {
 	Name    string `json:"name"`
 	Role    Role   `json:"role"`
 	TokenID string `json:"tokenId,omitempty"`
+	// Scope binds the role to a scope and its descendants ("": the role
+	// holds everywhere). Reads then show only what the scope may see.
+	Scope string `json:"scope,omitempty"`
 	// Node binds an agent to its node; "" for people and (until agents
 	// are enrolled) the shared agent token.
 	Node string `json:"node,omitempty"`
@@ -108,27 +113,45 @@ func Who(ctx context.Context) string {
 // ErrForbidden is a refusal by the authorizer.
 var ErrForbidden = errors.New("forbidden")
 
-// ScopeCheck decides whether p may use permission perm on scope (a
-// non-empty scope name). internal/policy's scopes plug in here.
-type ScopeCheck func(ctx context.Context, p Principal, perm Permission, scope string) error
+// Scoped reports whether p's role holds only within a scope.
+func (p Principal) Scoped() bool { return p.Scope != "" }
+
+// Ancestry returns a scope's ancestors from the top down and the scope
+// itself last (ok false: no such scope). internal/policy's scope tree
+// plugs in here.
+type Ancestry func(scope string) (path []string, ok bool)
 
 // Authorizer decides requests.
 type Authorizer struct {
-	// Scopes, when set, is asked for every scoped decision after the role
-	// allowed the permission.
-	Scopes ScopeCheck
+	// Scopes, when set, is the scope tree scoped decisions are made
+	// against; without it a scoped principal is refused every scoped
+	// decision.
+	Scopes Ancestry
 }
 
 // Authorize returns nil when p may use perm (on scope, when not empty),
-// else an error wrapping ErrForbidden that says why.
+// else an error wrapping ErrForbidden that says why. A principal bound to
+// a scope holds its role on that scope and every descendant, nowhere
+// else; an unbound one everywhere.
 func (a *Authorizer) Authorize(ctx context.Context, p Principal, perm Permission, scope string) error {
 	if !p.Role.Allows(perm) {
 		return fmt.Errorf("%w: %s (role %s) lacks permission %s", ErrForbidden, p, p.Role, perm)
 	}
-	if scope != "" && a != nil && a.Scopes != nil && p.Role != Admin {
-		if err := a.Scopes(ctx, p, perm, scope); err != nil {
-			return fmt.Errorf("%w: %v", ErrForbidden, err)
-		}
+	if scope == "" || !p.Scoped() {
+		return nil
+	}
+	if !a.Within(scope, p.Scope) {
+		return fmt.Errorf("%w: %s (role %s on scope %s) may not use %s on scope %s", ErrForbidden, p, p.Role, p.Scope, perm, scope)
 	}
 	return nil
+}
+
+// Within reports whether scope is ancestor or one of its descendants (an
+// unknown scope is within nothing).
+func (a *Authorizer) Within(scope, ancestor string) bool {
+	if a == nil || a.Scopes == nil {
+		return false
+	}
+	path, ok := a.Scopes(scope)
+	return ok && slices.Contains(path, ancestor)
 }

@@ -27,9 +27,12 @@ const bucketTokens = "auth.tokens"
 
 // Token is a stored API token, without its secret.
 type Token struct {
-	ID        string     `json:"id"`
-	Name      string     `json:"name"`
-	Role      Role       `json:"role"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Role Role   `json:"role"`
+	// Scope binds the token's role to a scope and its descendants ("":
+	// everywhere). Only owner, operator and viewer tokens have one.
+	Scope     string     `json:"scope,omitempty"`
 	Created   time.Time  `json:"created"`
 	CreatedBy string     `json:"createdBy,omitempty"`
 	Revoked   *time.Time `json:"revoked,omitempty"`
@@ -67,6 +70,18 @@ var tokenName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._@-]{0,63}$`)
 
 // Create makes a token and returns it with its secret form (shown once).
 func (t *Tokens) Create(name string, role Role, by string) (Token, string, error) {
+	return t.CreateScoped(name, role, "", by)
+}
+
+// ErrScopedRole: admin and metrics-reader tokens cannot be bound to a scope.
+var ErrScopedRole = errors.New("only owner, operator and viewer tokens can be bound to a scope")
+
+// CreateScoped makes a token whose role holds only on scope and its
+// descendants ("" is Create). The caller checks that the scope exists.
+func (t *Tokens) CreateScoped(name string, role Role, scope, by string) (Token, string, error) {
+	if scope != "" && role != Owner && role != Operator && role != Viewer {
+		return Token{}, "", fmt.Errorf("%w (role %s)", ErrScopedRole, role)
+	}
 	if !tokenName.MatchString(name) {
 		return Token{}, "", fmt.Errorf("name %q: want 1-64 letters, digits, '.', '_', '@' or '-'", name)
 	}
@@ -82,7 +97,7 @@ func (t *Tokens) Create(name string, role Role, by string) (Token, string, error
 		return Token{}, "", err
 	}
 	sec := base64.RawURLEncoding.EncodeToString(secret)
-	tok := Token{ID: hex.EncodeToString(idb), Name: name, Role: role, Created: time.Now().UTC(), CreatedBy: by, Hash: hashSecret(sec)}
+	tok := Token{ID: hex.EncodeToString(idb), Name: name, Role: role, Scope: scope, Created: time.Now().UTC(), CreatedBy: by, Hash: hashSecret(sec)}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, o := range t.by {
@@ -144,7 +159,7 @@ func (t *Tokens) Check(token string) (Principal, error) {
 	if subtle.ConstantTimeCompare([]byte(tok.Hash), []byte(want)) != 1 || tok.Revoked != nil {
 		return Principal{}, ErrInvalid
 	}
-	return Principal{Name: tok.Name, Role: tok.Role, TokenID: tok.ID}, nil
+	return Principal{Name: tok.Name, Role: tok.Role, Scope: tok.Scope, TokenID: tok.ID}, nil
 }
 
 // List returns every token (revoked ones too), oldest first, without secrets.

@@ -6,6 +6,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/palisade-dev/palisade/internal/auth"
 	"github.com/palisade-dev/palisade/internal/filter"
@@ -37,6 +39,59 @@ type Route struct {
 	// MaxBody caps the request body (default DefaultMaxBody); a larger one
 	// is refused with 413 whether the handler reads it or not.
 	MaxBody int64
+	// Scope says how the route honours a caller bound to a scope
+	// (per-scope RBAC, auth.Principal.Scope). Admin-only, agent and public
+	// routes need none; every other route declares one (TestRouteTable).
+	Scope Scoping
+}
+
+// Scoping is how a route meets per-scope RBAC.
+type Scoping struct {
+	Kind ScopeKind
+	// Param names the path wildcard (or, when absent from the pattern, the
+	// query parameter) that names the scope of ScopeNamed and ScopeChild.
+	Param string
+}
+
+// ScopeKind: see Scoping.
+type ScopeKind uint8
+
+const (
+	// ScopeUndeclared: a caller bound to a scope is refused.
+	ScopeUndeclared ScopeKind = iota
+	// ScopeGlobal: nothing of a scope (status, agents, saved filters); a
+	// scoped caller may read it, never change it.
+	ScopeGlobal
+	// ScopeFiltered: the handler shows, or changes, only what the caller's
+	// scope allows (searches, lists, documents naming their scopes).
+	ScopeFiltered
+	// ScopeNamed: the request acts on the scope named by Param; the caller
+	// needs the permission on that scope (its own or a descendant).
+	ScopeNamed
+	// ScopeChild: the request changes the definition of the scope named by
+	// Param, which only the owner of an ancestor may do: a scoped caller
+	// needs the permission on a strict descendant of its scope.
+	ScopeChild
+)
+
+// Global, Filtered, Named and Child build a route's Scoping.
+var (
+	Global   = Scoping{Kind: ScopeGlobal}
+	Filtered = Scoping{Kind: ScopeFiltered}
+)
+
+// Named is ScopeNamed on param.
+func Named(param string) Scoping { return Scoping{Kind: ScopeNamed, Param: param} }
+
+// Child is ScopeChild on param.
+func Child(param string) Scoping { return Scoping{Kind: ScopeChild, Param: param} }
+
+// ScopeOf returns the scope name a ScopeNamed or ScopeChild request names.
+func (r Route) ScopeOf(req *http.Request) string {
+	if strings.Contains(r.Pattern, "{"+r.Scope.Param+"}") || strings.Contains(r.Pattern, "{"+r.Scope.Param+"...}") {
+		return req.PathValue(r.Scope.Param)
+	}
+	return req.URL.Query().Get(r.Scope.Param)
 }
 
 // Refuse answers err before the handler ran and tells OnRefused.
@@ -225,4 +280,17 @@ func QueryInt(r *http.Request, name string, def, lo, hi int) (int, error) {
 		return 0, api.BadRequest(name, "%s: %q is not an integer from %d to %d", name, v, lo, hi)
 	}
 	return n, nil
+}
+
+// Stopped answers work stopped by its request's context: 503 when the
+// server-side deadline passed, 408 when the client went away (nobody reads
+// it, the access log and metrics do); other errors are returned unchanged.
+func Stopped(err error, deadline time.Duration) error {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return api.Errorf(http.StatusServiceUnavailable, "stopped after %s; narrow the time range or the filter", deadline)
+	case errors.Is(err, context.Canceled):
+		return api.Errorf(http.StatusRequestTimeout, "cancelled: the client went away")
+	}
+	return err
 }

@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -331,30 +332,52 @@ func (inv *Inventory) Get(id string) (*Workload, []Event, bool) {
 type SearchOptions struct {
 	IncludeDeleted bool
 	Limit          int // 0: no limit
+	// Keep, when set, must also accept a workload (a caller's visibility).
+	Keep func(*Workload) bool
 }
 
 // Search returns the current workloads matching f (nil f: all), ordered by ID.
 func (inv *Inventory) Search(f *filter.Filter, opts SearchOptions) []*Workload {
+	out, _ := inv.SearchContext(context.Background(), f, opts)
+	return out
+}
+
+// searchCheckEvery is how many workloads a search matches between two
+// looks at its context.
+const searchCheckEvery = 1024
+
+// SearchContext is Search stopped with ctx's error once ctx is done (the
+// client went away, a deadline passed). The read lock is held only to
+// take the current versions, not while the filter runs, so a slow filter
+// never stalls the connectors' writes.
+func (inv *Inventory) SearchContext(ctx context.Context, f *filter.Filter, opts SearchOptions) ([]*Workload, error) {
 	inv.mu.RLock()
-	out := make([]*Workload, 0, 64)
+	cur := make([]*Workload, 0, len(inv.all))
 	for _, inc := range inv.all {
 		if inc.superseded {
 			continue
 		}
-		w := inc.latest()
-		if w.Deleted != nil && !opts.IncludeDeleted {
-			continue
-		}
-		if f == nil || f.Match(Record{w}) {
-			out = append(out, w)
+		if w := inc.latest(); w.Deleted == nil || opts.IncludeDeleted {
+			cur = append(cur, w)
 		}
 	}
 	inv.mu.RUnlock()
+	out := make([]*Workload, 0, 64)
+	for i, w := range cur {
+		if i%searchCheckEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		if (f == nil || f.Match(Record{w})) && (opts.Keep == nil || opts.Keep(w)) {
+			out = append(out, w)
+		}
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	if opts.Limit > 0 && len(out) > opts.Limit {
 		out = out[:opts.Limit]
 	}
-	return out
+	return out, nil
 }
 
 // Alive returns the IDs of the live workloads of one cluster and kind, for

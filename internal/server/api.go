@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/palisade-dev/palisade/internal/auth"
 	"github.com/palisade-dev/palisade/internal/filter"
+	"github.com/palisade-dev/palisade/internal/flow/flowapi"
 	"github.com/palisade-dev/palisade/internal/httpapi"
 	"github.com/palisade-dev/palisade/internal/inventory"
 	"github.com/palisade-dev/palisade/pkg/api"
@@ -18,16 +20,16 @@ func (s *Server) coreRoutes() []Route {
 		{Method: "GET", Pattern: "/healthz", Perm: auth.Public, Handler: func(w http.ResponseWriter, _ *http.Request) {
 			httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		}},
-		{Method: "GET", Pattern: "/api/v1/status", Perm: auth.StatusRead, Handler: s.getStatus},
-		{Method: "GET", Pattern: "/api/v1/inventory", Perm: auth.InventoryRead, Handler: s.searchInventory},
-		{Method: "GET", Pattern: "/api/v1/inventory/lookup", Perm: auth.InventoryRead, Handler: s.lookup},
-		{Method: "GET", Pattern: "/api/v1/inventory/{id...}", Perm: auth.InventoryRead, Handler: s.getWorkload},
-		{Method: "POST", Pattern: "/api/v1/external", Perm: auth.InventoryWrite, Handler: s.putExternal},
-		{Method: "DELETE", Pattern: "/api/v1/external/{name}", Perm: auth.InventoryWrite, Handler: s.deleteExternal, Before: s.externalBefore},
-		{Method: "GET", Pattern: "/api/v1/filters", Perm: auth.InventoryRead, Handler: s.listFilters},
-		{Method: "POST", Pattern: "/api/v1/filters", Perm: auth.InventoryWrite, Handler: s.saveFilter},
-		{Method: "GET", Pattern: "/api/v1/filters/{name}", Perm: auth.InventoryRead, Handler: s.getFilter},
-		{Method: "DELETE", Pattern: "/api/v1/filters/{name}", Perm: auth.InventoryWrite, Handler: s.deleteFilter, Before: s.filterBefore},
+		{Method: "GET", Pattern: "/api/v1/status", Perm: auth.StatusRead, Scope: httpapi.Global, Handler: s.getStatus},
+		{Method: "GET", Pattern: "/api/v1/inventory", Perm: auth.InventoryRead, Scope: httpapi.Filtered, Handler: s.searchInventory},
+		{Method: "GET", Pattern: "/api/v1/inventory/lookup", Perm: auth.InventoryRead, Scope: httpapi.Filtered, Handler: s.lookup},
+		{Method: "GET", Pattern: "/api/v1/inventory/{id...}", Perm: auth.InventoryRead, Scope: httpapi.Filtered, Handler: s.getWorkload},
+		{Method: "POST", Pattern: "/api/v1/external", Perm: auth.InventoryWrite, Scope: httpapi.Global, Handler: s.putExternal},
+		{Method: "DELETE", Pattern: "/api/v1/external/{name}", Perm: auth.InventoryWrite, Scope: httpapi.Global, Handler: s.deleteExternal, Before: s.externalBefore},
+		{Method: "GET", Pattern: "/api/v1/filters", Perm: auth.InventoryRead, Scope: httpapi.Global, Handler: s.listFilters},
+		{Method: "POST", Pattern: "/api/v1/filters", Perm: auth.InventoryWrite, Scope: httpapi.Global, Handler: s.saveFilter},
+		{Method: "GET", Pattern: "/api/v1/filters/{name}", Perm: auth.InventoryRead, Scope: httpapi.Global, Handler: s.getFilter},
+		{Method: "DELETE", Pattern: "/api/v1/filters/{name}", Perm: auth.InventoryWrite, Scope: httpapi.Global, Handler: s.deleteFilter, Before: s.filterBefore},
 	}
 }
 
@@ -73,14 +75,23 @@ func (s *Server) searchInventory(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	res := s.Inventory.Search(f, opts)
+	if vis := s.visibilityOf(r); !vis.All() {
+		opts.Keep = vis.Workload
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), flowapi.SearchTimeout)
+	defer cancel()
+	res, err := s.Inventory.SearchContext(ctx, f, opts)
+	if err != nil {
+		httpapi.WriteError(w, httpapi.Stopped(err, flowapi.SearchTimeout))
+		return
+	}
 	httpapi.WriteJSON(w, http.StatusOK, api.InventoryList{Count: len(res), Items: res})
 }
 
 func (s *Server) getWorkload(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	wl, hist, ok := s.Inventory.Get(id)
-	if !ok {
+	if !ok || !s.visibilityOf(r).Workload(wl) {
 		httpapi.WriteError(w, api.NotFound("no workload with id %q", id))
 		return
 	}
@@ -102,7 +113,7 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	wl, ok := s.Inventory.Lookup(ip, at)
-	if !ok {
+	if !ok || !s.visibilityOf(r).Workload(wl) {
 		httpapi.WriteError(w, api.NotFound("no workload held %s at %s", ip, at.Format(time.RFC3339)))
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,7 +30,7 @@ func (s *Server) openAuth() error {
 		return err
 	}
 	s.tokens = toks
-	s.authz = &auth.Authorizer{}
+	s.authz = &auth.Authorizer{Scopes: s.scopePath}
 	if s.audit, err = audit.Open(s.kv, 0); err != nil {
 		return err
 	}
@@ -137,6 +138,10 @@ func (s *Server) guard(rt Route, h http.Handler) http.Handler {
 			refuse(w, r, api.Errorf(http.StatusForbidden, "%v", err))
 			return
 		}
+		if err := s.authorizeScope(r, rt, p); err != nil {
+			refuse(w, r, api.Errorf(http.StatusForbidden, "%v", err))
+			return
+		}
 		if p.Role == auth.Agent {
 			if !nodeRoute || (p.Node != "" && r.PathValue("node") != p.Node) {
 				refuse(w, r, api.Errorf(http.StatusForbidden, "forbidden: agent %s may only use its own node's endpoints", p))
@@ -151,7 +156,7 @@ func init() { addRoutes((*Server).authRoutes) }
 
 func (s *Server) authRoutes() []Route {
 	return []Route{
-		{Method: "GET", Pattern: "/api/v1/whoami", Perm: auth.StatusRead, Handler: s.whoami},
+		{Method: "GET", Pattern: "/api/v1/whoami", Perm: auth.StatusRead, Scope: httpapi.Global, Handler: s.whoami},
 		{Method: "GET", Pattern: "/api/v1/tokens", Perm: auth.AdminTokens, Handler: s.listTokens},
 		{Method: "POST", Pattern: "/api/v1/tokens", Perm: auth.AdminTokens, Handler: s.createToken},
 		{Method: "DELETE", Pattern: "/api/v1/tokens/{id}", Perm: auth.AdminTokens, Handler: s.revokeToken, Before: s.tokenBefore},
@@ -160,11 +165,11 @@ func (s *Server) authRoutes() []Route {
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 	p, _ := auth.FromContext(r.Context())
-	httpapi.WriteJSON(w, http.StatusOK, api.Whoami{Name: p.Name, Role: string(p.Role), TokenID: p.TokenID, Node: p.Node})
+	httpapi.WriteJSON(w, http.StatusOK, api.Whoami{Name: p.Name, Role: string(p.Role), Scope: p.Scope, TokenID: p.TokenID, Node: p.Node})
 }
 
 func apiToken(t auth.Token) api.Token {
-	return api.Token{ID: t.ID, Name: t.Name, Role: string(t.Role), Created: t.Created, CreatedBy: t.CreatedBy, Revoked: t.Revoked}
+	return api.Token{ID: t.ID, Name: t.Name, Role: string(t.Role), Scope: t.Scope, Created: t.Created, CreatedBy: t.CreatedBy, Revoked: t.Revoked}
 }
 
 func (s *Server) listTokens(w http.ResponseWriter, _ *http.Request) {
@@ -186,8 +191,16 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, api.BadRequest("role", "%v", err))
 		return
 	}
-	t, secret, err := s.tokens.Create(req.Name, role, auth.Who(r.Context()))
+	scope, err := s.tokenScope(req.Scope)
+	if err != nil {
+		httpapi.WriteError(w, api.BadRequest("scope", "%v", err))
+		return
+	}
+	t, secret, err := s.tokens.CreateScoped(req.Name, role, scope, auth.Who(r.Context()))
 	switch {
+	case errors.Is(err, auth.ErrScopedRole):
+		httpapi.WriteError(w, api.BadRequest("scope", "%v", err))
+		return
 	case errors.Is(err, auth.ErrExists):
 		httpapi.WriteError(w, api.Errorf(http.StatusConflict, "%v", err))
 		return
@@ -212,6 +225,26 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, apiToken(t))
+}
+
+// tokenScope resolves the scope a token is bound to: a scope name, or its
+// path from an ancestor down written with ':' (e.g. "cluster-lab:sock-shop",
+// as the reference product writes "Root:App"), each element the parent of
+// the next. "" binds nothing.
+func (s *Server) tokenScope(ref string) (string, error) {
+	if ref == "" {
+		return "", nil
+	}
+	parts := strings.Split(ref, ":")
+	name := parts[len(parts)-1]
+	path, ok := s.scopePath(name)
+	if !ok {
+		return "", fmt.Errorf("scope %q does not exist (palisade get scopes lists them)", name)
+	}
+	if len(parts) > len(path) || !slices.Equal(path[len(path)-len(parts):], parts) {
+		return "", fmt.Errorf("scope %q: its path is %s", ref, strings.Join(path, ":"))
+	}
+	return name, nil
 }
 
 // tokenBefore is the live token a revocation names (audit).

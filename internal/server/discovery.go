@@ -15,6 +15,7 @@ import (
 	"github.com/palisade-dev/palisade/internal/discovery"
 	"github.com/palisade-dev/palisade/internal/filter"
 	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/httpapi"
 	"github.com/palisade-dev/palisade/internal/policy"
 )
 
@@ -22,8 +23,8 @@ func init() { addRoutes((*Server).discoveryRoutes) }
 
 func (s *Server) discoveryRoutes() []Route {
 	return []Route{
-		{Method: "POST", Pattern: "/api/v1/scopes/{name}/discover", Perm: auth.Permission("policy.write"), Handler: s.startDiscovery},
-		{Method: "GET", Pattern: "/api/v1/discovery/{id}", Perm: auth.Permission("policy.read"), Handler: s.getDiscovery},
+		{Method: "POST", Pattern: "/api/v1/scopes/{name}/discover", Perm: auth.PolicyWrite, Scope: httpapi.Named("name"), Handler: s.startDiscovery},
+		{Method: "GET", Pattern: "/api/v1/discovery/{id}", Perm: auth.PolicyRead, Scope: httpapi.Filtered, Handler: s.getDiscovery},
 	}
 }
 
@@ -116,6 +117,13 @@ func (s *Server) startDiscovery(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.policy.repo.Scope(scope); !ok {
 		writeError(w, http.StatusNotFound, fmt.Errorf("scope %q not found", scope))
 		return
+	}
+	if req.AsVersion {
+		// Storing the result as a version is an edit of the scope.
+		if err := s.mayEdit(r, auth.PolicyEdit, scope); err != nil {
+			writeError(w, http.StatusForbidden, err)
+			return
+		}
 	}
 	to := req.To
 	if to.IsZero() {
@@ -217,7 +225,7 @@ func (s *Server) runDiscovery(id string, opts discovery.Options, from, to time.T
 
 func (s *Server) getDiscovery(w http.ResponseWriter, r *http.Request) {
 	job, ok := s.discoveries.get(r.PathValue("id"))
-	if !ok {
+	if !ok || !s.visibilityOf(r).Scope(job.Scope) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no discovery job %q (jobs are kept in memory, the last %d)", r.PathValue("id"), maxDiscoveryJobs))
 		return
 	}

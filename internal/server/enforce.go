@@ -184,18 +184,21 @@ func init() { addRoutes((*Server).enforceRoutes) }
 
 func (s *Server) enforceRoutes() []Route {
 	e := s.enforce
-	const read, write = auth.Permission("enforcement.read"), auth.Permission("enforcement.write")
 	return []Route{
-		{Method: "GET", Pattern: "/api/v1/enforcement", Perm: read, Handler: e.get},
-		{Method: "POST", Pattern: "/api/v1/enforcement/scopes/{scope}", Perm: write, Handler: e.setMode},
+		{Method: "GET", Pattern: "/api/v1/enforcement", Perm: auth.EnforceRead, Scope: httpapi.Filtered, Handler: func(w http.ResponseWriter, r *http.Request) {
+			e.get(w, s.visibilityOf(r))
+		}},
+		{Method: "POST", Pattern: "/api/v1/enforcement/scopes/{scope}", Perm: auth.EnforceWrite, Scope: httpapi.Named("scope"), Handler: e.setMode},
 		// Agents, each for its own node.
 		{Method: "GET", Pattern: "/api/v1/agents/{node}/enforcement", Perm: auth.AgentReport, Handler: e.poll},
 		{Method: "POST", Pattern: "/api/v1/agents/{node}/enforcement/status", Perm: auth.AgentReport, Handler: e.report},
 	}
 }
 
-// get answers GET /api/v1/enforcement.
-func (e *enforcement) get(w http.ResponseWriter, _ *http.Request) {
+// get answers GET /api/v1/enforcement: for a caller restricted to a scope,
+// the modes of the scopes it may see (the nodes' state and the rule counts
+// span every scope and are left out).
+func (e *enforcement) get(w http.ResponseWriter, vis *visibility) {
 	e.mu.Lock()
 	out := ruleset.Enforcement{Scopes: []ruleset.ScopeMode{}, Agents: []ruleset.AgentView{}, Compiled: e.compiled, Error: e.err,
 		Rules: e.rules, Members: e.members}
@@ -219,6 +222,15 @@ func (e *enforcement) get(w http.ResponseWriter, _ *http.Request) {
 		out.Agents = append(out.Agents, v)
 	}
 	e.mu.Unlock()
+	if !vis.All() {
+		scopes := []ruleset.ScopeMode{}
+		for _, m := range out.Scopes {
+			if vis.Scope(m.Scope) {
+				scopes = append(scopes, m)
+			}
+		}
+		out.Scopes, out.Agents, out.Rules, out.Members, out.Error = scopes, []ruleset.AgentView{}, 0, 0, ""
+	}
 	sort.Slice(out.Scopes, func(i, j int) bool { return out.Scopes[i].Scope < out.Scopes[j].Scope })
 	sort.Slice(out.Agents, func(i, j int) bool { return out.Agents[i].Node < out.Agents[j].Node })
 	httpapi.WriteJSON(w, http.StatusOK, out)

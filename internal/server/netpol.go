@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/palisade-dev/palisade/internal/auth"
+	"github.com/palisade-dev/palisade/internal/httpapi"
 	"github.com/palisade-dev/palisade/internal/policy"
 	"github.com/palisade-dev/palisade/internal/policy/netpol"
 )
@@ -21,7 +22,7 @@ func init() { addRoutes((*Server).netpolRoutes) }
 
 func (s *Server) netpolRoutes() []Route {
 	return []Route{
-		{Method: "POST", Pattern: "/api/v1/scopes/{name}/import/networkpolicy", Perm: auth.Permission("policy.write"), Handler: s.importNetworkPolicy},
+		{Method: "POST", Pattern: "/api/v1/scopes/{name}/import/networkpolicy", Perm: auth.PolicyEdit, Scope: httpapi.Named("name"), Handler: s.importNetworkPolicy},
 	}
 }
 

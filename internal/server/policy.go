@@ -13,6 +13,7 @@ import (
 	"github.com/palisade-dev/palisade/internal/auth"
 	"github.com/palisade-dev/palisade/internal/filter"
 	"github.com/palisade-dev/palisade/internal/flow"
+	"github.com/palisade-dev/palisade/internal/httpapi"
 	"github.com/palisade-dev/palisade/internal/inventory"
 	"github.com/palisade-dev/palisade/internal/policy"
 	"github.com/palisade-dev/palisade/internal/policy/analyze"
@@ -27,6 +28,9 @@ type policyAPI struct {
 	mon   *compliance.Monitor
 	inv   *inventory.Inventory
 	flows flow.Store
+	// srv gives the handlers each caller's visibility and edit checks
+	// (per-scope RBAC, visibility.go).
+	srv *Server
 }
 
 // MaxAnalysisFlows caps the flows one slice (analysisSlice) of a
@@ -97,29 +101,30 @@ func init() { addRoutes((*Server).policyRoutes) }
 
 func (s *Server) policyRoutes() []Route {
 	p := s.policy
-	const read, write = auth.Permission("policy.read"), auth.Permission("policy.write")
+	const read, operate, edit = auth.PolicyRead, auth.PolicyWrite, auth.PolicyEdit
+	named, filtered := httpapi.Named("name"), httpapi.Filtered
 	return []Route{
-		{Method: "GET", Pattern: "/api/v1/scopes", Perm: read, Handler: p.listScopes},
-		{Method: "POST", Pattern: "/api/v1/scopes", Perm: write, Handler: p.putScope},
-		{Method: "GET", Pattern: "/api/v1/scopes/{name}", Perm: read, Handler: p.getScope},
-		{Method: "DELETE", Pattern: "/api/v1/scopes/{name}", Perm: write, Handler: p.deleteScope},
-		{Method: "GET", Pattern: "/api/v1/scopes/{name}/policies", Perm: read, Handler: p.listPolicies},
-		{Method: "POST", Pattern: "/api/v1/scopes/{name}/policies", Perm: write, Handler: p.putPolicy},
-		{Method: "DELETE", Pattern: "/api/v1/scopes/{name}/policies/{ref}", Perm: write, Handler: p.deletePolicy},
-		{Method: "GET", Pattern: "/api/v1/scopes/{name}/versions", Perm: read, Handler: p.listVersions},
-		{Method: "POST", Pattern: "/api/v1/scopes/{name}/versions", Perm: write, Handler: p.putVersion},
-		{Method: "DELETE", Pattern: "/api/v1/scopes/{name}/versions/{version}", Perm: write, Handler: p.deleteVersion},
-		{Method: "GET", Pattern: "/api/v1/scopes/{name}/versions/{version}", Perm: read, Handler: p.getVersion},
-		{Method: "GET", Pattern: "/api/v1/scopes/{name}/versions/{version}/diff", Perm: read, Handler: p.diffVersions},
-		{Method: "POST", Pattern: "/api/v1/scopes/{name}/versions/{version}/enforce", Perm: write, Handler: p.enforce},
-		{Method: "POST", Pattern: "/api/v1/policy/apply", Perm: write, Handler: p.apply, MaxBody: policy.MaxDocumentBytes * 2},
-		{Method: "POST", Pattern: "/api/v1/policy/delete", Perm: write, Handler: p.delete, MaxBody: policy.MaxDocumentBytes * 2},
-		{Method: "GET", Pattern: "/api/v1/policy/audit", Perm: read, Handler: p.audit},
-		{Method: "GET", Pattern: "/api/v1/analysis", Perm: read, Handler: p.analysis},
-		{Method: "GET", Pattern: "/api/v1/analysis/flows", Perm: read, Handler: p.analysisFlows},
-		{Method: "GET", Pattern: "/api/v1/analysis/live", Perm: read, Handler: p.live},
-		{Method: "GET", Pattern: "/api/v1/compliance/alerts", Perm: read, Handler: p.alerts},
-		{Method: "POST", Pattern: "/api/v1/compliance/alerts/{id}/ack", Perm: write, Handler: p.ack},
+		{Method: "GET", Pattern: "/api/v1/scopes", Perm: read, Scope: filtered, Handler: p.listScopes},
+		{Method: "POST", Pattern: "/api/v1/scopes", Perm: edit, Scope: filtered, Handler: p.putScope},
+		{Method: "GET", Pattern: "/api/v1/scopes/{name}", Perm: read, Scope: named, Handler: p.getScope},
+		{Method: "DELETE", Pattern: "/api/v1/scopes/{name}", Perm: edit, Scope: httpapi.Child("name"), Handler: p.deleteScope},
+		{Method: "GET", Pattern: "/api/v1/scopes/{name}/policies", Perm: read, Scope: named, Handler: p.listPolicies},
+		{Method: "POST", Pattern: "/api/v1/scopes/{name}/policies", Perm: edit, Scope: named, Handler: p.putPolicy},
+		{Method: "DELETE", Pattern: "/api/v1/scopes/{name}/policies/{ref}", Perm: edit, Scope: named, Handler: p.deletePolicy},
+		{Method: "GET", Pattern: "/api/v1/scopes/{name}/versions", Perm: read, Scope: named, Handler: p.listVersions},
+		{Method: "POST", Pattern: "/api/v1/scopes/{name}/versions", Perm: edit, Scope: named, Handler: p.putVersion},
+		{Method: "DELETE", Pattern: "/api/v1/scopes/{name}/versions/{version}", Perm: edit, Scope: named, Handler: p.deleteVersion},
+		{Method: "GET", Pattern: "/api/v1/scopes/{name}/versions/{version}", Perm: read, Scope: named, Handler: p.getVersion},
+		{Method: "GET", Pattern: "/api/v1/scopes/{name}/versions/{version}/diff", Perm: read, Scope: named, Handler: p.diffVersions},
+		{Method: "POST", Pattern: "/api/v1/scopes/{name}/versions/{version}/enforce", Perm: operate, Scope: named, Handler: p.enforce},
+		{Method: "POST", Pattern: "/api/v1/policy/apply", Perm: edit, Scope: filtered, Handler: p.apply, MaxBody: policy.MaxDocumentBytes * 2},
+		{Method: "POST", Pattern: "/api/v1/policy/delete", Perm: edit, Scope: filtered, Handler: p.delete, MaxBody: policy.MaxDocumentBytes * 2},
+		{Method: "GET", Pattern: "/api/v1/policy/audit", Perm: read, Scope: filtered, Handler: p.audit},
+		{Method: "GET", Pattern: "/api/v1/analysis", Perm: read, Scope: httpapi.Named("scope"), Handler: p.analysis},
+		{Method: "GET", Pattern: "/api/v1/analysis/flows", Perm: read, Scope: httpapi.Named("scope"), Handler: p.analysisFlows},
+		{Method: "GET", Pattern: "/api/v1/analysis/live", Perm: read, Scope: filtered, Handler: p.live},
+		{Method: "GET", Pattern: "/api/v1/compliance/alerts", Perm: read, Scope: filtered, Handler: p.alerts},
+		{Method: "POST", Pattern: "/api/v1/compliance/alerts/{id}/ack", Perm: operate, Scope: filtered, Handler: p.ack},
 	}
 }
 
@@ -152,10 +157,13 @@ func (p *policyAPI) view(s policy.ScopeRecord) ScopeView {
 	return v
 }
 
-func (p *policyAPI) listScopes(w http.ResponseWriter, _ *http.Request) {
+func (p *policyAPI) listScopes(w http.ResponseWriter, r *http.Request) {
 	out := []ScopeView{}
+	vis := p.srv.visibilityOf(r)
 	for _, s := range p.repo.Scopes() {
-		out = append(out, p.view(s))
+		if vis.Scope(s.Name) {
+			out = append(out, p.view(s))
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -302,6 +310,10 @@ func (p *policyAPI) run(w http.ResponseWriter, r *http.Request, del bool) {
 // execute applies or deletes parsed documents and answers with the result
 // or, for documents that do not apply, 422 and every error.
 func (p *policyAPI) execute(w http.ResponseWriter, r *http.Request, docs []*policy.Document, dryRun, del bool) {
+	if err := p.mayChange(r, docs); err != nil {
+		writeError(w, http.StatusForbidden, err)
+		return
+	}
 	opts := policy.ApplyOptions{DryRun: dryRun, Who: who(r), ServiceExists: p.serviceExists}
 	var res *policy.Result
 	var err error
@@ -320,6 +332,31 @@ func (p *policyAPI) execute(w http.ResponseWriter, r *http.Request, docs []*poli
 		return
 	}
 	writeJSON(w, http.StatusOK, res) // compliance refreshes through repo.OnChange
+}
+
+// mayChange checks that the caller may change what docs name: intents and
+// versions of a scope need policy.own on it; a scope's definition needs it
+// on its parent, now and after the change (so a scoped owner creates,
+// edits and deletes scopes below its own, never its own or another's);
+// saved filters belong to no scope.
+func (p *policyAPI) mayChange(r *http.Request, docs []*policy.Document) error {
+	var scopes []string
+	for _, d := range docs {
+		switch {
+		case d.Scope != nil:
+			if cur, ok := p.repo.Scope(d.Scope.Name); ok {
+				scopes = append(scopes, cur.Parent)
+			}
+			scopes = append(scopes, d.Scope.Parent)
+		case d.Policy != nil:
+			scopes = append(scopes, d.Policy.Scope)
+		case d.Version != nil:
+			scopes = append(scopes, d.Version.Scope)
+		default:
+			scopes = append(scopes, "") // a saved filter
+		}
+	}
+	return p.srv.mayEdit(r, auth.PolicyEdit, scopes...)
 }
 
 // putScope creates or updates a scope from JSON (the fields of a Scope document).
@@ -422,10 +459,34 @@ func (p *policyAPI) audit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err)
 		return
 	}
+	if vis := p.srv.visibilityOf(r); !vis.All() {
+		kept := []policy.AuditEntry{}
+		for _, e := range out {
+			if vis.Scope(auditScope(e.Object)) {
+				kept = append(kept, e)
+			}
+		}
+		out = kept
+	}
 	if out == nil {
 		out = []policy.AuditEntry{}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// auditScope is the scope a policy audit entry's object belongs to
+// ("Scope/S", "Policy/S/..." and "PolicyVersion/S@v" name it after the
+// kind; "S@v" for enforcement).
+func auditScope(object string) string {
+	kind, rest, ok := strings.Cut(object, "/")
+	if !ok {
+		rest = kind
+	} else if kind == policy.KindInventoryFilter {
+		return ""
+	}
+	rest, _, _ = strings.Cut(rest, "/")
+	rest, _, _ = strings.Cut(rest, "@")
+	return rest
 }
 
 // analysisQuery is what /api/v1/analysis and /analysis/flows read.
@@ -555,6 +616,7 @@ func (p *policyAPI) analysis(w http.ResponseWriter, r *http.Request) {
 	}
 	rep := t.Report()
 	rep.Versions, rep.Truncated = versions, truncated
+	trimReport(rep, p.srv.visibilityOf(r), false)
 	writeJSON(w, http.StatusOK, rep)
 }
 
@@ -611,9 +673,12 @@ func (p *policyAPI) analysisFlows(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	out := []analyze.FlowVerdict{}
+	vis := p.srv.visibilityOf(r)
 	_, _, err = p.analyze(aq, func(fv *analyze.FlowVerdict) {
 		if len(out) < limit && cell.Holds(fv) {
-			out = append(out, *fv)
+			c := *fv
+			hideSides(&c, vis)
+			out = append(out, c)
 		}
 	})
 	if err != nil {
@@ -623,20 +688,102 @@ func (p *policyAPI) analysisFlows(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (p *policyAPI) live(w http.ResponseWriter, _ *http.Request) {
+func (p *policyAPI) live(w http.ResponseWriter, r *http.Request) {
 	rep := p.mon.Live()
 	if rep == nil {
 		writeError(w, http.StatusServiceUnavailable, errors.New("live analysis is not running (the enforced versions do not compile)"))
 		return
 	}
-	writeJSON(w, http.StatusOK, rep)
+	c := *rep
+	trimReport(&c, p.srv.visibilityOf(r), true)
+	writeJSON(w, http.StatusOK, &c)
+}
+
+// trimReport leaves in an analysis report only the scopes, rules and
+// versions the caller may see. A historical analysis already counts only
+// flows touching the caller's scope; the live report covers every scope, so
+// for a restricted caller (whole) its totals become the sums of the
+// visible scopes' counts and its per-minute series is left out.
+func trimReport(rep *analyze.Report, vis *visibility, whole bool) {
+	if vis.All() {
+		return
+	}
+	versions := map[string]string{}
+	for sc, v := range rep.Versions {
+		if vis.Scope(sc) {
+			versions[sc] = v
+		}
+	}
+	rep.Versions = versions
+	rules := []analyze.RuleCounts{}
+	for _, rc := range rep.ByRule {
+		if vis.Ruled(rc.Rule) {
+			rules = append(rules, rc)
+		}
+	}
+	rep.ByRule = rules
+	scopes := []analyze.ScopeCounts{}
+	var sum analyze.Counts
+	for _, sc := range rep.ByScope {
+		if vis.Scope(sc.Scope) {
+			scopes = append(scopes, sc)
+			sum.Permitted += sc.Permitted
+			sum.Escaped += sc.Escaped
+			sum.Rejected += sc.Rejected
+			sum.Misdropped += sc.Misdropped
+		}
+	}
+	rep.ByScope = scopes
+	if whole {
+		rep.Counts = sum
+		rep.Flows = sum.Permitted + sum.Escaped + sum.Rejected + sum.Misdropped
+		rep.Translated = 0
+		rep.ByMinute = []analyze.MinuteCounts{}
+	}
+}
+
+// hideSides blanks, for a restricted caller, the rule and scope of a side
+// decided in a scope it may not see: the action stays (the verdict depends
+// on it), which intent of the other scope decided does not.
+func hideSides(fv *analyze.FlowVerdict, vis *visibility) {
+	if vis.All() {
+		return
+	}
+	for _, sd := range []*policy.SideDecision{&fv.Decision.Egress, &fv.Decision.Ingress} {
+		if !vis.Scope(sd.Scope) && sd.Scope != "" {
+			sd.Scope, sd.Rule = "", policy.RuleRef{}
+		}
+	}
+	if !vis.Ruled(fv.Rule) {
+		fv.Rule = policy.RuleRef{}
+	}
 }
 
 func (p *policyAPI) alerts(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, p.mon.Alerts(r.URL.Query().Get("all") == "true"))
+	vis := p.srv.visibilityOf(r)
+	out := []compliance.Alert{}
+	for _, a := range p.mon.Alerts(r.URL.Query().Get("all") == "true") {
+		if vis.Scope(a.Scope) {
+			out = append(out, a)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (p *policyAPI) ack(w http.ResponseWriter, r *http.Request) {
+	vis := p.srv.visibilityOf(r)
+	if !vis.All() {
+		var scope string
+		for _, a := range p.mon.Alerts(true) {
+			if a.ID == r.PathValue("id") {
+				scope = a.Scope
+			}
+		}
+		if !vis.Scope(scope) {
+			writeError(w, http.StatusNotFound, fmt.Errorf("no alert %q", r.PathValue("id")))
+			return
+		}
+	}
 	a, err := p.mon.Ack(r.PathValue("id"), who(r))
 	if errors.Is(err, compliance.ErrNoAlert) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no alert %q", r.PathValue("id")))

@@ -21,7 +21,7 @@ func (s *Server) consoleRoutes() []Route {
 	return []Route{
 		{Method: "GET", Pattern: "/{$}", Perm: auth.Public, Handler: files},
 		{Method: "GET", Pattern: "/{file}", Perm: auth.Public, Handler: files},
-		{Method: "GET", Pattern: "/api/v1/schema", Perm: auth.StatusRead, Handler: s.getSchema},
+		{Method: "GET", Pattern: "/api/v1/schema", Perm: auth.StatusRead, Scope: httpapi.Global, Handler: s.getSchema},
 	}
 }
 

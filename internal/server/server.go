@@ -175,6 +175,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if s.policy, err = newPolicyAPI(kv, inv, s.flowStore); err != nil {
 		return fail(err)
 	}
+	s.policy.srv = s
 	if s.enforce, err = newEnforcement(kv, inv, s.policy.repo); err != nil {
 		return fail(err)
 	}

@@ -169,16 +169,21 @@ func (r findingRecord) Field(name string) (filter.Value, bool) {
 
 func (s *Server) vulnRoutes() []Route {
 	return []Route{
-		{Method: "GET", Pattern: "/api/v1/registries", Perm: auth.VulnRead, Handler: func(w http.ResponseWriter, _ *http.Request) {
-			httpapi.WriteJSON(w, http.StatusOK, s.Vuln.Registries())
-		}},
+		{Method: "GET", Pattern: "/api/v1/registries", Perm: auth.VulnRead, Scope: httpapi.Filtered, Handler: s.listRegistries},
 		{Method: "POST", Pattern: "/api/v1/registries/{name}/credentials", Perm: auth.AdminRegistries, Handler: s.setRegistryCredentials},
-		{Method: "GET", Pattern: "/api/v1/vulnerabilities", Perm: auth.VulnRead, Handler: s.listVulnerabilities},
-		{Method: "GET", Pattern: "/api/v1/images", Perm: auth.VulnRead, Handler: func(w http.ResponseWriter, _ *http.Request) {
-			httpapi.WriteJSON(w, http.StatusOK, s.Vuln.Images())
+		{Method: "GET", Pattern: "/api/v1/vulnerabilities", Perm: auth.VulnRead, Scope: httpapi.Filtered, Handler: s.listVulnerabilities},
+		{Method: "GET", Pattern: "/api/v1/images", Perm: auth.VulnRead, Scope: httpapi.Filtered, Handler: func(w http.ResponseWriter, r *http.Request) {
+			httpapi.WriteJSON(w, http.StatusOK, s.visibleImages(s.visibilityOf(r)))
 		}},
-		{Method: "GET", Pattern: "/api/v1/images/{digest}", Perm: auth.VulnRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+		{Method: "GET", Pattern: "/api/v1/images/{digest}", Perm: auth.VulnRead, Scope: httpapi.Filtered, Handler: func(w http.ResponseWriter, r *http.Request) {
 			rep, ok := s.Vuln.Image(r.PathValue("digest"))
+			if ok && !s.visibilityOf(r).All() {
+				// Visible when one of the image's workloads is.
+				ok = false
+				for _, im := range s.visibleImages(s.visibilityOf(r)) {
+					ok = ok || (im.Digest != "" && im.Digest == rep.Digest) || im.Image == rep.Image
+				}
+			}
 			if !ok {
 				httpapi.WriteError(w, api.NotFound("no scanned image %q", r.PathValue("digest")))
 				return
@@ -187,6 +192,43 @@ func (s *Server) vulnRoutes() []Route {
 		}},
 		{Method: "POST", Pattern: "/api/v1/vulndb/import", Perm: auth.AdminVulnDB, Handler: s.importVulnDB},
 	}
+}
+
+// visibleImages are the observed images with the workloads vis may see
+// (images none of whose workloads it may see are left out).
+func (s *Server) visibleImages(vis *visibility) []vuln.ImageSummary {
+	all := s.Vuln.Images()
+	if vis.All() {
+		return all
+	}
+	out := []vuln.ImageSummary{}
+	for _, im := range all {
+		if im.Workloads = vis.WorkloadIDs(im.Workloads); len(im.Workloads) > 0 {
+			out = append(out, im)
+		}
+	}
+	return out
+}
+
+// listRegistries lists the registries; a restricted caller sees those of
+// the images it may see, with their count.
+func (s *Server) listRegistries(w http.ResponseWriter, r *http.Request) {
+	regs := s.Vuln.Registries()
+	if vis := s.visibilityOf(r); !vis.All() {
+		count := map[string]int{}
+		for _, im := range s.visibleImages(vis) {
+			count[im.Registry]++
+		}
+		kept := []vuln.Registry{}
+		for _, rg := range regs {
+			if count[rg.Name] > 0 {
+				rg.Images = count[rg.Name]
+				kept = append(kept, rg)
+			}
+		}
+		regs = kept
+	}
+	httpapi.WriteJSON(w, http.StatusOK, regs)
 }
 
 func (s *Server) setRegistryCredentials(w http.ResponseWriter, r *http.Request) {
@@ -213,7 +255,16 @@ func (s *Server) listVulnerabilities(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, &api.Error{Status: http.StatusBadRequest, Message: "filter: " + err.Error(), Position: err.(*filter.Error).Pos, Field: "filter"})
 		return
 	}
-	res := s.Vuln.Vulnerabilities(func(x *vuln.Finding) bool { return f.Match(findingRecord{x}) })
+	vis := s.visibilityOf(r)
+	vis.takeIDs() // not under the scanner's lock
+	res := s.Vuln.Vulnerabilities(func(x *vuln.Finding) bool {
+		// A restricted caller sees the findings of the workloads it may
+		// see, naming only those.
+		if x.Workloads = vis.WorkloadIDs(x.Workloads); len(x.Workloads) == 0 {
+			return false
+		}
+		return f.Match(findingRecord{x})
+	})
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"count": len(res), "items": res})
 }
 

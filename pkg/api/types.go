@@ -110,6 +110,9 @@ type VulnDBImport struct {
 type TokenRequest struct {
 	Name string `json:"name"`
 	Role string `json:"role"`
+	// Scope binds an owner, operator or viewer token to a scope and its
+	// descendants: a name, or the path "PARENT:CHILD" ("": everywhere).
+	Scope string `json:"scope,omitempty"`
 }
 
 // Token is an API token as listed (GET /api/v1/tokens): never its secret.
@@ -117,6 +120,7 @@ type Token struct {
 	ID        string     `json:"id"`
 	Name      string     `json:"name"`
 	Role      string     `json:"role"`
+	Scope     string     `json:"scope,omitempty"`
 	Created   time.Time  `json:"created"`
 	CreatedBy string     `json:"createdBy,omitempty"`
 	Revoked   *time.Time `json:"revoked,omitempty"`
@@ -132,6 +136,7 @@ type NewToken struct {
 type Whoami struct {
 	Name    string `json:"name"`
 	Role    string `json:"role"`
+	Scope   string `json:"scope,omitempty"`
 	TokenID string `json:"tokenId,omitempty"`
 	Node    string `json:"node,omitempty"`
 }

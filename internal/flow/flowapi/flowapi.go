@@ -4,10 +4,12 @@ package flowapi
 
 import (
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -34,8 +36,12 @@ import (
 // Times are RFC 3339, unix seconds, or a duration before now ("5m").
 // Errors are pkg/api's shape: "position" for a bad filter, "field" (e.g.
 // "observations[3].tuple.srcIP") for a malformed batch.
-func Routes(svc *flow.Service) []httpapi.Route {
-	s := &handlers{svc: svc, opts: svc.Options()}
+func Routes(svc *flow.Service) []httpapi.Route { return ScopedRoutes(svc, nil) }
+
+// ScopedRoutes are Routes whose searches, reads and streams show each
+// caller only the flows vis allows (per-scope RBAC; nil: all).
+func ScopedRoutes(svc *flow.Service, vis VisibilityOf) []httpapi.Route {
+	s := &handlers{svc: svc, opts: svc.Options(), vis: vis}
 	refused := func(status int) {
 		switch status {
 		case http.StatusUnauthorized, http.StatusForbidden:
@@ -49,21 +55,21 @@ func Routes(svc *flow.Service) []httpapi.Route {
 	return []httpapi.Route{
 		{Method: "POST", Pattern: "/api/v1/agents/{node}/flows", Perm: auth.AgentReport, Handler: s.handleIngest, OnRefused: refused, MaxBody: s.opts.MaxBatchBytes},
 		{Method: "POST", Pattern: "/api/v1/agents/{node}/heartbeat", Perm: auth.AgentReport, Handler: s.handleHeartbeat},
-		{Method: "GET", Pattern: "/api/v1/agents", Perm: auth.AgentsRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+		{Method: "GET", Pattern: "/api/v1/agents", Perm: auth.AgentsRead, Scope: httpapi.Global, Handler: func(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteJSON(w, http.StatusOK, api.AgentList{Agents: s.svc.Agents.List()})
 		}},
-		{Method: "GET", Pattern: "/api/v1/agents/{node}/config", Perm: auth.AgentsRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+		{Method: "GET", Pattern: "/api/v1/agents/{node}/config", Perm: auth.AgentsRead, Scope: httpapi.Global, Handler: func(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteJSON(w, http.StatusOK, s.svc.Agents.Config(r.PathValue("node")))
 		}},
-		{Method: "PUT", Pattern: "/api/v1/agents/{node}/config", Perm: auth.AgentsWrite, Handler: s.handleSetConfig,
+		{Method: "PUT", Pattern: "/api/v1/agents/{node}/config", Perm: auth.AgentsWrite, Scope: httpapi.Global, Handler: s.handleSetConfig,
 			Before: func(r *http.Request) any { return svc.Agents.Config(r.PathValue("node")) }},
-		{Method: "GET", Pattern: "/api/v1/flows", Perm: auth.FlowsRead, Handler: s.handleSearch},
-		{Method: "GET", Pattern: "/api/v1/flows/top", Perm: auth.FlowsRead, Handler: s.handleTop},
-		{Method: "GET", Pattern: "/api/v1/flows/metrics", Perm: auth.FlowsRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+		{Method: "GET", Pattern: "/api/v1/flows", Perm: auth.FlowsRead, Scope: httpapi.Filtered, Handler: s.handleSearch},
+		{Method: "GET", Pattern: "/api/v1/flows/top", Perm: auth.FlowsRead, Scope: httpapi.Filtered, Handler: s.handleTop},
+		{Method: "GET", Pattern: "/api/v1/flows/metrics", Perm: auth.FlowsRead, Scope: httpapi.Global, Handler: func(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteJSON(w, http.StatusOK, s.svc.Metrics())
 		}},
-		{Method: "GET", Pattern: "/api/v1/flows/{id}", Perm: auth.FlowsRead, Handler: s.handleGet},
-		{Method: "GET", Pattern: flow.FollowPath, Perm: auth.FlowsRead, Handler: s.handleFollow},
+		{Method: "GET", Pattern: "/api/v1/flows/{id}", Perm: auth.FlowsRead, Scope: httpapi.Filtered, Handler: s.handleGet},
+		{Method: "GET", Pattern: flow.FollowPath, Perm: auth.FlowsRead, Scope: httpapi.Filtered, Handler: s.handleFollow},
 	}
 }
 
@@ -217,6 +223,10 @@ func (s *handlers) timeRange(r *http.Request) (from, to time.Time, err error) {
 	return from, to, nil
 }
 
+// SearchTimeout bounds a flow search or top on the server's side; the
+// client going away stops it earlier.
+const SearchTimeout = 30 * time.Second
+
 func (s *handlers) handleSearch(w http.ResponseWriter, r *http.Request) {
 	from, to, err := s.timeRange(r)
 	if err != nil {
@@ -228,15 +238,81 @@ func (s *handlers) handleSearch(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	flows, err := s.svc.Search(r.URL.Query().Get("filter"), from, to, limit)
+	ctx, cancel := context.WithTimeout(r.Context(), SearchTimeout)
+	defer cancel()
+	flows, err := s.search(ctx, s.visibility(r), r.URL.Query().Get("filter"), from, to, limit)
 	if err != nil {
-		httpapi.WriteError(w, err)
+		httpapi.WriteError(w, httpapi.Stopped(err, SearchTimeout))
 		return
 	}
 	if flows == nil {
 		flows = []flow.Flow{}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, api.FlowList{Flows: flows})
+}
+
+// search returns the flows of a search the caller may see, newest first,
+// at most limit. For a caller who sees everything it is one store search;
+// otherwise the range is read in pages, newest first, keeping the visible
+// flows until limit of them are found or the range is exhausted.
+func (s *handlers) search(ctx context.Context, vis Visibility, filter string, from, to time.Time, limit int) ([]flow.Flow, error) {
+	if vis == nil || vis.All() {
+		return s.svc.SearchContext(ctx, filter, from, to, limit)
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	page := min(max(4*limit, 1000), s.opts.MaxSearchLimit)
+	var out []flow.Flow
+	seen := map[string]bool{}
+	for {
+		batch, err := s.svc.SearchContext(ctx, filter, from, to, page)
+		if err != nil {
+			return nil, err
+		}
+		fresh := false
+		oldest := to
+		for i := range batch {
+			f := &batch[i]
+			if f.Start.Before(oldest) {
+				oldest = f.Start
+			}
+			if seen[f.ID] {
+				continue
+			}
+			seen[f.ID], fresh = true, true
+			if i%256 == 0 && ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if vis.Flow(f) {
+				out = append(out, *f)
+				if len(out) == limit {
+					return out, nil
+				}
+			}
+		}
+		if len(batch) < page {
+			return out, nil
+		}
+		// The next page ends where this one's oldest flow starts (or just
+		// before, when a page held nothing new: flows starting at the same
+		// instant filled it).
+		if !fresh || !oldest.Before(to) {
+			oldest = oldest.Add(-time.Nanosecond)
+		}
+		if oldest.Before(from) {
+			return out, nil
+		}
+		to = oldest
+	}
+}
+
+// visibility is r's caller's visibility (nil: everything).
+func (s *handlers) visibility(r *http.Request) Visibility {
+	if s.vis == nil {
+		return nil
+	}
+	return s.vis(r)
 }
 
 func (s *handlers) handleTop(w http.ResponseWriter, r *http.Request) {
@@ -255,16 +331,79 @@ func (s *handlers) handleTop(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	entries, err := s.svc.TopWhere(r.URL.Query().Get("filter"), by, from, to, n)
+	ctx, cancel := context.WithTimeout(r.Context(), SearchTimeout)
+	defer cancel()
+	filter := r.URL.Query().Get("filter")
+	var entries []flow.TopEntry
+	if vis := s.visibility(r); vis == nil || vis.All() {
+		entries, err = s.svc.TopContext(ctx, filter, by, from, to, n)
+	} else {
+		entries, err = s.topVisible(ctx, vis, filter, by, from, to, n)
+	}
 	if err != nil {
-		httpapi.WriteError(w, err)
+		httpapi.WriteError(w, httpapi.Stopped(err, SearchTimeout))
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, api.TopList{By: by, Entries: entries})
 }
 
+// topVisible is Top over the flows a restricted caller may see: the store
+// aggregates before anyone could tell which flows those are, so the
+// visible flows (up to the search limit) are grouped here.
+func (s *handlers) topVisible(ctx context.Context, vis Visibility, filter, by string, from, to time.Time, n int) ([]flow.TopEntry, error) {
+	flows, err := s.search(ctx, vis, filter, from, to, s.opts.MaxSearchLimit)
+	if err != nil {
+		return nil, err
+	}
+	groups := map[string]*flow.TopEntry{}
+	for i := range flows {
+		f := &flows[i]
+		k := flow.TopKey(f, by)
+		g := groups[k]
+		if g == nil {
+			g = &flow.TopEntry{Key: k}
+			groups[k] = g
+		}
+		g.Flows++
+		g.Conns += f.Conns
+		g.Bytes += f.FwdBytes + f.RevBytes
+	}
+	out := make([]flow.TopEntry, 0, len(groups))
+	for _, g := range groups {
+		out = append(out, *g)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Flows != out[j].Flows {
+			return out[i].Flows > out[j].Flows
+		}
+		return out[i].Key < out[j].Key
+	})
+	if n <= 0 {
+		n = 10
+	}
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out, nil
+}
+
 func (s *handlers) handleGet(w http.ResponseWriter, r *http.Request) {
 	d, err := s.svc.Get(r.PathValue("id"))
+	vis := s.visibility(r)
+	if err == nil && vis != nil && !vis.All() {
+		// A flow the caller may not see does not exist for it.
+		if !vis.Flow(&d.Flow) {
+			err = flow.ErrNotFound
+		} else {
+			kept := d.RelatedFlows[:0]
+			for i := range d.RelatedFlows {
+				if vis.Flow(&d.RelatedFlows[i]) {
+					kept = append(kept, d.RelatedFlows[i])
+				}
+			}
+			d.RelatedFlows = kept
+		}
+	}
 	switch {
 	case errors.Is(err, flow.ErrNotFound):
 		httpapi.WriteError(w, api.NotFound("flow %q not found", r.PathValue("id")))
@@ -281,7 +420,20 @@ const maxTop = 1000
 type handlers struct {
 	svc  *flow.Service
 	opts flow.Options
+	vis  VisibilityOf
 }
+
+// Visibility decides which flows a caller may see (per-scope RBAC: a flow
+// is visible when either end was in a scope the caller may see at the
+// flow's time). The server builds one per request.
+type Visibility interface {
+	// All reports that nothing is hidden (the searches then run unfiltered).
+	All() bool
+	Flow(f *flow.Flow) bool
+}
+
+// VisibilityOf returns the visibility of a request's caller (nil: all).
+type VisibilityOf func(*http.Request) Visibility
 
 // handleFollow streams the flows matching ?filter= as they appear
 // (newline-delimited JSON, one flow per line; an empty line every 10 s
@@ -294,6 +446,10 @@ func (s *handlers) handleFollow(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.svc.Unfollow(f)
+	vis := s.visibility(r)
+	if vis != nil && vis.All() {
+		vis = nil
+	}
 	fl, _ := w.(http.Flusher)
 	// The server's write timeout bounds ordinary answers; a stream
 	// extends its deadline before every write instead.
@@ -315,14 +471,14 @@ func (s *handlers) handleFollow(w http.ResponseWriter, r *http.Request) {
 			return
 		case x := <-f.C:
 			extend()
-			if enc.Encode(&x) != nil {
+			if (vis == nil || vis.Flow(&x)) && enc.Encode(&x) != nil {
 				return
 			}
 			// Whatever else is waiting goes in the same write.
 			for more := true; more; {
 				select {
 				case x := <-f.C:
-					if enc.Encode(&x) != nil {
+					if (vis == nil || vis.Flow(&x)) && enc.Encode(&x) != nil {
 						return
 					}
 				default:
