@@ -248,3 +248,34 @@ func itoa(n int) string {
 	}
 	return itoa(n/10) + string(rune('0'+n%10))
 }
+
+// A draft edited while it was analyzed is not frozen by that analysis:
+// what was analyzed is not what the version holds.
+func TestMarkAnalyzedAsRefusesAnEditedDraft(t *testing.T) {
+	r, _ := openRepo(t)
+	if _, err := apply(t, r, "shop.yaml", sockShop, ApplyOptions{ServiceExists: services}); err != nil {
+		t.Fatal(err)
+	}
+	analyzed, err := r.Version("sock-shop", "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Meanwhile an intent is added to the draft.
+	if _, err := apply(t, r, "more.yaml", "kind: Policy\nscope: sock-shop\nconsumer: any\nprovider: label.app = \"x\"\naction: DENY\n", ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.MarkAnalyzedAs(analyzed); !errors.Is(err, ErrChangedDuringAnalysis) {
+		t.Fatalf("MarkAnalyzedAs after an edit: %v, want ErrChangedDuringAnalysis", err)
+	}
+	if v, _ := r.Version("sock-shop", "v1"); v.State != Draft || len(v.Policies) != 4 {
+		t.Fatalf("v1 is %s with %d intents, want a draft with 4", v.State, len(v.Policies))
+	}
+	// Unchanged since read: frozen.
+	now, _ := r.Version("sock-shop", "v1")
+	if err := r.MarkAnalyzedAs(now); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := r.Version("sock-shop", "v1"); v.State != Analyzed {
+		t.Fatalf("v1 is %s, want analyzed", v.State)
+	}
+}

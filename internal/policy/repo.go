@@ -279,6 +279,27 @@ func (r *Repo) MarkAnalyzed(scope, version string) error {
 	return r.setState(scope, version, Analyzed, "")
 }
 
+// ErrChangedDuringAnalysis is MarkAnalyzedAs's refusal: the draft was
+// edited while it was being analyzed.
+var ErrChangedDuringAnalysis = errors.New("the version changed while it was analyzed; analyze it again")
+
+// MarkAnalyzedAs freezes a draft version after an analysis of it
+// succeeded, provided it still holds what was analyzed (analyzed, as it
+// was read before the analysis): a draft edited meanwhile stays a draft,
+// with ErrChangedDuringAnalysis.
+func (r *Repo) MarkAnalyzedAs(analyzed *Version) error {
+	changed, err := r.setStateIf(analyzed.Scope, analyzed.Name, Analyzed, "", func(v *Version) error {
+		if !v.Frozen() && len(DiffVersions(analyzed, v)) > 0 {
+			return fmt.Errorf("scope %s version %s: %w", v.Scope, v.Name, ErrChangedDuringAnalysis)
+		}
+		return nil
+	})
+	if changed && err == nil {
+		r.changed()
+	}
+	return err
+}
+
 // SetEnforced makes version the scope's enforced version (the previous
 // one stays immutable as analyzed).
 func (r *Repo) SetEnforced(scope, version, who string) error {
@@ -294,11 +315,22 @@ func (r *Repo) setState(scope, version string, st VersionState, who string) erro
 }
 
 func (r *Repo) setStateLocked(scope, version string, st VersionState, who string) (bool, error) {
+	return r.setStateIf(scope, version, st, who, nil)
+}
+
+// setStateIf is setStateLocked with a check of the version under the lock
+// (nil: none).
+func (r *Repo) setStateIf(scope, version string, st VersionState, who string, check func(*Version) error) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	v, err := r.version(scope, version)
 	if err != nil {
 		return false, err
+	}
+	if check != nil {
+		if err := check(v); err != nil {
+			return false, err
+		}
 	}
 	if st == Analyzed && v.Frozen() {
 		return false, nil

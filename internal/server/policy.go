@@ -528,7 +528,8 @@ func parseAnalysisQuery(r *http.Request) (analysisQuery, error) {
 }
 
 // analyze runs a historical analysis, calling fn for every analyzed flow.
-// The analyzed version of the scope becomes immutable.
+// The analyzed version of the scope becomes immutable once its flows were
+// read.
 func (p *policyAPI) analyze(aq analysisQuery, fn func(*analyze.FlowVerdict)) (map[string]string, bool, error) {
 	sel := policy.Selection{Default: "latest"}
 	if aq.scope != "" {
@@ -554,18 +555,23 @@ func (p *policyAPI) analyze(aq analysisQuery, fn func(*analyze.FlowVerdict)) (ma
 	for s, v := range set.Versions {
 		versions[s] = v.Name
 	}
-	if aq.scope != "" && versions[aq.scope] != "" {
-		if err := p.repo.MarkAnalyzed(aq.scope, versions[aq.scope]); err != nil {
-			return nil, false, err
-		}
-	}
 	an := analyze.New(ev, p.inv, aq.scope)
 	truncated, err := readSlices(p.flows, aq.from, aq.to, func(f *flow.Flow) {
 		if fv, ok := an.Analyze(f); ok {
 			fn(&fv)
 		}
 	}, nil)
-	return versions, truncated, err
+	if err != nil {
+		return versions, truncated, err
+	}
+	// Only an analysis that read its flows freezes the version (and only
+	// if it was not edited meanwhile).
+	if v := set.Versions[aq.scope]; aq.scope != "" && v != nil {
+		if err := p.repo.MarkAnalyzedAs(v); err != nil {
+			return nil, false, err
+		}
+	}
+	return versions, truncated, nil
 }
 
 // readSlices calls fn for every stored flow of [from, to], read in slices
@@ -622,8 +628,11 @@ func (p *policyAPI) analysis(w http.ResponseWriter, r *http.Request) {
 
 func writeAnalysisError(w http.ResponseWriter, err error) {
 	code := http.StatusUnprocessableEntity
-	if errors.Is(err, policy.ErrNotFound) {
+	switch {
+	case errors.Is(err, policy.ErrNotFound):
 		code = http.StatusNotFound
+	case errors.Is(err, policy.ErrChangedDuringAnalysis):
+		code = http.StatusConflict
 	}
 	writeError(w, code, err)
 }
