@@ -186,9 +186,28 @@ type FlowVerdict struct {
 	Flow     *flow.Flow      `json:"flow"` // the caller's flow, not a copy
 	Verdict  policy.Verdict  `json:"verdict"`
 	Decision policy.Decision `json:"decision"`
-	// Rule is the deciding rule (the denying side, else the allowing one).
+	// Rule is the deciding rule (the denying side, else the allowing one)
+	// of the judged sides.
 	Rule       policy.RuleRef `json:"rule"`
 	Translated bool           `json:"translated,omitempty"`
+	// Judged are the sides the verdict, the rule and the counts take from
+	// Decision: both, or, for a flow crossing the edge of the analyzed
+	// scope, the one side that scope decides (egress when its consumer is
+	// in the scope, ingress when its provider is). Decision keeps both.
+	Judged policy.Direction `json:"judged"`
+}
+
+// judged returns the decision restricted to the judged sides (the other
+// side NoAction).
+func (fv *FlowVerdict) judged() policy.Decision {
+	d := fv.Decision
+	switch fv.Judged {
+	case policy.Egress:
+		d.Ingress = policy.SideDecision{}
+	case policy.Ingress:
+		d.Egress = policy.SideDecision{}
+	}
+	return d
 }
 
 // Analyzer decides flows with one evaluator session; not safe for
@@ -201,7 +220,12 @@ type Analyzer struct {
 }
 
 // New returns an analyzer of the flows that touch scope (one end's
-// deciding scope is scope or below it; "" for every flow).
+// deciding scope is scope or below it; "" for every flow). A flow crossing
+// the scope's edge is judged by the side the scope decides: its egress
+// when the consumer is in the scope, its ingress when the provider is;
+// the other scope's decision is kept in FlowVerdict.Decision but takes no
+// part in the verdict or the counts, so a scope's analysis answers what
+// its own version does.
 func New(ev *policy.Evaluator, r Resolver, scope string) *Analyzer {
 	return &Analyzer{ev: ev, sess: ev.NewSession(), r: r, scope: scope}
 }
@@ -218,14 +242,23 @@ func (a *Analyzer) Analyze(f *flow.Flow) (fv FlowVerdict, ok bool) {
 func (a *Analyzer) AnalyzeResolved(f *flow.Flow, ends flow.Ends) (fv FlowVerdict, ok bool) {
 	in, translated := input(f, ends, false)
 	d := a.sess.Evaluate(&in)
-	if a.scope != "" && !a.ev.Within(d.Egress.Scope, a.scope) && !a.ev.Within(d.Ingress.Scope, a.scope) {
-		return fv, false
-	}
 	fv = FlowVerdict{Flow: f, Decision: d, Translated: translated}
+	if a.scope != "" {
+		eg, ing := a.ev.Within(d.Egress.Scope, a.scope), a.ev.Within(d.Ingress.Scope, a.scope)
+		switch {
+		case !eg && !ing:
+			return fv, false
+		case !ing:
+			fv.Judged = policy.Egress
+		case !eg:
+			fv.Judged = policy.Ingress
+		}
+	}
 	if !translated {
-		fv.Verdict = policy.VerdictOf(d.Action(), Answered(f))
-		if d.Action() != policy.NoAction {
-			fv.Rule = d.Deciding().Rule
+		j := fv.judged()
+		fv.Verdict = policy.VerdictOf(j.Action(), Answered(f))
+		if j.Action() != policy.NoAction {
+			fv.Rule = j.Deciding().Rule
 		}
 	}
 	return fv, true
@@ -397,7 +430,8 @@ func (t *Tally) Add(fv *FlowVerdict) {
 	}
 	t.rep.Flows++
 	t.rep.Counts.Add(fv.Verdict)
-	d := &fv.Decision
+	jd := fv.judged()
+	d := &jd
 	// Each side's rule counts the flow (once when both sides are one
 	// rule); unscoped flows count once, under no rule.
 	if d.Egress.Action != policy.NoAction || d.Ingress.Action == policy.NoAction {
@@ -484,7 +518,7 @@ func (c Cell) Holds(fv *FlowVerdict) bool {
 	if c.Rule != "" && !strings.EqualFold(fv.Rule.String(), c.Rule) {
 		return false
 	}
-	if c.Scope != "" && fv.Decision.Egress.Scope != c.Scope && fv.Decision.Ingress.Scope != c.Scope {
+	if d := fv.judged(); c.Scope != "" && d.Egress.Scope != c.Scope && d.Ingress.Scope != c.Scope {
 		return false
 	}
 	if !c.Minute.IsZero() && !fv.Flow.Start.UTC().Truncate(time.Minute).Equal(c.Minute.UTC().Truncate(time.Minute)) {

@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -136,5 +137,65 @@ func TestLiveResolver(t *testing.T) {
 	}
 	if w, _ := lr.WorkloadAt("10.244.1.50", t0.Add(45*time.Minute)); w.Labels["app"] != "changed" {
 		t.Fatalf("at t0+45m: labels %v, want the new version", w.Labels)
+	}
+}
+
+// A scope's analysis judges a flow crossing its edge by the side it
+// decides: front (scope web) → carts (scope db) is allowed by web's
+// egress and denied by db's ingress, so web's analysis finds it Permitted
+// by web's intent, db's analysis Escaped by db's catch-all, and an
+// analysis of every scope (or of their common parent) Escaped.
+func TestScopeAnalysisJudgesItsOwnSide(t *testing.T) {
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	in := inv(t, t0)
+	ev, err := policy.Compile(policy.Set{
+		Scopes: []policy.Scope{
+			{Name: "lab", Filter: `cluster = "lab"`, CatchAll: policy.Allow},
+			{Name: "web", Parent: "lab", Filter: `label.app = "front"`, CatchAll: policy.Deny},
+			{Name: "db", Parent: "lab", Filter: `label.app = "carts"`, CatchAll: policy.Deny},
+		},
+		Versions: map[string]*policy.Version{"web": {Name: "v1", Policies: []policy.Policy{
+			{Consumer: `label.app = "front"`, Provider: `label.app = "carts"`, Action: policy.Allow, Ports: []string{"tcp/8080"}},
+		}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := flow.Flow{ID: "x", Proto: "tcp", Start: t0.Add(time.Minute), Src: flow.Endpoint{IP: "10.244.1.10"}, Dst: flow.Endpoint{IP: "10.244.1.11", Port: 8080},
+		Flags: []string{"SYN", "SYN-ACK"}, Replied: true}
+	for _, c := range []struct {
+		scope   string
+		verdict policy.Verdict
+		rule    string
+		judged  policy.Direction
+		scopes  []string // the report's scopes
+	}{
+		{"web", policy.Permitted, "web@v1#0", policy.Egress, []string{"web"}},
+		{"db", policy.Escaped, "db catch-all", policy.Ingress, []string{"db"}},
+		{"lab", policy.Escaped, "db catch-all", policy.Both, []string{"db", "web"}},
+		{"", policy.Escaped, "db catch-all", policy.Both, []string{"db", "web"}},
+	} {
+		t.Run("scope="+c.scope, func(t *testing.T) {
+			fv, ok := New(ev, in, c.scope).Analyze(&f)
+			if !ok {
+				t.Fatal("not analyzed")
+			}
+			if fv.Verdict != c.verdict || fv.Rule.String() != c.rule || fv.Judged != c.judged {
+				t.Fatalf("got %v by %q judging %v, want %v by %q judging %v", fv.Verdict, fv.Rule, fv.Judged, c.verdict, c.rule, c.judged)
+			}
+			if fv.Decision.Egress.Scope != "web" || fv.Decision.Ingress.Scope != "db" {
+				t.Fatalf("decision %+v: both sides must be kept", fv.Decision)
+			}
+			tl := NewTally(c.scope, nil, t0, t0.Add(time.Hour), nil)
+			tl.Add(&fv)
+			rep := tl.Report()
+			var scopes []string
+			for _, s := range rep.ByScope {
+				scopes = append(scopes, s.Scope)
+			}
+			if len(rep.ByRule) != len(c.scopes) || !slices.Equal(scopes, c.scopes) {
+				t.Fatalf("report: rules %+v scopes %v, want one rule per scope of %v", rep.ByRule, scopes, c.scopes)
+			}
+		})
 	}
 }
