@@ -106,6 +106,8 @@ type Service struct {
 	pending    []string
 	queued     map[string]bool
 	running    int
+
+	imports importTracker // ImportStatus
 }
 
 type imageState struct {
@@ -274,7 +276,7 @@ func (s *Service) DB() *osv.Store { return s.db }
 // the database changed, every stored image is matched again and workloads
 // whose attributes changed are reported through OnAttrs.
 func (s *Service) ImportDB(ctx context.Context, path string, progress osv.Progress) (osv.ImportStats, error) {
-	return s.importWith(func() (osv.ImportStats, error) { return s.db.Import(ctx, path, progress) })
+	return s.importWith(func() (osv.ImportStats, error) { return s.db.Import(ctx, path, s.imports.begin(path, progress)) })
 }
 
 // ErrImportDisabled: ImportDBUnder without Options.ImportDir.
@@ -314,10 +316,20 @@ func (s *Service) ImportDBUnder(ctx context.Context, path string, progress osv.P
 	if _, err := fs.Stat(fsys, name); err != nil {
 		return osv.ImportStats{}, notFound
 	}
-	return s.importWith(func() (osv.ImportStats, error) { return s.db.ImportFS(ctx, fsys, name, progress) })
+	return s.importWith(func() (osv.ImportStats, error) {
+		return s.db.ImportFS(ctx, fsys, name, s.imports.begin(name, progress))
+	})
 }
 
+// importWith runs imp, re-matches stored images when the database
+// changed, and records the outcome for ImportStatus.
 func (s *Service) importWith(imp func() (osv.ImportStats, error)) (osv.ImportStats, error) {
+	stats, err := s.importAndRematch(imp)
+	s.imports.end(stats, err)
+	return stats, err
+}
+
+func (s *Service) importAndRematch(imp func() (osv.ImportStats, error)) (osv.ImportStats, error) {
 	before, err := s.db.Info()
 	if err != nil {
 		return osv.ImportStats{}, err

@@ -254,6 +254,7 @@ export interface ScopeView {
   catchAll?: string;
   description?: string;
   enforced?: string;
+  lastVersion?: number;
   created: string;
   createdBy: string;
   versions: VersionSummary[];

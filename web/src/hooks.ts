@@ -34,3 +34,33 @@ export function useInterval(fn: () => void, ms: number) {
     return () => clearInterval(id);
   }, [fn, ms]);
 }
+
+// usePoll loads when deps change (or reload is called) and loads again
+// every ms while again(answer) holds: long work (discovery, a database
+// import) followed until it ends. A null load means nothing to follow.
+export function usePoll<T>(load: (() => Promise<T>) | null, again: (x: T) => boolean, ms: number, deps: unknown[]): Loaded<T> {
+  const [state, set] = useState<{ data?: T; error?: ApiError; loading: boolean }>({ loading: !!load });
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    set({ loading: !!load });
+    if (!load) return;
+    let live = true;
+    let timer = 0;
+    const poll = () =>
+      load().then(
+        (data) => {
+          if (!live) return;
+          set({ data, loading: false });
+          if (again(data)) timer = window.setTimeout(poll, ms);
+        },
+        (error) => live && set({ error: error instanceof ApiError ? error : new ApiError(0, String(error)), loading: false }),
+      );
+    poll();
+    return () => {
+      live = false;
+      clearTimeout(timer);
+    };
+  }, [...deps, tick]);
+  const reload = useCallback(() => setTick((t) => t + 1), []);
+  return { ...state, reload };
+}

@@ -40,6 +40,7 @@ export async function renderGraph(container: HTMLElement, g: Graph, fine: boolea
     muted = css("--muted"),
     accent = css("--accent"),
     bg = css("--bg");
+  const verdictColour = { escaped: css("--bad"), misdropped: css("--accent2"), rejected: css("--warn"), permitted: css("--ok") };
   const big = g.nodes.size > 150;
   const layoutOpts = {
     name: "fcose",
@@ -114,6 +115,13 @@ export async function renderGraph(container: HTMLElement, g: Graph, fine: boolea
           "text-rotation": "autorotate",
         },
       },
+      // Coloured by analysis verdict when a policy version is chosen
+      // (setVerdicts).
+      ...(["escaped", "misdropped", "rejected", "permitted"] as const).map((v) => ({
+        selector: `edge[verdict = "${v}"]`,
+        style: { "line-color": verdictColour[v], "target-arrow-color": verdictColour[v] },
+      })),
+      { selector: 'edge[verdict = "unscoped"]', style: { "line-style": "dashed" } },
       { selector: "node.near, node:selected", style: { label: "data(label)" } },
       { selector: ":selected", style: { "line-color": accent, "target-arrow-color": accent, "background-color": accent, "border-width": 3 } },
     ],
@@ -158,4 +166,16 @@ export async function renderGraph(container: HTMLElement, g: Graph, fine: boolea
     });
   }
   return cy;
+}
+
+// setVerdicts colours the edges by their analysis verdict (the worst among
+// their flows; "unscoped": no scope decided them; absent: no verdict shown).
+export function setVerdicts(cy: cytoscape.Core, verdicts: Map<string, string>) {
+  cy.batch(() => {
+    cy.edges().forEach((e) => {
+      const v = verdicts.get(e.id());
+      if (v) e.data("verdict", v);
+      else e.removeData("verdict");
+    });
+  });
 }

@@ -3,7 +3,7 @@
 // graph library (Cytoscape.js with the fCoSE layout) is loaded only when the
 // page is opened.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { api, ApiError, Flow, q, Workload } from "../api";
+import { api, ApiError, Flow, FlowVerdict, q, ScopeView, Workload } from "../api";
 import { DataTable, ErrorBox, Loading } from "../components";
 import { FilterBox } from "../filterbox";
 import { bytes, num } from "../format";
@@ -11,8 +11,8 @@ import { href, Route, setParams } from "../router";
 import { TimeRange } from "../timerange";
 import { useApi } from "../hooks";
 import { LIMIT, useFlowCompletion } from "./flows";
-import type { Graph, MapNode, MapEdge } from "./mapgraph";
-import { buildGraph } from "./mapgraph";
+import type { Graph, MapNode, MapEdge, VerdictCounts } from "./mapgraph";
+import { buildGraph, EDGE_VERDICTS, edgeVerdicts, worst } from "./mapgraph";
 
 type Selected = { node?: MapNode; edge?: MapEdge };
 
@@ -23,12 +23,17 @@ export function MapPage({ route }: { route: Route }) {
   const from = p.get("from") ?? "15m";
   const to = p.get("to") ?? "";
   const fine = p.get("layout") === "fine";
+  // policy is "SCOPE@VERSION": the edges are coloured by the analysis of
+  // that version over the map's range.
+  const policy = p.get("policy") ?? "";
   const [text, setText] = useState(filter);
   useEffect(() => setText(filter), [filter]);
   const fc = useFlowCompletion();
   const nsList = useApi(() => api<{ items: Workload[] }>("/api/v1/inventory" + q({ filter: "kind = namespace" })), []);
   const [res, setRes] = useState<{ flows?: Flow[]; error?: ApiError; loading: boolean }>({ loading: true });
-  const go = (x: Record<string, string>) => setParams({ ns, filter, from, to, layout: fine ? "fine" : undefined, ...x });
+  const go = (x: Record<string, string>) => setParams({ ns, filter, from, to, layout: fine ? "fine" : undefined, policy, ...x });
+  const scopes = useApi(() => api<ScopeView[]>("/api/v1/scopes"), []);
+  const verdicts = useVerdicts(policy, from, to);
   useEffect(() => {
     let live = true;
     const nsf = ns ? `(src.namespace = ${JSON.stringify(ns)} or dst.namespace = ${JSON.stringify(ns)})` : "";
@@ -63,6 +68,19 @@ export function MapPage({ route }: { route: Route }) {
           </select>
         </label>
         <TimeRange from={from} to={to} onChange={(f, t) => go({ from: f, to: t })} />
+        <label title="Colour the calls by the analysis of a policy version over this range (Permitted, Escaped, Rejected, Misdropped)">
+          policy{" "}
+          <select value={policy} onChange={(e) => go({ policy: e.currentTarget.value })} data-testid="map-policy">
+            <option value="">none</option>
+            {(scopes.data ?? []).flatMap((s) =>
+              s.versions.map((v) => (
+                <option value={`${s.name}@${v.version}`}>
+                  {s.name} {v.version} ({s.enforced === v.version ? "enforced" : v.state})
+                </option>
+              )),
+            )}
+          </select>
+        </label>
         <label title="Large maps (over 150 workloads) get a fast layout; the fine one refines it and takes longer">
           layout{" "}
           <select value={fine ? "fine" : "auto"} onChange={(e) => go({ layout: e.currentTarget.value === "fine" ? "fine" : "" })}>
@@ -73,25 +91,76 @@ export function MapPage({ route }: { route: Route }) {
       </div>
       <FilterBox label="flow filter for the map" value={text} onChange={setText} onSubmit={(v) => go({ filter: v.trim() })} schema={fc.schema} values={fc.values} onFocus={fc.load} error={filterError} />
       {res.error && !filterError && <ErrorBox error={res.error} />}
+      {verdicts.error && <ErrorBox error={verdicts.error} />}
       {res.loading && !graph && <Loading what="flows for the map" />}
       {graph && (
         <>
           <div class="map-wrap">
-            <GraphView graph={graph} onSelect={setSel} fine={fine} />
+            <GraphView graph={graph} onSelect={setSel} fine={fine} verdicts={verdicts.byEdge} />
             <aside class="card map-side" aria-live="polite">
-              <Side graph={graph} sel={sel} from={from} to={to} truncated={(res.flows?.length ?? 0) >= LIMIT} />
+              <Side graph={graph} sel={sel} from={from} to={to} truncated={(res.flows?.length ?? 0) >= LIMIT} policy={policy} verdicts={verdicts} />
             </aside>
           </div>
-          <EdgeTable graph={graph} from={from} to={to} />
+          <EdgeTable graph={graph} from={from} to={to} verdicts={verdicts.byEdge} />
         </>
       )}
     </>
   );
 }
 
-function Side({ graph, sel, from, to, truncated }: { graph: Graph; sel: Selected; from: string; to: string; truncated: boolean }) {
+type Verdicts = { byEdge?: Map<string, VerdictCounts>; loading: boolean; error?: ApiError };
+
+// analysisRange turns the map's range into the analysis API's parameters.
+const analysisRange = (from: string, to: string) => {
+  const rel = /^\d+(\.\d+)?(s|m|h)$/.test(from);
+  const abs = (v: string) => (/^\d+(\.\d+)?$/.test(v) ? new Date(Number(v) * 1000).toISOString() : v);
+  return rel && !to ? { since: from } : { from: rel ? new Date(Date.now() - Number(from.slice(0, -1)) * { s: 1e3, m: 60e3, h: 3600e3 }[from.slice(-1) as "s"]).toISOString() : abs(from), to: to ? abs(to) : undefined };
+};
+
+// useVerdicts loads the analysis of policy ("SCOPE@VERSION") over the
+// range: every analyzed flow's verdict, counted per map edge.
+function useVerdicts(policy: string, from: string, to: string): Verdicts {
+  const [scope, version] = policy.split("@");
+  const v = useApi(
+    () => (policy ? api<FlowVerdict[]>("/api/v1/analysis/flows" + q({ scope, version, ...analysisRange(from, to), limit: LIMIT })).then(edgeVerdicts) : Promise.resolve(undefined)),
+    [policy, from, to],
+  );
+  return { byEdge: policy ? v.data : undefined, loading: v.loading, error: v.error };
+}
+
+function VerdictLegend({ graph, policy, verdicts }: { graph: Graph; policy: string; verdicts: Verdicts }) {
+  if (!policy) return null;
+  if (verdicts.loading || !verdicts.byEdge) return verdicts.error ? null : <Loading what={`the analysis of ${policy.replace("@", " ")}`} />;
+  const n: Record<string, number> = {};
+  for (const id of graph.edges.keys()) {
+    const v = worst(verdicts.byEdge.get(id)) || "none";
+    n[v] = (n[v] ?? 0) + 1;
+  }
+  const [scope, version] = policy.split("@");
+  return (
+    <>
+      <h3 class="small">Calls by verdict of {scope} {version}</h3>
+      <ul class="legend small" data-testid="verdict-legend">
+        {EDGE_VERDICTS.map((v) => (
+          <li data-verdict={v} data-count={n[v] ?? 0}>
+            <span class={"lg edge v-" + v} /> <span class={"verdict v-" + v}>{v}</span>: {num(n[v] ?? 0)}
+          </li>
+        ))}
+        <li data-verdict="none" data-count={n.none ?? 0}>
+          <span class="lg edge" /> no scope decided it: {num(n.none ?? 0)}
+        </li>
+      </ul>
+      <p class="muted small">
+        An edge shows the worst verdict of its flows. <a href={href(["policies"], { scope, tab: "analysis", version })}>The analysis</a>
+      </p>
+    </>
+  );
+}
+
+function Side({ graph, sel, from, to, truncated, policy, verdicts }: { graph: Graph; sel: Selected; from: string; to: string; truncated: boolean; policy: string; verdicts: Verdicts }) {
   if (sel.edge) {
     const e = sel.edge;
+    const vc = verdicts.byEdge?.get(e.id);
     return (
       <>
         <h2>Call</h2>
@@ -107,6 +176,19 @@ function Side({ graph, sel, from, to, truncated }: { graph: Graph; sel: Selected
           <dd>{bytes(e.bytes)}</dd>
           <dt>flows</dt>
           <dd>{num(e.flows)}</dd>
+          {policy && vc && (
+            <>
+              <dt>verdicts</dt>
+              <dd data-testid="edge-verdicts">
+                {EDGE_VERDICTS.filter((v) => vc[v]).map((v) => (
+                  <div>
+                    <span class={"verdict v-" + v}>{v}</span> {num(vc[v]!)}
+                  </div>
+                ))}
+                {vc.unscoped ? <div class="muted">unscoped {num(vc.unscoped)}</div> : null}
+              </dd>
+            </>
+          )}
         </dl>
         <a class="button" href={href(["flows"], { filter: e.filter, from, to })}>
           Show these flows
@@ -158,12 +240,15 @@ function Side({ graph, sel, from, to, truncated }: { graph: Graph; sel: Selected
           <span class="lg ext" /> outside the inventory
         </li>
       </ul>
+      <VerdictLegend graph={graph} policy={policy} verdicts={verdicts} />
     </>
   );
 }
 
-function GraphView({ graph, onSelect, fine }: { graph: Graph; onSelect: (s: Selected) => void; fine: boolean }) {
+function GraphView({ graph, onSelect, fine, verdicts }: { graph: Graph; onSelect: (s: Selected) => void; fine: boolean; verdicts?: Map<string, VerdictCounts> }) {
   const el = useRef<HTMLDivElement>(null);
+  const [ready, setReady] = useState(0);
+  const [coloured, setColoured] = useState<number>();
   const [err, setErr] = useState<string>();
   const [layoutMs, setLayoutMs] = useState<number>();
   const cyRef = useRef<any>(null);
@@ -188,6 +273,7 @@ function GraphView({ graph, onSelect, fine }: { graph: Graph; onSelect: (s: Sele
       setLayoutMs(performance.now() - t0);
       cyRef.current = cy;
       order.current = [...graph.nodes.keys(), ...graph.edges.keys()];
+      setReady((r) => r + 1);
     })().catch((e) => setErr(String(e)));
     return () => {
       dead = true;
@@ -195,6 +281,17 @@ function GraphView({ graph, onSelect, fine }: { graph: Graph; onSelect: (s: Sele
       cyRef.current = null;
     };
   }, [graph, fine]);
+  useEffect(() => {
+    const cy = cyRef.current;
+    if (!cy) return;
+    const m = new Map<string, string>();
+    if (verdicts) for (const id of graph.edges.keys()) m.set(id, worst(verdicts.get(id)) || "unscoped");
+    import("./cy").then(({ setVerdicts }) => {
+      if (cyRef.current !== cy) return;
+      setVerdicts(cy, m);
+      setColoured(verdicts ? [...m.values()].filter((v) => v !== "unscoped").length : undefined);
+    });
+  }, [verdicts, ready]);
   const move = (d: number) => {
     const cy = cyRef.current;
     if (!cy || !order.current.length) return;
@@ -220,6 +317,7 @@ function GraphView({ graph, onSelect, fine }: { graph: Graph; onSelect: (s: Sele
         data-nodes={graph.nodes.size}
         data-edges={graph.edges.size}
         data-layout-ms={layoutMs === undefined ? "" : Math.round(layoutMs)}
+        data-coloured={coloured ?? ""}
         onKeyDown={(e) => {
           if (e.key === "ArrowRight" || e.key === "ArrowDown") (e.preventDefault(), move(1));
           else if (e.key === "ArrowLeft" || e.key === "ArrowUp") (e.preventDefault(), move(-1));
@@ -240,7 +338,7 @@ function GraphView({ graph, onSelect, fine }: { graph: Graph; onSelect: (s: Sele
 
 // EdgeTable is the map as text: every call with its ports and volume (for
 // keyboard and screen-reader users, and for export).
-function EdgeTable({ graph, from, to }: { graph: Graph; from: string; to: string }) {
+function EdgeTable({ graph, from, to, verdicts }: { graph: Graph; from: string; to: string; verdicts?: Map<string, VerdictCounts> }) {
   const label = (id: string) => {
     const n = graph.nodes.get(id);
     return n ? (n.namespace ? `${n.namespace}/${n.label}` : n.label) : id;
@@ -257,6 +355,19 @@ function EdgeTable({ graph, from, to }: { graph: Graph; from: string; to: string
           { key: "src", title: "From", value: (e: MapEdge) => label(e.source), render: (e) => <span data-testid="map-edge" data-source={graph.nodes.get(e.source)?.label} data-target={graph.nodes.get(e.target)?.label}>{label(e.source)}</span> },
           { key: "dst", title: "To", value: (e) => label(e.target) },
           { key: "ports", title: "Ports", value: (e) => [...e.ports].join(" ") },
+          ...(verdicts
+            ? [
+                {
+                  key: "verdict",
+                  title: "Verdict",
+                  value: (e: MapEdge) => worst(verdicts.get(e.id)),
+                  render: (e: MapEdge) => {
+                    const v = worst(verdicts.get(e.id));
+                    return v ? <span class={"verdict v-" + v} data-testid="edge-verdict" data-source={graph.nodes.get(e.source)?.label} data-target={graph.nodes.get(e.target)?.label} data-verdict={v}>{v}</span> : <span class="muted">—</span>;
+                  },
+                },
+              ]
+            : []),
           { key: "conns", title: "Connections", numeric: true, value: (e) => e.conns, render: (e) => num(e.conns) },
           { key: "bytes", title: "Bytes", numeric: true, value: (e) => e.bytes, render: (e) => bytes(e.bytes) },
           { key: "flows", title: "", value: () => "", render: (e) => <a href={href(["flows"], { filter: e.filter, from, to })}>flows</a> },

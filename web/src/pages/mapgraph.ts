@@ -58,14 +58,45 @@ function group(e: Endpoint, side: "src" | "dst"): Omit<MapNode, "inConns" | "out
   return { id: "ip/" + e.ip, label: e.ip, kind: "ext", filter: `${side}.ip = ${e.ip}` };
 }
 
+// drawn says whether a flow is drawn: tunnel (outer) flows are not, nor a
+// flow to a ClusterIP with a NAT-related flow (the related flow is the call).
+const drawn = (f: Flow) => !f.tunnel && !(f.dst.kind === "service" && (f.related ?? []).some((r) => r.reason === "clusterip-dnat"));
+
+// edgeOf is the id of the map edge a flow is drawn as (undefined: not drawn).
+export function edgeOf(f: Flow): string | undefined {
+  return drawn(f) ? group(f.src, "src").id + " → " + group(f.dst, "dst").id : undefined;
+}
+
+// The analysis verdicts an edge can carry, the worst first: an edge shows
+// the worst verdict among its flows.
+export const EDGE_VERDICTS = ["escaped", "misdropped", "rejected", "permitted"] as const;
+export type EdgeVerdict = (typeof EDGE_VERDICTS)[number];
+export type VerdictCounts = Partial<Record<EdgeVerdict | "unscoped", number>>;
+
+// edgeVerdicts counts the verdicts of analyzed flows per map edge.
+export function edgeVerdicts(fvs: { flow: Flow; verdict: string }[]): Map<string, VerdictCounts> {
+  const out = new Map<string, VerdictCounts>();
+  for (const fv of fvs) {
+    const id = edgeOf(fv.flow);
+    if (!id) continue;
+    let c = out.get(id);
+    if (!c) out.set(id, (c = {}));
+    const v = fv.verdict as EdgeVerdict | "unscoped";
+    c[v] = (c[v] ?? 0) + 1;
+  }
+  return out;
+}
+
+// worst is the verdict an edge is coloured by ("" when no flow of it was
+// decided by a scope).
+export const worst = (c?: VerdictCounts): EdgeVerdict | "" => EDGE_VERDICTS.find((v) => (c?.[v] ?? 0) > 0) ?? "";
+
 export function buildGraph(flows: Flow[]): Graph {
   const nodes = new Map<string, MapNode>();
   const edges = new Map<string, MapEdge>();
   let n = 0;
   for (const f of flows) {
-    if (f.tunnel) continue;
-    // A flow to a ClusterIP with a NAT-related flow: the related flow is the call.
-    if (f.dst.kind === "service" && (f.related ?? []).some((r) => r.reason === "clusterip-dnat")) continue;
+    if (!drawn(f)) continue;
     n++;
     const s = group(f.src, "src");
     const d = group(f.dst, "dst");

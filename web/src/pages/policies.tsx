@@ -9,6 +9,7 @@ import { ago, num, time } from "../format";
 import { Histogram } from "../histogram";
 import { useApi } from "../hooks";
 import { href, Route, setParams } from "../router";
+import { Discovery } from "./discovery";
 import { flowCols } from "./flows";
 
 const VERDICTS: [keyof AnalysisReport["counts"], string, string][] = [
@@ -25,7 +26,7 @@ const SINCE: [string, string][] = [
   ["168h", "last 7 days"],
 ];
 
-type Tab = "intents" | "versions" | "analysis" | "alerts";
+type Tab = "intents" | "versions" | "analysis" | "discovery" | "alerts";
 
 export function PoliciesPage({ route }: { route: Route }) {
   const p = route.params;
@@ -156,10 +157,11 @@ function ScopePage({ s, route, alerts, reload }: { s: ScopeView; route: Route; a
           ["analysis", "Analysis"],
           ["intents", "Intents"],
           ["versions", "Versions"],
+          ["discovery", "Discovery"],
           ["alerts", `Alerts (${alerts.filter((a) => !a.acked).length})`],
         ]}
       />
-      {s.versions.length > 0 && tab !== "alerts" && tab !== "versions" && (
+      {s.versions.length > 0 && tab !== "alerts" && tab !== "versions" && tab !== "discovery" && (
         <div class="toolbar">
           <label>
             version{" "}
@@ -183,10 +185,11 @@ function ScopePage({ s, route, alerts, reload }: { s: ScopeView; route: Route; a
           )}
         </div>
       )}
-      {s.versions.length === 0 && tab !== "alerts" && <p class="muted">This scope has no version yet: apply a Policy document for it.</p>}
+      {s.versions.length === 0 && tab !== "alerts" && tab !== "discovery" && <p class="muted">This scope has no version yet: apply a Policy document for it.</p>}
       {tab === "intents" && version && <Intents scope={s.name} version={version} />}
       {tab === "versions" && <Versions s={s} reload={reload} />}
       {tab === "analysis" && version && <Analysis scope={s.name} version={version} since={p.get("since") ?? "1h"} route={route} />}
+      {tab === "discovery" && <Discovery s={s} job={p.get("job") ?? ""} reload={reload} />}
       {tab === "alerts" && <AlertsCard alerts={alerts} reload={reload} />}
     </>
   );

@@ -2,7 +2,7 @@ import { useMemo, useState } from "preact/hooks";
 import { api, cves, Finding, ImageSummary, Registry } from "../api";
 import { Card, DataTable, ErrorBox, Loading, Severity, Tabs } from "../components";
 import { ago, num, time } from "../format";
-import { useApi } from "../hooks";
+import { useApi, usePoll } from "../hooks";
 import { href, Route, setParams } from "../router";
 
 const SEVS = ["critical", "high", "medium", "low", "unknown"];
@@ -71,6 +71,7 @@ export function VulnsPage({ route }: { route: Route }) {
           Known vulnerabilities in the packages of the images your pods run, matched against the imported OSV database.
           {lastScan ? ` Last scan ${ago(lastScan)} (${time(lastScan)}).` : ""}
         </p>
+        <VulnDB onImported={() => (findings.reload(), images.reload())} />
       </div>
       <ErrorBox error={err} />
       <nav class="sev-cards" aria-label="filter by severity">
@@ -258,5 +259,84 @@ function Registries({ regs, reload }: { regs: Registry[]; reload: () => void }) 
       )}
       {msg && <p role="status">{msg}</p>}
     </Card>
+  );
+}
+
+// GET /api/v1/vulndb (internal/server/vulndbstatus.go).
+interface VulnDBStatus {
+  generation: number;
+  advisories: number;
+  running?: { path: string; started: string; done: number; total: number };
+  last?: { path: string; started: string; finished: string; error?: string; stats: { files: number; added: number; updated: number; skipped: number } };
+  percent?: number;
+}
+
+// VulnDB shows the database's size and last import, the progress of an
+// import under way (polled every second while one runs), and a form to
+// import from the server's import directory (--vulndb-import-dir).
+function VulnDB({ onImported }: { onImported: () => void }) {
+  const status = usePoll(() => api<VulnDBStatus>("/api/v1/vulndb"), (x) => !!x.running, 1000, []);
+  const [open, setOpen] = useState(false);
+  const [path, setPath] = useState("");
+  const [busy, setBusy] = useState(false);
+  const [msg, setMsg] = useState<string>();
+  const start = async (e: Event) => {
+    e.preventDefault();
+    setBusy(true);
+    setMsg(undefined);
+    // The import answers when done; meanwhile the status shows progress.
+    const req = api<{ files: number; added: number; updated: number }>("/api/v1/vulndb/import", { method: "POST", body: JSON.stringify({ path: path.trim() }) });
+    setTimeout(status.reload, 300);
+    try {
+      const r = await req;
+      setMsg(`Imported ${num(r.files)} documents: ${num(r.added)} new, ${num(r.updated)} changed advisories.`);
+      onImported();
+    } catch (e) {
+      setMsg((e as Error).message);
+    } finally {
+      setBusy(false);
+      status.reload();
+    }
+  };
+  const st = status.data;
+  if (status.error) return <ErrorBox error={status.error} />;
+  if (!st) return null;
+  const last = st.last;
+  return (
+    <div class="vulndb small" data-testid="vulndb-status" data-advisories={st.advisories} data-imported={last?.finished ?? ""}>
+      <span>
+        Database: <strong>{num(st.advisories)}</strong> advisories
+        {last ? (
+          <>
+            {", "}
+            {last.error ? "last import failed" : "imported"} <span title={time(last.finished)} data-testid="vulndb-imported">{ago(last.finished)}</span> ({time(last.finished)}) from <span class="mono">{last.path}</span>
+            {last.error ? <span class="bad"> — {last.error}</span> : `: ${num(last.stats.files)} documents, ${num(last.stats.added)} new, ${num(last.stats.updated)} changed`}
+          </>
+        ) : (
+          ", not imported since the server started"
+        )}
+        .{" "}
+      </span>
+      {st.running ? (
+        <span role="status" aria-live="polite" data-testid="vulndb-progress">
+          Importing <span class="mono">{st.running.path}</span>: <progress max={100} value={st.percent ?? 0} aria-label="import progress" /> {st.percent !== undefined ? `${st.percent}% (${num(st.running.done)} of ${num(st.running.total)})` : "listing…"}
+        </span>
+      ) : (
+        <button class="link" onClick={() => setOpen(!open)} aria-expanded={open}>
+          Import…
+        </button>
+      )}
+      {open && !st.running && (
+        <form class="inline-form" onSubmit={start} data-testid="vulndb-form">
+          <label>
+            directory or zip under the server's import directory <input class="mono" value={path} onInput={(e) => setPath(e.currentTarget.value)} placeholder="e.g. osv-2026-12.zip" data-testid="vulndb-path" />
+          </label>
+          <button type="submit" disabled={busy || !path.trim()}>
+            Import
+          </button>
+        </form>
+      )}
+      {msg && <p role="status" data-testid="vulndb-message">{msg}</p>}
+    </div>
   );
 }

@@ -1,4 +1,4 @@
-import { api, Finding, Flow, q, Workload, WorkloadEvent, cves } from "../api";
+import { api, Finding, Flow, Intent, q, Workload, WorkloadEvent, cves } from "../api";
 import { Card, DataTable, ErrorBox, KV, Loading, Severity, Tags } from "../components";
 import { ago, time } from "../format";
 import { useApi } from "../hooks";
@@ -7,6 +7,19 @@ import { flowCols } from "./flows";
 
 const quote = (s: string) => JSON.stringify(s);
 
+// GET /api/v1/workload-policies: the intents of the workload's scopes
+// that select it.
+interface Applied {
+  rule: string;
+  scope: string;
+  version: string;
+  index: number;
+  enforced: boolean;
+  side: "consumer" | "provider" | "both";
+  via?: string;
+  policy: Intent;
+}
+
 export function WorkloadPage({ id }: { id: string }) {
   const wl = useApi(() => api<{ workload: Workload; history: WorkloadEvent[]; scopes?: string[] }>("/api/v1/inventory/" + id.split("/").map(encodeURIComponent).join("/")), [id]);
   const findings = useApi(() => api<{ items: Finding[] }>("/api/v1/vulnerabilities" + q({ filter: `workload contains ${quote(id)}` })), [id]);
@@ -14,6 +27,7 @@ export function WorkloadPage({ id }: { id: string }) {
     () => api<{ flows: Flow[] }>("/api/v1/flows" + q({ filter: `src.workload = ${quote(id)} or dst.workload = ${quote(id)}`, from: "1h", limit: 200 })),
     [id],
   );
+  const applied = useApi(() => api<{ scopes: string[]; versions: Record<string, string>; policies: Applied[] }>("/api/v1/workload-policies" + q({ id })), [id]);
   if (wl.error) return <ErrorBox error={wl.error} />;
   if (!wl.data) return <Loading what="the workload" />;
   const w = wl.data.workload;
@@ -138,6 +152,41 @@ export function WorkloadPage({ id }: { id: string }) {
           />
         </Card>
       )}
+      <Card title="Policies that apply to it">
+        <ErrorBox error={applied.error} />
+        {applied.loading && !applied.data && <Loading what="its policies" />}
+        {applied.data && (
+          <>
+            <p class="muted small">
+              The intents of its scopes ({Object.entries(applied.data.versions).map(([s, v], i) => (
+                <>
+                  {i ? ", " : ""}
+                  <a href={href(["policies"], { scope: s, tab: "intents", version: v })}>
+                    {s} {v}
+                  </a>
+                </>
+              ))}
+              {Object.keys(applied.data.versions).length ? "" : "none with a version"}: the enforced version, else the newest) whose consumer or provider selects it. What no intent allows, the scope's catch-all decides.
+            </p>
+            <DataTable
+              testid="workload-policies"
+              caption="policies that apply to the workload"
+              rows={applied.data.policies}
+              pageSize={20}
+              empty="No intent of its scopes names it: only the catch-all decides its flows."
+              cols={[
+                { key: "rule", title: "Rule", value: (a: Applied) => a.rule, render: (a) => <a class="mono small" href={href(["policies"], { scope: a.scope, tab: "intents", version: a.version })}>{a.rule}</a> },
+                { key: "side", title: "As", value: (a) => a.side, render: (a) => <span data-testid="applied-side" data-rule={a.rule} data-side={a.side}>{a.side}{a.via ? <span class="muted small"> via {a.via}</span> : null}</span> },
+                { key: "action", title: "Action", value: (a) => a.policy.action, render: (a) => <span class={"badge " + (a.policy.action === "ALLOW" ? "ok" : "bad")}>{a.policy.action}</span> },
+                { key: "consumer", title: "Consumer", value: (a) => a.policy.consumer, render: (a) => <code class="small">{a.policy.consumer}</code> },
+                { key: "provider", title: "Provider", value: (a) => a.policy.provider, render: (a) => <code class="small">{a.policy.provider}</code> },
+                { key: "ports", title: "Ports", value: (a) => (a.policy.ports ?? ["any"]).join(", ") },
+                { key: "state", title: "Version", value: (a) => (a.enforced ? "enforced" : "newest"), render: (a) => <span class={"badge " + (a.enforced ? "ok" : "")}>{a.enforced ? "enforced" : "newest, not enforced"}</span> },
+              ]}
+            />
+          </>
+        )}
+      </Card>
       <Card title="Recent flows (last hour)">
         {flows.error && <ErrorBox error={flows.error} />}
         {flows.data && <DataTable cols={flowCols} rows={flows.data.flows} pageSize={10} initialSort={["start", -1]} empty="No flow to or from this workload in the last hour." />}
