@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/palisade-dev/palisade/internal/auth"
+	"github.com/palisade-dev/palisade/internal/httpapi"
 	"github.com/palisade-dev/palisade/internal/vuln"
 	"github.com/palisade-dev/palisade/internal/vuln/osv"
 )
@@ -16,7 +17,7 @@ func init() { addRoutes((*Server).vulnDBStatusRoutes) }
 
 func (s *Server) vulnDBStatusRoutes() []Route {
 	return []Route{
-		{Method: "GET", Pattern: "/api/v1/vulndb", Perm: auth.VulnRead, Handler: s.vulnDBStatus},
+		{Method: "GET", Pattern: "/api/v1/vulndb", Perm: auth.VulnRead, Scope: httpapi.Global, Handler: s.vulnDBStatus},
 	}
 }
 

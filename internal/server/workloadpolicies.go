@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 
 	"github.com/palisade-dev/palisade/internal/auth"
 	"github.com/palisade-dev/palisade/internal/filter"
+	"github.com/palisade-dev/palisade/internal/httpapi"
 	"github.com/palisade-dev/palisade/internal/inventory"
 	"github.com/palisade-dev/palisade/internal/policy"
 )
@@ -20,7 +22,7 @@ func init() { addRoutes((*Server).workloadPolicyRoutes) }
 
 func (s *Server) workloadPolicyRoutes() []Route {
 	return []Route{
-		{Method: "GET", Pattern: "/api/v1/workload-policies", Perm: auth.Permission("policy.read"), Handler: s.workloadPolicies},
+		{Method: "GET", Pattern: "/api/v1/workload-policies", Perm: auth.Permission("policy.read"), Scope: httpapi.Filtered, Handler: s.workloadPolicies},
 	}
 }
 
@@ -55,8 +57,9 @@ func (s *Server) workloadPolicies(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errors.New("id: give the workload's inventory ID (id=CLUSTER/KIND/NAMESPACE/NAME)"))
 		return
 	}
+	vis := s.visibilityOf(r)
 	wl, _, ok := s.Inventory.Get(id)
-	if !ok {
+	if !ok || !vis.Workload(wl) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no workload with id %q", id))
 		return
 	}
@@ -64,6 +67,13 @@ func (s *Server) workloadPolicies(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err)
 		return
+	}
+	// A caller bound to a scope sees its scope and those below only.
+	out.Policies = slices.DeleteFunc(out.Policies, func(p AppliedPolicy) bool { return !vis.Scope(p.Scope) })
+	for sc := range out.Versions {
+		if !vis.Scope(sc) {
+			delete(out.Versions, sc)
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/pkg/api"
 )
 
 // TestWorkloadPolicies: the intents of a workload's scopes that select it,
@@ -85,6 +86,27 @@ func TestWorkloadPolicies(t *testing.T) {
 		if p.Rule == "shop-api@v1#1" {
 			t.Errorf("the service is not in shop-api (its labels are not tier=api), yet %s is listed", p.Rule)
 		}
+	}
+	// A viewer bound to shop-api sees that scope's intents, not its
+	// parent's.
+	tok, err := s.Client("").CreateTokenFor(context.Background(), api.TokenRequest{Name: "api-viewer", Role: "viewer", Scope: "shop-api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := do(t, s, tok.Secret, "GET", "/api/v1/workload-policies?id="+url.QueryEscape(carts.ID), "")
+	var scoped WorkloadPolicies
+	json.NewDecoder(resp.Body).Decode(&scoped) //nolint:errcheck // checked below
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || len(scoped.Policies) != 4 {
+		t.Errorf("scoped viewer: %s, %d policies, want shop-api's 4", resp.Status, len(scoped.Policies))
+	}
+	for _, p := range scoped.Policies {
+		if p.Scope != "shop-api" {
+			t.Errorf("scoped viewer sees %s", p.Rule)
+		}
+	}
+	if _, ok := scoped.Versions["shop"]; ok {
+		t.Errorf("scoped viewer sees the parent's version: %v", scoped.Versions)
 	}
 	for path, code := range map[string]int{
 		"/api/v1/workload-policies":               http.StatusBadRequest,
