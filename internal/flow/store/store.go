@@ -545,6 +545,10 @@ type Stats struct {
 	DictEntries    int    `json:"dictEntries"`
 	ColdReads      uint64 `json:"coldReads"`
 	ColdCacheBytes int64  `json:"coldCacheBytes"`
+	// ColdRowOnly counts the cold segments without a column file yet
+	// (older format, or not written yet): they are read from their row
+	// file until a retention pass writes one.
+	ColdRowOnly int `json:"coldRowOnly"`
 	// Retention: MaxAge ("0s": none) and MaxBytes (0: none).
 	MaxAge    string `json:"maxAge"`
 	MaxBytes  int64  `json:"maxBytes"`
