@@ -279,11 +279,13 @@ func (c *coldCache) clear() {
 	c.m, c.used = nil, 0
 }
 
-// columnsOf returns seg's records as columns: its chunks when hot, else
-// decoded from its file (through the cache). A cold segment whose file
-// has damaged blocks yields the whole ones; the damage is logged and the
-// file repaired by the next retention pass.
-func (s *Store) columnsOf(seg *segment) ([]columns, bitset) {
+// columnsOf returns seg's records as columns: its chunks when hot; when
+// cold, the columns of its column file in place (with the columns of mask
+// checked: others may be read only at rows cf.verifyRow checked), else
+// decoded from its row file (through the cache; cf is then nil). A cold
+// segment whose row file has damaged blocks yields the whole ones; the
+// damage is logged and the file repaired by the next retention pass.
+func (s *Store) columnsOf(seg *segment, mask colMask) ([]columns, bitset, *colFile) {
 	seg.mu.RLock()
 	if !seg.cold {
 		cs := make([]columns, len(seg.chunks))
@@ -292,18 +294,52 @@ func (s *Store) columnsOf(seg *segment) ([]columns, bitset) {
 		}
 		dead := seg.dead
 		seg.mu.RUnlock()
-		return cs, dead
+		return cs, dead, nil
 	}
-	size, est, repl, rows := seg.committed, seg.sum.decodedBytes(), seg.sum.repl, seg.sum.rows
+	size := seg.committed
+	cf := seg.col
 	seg.mu.RUnlock()
-	if e, ok := s.cold.get(seg, size); ok {
-		return e.cs, e.dead
-	}
 	s.coldReads.Add(1)
+	if cf != nil && cf.covered == size {
+		if cf.verifyCols(mask) {
+			return cf.cs, cf.dead, cf
+		}
+		s.noteColDamaged(cf)
+	}
+	if e, ok := s.cold.get(seg, size); ok {
+		return e.cs, e.dead, nil
+	}
+	cs, dead, est := s.decodeRows(seg, size)
+	s.cold.put(seg, size, &coldEntry{cs: cs, dead: dead, bytes: est})
+	return cs, dead, nil
+}
+
+// noteColDamaged logs a damaged column file once; queries read the
+// segment's row file instead, and the next retention pass moves the
+// column file aside and writes it again.
+func (s *Store) noteColDamaged(cf *colFile) {
+	cf.bad.Store(true)
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	if s.colDamaged == nil {
+		s.colDamaged = map[*colFile]bool{}
+	}
+	if !s.colDamaged[cf] {
+		s.colDamaged[cf] = true
+		s.log.Error("flow store: damaged page in a column file; reading the segment's row file instead, rewriting the column file at the next retention pass", "file", cf.path)
+	}
+}
+
+// decodeRows decodes seg's row file (its first size bytes) into columns
+// and marks the rows replaced by later ones; est is the heap they take.
+func (s *Store) decodeRows(seg *segment, size int64) (cs []columns, dead bitset, est int64) {
+	seg.mu.RLock()
+	est, repl, rows := seg.sum.decodedBytes(), seg.sum.repl, seg.sum.rows
+	seg.mu.RUnlock()
 	data, err := readPrefix(seg.path, size)
 	if err != nil {
 		s.log.Error("flow store: reading a cold segment", "file", seg.path, "err", err)
-		return nil, nil
+		return nil, nil, 0
 	}
 	v := s.dict.view()
 	skip := s.skipSnapshot()
@@ -322,8 +358,7 @@ func (s *Store) columnsOf(seg *segment) ([]columns, bitset) {
 	if len(bad) > 0 || tail < len(data) {
 		s.noteDamaged(seg, errCorrupt)
 	}
-	cs := all.split()
-	var dead bitset
+	cs = all.split()
 	if repl > 0 {
 		ptrs := make([]*columns, len(cs))
 		for i := range cs {
@@ -331,8 +366,7 @@ func (s *Store) columnsOf(seg *segment) ([]columns, bitset) {
 		}
 		dead = markDead(ptrs)
 	}
-	s.cold.put(seg, size, &coldEntry{cs: cs, dead: dead, bytes: est})
-	return cs, dead
+	return cs, dead, est
 }
 
 // truncate cuts c back to n rows and r related links.
@@ -394,8 +428,10 @@ func (c *columns) reset() {
 }
 
 // evict makes the segments whose partition ended before now-HotWindow
-// cold: their summaries are written and their columns dropped. Caller
-// holds wmu.
+// cold: their summaries and column files are written and their columns
+// dropped. It also writes the column files cold segments lack (written
+// before the column format, made stale by a late flow or a repair, or
+// damaged), a few per pass. Caller holds wmu.
 func (s *Store) evict(now time.Time) {
 	edge := now.Add(-s.opts.HotWindow).UnixNano()
 	part := s.opts.Partition.Nanoseconds()
@@ -407,8 +443,9 @@ func (s *Store) evict(now time.Time) {
 		seg.mu.RLock()
 		stale := seg.committed > 0 && seg.sumSize != seg.committed
 		cold := seg.cold
+		noCol := seg.committed > 0 && !colCurrent(seg)
 		seg.mu.RUnlock()
-		if !cold && seg.bucket+part <= edge || cold && stale {
+		if !cold && seg.bucket+part <= edge || cold && (stale || noCol) {
 			todo = append(todo, seg)
 		}
 	}
@@ -419,14 +456,112 @@ func (s *Store) evict(now time.Time) {
 		s.log.Error("flow store: eviction skipped", "err", err)
 		return
 	}
+	converted, left := 0, 0
 	for _, seg := range todo {
-		if err := s.writeSummary(seg); err != nil {
-			s.log.Error("flow store: eviction", "err", err)
-			continue
+		seg.mu.RLock()
+		stale, cold := seg.sumSize != seg.committed, seg.cold
+		seg.mu.RUnlock()
+		if !cold || stale {
+			if err := s.writeSummary(seg); err != nil {
+				s.log.Error("flow store: eviction", "err", err)
+				continue
+			}
+		}
+		seg.mu.RLock()
+		need := seg.committed > 0 && !colCurrent(seg)
+		seg.mu.RUnlock()
+		if need && littleEndian {
+			if cold && converted >= convertsPerPass {
+				left++
+			} else {
+				if cold {
+					converted++
+				}
+				s.writeColumns(seg)
+			}
 		}
 		seg.mu.Lock()
 		seg.cold, seg.chunks, seg.dead = true, nil, nil
 		seg.mu.Unlock()
+	}
+	if converted > 0 {
+		s.log.Info("flow store: wrote the column files of cold segments read from their row files (older format, late flows, repairs)", "segments", converted, "left", left)
+	}
+}
+
+// convertsPerPass bounds the column files a retention pass makes from
+// row files (≈ 15 ms of CPU each for 100,000 flows), so a store of an
+// older format is converted over a few passes without holding up ingest.
+const convertsPerPass = 16
+
+// colCurrent reports whether seg has a sound column file covering all of
+// its row file. Caller holds seg.mu.
+func colCurrent(seg *segment) bool {
+	return seg.col != nil && seg.col.covered == seg.committed && !seg.col.bad.Load()
+}
+
+// writeColumns writes seg's column file, from its chunks when hot, else
+// from its row file, moving a damaged one aside first. Caller holds wmu.
+func (s *Store) writeColumns(seg *segment) {
+	seg.mu.RLock()
+	size, hot, old := seg.committed, !seg.cold, seg.col
+	var cs []columns
+	var dead bitset
+	if hot {
+		cs = make([]columns, len(seg.chunks))
+		for i, c := range seg.chunks {
+			cs[i] = *c
+		}
+		dead = seg.dead
+	}
+	seg.mu.RUnlock()
+	if old != nil && old.bad.Load() {
+		if err := s.moveAside(old.path, "damaged page in a column file (found by a query)"); err != nil {
+			s.log.Error("flow store: column file", "err", err)
+		}
+	}
+	if !hot {
+		cs, dead, _ = s.decodeRows(seg, size)
+	}
+	cf, err := s.writeColFile(seg.bucket, cs, dead, size, "")
+	if err != nil {
+		s.log.Error("flow store: writing a column file; the segment is read from its row file", "file", s.colPath(seg.bucket), "err", err)
+		return
+	}
+	seg.mu.Lock()
+	seg.col, seg.colSize = cf, cf.size
+	seg.mu.Unlock()
+	if old != nil {
+		s.retire(old)
+		s.dmu.Lock()
+		delete(s.colDamaged, old)
+		s.dmu.Unlock()
+	}
+}
+
+// retire unmaps a column file no query will read again, once no query
+// runs (queries hold gen while they read mapped columns).
+func (s *Store) retire(cf *colFile) {
+	s.mu.Lock()
+	s.retired = append(s.retired, cf)
+	s.mu.Unlock()
+}
+
+// unmapRetired unmaps the retired column files if no query runs now
+// (else a later call does). With locked, the caller holds gen.
+func (s *Store) unmapRetired(locked bool) {
+	if !locked {
+		if !s.gen.TryLock() {
+			return
+		}
+		defer s.gen.Unlock()
+	}
+	s.mu.Lock()
+	todo := s.retired
+	s.retired = nil
+	s.mu.Unlock()
+	for _, cf := range todo {
+		cf.unmap()
 	}
 }
 

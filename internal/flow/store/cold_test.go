@@ -157,6 +157,9 @@ func TestColdSegmentsAnswerLikeHot(t *testing.T) {
 	if st := s.Stats(); st.HotSegments != 0 || st.Flows != n {
 		t.Fatalf("reopened cold: %+v", st)
 	}
+	if st := s.Stats(); st.ColdRowOnly != 0 {
+		t.Fatalf("reopened cold without column files: %+v", st)
+	}
 	reads := s.Stats().ColdReads
 	sameAnswers(t, "reopened cold", want, ask(t, s, mix))
 	if s.Stats().ColdReads == reads {
@@ -171,6 +174,32 @@ func TestColdSegmentsAnswerLikeHot(t *testing.T) {
 	if r := s.Stats().ColdReads - reads; r != 0 {
 		t.Fatalf("rare pair read %d cold segments", r)
 	}
+	s.Close()
+
+	// A store written before column files (row files only) answers the
+	// same, and retention passes write the column files.
+	cols, _ := filepath.Glob(filepath.Join(dir, "*"+colSuffix))
+	if len(cols) != st.Segments {
+		t.Fatalf("%d column files for %d segments", len(cols), st.Segments)
+	}
+	for _, p := range cols {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var log syncBuf
+	s = open(t, dir, Options{HotWindow: time.Nanosecond, Logger: logTo(&log)})
+	if st := s.Stats(); st.ColdRowOnly == 0 || !strings.Contains(log.String(), "without a current column file") {
+		t.Fatalf("row files only: %+v\n%s", st, log.String())
+	}
+	sameAnswers(t, "row files only", want, ask(t, s, mix))
+	for s.Stats().ColdRowOnly > 0 {
+		s.Retain(time.Now())
+	}
+	if !strings.Contains(log.String(), "wrote the column files of cold segments") {
+		t.Fatalf("conversion not logged:\n%s", log.String())
+	}
+	sameAnswers(t, "converted", want, ask(t, s, mix))
 	s.Close()
 
 	// And hot again.

@@ -110,10 +110,13 @@ func (s *Store) compact() error {
 	segs := s.sorted(false)
 	skip := s.skip
 	s.mu.RUnlock()
-	// Summaries name old IDs: gone before anything is renamed.
+	// Summaries and column files name old IDs: gone before anything is
+	// renamed (a cold segment's column file is replaced by its new one).
 	for _, seg := range segs {
-		if err := os.Remove(s.sumPath(seg.bucket)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("flow store: %w", err)
+		for _, p := range []string{s.sumPath(seg.bucket), s.colPath(seg.bucket)} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("flow store: %w", err)
+			}
 		}
 		seg.mu.Lock()
 		seg.sumSize = 0
@@ -204,6 +207,14 @@ func (s *Store) compact() error {
 			return cleanup(err)
 		}
 		written = append(written, path)
+		if littleEndian && !hot {
+			// The column file, renumbered too (renamed with the rest; a
+			// hot segment's is written when it turns cold).
+			if _, err := s.writeColFile(seg.bucket, all.split(), nil, int64(len(file)), compactSuffix); err != nil {
+				return cleanup(err)
+			}
+			written = append(written, s.colPath(seg.bucket)+compactSuffix)
+		}
 		if all.len() > 0 {
 			ns.appendRows(&all)
 		}
@@ -254,12 +265,20 @@ func (s *Store) compact() error {
 			seg.file = nil
 		}
 		seg.size, seg.committed, seg.sumSize = r.size, r.size, 0
+		if seg.col != nil {
+			seg.col.unmap() // no query runs: gen is held
+			seg.col, seg.colSize = nil, 0
+		}
+		if cf, err := openColFile(s.colPath(seg.bucket)); err == nil {
+			seg.col, seg.colSize = cf, cf.size
+		}
 		ns := r.ns
 		seg.sum, seg.chunks, seg.dead, seg.txnLo, seg.txnHi = ns.sum, ns.chunks, ns.dead, ns.txnLo, ns.txnHi
 		seg.minStart, seg.maxStart, seg.maxEnd = ns.minStart, ns.maxStart, ns.maxEnd
 		seg.mu.Unlock()
 	}
 	s.cold.clear()
+	s.unmapRetired(true)
 	if err := s.saveDone(); err != nil {
 		return err
 	}
@@ -428,6 +447,10 @@ func (s *Store) repair(seg *segment) error {
 		seg.file = nil
 	}
 	seg.size, seg.committed, seg.sumSize = int64(len(good)), int64(len(good)), 0
+	if seg.col != nil {
+		seg.col.unmap() // stale (no query runs: gen is held); written again by evict
+		seg.col = nil
+	}
 	seg.sum, seg.chunks, seg.dead, seg.txnLo, seg.txnHi = ns.sum, ns.chunks, ns.dead, ns.txnLo, ns.txnHi
 	seg.minStart, seg.maxStart, seg.maxEnd = ns.minStart, ns.maxStart, ns.maxEnd
 	seg.mu.Unlock()

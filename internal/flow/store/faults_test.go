@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -173,9 +174,21 @@ func TestCorruptDoneState(t *testing.T) {
 	}
 }
 
+// colByte is the offset in a column file of byte i of column k.
+func colByte(t *testing.T, path string, k, i int) int64 {
+	t.Helper()
+	cf, err := openColFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cf.unmap()
+	return int64(cf.dataOff + cf.off[k][0] + i)
+}
+
 // A cold segment with a damaged block keeps serving its other blocks (and
 // the other segments keep serving); the next retention pass moves the file
-// aside and rewrites it with its whole blocks, with a log line.
+// aside and rewrites it with its whole blocks, with a log line. Its column
+// file is damaged too, so queries read the row file.
 func TestCorruptColdSegment(t *testing.T) {
 	dir := t.TempDir()
 	var log syncBuf
@@ -198,6 +211,8 @@ func TestCorruptColdSegment(t *testing.T) {
 		t.Fatalf("blocks: %v", offs)
 	}
 	flipByte(t, path, int64(offs[1]+blockHeader+3))
+	col := s.colPath(t0.UnixNano() / int64(time.Minute) * int64(time.Minute))
+	flipByte(t, col, colByte(t, col, colPair, 5))
 	s.cold.clear()
 	fs, _ := s.Search(query(t, "", 100))
 	if len(fs) != 23 {
@@ -221,6 +236,52 @@ func TestCorruptColdSegment(t *testing.T) {
 	}
 	if fs, _ := s.Search(query(t, "", 100)); len(fs) != 24 {
 		t.Fatalf("a late flow in the repaired cold segment: %d flows", len(fs))
+	}
+}
+
+// A damaged column file costs nothing: queries read the segment's row
+// file instead (with a log line), and the next retention pass moves the
+// column file aside and writes it again.
+func TestCorruptColumnFile(t *testing.T) {
+	dir := t.TempDir()
+	var log syncBuf
+	o := Options{Partition: time.Minute, HotWindow: time.Nanosecond, Logger: logTo(&log)}
+	s := open(t, dir, o)
+	var fs []flow.Flow
+	for i := range 30 {
+		fs = append(fs, nsFlow(i, t0.Add(time.Duration(i)*time.Second), fmt.Sprintf("b-%d", i%3)))
+	}
+	if err := s.Append(fs, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Retain(time.Now())
+	if st := s.Stats(); st.HotSegments != 0 || st.ColdRowOnly != 0 {
+		t.Fatalf("after eviction: %+v", st)
+	}
+	want, _ := s.Search(query(t, `src.namespace = "b-1"`, 100))
+	if len(want) != 10 {
+		t.Fatalf("b-1: %d flows", len(want))
+	}
+	col := s.colPath(t0.UnixNano() / int64(time.Minute) * int64(time.Minute))
+	s.Close()
+	flipByte(t, col, colByte(t, col, colAttr, 7))
+	s = open(t, dir, o)
+	got, _ := s.Search(query(t, `src.namespace = "b-1"`, 100))
+	if !reflect.DeepEqual(got, want) || !strings.Contains(log.String(), "damaged page in a column file") {
+		t.Fatalf("with a damaged column file: %d flows (want %d)\n%s", len(got), len(want), log.String())
+	}
+	if st := s.Stats(); st.ColdRowOnly != 1 {
+		t.Fatalf("damaged column file still counted as current: %+v", st)
+	}
+	s.Retain(time.Now())
+	if len(movedAside(t, dir)) != 1 || s.Stats().ColdRowOnly != 0 {
+		t.Fatalf("column file not moved aside and rewritten: %v %+v", movedAside(t, dir), s.Stats())
+	}
+	s.Close()
+	s = open(t, dir, o)
+	defer s.Close()
+	if got, _ := s.Search(query(t, `src.namespace = "b-1"`, 100)); !reflect.DeepEqual(got, want) || s.Stats().ColdRowOnly != 0 {
+		t.Fatalf("after the rewrite and reopen: %d flows, %+v", len(got), s.Stats())
 	}
 }
 

@@ -28,6 +28,8 @@ type matcher struct {
 	// attribute combination; the rest are checked per flow.
 	pairConj, attrConj, restConj []int
 	pairTab, attrTab             []int8 // 0 unknown, 1 match, 2 no match
+	// mask: the columns the conjuncts read for every flow.
+	mask colMask
 }
 
 type conjMemo struct {
@@ -54,21 +56,34 @@ func newMatcher(q *flow.Query) *matcher {
 		switch c.Level {
 		case flow.LevelAll, flow.LevelSrc, flow.LevelDst, flow.LevelPair:
 			m.pairConj = append(m.pairConj, k)
+			m.mask |= 1 << colPair
 		case flow.LevelAttr:
 			m.attrConj = append(m.attrConj, k)
+			m.mask |= 1 << colAttr
 		default:
 			m.restConj = append(m.restConj, k)
+			switch {
+			case c.Level == flow.LevelSrcPort:
+				m.mask |= 1 << colSport
+			case c.Level == flow.LevelPairAttr:
+				m.mask |= 1<<colPair | 1<<colAttr
+			case c.Numeric != nil:
+				m.mask |= counterMask(cm.counter)
+			default:
+				m.mask = maskAll
+			}
 		}
 	}
 	return m
 }
 
-// at points the matcher at a segment: its columns, then the dictionaries
-// (taken after the columns, so they cover every entry the columns use).
-func (m *matcher) at(s *Store, seg *segment) *view {
-	cs, dead := s.columnsOf(seg)
+// at points the matcher at a segment: its columns (of a cold segment's
+// column file, those of mask checked), then the dictionaries (taken after
+// the columns, so they cover every entry the columns use).
+func (m *matcher) at(s *Store, seg *segment, mask colMask) *view {
+	cs, dead, cf := s.columnsOf(seg, mask)
 	v := s.dict.view()
-	v.cs, v.dead = cs, dead
+	v.cs, v.dead, v.cf = cs, dead, cf
 	m.v = v
 	if len(m.pairConj) > 0 && len(m.pairTab) < len(v.pairs) {
 		m.pairTab = append(m.pairTab, make([]int8, len(v.pairs)-len(m.pairTab))...)
@@ -239,7 +254,7 @@ func (s *Store) scan(q *flow.Query, fn func(v *view, hits []int32) bool) {
 					return
 				}
 				if !stop.Load() && q.Err() == nil && pre.may(s, segs[k]) {
-					res[k].v, res[k].hits = s.scanSegment(q, m, segs[k], nil)
+					res[k].v, res[k].hits = s.scanSegment(q, m, segs[k], nil, 0, true)
 				}
 				close(res[k].done)
 			}
@@ -259,11 +274,33 @@ func (s *Store) scan(q *flow.Query, fn func(v *view, hits []int32) bool) {
 	}
 }
 
-// scanSegment appends the matching records of seg to hits.
-func (s *Store) scanSegment(q *flow.Query, m *matcher, seg *segment, hits []int32) (*view, []int32) {
+// scanSegment appends the matching records of seg to hits. It reads the
+// columns the matcher needs, the times when the segment is not wholly
+// inside the query's range, and the columns of extra; with rows, the
+// caller materializes the hits (from a column file: their pages are
+// checked first, and a damaged one makes the segment read from its row
+// file instead).
+func (s *Store) scanSegment(q *flow.Query, m *matcher, seg *segment, hits []int32, extra colMask, rows bool) (*view, []int32) {
 	b := seg.bounds()
-	v := m.at(s, seg)
 	inside := b.minStart >= q.From && b.maxStart <= q.To
+	mask := m.mask | extra
+	if !inside {
+		mask |= 1<<colStart | 1<<colEnd
+	}
+	n0 := len(hits)
+	for {
+		v := m.at(s, seg, mask)
+		hits = m.scanView(q, v, inside, hits)
+		if v.cf == nil || !rows || v.cf.verifyHits(hits[n0:]) {
+			return v, hits
+		}
+		s.noteColDamaged(v.cf)
+		hits = hits[:n0]
+	}
+}
+
+// scanView appends the matching records of v's segment to hits.
+func (m *matcher) scanView(q *flow.Query, v *view, inside bool, hits []int32) []int32 {
 	hasPair, hasAttr, hasRest := len(m.pairConj) > 0, len(m.attrConj) > 0, len(m.restConj) > 0
 	for ci := range v.cs {
 		c := &v.cs[ci]
@@ -303,7 +340,7 @@ func (s *Store) scanSegment(q *flow.Query, m *matcher, seg *segment, hits []int3
 			hits = append(hits, int32(ci<<chunkBits|i))
 		}
 	}
-	return v, hits
+	return hits
 }
 
 // Search implements flow.Store.
@@ -361,11 +398,16 @@ func (s *Store) Get(id string) (flow.Flow, bool, error) {
 		if seg.bounds().minStart > t.Add(time.Millisecond).UnixNano() || seg.bucket+s.opts.Partition.Nanoseconds() < t.Add(-idLookback).UnixNano() {
 			continue
 		}
-		cs, dead := s.columnsOf(seg)
+	again:
+		cs, dead, cf := s.columnsOf(seg, 1<<colIDms|1<<colIDn)
 		for ci := range cs {
 			c := &cs[ci]
 			for i := range c.idn {
 				if c.idn[i] == n && c.idms[i] == ms && !dead.has(uint32(ci<<chunkBits|i)) {
+					if cf != nil && !cf.verifyRow(ci<<chunkBits|i) {
+						s.noteColDamaged(cf)
+						goto again
+					}
 					v := s.dict.view()
 					v.cs = cs
 					return v.flowAt(ci<<chunkBits | i), true, nil
@@ -406,7 +448,7 @@ func (s *Store) Top(q flow.Query, by string, n int) ([]flow.TopEntry, error) {
 					continue
 				}
 				var v *view
-				v, hits = s.scanSegment(&q, m, segs[k], hits[:0])
+				v, hits = s.scanSegment(&q, m, segs[k], hits[:0], 1<<colPair|1<<colConns|1<<colFwdB|1<<colRevB, false)
 				if len(per) < len(v.pairs) {
 					per = append(per, make([]acc, len(v.pairs)-len(per))...)
 				}
@@ -496,6 +538,25 @@ func needOf(fields []string) fillNeed {
 
 // counterFields are the counters a flow.NumericCond may name.
 var counterFields = []string{"bytes", "packets", "fwd.bytes", "fwd.packets", "rev.bytes", "rev.packets", "conns"}
+
+// counterMask is the columns counter k reads.
+func counterMask(k int) colMask {
+	switch k {
+	case 0:
+		return 1<<colFwdB | 1<<colRevB
+	case 1:
+		return 1<<colFwdP | 1<<colRevP
+	case 2:
+		return 1 << colFwdB
+	case 3:
+		return 1 << colFwdP
+	case 4:
+		return 1 << colRevB
+	case 5:
+		return 1 << colRevP
+	}
+	return 1 << colConns
+}
 
 // counter returns counter counterFields[k] of record i of c.
 func counter(c *columns, k int, i int) uint64 {

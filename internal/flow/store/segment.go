@@ -395,6 +395,10 @@ type segment struct {
 	sumSize int64
 	// txnLo and txnHi bound the transactions of the file's blocks.
 	txnLo, txnHi uint64
+	// col is the segment's column file when cold (nil: none yet, read the
+	// row file); colSize its length.
+	col     *colFile
+	colSize int64
 }
 
 // noteTxn widens the segment's transaction range. Caller holds mu (or
@@ -857,6 +861,7 @@ func rows(cs []columns) int {
 type view struct {
 	cs    []columns // the segment's chunks
 	dead  bitset    // rows replaced by a later version
+	cf    *colFile  // when cs are a column file's (in place)
 	c     *columns  // the chunk being scanned
 	eps   []flow.Endpoint
 	pairs []pair

@@ -76,8 +76,11 @@ type Store struct {
 	cold      coldCache
 	coldReads atomic.Uint64
 
-	dmu     sync.Mutex
-	damaged map[*segment]bool
+	dmu        sync.Mutex
+	damaged    map[*segment]bool
+	colDamaged map[*colFile]bool
+	// retired are column files to unmap once no query reads them (mu).
+	retired []*colFile
 
 	wal *wal
 
@@ -244,6 +247,7 @@ func (s *Store) loadSegments(trusted bool) error {
 	}
 	s.skip = skip
 	keep := func(bi blockInfo) bool { return !skip[bi.txn] }
+	rowOnly := 0
 	for _, f := range files {
 		seg := f.seg
 		var damaged []string
@@ -281,6 +285,20 @@ func (s *Store) loadSegments(trusted bool) error {
 		}
 		seg.size, seg.committed = size, size
 		s.segs[seg.bucket] = seg
+		if cf, err := openColFile(s.colPath(seg.bucket)); err == nil {
+			seg.colSize = cf.size
+			if seg.cold && cf.covered == size && cf.npairs <= npairs && cf.nattrs <= nattrs {
+				seg.col = cf
+			} else {
+				cf.unmap()
+			}
+		}
+		if seg.cold && seg.col == nil && size > 0 {
+			rowOnly++
+		}
+	}
+	if rowOnly > 0 {
+		s.log.Info("flow store: cold segments without a current column file (written before the column format, or not yet written): read from their row files until retention passes write their column files", "segments", rowOnly, "perPass", convertsPerPass)
 	}
 	s.committedTxn = s.txn
 	return s.saveDone()
@@ -467,6 +485,7 @@ func (s *Store) retainLocked(now time.Time) {
 			s.log.Error("flow store: dictionary compaction", "err", err)
 		}
 	}
+	s.unmapRetired(false)
 }
 
 // dropOld removes the oldest segments past MaxAge or MaxBytes.
@@ -479,7 +498,7 @@ func (s *Store) dropOld(now time.Time) bool {
 	s.mu.RUnlock()
 	var total int64
 	for _, seg := range segs {
-		total += seg.size
+		total += seg.size + seg.colSize
 	}
 	var drop []*segment
 	for _, seg := range segs { // oldest first
@@ -490,7 +509,7 @@ func (s *Store) dropOld(now time.Time) bool {
 			break
 		}
 		drop = append(drop, seg)
-		total -= seg.size
+		total -= seg.size + seg.colSize
 	}
 	if len(drop) == 0 {
 		return false
@@ -510,7 +529,10 @@ func (s *Store) dropOld(now time.Time) bool {
 			seg.file.Close()
 		}
 		s.cold.drop(seg)
-		for _, p := range []string{seg.path, s.sumPath(seg.bucket)} {
+		if seg.col != nil {
+			s.retire(seg.col)
+		}
+		for _, p := range []string{seg.path, s.sumPath(seg.bucket), s.colPath(seg.bucket)} {
 			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				s.log.Error("flow store: retention", "err", err)
 			}
@@ -567,7 +589,10 @@ func (s *Store) Stats() Stats {
 			st.HotSegments++
 		}
 		st.Flows += seg.sum.rows - seg.sum.repl
-		st.Bytes += seg.size
+		st.Bytes += seg.size + seg.colSize
+		if seg.cold && seg.committed > 0 && !colCurrent(seg) {
+			st.ColdRowOnly++
+		}
 		seg.mu.RUnlock()
 	}
 	st.DictEntries = s.dict.entries()
@@ -581,6 +606,9 @@ func (s *Store) Stats() Stats {
 func (s *Store) Close() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	s.gen.Lock()
+	defer s.gen.Unlock()
+	s.unmapRetired(true)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error
@@ -588,6 +616,10 @@ func (s *Store) Close() error {
 		if seg.file != nil {
 			errs = append(errs, seg.file.Close())
 			seg.file = nil
+		}
+		if seg.col != nil {
+			seg.col.unmap()
+			seg.col = nil
 		}
 	}
 	errs = append(errs, s.wal.close(), s.dict.file.Close(), s.dict.mirror.Close())
