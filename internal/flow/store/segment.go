@@ -747,13 +747,17 @@ type blockInfo struct {
 
 // apply decodes one segment block into the segment's columns. Records are
 // kept only when keep says the block's transaction completed; obs (when
-// not nil) then receives the block's agent records. npairs and nattrs are
-// the dictionaries' sizes: a record referring beyond them is corrupt.
-func (s *segment) apply(payload []byte, npairs, nattrs int, keep func(blockInfo) bool, obs flow.Seqs) error {
+// not nil) then receives the block's agent records, and into (when not
+// nil) the records too. npairs and nattrs are the dictionaries' sizes: a
+// record referring beyond them is corrupt.
+func (s *segment) apply(payload []byte, npairs, nattrs int, keep func(blockInfo) bool, obs flow.Seqs, into *columns) error {
 	var p columns
 	kept, err := decodeBlock(payload, npairs, nattrs, keep, &p, obs)
 	if err != nil {
 		return err
+	}
+	if kept && into != nil && p.len() > 0 {
+		into.appendCols(&p)
 	}
 	if kept && p.len() > 0 {
 		s.mu.Lock()

@@ -255,8 +255,14 @@ func (s *Store) loadSegments(trusted bool) error {
 			damaged = append(damaged, fmt.Sprintf("bytes %d-%d: a damaged block", f.from+int64(b[0]), f.from+int64(b[1])))
 		}
 		var good []block
+		// A cold segment read whole (it had no summary: it was hot when
+		// the store closed) gets its column file from what is decoded here.
+		var rowsOf *columns
+		if seg.cold && f.from == 0 && littleEndian {
+			rowsOf = &columns{relOff: []uint32{0}}
+		}
 		for _, b := range f.blocks {
-			if err := seg.apply(f.data[b.off+blockHeader:b.end], npairs, nattrs, keep, s.done); err != nil {
+			if err := seg.apply(f.data[b.off+blockHeader:b.end], npairs, nattrs, keep, s.done, rowsOf); err != nil {
 				// Refers to dictionary entries that were lost.
 				damaged = append(damaged, fmt.Sprintf("bytes %d-%d: %v (records naming dictionary entries that are gone)", f.from+int64(b.off), f.from+int64(b.end), err))
 				continue
@@ -291,6 +297,18 @@ func (s *Store) loadSegments(trusted bool) error {
 				seg.col = cf
 			} else {
 				cf.unmap()
+			}
+		}
+		if seg.cold && seg.col == nil && size > 0 && rowsOf != nil {
+			var dead bitset
+			cs := rowsOf.split()
+			if rowsOf.repl > 0 {
+				dead = markDead([]*columns{rowsOf})
+			}
+			if cf, err := s.writeColFile(seg.bucket, cs, dead, size, ""); err == nil {
+				seg.col, seg.colSize = cf, cf.size
+			} else {
+				s.log.Error("flow store: writing a column file; the segment is read from its row file", "file", s.colPath(seg.bucket), "err", err)
 			}
 		}
 		if seg.cold && seg.col == nil && size > 0 {
