@@ -20,6 +20,10 @@ import (
 type live struct {
 	flows []Flow
 	byID  map[string]int
+	// pending: flows[:pending] are the pipeline's (never stored); the rest
+	// were emitted and are being (or failed to be) stored, or are updates
+	// of stored flows.
+	pending int
 }
 
 // liveState is the Service's provisional set and its followers.
@@ -82,11 +86,12 @@ func (f *Follower) Dropped() uint64 { return f.dropped.Load() }
 // and unstored, and hands new ones to the followers. Caller holds s.mu.
 func (s *Service) publish(unstored []Emitted) {
 	flows, created := s.pipe.provisional()
+	pending := len(flows)
 	for _, e := range unstored {
 		flows = append(flows, e.Flows...)
 		flows = append(flows, e.Updates...)
 	}
-	l := &live{flows: flows, byID: make(map[string]int, len(flows))}
+	l := &live{flows: flows, byID: make(map[string]int, len(flows)), pending: pending}
 	for i := range flows {
 		l.byID[flows[i].ID] = i
 	}

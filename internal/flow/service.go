@@ -315,7 +315,7 @@ func (s *Service) TopContext(ctx context.Context, filter, by string, from, to ti
 	if n <= 0 {
 		n = 10
 	}
-	return s.store.Top(q, by, n)
+	return s.topLive(q, by, n)
 }
 
 // Metrics are the service's counters.
