@@ -15,6 +15,7 @@ import (
 	"github.com/palisade-dev/palisade/internal/audit"
 	"github.com/palisade-dev/palisade/internal/auth"
 	"github.com/palisade-dev/palisade/internal/enroll"
+	"github.com/palisade-dev/palisade/internal/flow/flowapi"
 	"github.com/palisade-dev/palisade/internal/httpapi"
 	"github.com/palisade-dev/palisade/pkg/api"
 )
@@ -277,4 +278,10 @@ func (s *Server) answerCertificate(w http.ResponseWriter, r *http.Request, p aut
 	life := s.enroll.Lifetime()
 	httpapi.WriteJSON(w, http.StatusOK, api.Certificate{Node: iss.Node, Serial: iss.Serial, NotAfter: iss.NotAfter,
 		Certificate: string(iss.CertPEM), CA: string(ca), RenewAfter: iss.NotAfter.Add(-life / 3)})
+}
+
+// agentLimits bound each agent's flow batches (internal/flow/flowapi).
+func (s *Server) agentLimits() flowapi.Limits {
+	return flowapi.Limits{MaxFuture: s.cfg.AgentClockSkew, MaxAge: s.cfg.FlowRetention,
+		BatchRate: s.cfg.AgentBatchRate, BatchBurst: s.cfg.AgentBatchBurst}
 }

@@ -35,7 +35,7 @@ func addRoutes(f func(*Server) []Route) { routeSets = append(routeSets, f) }
 
 func init() {
 	addRoutes((*Server).coreRoutes)
-	addRoutes(func(s *Server) []Route { return flowapi.ScopedRoutes(s.Flows, s.flowVisibility) })
+	addRoutes(func(s *Server) []Route { return flowapi.ScopedRoutes(s.Flows, s.flowVisibility, s.agentLimits()) })
 	addRoutes((*Server).vulnRoutes)
 }
 

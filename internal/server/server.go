@@ -63,6 +63,14 @@ type Config struct {
 	// EnrollTokenTTL is how long an enrollment token may be used
 	// (default 24 h).
 	AgentCertLifetime, EnrollTokenTTL time.Duration
+	// AgentBatchRate and AgentBatchBurst bound the flow batches one node
+	// may post (per second, at once; defaults 10 and 50: 429 past them);
+	// AgentClockSkew how far ahead of the server's clock a flow may be
+	// stamped (default 5 min). Flows older than FlowRetention are refused
+	// too (internal/flow/flowapi/limits.go).
+	AgentBatchRate  float64
+	AgentBatchBurst int
+	AgentClockSkew  time.Duration
 	// FlowRetention drops stored flows older than this. Default 7 days.
 	FlowRetention time.Duration
 	// FlowMaxBytes caps the flow store's files: the oldest segments go

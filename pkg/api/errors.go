@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // Error is the API's error answer. Status is the HTTP status it travels
@@ -24,6 +25,8 @@ type Error struct {
 	Message  string `json:"error"`
 	Position int    `json:"position,omitempty"`
 	Field    string `json:"field,omitempty"`
+	// RetryAfter is the answer's Retry-After (429, 503), when it had one.
+	RetryAfter time.Duration `json:"-"`
 }
 
 func (e *Error) Error() string {

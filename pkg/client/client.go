@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -188,7 +189,11 @@ func (c *Client) DoRaw(ctx context.Context, req Request) ([]byte, error) {
 		return nil, fmt.Errorf("%s %s: reading the answer: %w", req.Method, req.Path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return data, decodeError(resp.StatusCode, data)
+		e := decodeError(resp.StatusCode, data)
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+			e.RetryAfter = time.Duration(secs) * time.Second
+		}
+		return data, e
 	}
 	return data, nil
 }

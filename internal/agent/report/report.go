@@ -380,7 +380,13 @@ func (r *Reporter) Run(ctx context.Context) {
 			return
 		}
 		r.failures.Add(1)
-		if IsRefusal(err) {
+		wait := backoff
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests {
+			// The server's per-agent batch rate: wait as long as it says.
+			wait = max(backoff, ae.RetryAfter)
+			r.cfg.Log.Warn("the server rate-limits this agent's flow batches; waiting", "batch", f.batch, "err", err, "retry in", wait)
+		} else if IsRefusal(err) {
 			// Credentials or trust are wrong: say so on every try, since
 			// nothing gets through until an operator fixes it.
 			r.cfg.Log.Error("the server refuses this agent; flow batches stay spooled until it is fixed", "batch", f.batch, "err", err, "retry in", backoff)
@@ -390,7 +396,7 @@ func (r *Reporter) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 		backoff = min(backoff*2, r.cfg.RetryMax)
 	}

@@ -40,8 +40,16 @@ func Routes(svc *flow.Service) []httpapi.Route { return ScopedRoutes(svc, nil) }
 
 // ScopedRoutes are Routes whose searches, reads and streams show each
 // caller only the flows vis allows (per-scope RBAC; nil: all).
-func ScopedRoutes(svc *flow.Service, vis VisibilityOf) []httpapi.Route {
+//
+// limits, when given, bound each agent's batches: clock skew and rate
+// (limits.go; zero fields take the defaults). The server always gives
+// them; without, nothing is bounded (benchmarks, tests of the pipeline).
+func ScopedRoutes(svc *flow.Service, vis VisibilityOf, limits ...Limits) []httpapi.Route {
 	s := &handlers{svc: svc, opts: svc.Options(), vis: vis}
+	if len(limits) > 0 {
+		s.limits = limits[0].withDefaults()
+		s.batches = newBatchLimiter(s.limits)
+	}
 	refused := func(status int) {
 		switch status {
 		case http.StatusUnauthorized, http.StatusForbidden:
@@ -75,12 +83,21 @@ func ScopedRoutes(svc *flow.Service, vis VisibilityOf) []httpapi.Route {
 
 func (s *handlers) handleIngest(w http.ResponseWriter, r *http.Request) {
 	node := r.PathValue("node")
+	if wait, ok := s.batches.allow(node, s.opts.Now()); !ok { // limits.go
+		httpapi.WriteError(w, s.batches.tooMany(w, node, wait))
+		return
+	}
 	b, err := s.readBatch(w, r)
 	if err == nil && b.Node != node {
 		if b.Node == "" {
 			b.Node = node
 		} else {
 			err = &flow.BatchError{Field: "node", Msg: "batch node " + strconv.Quote(b.Node) + " differs from the URL's " + strconv.Quote(node)}
+		}
+	}
+	if err == nil {
+		if e := s.limits.checkClock(&b, s.opts.Now()); e != nil {
+			err = e
 		}
 	}
 	if err != nil {
@@ -418,9 +435,11 @@ func (s *handlers) handleGet(w http.ResponseWriter, r *http.Request) {
 const maxTop = 1000
 
 type handlers struct {
-	svc  *flow.Service
-	opts flow.Options
-	vis  VisibilityOf
+	svc     *flow.Service
+	opts    flow.Options
+	vis     VisibilityOf
+	limits  Limits
+	batches *batchLimiter
 }
 
 // Visibility decides which flows a caller may see (per-scope RBAC: a flow
