@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,37 +18,65 @@ import (
 
 // BenchmarkDiscover is discovery over the flow store's benchmark data
 // (internal/flow/flowgen: 5,000 pods in 50 namespaces behind 500
-// services, 2,000 external peers), streamed into a Discoverer with every
+// services, 2,000 external peers), streamed into Discoverers with every
 // end resolved through a real inventory at the flow's time, for the
 // cluster scope (every workload) of a cluster → namespace tree. It reports
-// flows/s, the rules found and the process's peak resident memory.
+// flows/s, the process's CPU time per flow (getrusage: the machine is
+// shared), the rules found and the process's peak resident memory.
+//
+// shards=1 is one Discoverer fed by one generator; shards=N is one
+// Discoverer and one generator (flowgen.Fork: the same cluster and
+// conversations, another random stream) per core, merged at the end, as
+// Parallel does. Both include generating the flows (BenchmarkFlowgen is
+// the generator alone).
 func BenchmarkDiscover(b *testing.B) {
 	for _, n := range benchSizes() {
-		b.Run(fmt.Sprintf("flows=%d", n), func(b *testing.B) {
-			inv, set := benchWorld(b)
-			t0 := time.Now().Add(-6 * time.Hour)
-			var rules int
-			b.ResetTimer()
-			cpu0 := cpuTime()
-			for range b.N {
-				d, err := New(Input{Resolver: inv, Set: set}, Options{Scope: "cluster"})
-				if err != nil {
-					b.Fatal(err)
+		for _, shards := range benchShards() {
+			b.Run(fmt.Sprintf("flows=%d/shards=%d", n, shards), func(b *testing.B) {
+				inv, set := benchWorld(b)
+				t0 := time.Now().Add(-6 * time.Hour)
+				var rules int
+				b.ResetTimer()
+				cpu0 := cpuTime()
+				for range b.N {
+					ds := make([]*Discoverer, shards)
+					for s := range ds {
+						d, err := New(Input{Resolver: inv, Set: set}, Options{Scope: "cluster"})
+						if err != nil {
+							b.Fatal(err)
+						}
+						ds[s] = d
+					}
+					base := flowgen.New(1)
+					var wg sync.WaitGroup
+					for s, d := range ds {
+						g := base
+						if shards > 1 {
+							g = base.Fork(uint64(s + 1))
+						}
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							var f flow.Flow
+							for i := s; i < n; i += shards {
+								g.Flow(&f, t0.Add(time.Duration(i)*time.Millisecond))
+								d.Add(&f)
+							}
+						}()
+					}
+					wg.Wait()
+					for _, o := range ds[1:] {
+						ds[0].Merge(o)
+					}
+					res := ds[0].Result(t0, t0.Add(time.Duration(n)*time.Millisecond))
+					rules = len(res.Rules)
 				}
-				g := flowgen.New(1)
-				var f flow.Flow
-				for i := range n {
-					g.Flow(&f, t0.Add(time.Duration(i)*time.Millisecond))
-					d.Add(&f)
-				}
-				res := d.Result(t0, t0.Add(time.Duration(n)*time.Millisecond))
-				rules = len(res.Rules)
-			}
-			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "flows/s")
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(n*b.N), "cpu-ns/flow")
-			b.ReportMetric(float64(rules), "rules")
-			b.ReportMetric(peakRSSMB(), "peakRSS-MB")
-		})
+				b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+				b.ReportMetric(float64(cpuTime()-cpu0)/float64(n*b.N), "cpu-ns/flow")
+				b.ReportMetric(float64(rules), "rules")
+				b.ReportMetric(peakRSSMB(), "peakRSS-MB")
+			})
+		}
 	}
 }
 
@@ -62,12 +91,17 @@ func BenchmarkFlowgen(b *testing.B) {
 }
 
 func benchWorld(b *testing.B) (*inventory.Inventory, policy.Set) {
+	return benchWorldAt(b, time.Now().Add(-7*time.Hour))
+}
+
+// benchWorldAt is the inventory flowgen's flows resolve in, as of t0, and a
+// cluster → namespace scope tree.
+func benchWorldAt(b testing.TB, t0 time.Time) (*inventory.Inventory, policy.Set) {
 	inv, err := inventory.Open(nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { inv.Close() })
-	t0 := time.Now().Add(-7 * time.Hour)
 	tiers := []string{"web", "api", "db"}
 	for i := range 5000 { // as flowgen lays them out
 		ns, app := fmt.Sprintf("ns-%d", i%50), fmt.Sprintf("app-%d", i%500)
@@ -114,6 +148,19 @@ func peakRSSMB() float64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return float64(m.Sys) / (1 << 20)
+}
+
+// benchShards are the Discoverers run in parallel: 1 and one per core
+// (DISCOVERY_BENCH_SHARDS overrides the latter).
+func benchShards() []int {
+	n := runtime.GOMAXPROCS(0)
+	if s := os.Getenv("DISCOVERY_BENCH_SHARDS"); s != "" {
+		fmt.Sscan(s, &n)
+	}
+	if n <= 1 {
+		return []int{1}
+	}
+	return []int{1, n}
 }
 
 // benchSizes are the flow counts; DISCOVERY_BENCH_FLOWS overrides them

@@ -15,7 +15,9 @@
 //     CronJob, Job, ReplicaSet) in its namespace — a replaced pod (new
 //     name, new IP) stays in its cluster;
 //  3. a pod's app label (app, else app.kubernetes.io/name) in its namespace;
-//  4. a bare pod by its name;
+//  4. pods with neither (bare pods) by communication similarity: those of
+//     a namespace with the same peers on the same ports form one cluster
+//     (see similar.go); a bare pod like no other stays alone, by its name;
 //  5. the cluster's nodes, one cluster per Kubernetes cluster;
 //  6. a user-defined external workload by its name.
 //
@@ -41,7 +43,9 @@ package discovery
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -85,16 +89,24 @@ type Input struct {
 type Cluster struct {
 	Name   string `json:"name"`
 	Filter string `json:"filter"`
-	// By says how the cluster was formed: pinned, owner, label, pod, nodes,
-	// external.
+	// By says how the cluster was formed: pinned, owner, label,
+	// similarity, pod, nodes, external, workload.
 	By      string   `json:"by"`
 	Members []string `json:"members"` // inventory IDs seen in the window
+	// Why explains a similarity cluster: the peers and ports its pods
+	// share.
+	Why string `json:"why,omitempty"`
 	// Namespace and Labels (those every member pod carries, but the
 	// pod-template hash) select the cluster's pods in a NetworkPolicy;
 	// IPs are the addresses of node and external members.
 	Namespace string            `json:"namespace,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	IPs       []string          `json:"ips,omitempty"`
+
+	hasPods bool // Namespace and Labels are set
+	nsMixed bool // pods of several namespaces (a pin): no Namespace
+	// cluster and podName of a bare pod's cluster (By pod).
+	cluster, podName string
 }
 
 // Rule is one discovered intent and the evidence for it.
@@ -164,63 +176,138 @@ type Diff struct {
 	NotSeen []string `json:"notSeen"` // allowed by the version, not seen in the window
 }
 
-// Discover runs discovery over in.Flows for opts.Scope.
+// Discover runs discovery over in.Flows for opts.Scope, on one
+// Discoverer per core when the flows are many (the result is the same).
 func Discover(in Input, opts Options, from, to time.Time) (*Result, error) {
-	d, err := New(in, opts)
+	workers := 1
+	if len(in.Flows) >= 1<<16 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	p, err := NewParallel(in, opts, workers)
 	if err != nil {
 		return nil, err
 	}
 	for i := range in.Flows {
-		d.Add(&in.Flows[i])
+		p.Add(&in.Flows[i])
 		if opts.Progress != nil && (i%4096 == 0 || i == len(in.Flows)-1) {
 			opts.Progress(i+1, len(in.Flows))
 		}
 	}
-	return d.Result(from, to), nil
+	return p.Result(from, to), nil
 }
 
 // Discoverer accumulates flows into rules. Its result does not depend on
 // the order flows are added in (first/last seen are extremes, samples the
-// earliest by start and ID, everything sorted), so flows can stream from
-// the store in any order and the output stays byte-identical. Memory grows
-// with rules and clusters, not with flows. Not safe for concurrent use.
+// earliest by start and ID, clusters and ports are sets, everything
+// sorted), so flows can stream from the store in any order, and several
+// Discoverers fed disjoint parts of the flows and merged give exactly the
+// result of one fed them all. Memory grows with rules, clusters and
+// addresses, not with flows. Not safe for concurrent use.
+//
+// Per flow it does no inventory lookup and no allocation in the common
+// case: each address is resolved once per interval over which the
+// inventory's answer holds (inventory.LookupSpan), and what the answer
+// means to discovery (scope membership, cluster, endpoint) is kept with
+// it; edges are keyed by interned endpoint numbers.
 type Discoverer struct {
-	opts       Options
-	in         Input
-	ev         *policy.Evaluator
-	sess       *policy.Session
-	pins       []pin
-	rules      map[edgeKey]*Rule
+	opts     Options
+	in       Input
+	ev       *policy.Evaluator
+	sess     *policy.Session
+	pins     []pin
+	catchAll policy.Action
+	stats    Stats
+	subtree  map[string]bool // the scope and its descendants
+	// needCover: some version has an absolute ALLOW, so a flow may be
+	// covered by a parent's (evaluated per flow only then).
+	needCover bool
+	// until caps the answers of open leases and latest versions (the
+	// inventory as of New; later versions may end them).
+	until int64
+
+	peers      map[string]*peerEntry // by textual address
+	eps        []string              // interned endpoints (consumer/provider texts); 0 is unused
+	epID       map[string]uint32
+	epCluster  []*Cluster // the cluster of each endpoint (nil: a service, a subnet, any)
+	anyEp      uint32
+	services   map[*inventory.Workload]uint32 // endpoint of each service version seen
+	protos     []string                       // protocol names by number
+	protoID    map[string]uint32
+	edges      map[uint64]*edge
 	byWorkload map[*inventory.Workload]*Cluster // cluster of each workload version seen
-	services   map[*inventory.Workload]string
-	cidrs      map[netip.Addr]string
-	samples    map[*Rule][]sample
-	clusters   map[string]*Cluster
+	clusters   map[string]*Cluster              // by filter
 	namespaces map[string]bool
-	catchAll   policy.Action
-	stats      Stats
-	subtree    map[string]bool // the scope and its descendants
+	merged     []*Discoverer
 }
 
-type edgeKey struct{ consumer, provider string }
+// peerEntry is one address resolved for an interval [lo, hi) of flow
+// start times, and what the answer means to discovery.
+type peerEntry struct {
+	lo, hi  int64
+	p       policy.Peer
+	inScope bool
+	nsSeen  bool
+	cluster *Cluster
+	ep      uint32 // the cluster's endpoint, else the address's subnet
+	svcEp   uint32 // a service's endpoint when the address is its cluster IP
+}
+
+// edge is one (consumer, provider) pair and its evidence.
+type edge struct {
+	cons, prov   uint32
+	kind         string // pod, service, probe, external, ingress
+	nodePort     bool   // some flow came through a node port
+	ports        []uint32
+	portSet      map[uint32]bool // ports, when they are many
+	lastPort     uint32
+	svcPorts     []svcPort // service versions and ports (the backends' target ports)
+	nodes        []*inventory.Workload
+	flows, conns uint64
+	bytes        uint64
+	first, last  time.Time
+	samples      []sample
+}
+
+type svcPort struct {
+	svc  *inventory.Workload
+	port uint32
+}
 
 type sample struct {
 	start int64
 	id    string
 }
 
+// spanResolver is a resolver that tells how long its answer holds
+// (*inventory.Inventory).
+type spanResolver interface {
+	LookupSpan(ip netip.Addr, t time.Time) (w *inventory.Workload, ok bool, from, to time.Time)
+}
+
 // New prepares a discovery of opts.Scope over in's scope tree and
 // inventory (in.Flows is not read).
 func New(in Input, opts Options) (*Discoverer, error) {
+	opts, err := checkOptions(in, opts)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := policy.Compile(in.Set)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: %w", err)
+	}
+	return newDiscoverer(in, opts, ev)
+}
+
+func checkOptions(in Input, opts Options) (Options, error) {
 	if opts.Scope == "" {
-		return nil, fmt.Errorf("discovery: give the scope to discover")
+		return opts, fmt.Errorf("discovery: give the scope to discover")
 	}
 	found := false
 	for _, s := range in.Set.Scopes {
 		found = found || s.Name == opts.Scope
 	}
 	if !found {
-		return nil, fmt.Errorf("discovery: scope %q: %w", opts.Scope, policy.ErrNotFound)
+		return opts, fmt.Errorf("discovery: scope %q: %w", opts.Scope, policy.ErrNotFound)
 	}
 	if opts.ExternalPrefix == 0 {
 		opts.ExternalPrefix = 32
@@ -229,17 +316,23 @@ func New(in Input, opts Options) (*Discoverer, error) {
 		opts.ExternalPrefix6 = 128
 	}
 	if opts.ExternalPrefix < 1 || opts.ExternalPrefix > 32 || opts.ExternalPrefix6 < 1 || opts.ExternalPrefix6 > 128 {
-		return nil, fmt.Errorf("discovery: external prefix /%d (IPv4) or /%d (IPv6) out of range", opts.ExternalPrefix, opts.ExternalPrefix6)
+		return opts, fmt.Errorf("discovery: external prefix /%d (IPv4) or /%d (IPv6) out of range", opts.ExternalPrefix, opts.ExternalPrefix6)
 	}
 	if opts.Samples <= 0 {
 		opts.Samples = 5
 	}
-	ev, err := policy.Compile(in.Set)
-	if err != nil {
-		return nil, fmt.Errorf("discovery: %w", err)
+	return opts, nil
+}
+
+func newDiscoverer(in Input, opts Options, ev *policy.Evaluator) (*Discoverer, error) {
+	d := &Discoverer{opts: opts, in: in, ev: ev, sess: ev.NewSession(), catchAll: policy.Deny, until: time.Now().UnixNano(),
+		peers: map[string]*peerEntry{}, eps: []string{""}, epID: map[string]uint32{}, epCluster: []*Cluster{nil},
+		services: map[*inventory.Workload]uint32{}, protoID: map[string]uint32{}, edges: map[uint64]*edge{},
+		byWorkload: map[*inventory.Workload]*Cluster{}, clusters: map[string]*Cluster{}, namespaces: map[string]bool{}}
+	for _, p := range []string{"", "tcp", "udp", "sctp"} {
+		d.proto(p)
 	}
-	d := &Discoverer{opts: opts, in: in, ev: ev, sess: ev.NewSession(), rules: map[edgeKey]*Rule{}, byWorkload: map[*inventory.Workload]*Cluster{}, services: map[*inventory.Workload]string{}, cidrs: map[netip.Addr]string{}, samples: map[*Rule][]sample{},
-		clusters: map[string]*Cluster{}, namespaces: map[string]bool{}, catchAll: policy.Deny}
+	d.anyEp = d.endpoint("any", nil)
 	for _, sc := range in.Set.Scopes {
 		if sc.Name == opts.Scope && sc.CatchAll != policy.NoAction {
 			d.catchAll = sc.CatchAll
@@ -257,6 +350,14 @@ func New(in Input, opts Options) (*Discoverer, error) {
 	if v := in.Set.Versions[opts.Scope]; v != nil && v.CatchAll != policy.NoAction {
 		d.catchAll = v.CatchAll
 	}
+	for name, v := range in.Set.Versions {
+		if v == nil || name == opts.Scope {
+			continue
+		}
+		for _, p := range v.Policies {
+			d.needCover = d.needCover || p.Action == policy.Allow && p.Class == policy.Absolute
+		}
+	}
 	for _, p := range opts.Pins {
 		f, err := filter.Parse(p.Filter, inventory.Schema)
 		if err != nil {
@@ -266,50 +367,6 @@ func New(in Input, opts Options) (*Discoverer, error) {
 	}
 	sort.Slice(d.pins, func(i, j int) bool { return d.pins[i].Name < d.pins[j].Name })
 	return d, nil
-}
-
-// Result is what the flows added so far give, for the window [from, to].
-func (d *Discoverer) Result(from, to time.Time) *Result {
-	res := &Result{Scope: d.opts.Scope, From: from, To: to, CatchAll: d.catchAll, Stats: d.stats}
-	for _, r := range d.rules {
-		c := *r
-		c.Ports = append([]string(nil), r.Ports...)
-		sort.Strings(c.Ports)
-		c.NodeIPs = append([]string(nil), r.NodeIPs...)
-		sort.Strings(c.NodeIPs)
-		if r.Backend != nil {
-			b := *r.Backend
-			b.Ports = append([]string(nil), b.Ports...)
-			sort.Strings(b.Ports)
-			c.Backend = &b
-		}
-		c.Samples = nil
-		for _, s := range d.samples[r] {
-			c.Samples = append(c.Samples, s.id)
-		}
-		res.Rules = append(res.Rules, c)
-	}
-	sort.Slice(res.Rules, func(i, j int) bool {
-		a, b := &res.Rules[i], &res.Rules[j]
-		if a.Consumer != b.Consumer {
-			return a.Consumer < b.Consumer
-		}
-		return a.Provider < b.Provider
-	})
-	for _, c := range d.clusters {
-		x := *c
-		x.Members = append([]string(nil), c.Members...)
-		sort.Strings(x.Members)
-		x.IPs = append([]string(nil), c.IPs...)
-		sort.Strings(x.IPs)
-		res.Clusters = append(res.Clusters, x)
-	}
-	sort.Slice(res.Clusters, func(i, j int) bool { return res.Clusters[i].Name < res.Clusters[j].Name })
-	for ns := range d.namespaces {
-		res.Namespaces = append(res.Namespaces, ns)
-	}
-	sort.Strings(res.Namespaces)
-	return res
 }
 
 type pin struct {
@@ -328,151 +385,273 @@ func (d *Discoverer) Add(f *flow.Flow) {
 		st.NotReplied++
 		return
 	}
-	in, translated := analyze.Input(f, d.in.Resolver)
-	if translated || d.natCopy(f, &in) {
+	src, dst, svc, svcPortN, translated := d.resolve(f)
+	if translated {
 		st.Translated++
 		return
 	}
+	dw := dst.p.Workload
 	if d.opts.Exclude != nil && d.opts.Exclude.Match(f) {
 		st.Excluded++
 		return
 	}
-	consIn := d.inScope(in.Src)
-	provIn := d.inScope(in.Dst)
-	if w := in.Src.Workload; consIn && w != nil && w.Kind == inventory.KindPod {
-		d.namespaces[w.Namespace] = true
+	consIn, provIn := src.inScope, dst.inScope
+	if consIn && !src.nsSeen {
+		d.seenNamespace(src)
 	}
-	if w := in.Dst.Workload; provIn && w != nil && w.Kind == inventory.KindPod {
-		d.namespaces[w.Namespace] = true
+	if provIn && !dst.nsSeen {
+		d.seenNamespace(dst)
 	}
-	if !provIn && in.Service != nil {
+	if !provIn && svc != nil {
 		// A node port: the service (and its backends) may be in the
 		// scope while the node is not.
-		provIn = d.inScope(policy.Peer{IP: in.Dst.IP, Workload: in.Service})
+		provIn = d.inScope(policy.Peer{IP: dst.p.IP, Workload: svc})
 	}
 	if !consIn && !provIn {
 		st.OutOfScope++
 		return
 	}
-	if d.coveredByParent(&in, consIn, provIn) {
+	pid := d.proto(f.Proto)
+	if d.needCover && d.coveredByParent(f, src, dst, svc, svcPortN, consIn, provIn) {
 		st.Covered++
 		return
 	}
-	proto := strings.ToLower(f.Proto)
-	r := Rule{}
+	var prov uint32
+	var kind string
+	var port uint16
+	nodePort := false
 	switch {
-	case in.Service != nil:
+	case svc != nil:
 		// Through a service: its cluster IP, or a node port.
-		r.Provider = d.serviceEndpoint(in.Service)
-		r.Kind = "service"
-		if in.Dst.Workload != nil && in.Dst.Workload.Kind == inventory.KindNode {
-			r.Kind = "nodeport"
-			r.NodeIPs = append([]string(nil), in.Dst.Workload.IPs...)
-		}
-		r.Ports = []string{portString(proto, in.ServicePort)}
-		r.Backend = &Backend{Namespace: in.Service.Namespace, Selector: in.Service.Selector}
-		for _, sp := range in.Service.Ports {
-			if uint16(sp.Port) == in.ServicePort && strings.EqualFold(sp.Protocol, proto) {
-				r.Backend.Ports = []string{proto + "/" + sp.TargetPort}
+		if svc == dw {
+			if dst.svcEp == 0 {
+				dst.svcEp = d.serviceEndpoint(svc)
 			}
+			prov = dst.svcEp
+		} else {
+			prov = d.serviceEndpoint(svc)
 		}
+		kind, port = "service", svcPortN
+		nodePort = dw != nil && dw.Kind == inventory.KindNode
 	default:
-		if ephemeral(in.Dst.Workload, in.Port) {
+		if ephemeral(dw, f.Dst.Port) {
 			st.Ephemeral++
 			return
 		}
-		c, ok := d.cluster(in.Dst.Workload)
-		if ok {
-			r.Provider, r.ProviderCluster = c.Filter, c.Name
-			r.Kind = "pod"
+		port = f.Dst.Port
+		d.use(dst)
+		if dst.cluster != nil {
+			prov, kind = dst.ep, "pod"
 		} else {
-			r.Provider = d.cidrEndpoint(in.Dst.IP)
-			r.Kind = "external"
-		}
-		r.Ports = []string{portString(proto, in.Port)}
-	}
-	if c, ok := d.cluster(in.Src.Workload); ok {
-		r.Consumer, r.ConsumerCluster = c.Filter, c.Name
-		if c.By == "nodes" && r.Kind == "pod" {
-			r.Kind = "probe"
-		}
-	} else if r.Kind == "nodeport" {
-		r.Consumer = "any"
-	} else {
-		r.Consumer = d.cidrEndpoint(in.Src.IP)
-		if r.Kind == "pod" || r.Kind == "service" {
-			r.Kind = "ingress"
+			prov, kind = dst.ep, "external"
 		}
 	}
-	r.Scope, r.Action, r.Class = d.opts.Scope, policy.Allow, policy.Default
-	key := edgeKey{r.Consumer, r.Provider}
-	have, ok := d.rules[key]
-	if !ok {
-		have = &r
-		d.rules[key] = have
-		have.FirstSeen, have.LastSeen = f.Start, f.End
-	}
-	for _, ip := range r.NodeIPs {
-		if !contains(have.NodeIPs, ip) {
-			have.NodeIPs = append(have.NodeIPs, ip)
+	var cons uint32
+	d.use(src)
+	switch {
+	case src.cluster != nil:
+		cons = src.ep
+		if src.cluster.By == "nodes" && kind == "pod" {
+			kind = "probe"
+		}
+	case nodePort:
+		cons = d.anyEp
+	default:
+		cons = src.ep
+		if kind == "pod" || kind == "service" {
+			kind = "ingress"
 		}
 	}
-	if !contains(have.Ports, r.Ports[0]) {
-		have.Ports = append(have.Ports, r.Ports[0])
-		if have.Backend != nil && r.Backend != nil {
-			for _, p := range r.Backend.Ports {
-				if !contains(have.Backend.Ports, p) {
-					have.Backend.Ports = append(have.Backend.Ports, p)
-				}
+	key := uint64(cons)<<32 | uint64(prov)
+	e := d.edges[key]
+	if e == nil {
+		e = &edge{cons: cons, prov: prov, kind: kind, first: f.Start, last: f.End, lastPort: math.MaxUint32}
+		d.edges[key] = e
+	}
+	pk := portKey(pid, port)
+	if pk != e.lastPort {
+		e.lastPort = pk
+		e.addPort(pk)
+	}
+	if svc != nil {
+		sp := svcPort{svc, pk}
+		if n := len(e.svcPorts); n == 0 || e.svcPorts[n-1] != sp {
+			if !containsSvcPort(e.svcPorts, sp) {
+				e.svcPorts = append(e.svcPorts, sp)
+			}
+		}
+	}
+	if nodePort {
+		e.nodePort = true
+		if n := len(e.nodes); n == 0 || e.nodes[n-1] != dw {
+			if !containsW(e.nodes, dw) {
+				e.nodes = append(e.nodes, dw)
 			}
 		}
 	}
 	st.Used++
-	have.Flows++
-	have.Conns += f.Conns
-	have.Bytes += f.Bytes()
-	if f.Start.Before(have.FirstSeen) {
-		have.FirstSeen = f.Start
+	e.flows++
+	e.conns += f.Conns
+	e.bytes += f.Bytes()
+	if f.Start.Before(e.first) {
+		e.first = f.Start
 	}
-	if end := f.End; end.After(have.LastSeen) {
-		have.LastSeen = end
+	if f.End.After(e.last) {
+		e.last = f.End
 	}
-	d.sample(have, f)
+	e.sample(sample{f.Start.UnixNano(), f.ID}, d.opts.Samples)
 }
 
-// sample keeps the rule's earliest flows by (start, ID).
-func (d *Discoverer) sample(r *Rule, f *flow.Flow) {
-	ss := d.samples[r]
-	x := sample{f.Start.UnixNano(), f.ID}
+// addPort adds a port to the edge's set (a map once the set is large: a
+// port scan must not make each flow walk thousands of ports).
+func (e *edge) addPort(pk uint32) {
+	if e.portSet != nil {
+		if !e.portSet[pk] {
+			e.portSet[pk] = true
+			e.ports = append(e.ports, pk)
+		}
+		return
+	}
+	if containsU32(e.ports, pk) {
+		return
+	}
+	e.ports = append(e.ports, pk)
+	if len(e.ports) > 32 {
+		e.portSet = map[uint32]bool{}
+		for _, p := range e.ports {
+			e.portSet[p] = true
+		}
+	}
+}
+
+// sample keeps the edge's earliest flows by (start, ID).
+func (e *edge) sample(x sample, max int) {
+	ss := e.samples
+	if n := len(ss); n == max && (x.start > ss[n-1].start || x.start == ss[n-1].start && x.id >= ss[n-1].id) {
+		return // the common case: later than every sample kept
+	}
 	i := sort.Search(len(ss), func(i int) bool {
 		return ss[i].start > x.start || ss[i].start == x.start && ss[i].id >= x.id
 	})
-	if i < len(ss) && ss[i] == x || i >= d.opts.Samples {
+	if i < len(ss) && ss[i] == x || i >= max {
 		return
 	}
 	ss = append(ss, sample{})
 	copy(ss[i+1:], ss[i:])
 	ss[i] = x
-	if len(ss) > d.opts.Samples {
-		ss = ss[:d.opts.Samples]
+	if len(ss) > max {
+		ss = ss[:max]
 	}
-	d.samples[r] = ss
+	e.samples = ss
 }
 
-// natCopy reports the post-NAT copy of a node-port connection (the flow
-// to the backend pod, from the node's address after SNAT, whichever
-// address of the node that is): the connection is decided on the flow to
-// the node port.
-func (d *Discoverer) natCopy(f *flow.Flow, in *policy.Flow) bool {
-	if in.Dst.Workload == nil || in.Dst.Workload.Kind != inventory.KindPod {
-		return false
-	}
+// resolve is analyze.Input through the entry cache: the flow's ends at its
+// time, the service it went through (a cluster IP, a node port, or the
+// DNAT'd flow to a backend) and its service port, and whether it is a
+// copy decided with another flow: a tunnel's outer flow, a node's SNAT'd
+// egress, or the post-NAT copy of a node-port connection (to the backend
+// pod, from the node after SNAT), decided on the flow to the node port.
+// TestResolveMatchesAnalysis holds it to analyze.Input.
+func (d *Discoverer) resolve(f *flow.Flow) (src, dst *peerEntry, svc *inventory.Workload, svcPort uint16, translated bool) {
+	t := f.Start.UnixNano()
+	src, dst = d.peer(f.Src.IP, t), d.peer(f.Dst.IP, t)
+	translated = f.Tunnel != ""
+	dnat, nodePortRel := false, false
 	for _, rel := range f.Related {
-		if rel.Reason == flow.ReasonNodePort {
-			return true
+		switch rel.Reason {
+		case flow.ReasonEgress:
+			if w := src.p.Workload; w != nil && w.Kind == inventory.KindNode {
+				translated = true
+			}
+		case flow.ReasonClusterIP:
+			dnat = true
+		case flow.ReasonNodePort:
+			dnat, nodePortRel = true, true
 		}
 	}
-	return false
+	dw := dst.p.Workload
+	switch {
+	case dw != nil && dw.Kind == inventory.KindService:
+		svc, svcPort = dw, f.Dst.Port
+	case dw != nil && dw.Kind == inventory.KindNode:
+		if s, ok := d.in.Resolver.ServiceFor(f.Dst.IP, f.Dst.Port, f.Proto, f.Start); ok {
+			for _, p := range s.Ports {
+				if uint16(p.NodePort) == f.Dst.Port {
+					svc, svcPort = s, uint16(p.Port)
+				}
+			}
+		}
+	case dnat && f.Dst.Service != "":
+		if s, ok := d.in.Resolver.ServiceFor(f.Dst.IP, f.Dst.Port, f.Proto, f.Start); ok {
+			svc, svcPort = s, analyze.ServicePortFor(s, f.Dst.IP, f.Dst.Port)
+		}
+	}
+	if nodePortRel && dw != nil && dw.Kind == inventory.KindPod {
+		translated = true
+	}
+	return src, dst, svc, svcPort, translated
+}
+
+// peer resolves a textual address at t (unix ns) through the entry cache.
+func (d *Discoverer) peer(ip string, t int64) *peerEntry {
+	e := d.peers[ip]
+	if e != nil && t >= e.lo && t < e.hi {
+		return e
+	}
+	if e == nil {
+		e = &peerEntry{}
+		d.peers[ip] = e
+	}
+	*e = peerEntry{lo: t, hi: t + 1}
+	if a, err := netip.ParseAddr(ip); err == nil {
+		e.p.IP = a.Unmap()
+	}
+	if sr, ok := d.in.Resolver.(spanResolver); ok && e.p.IP.IsValid() {
+		w, ok, from, to := sr.LookupSpan(e.p.IP, time.Unix(0, t))
+		if ok {
+			e.p.Workload = w
+		}
+		e.lo, e.hi = math.MinInt64, d.until
+		if !from.IsZero() {
+			e.lo = from.UnixNano()
+		}
+		if !to.IsZero() && to.UnixNano() < e.hi {
+			e.hi = to.UnixNano()
+		}
+		if t < e.lo || t >= e.hi {
+			e.lo, e.hi = t, t+1 // a time past the inventory as of New
+		}
+	} else if d.in.Resolver != nil {
+		if w, ok := d.in.Resolver.WorkloadAt(ip, time.Unix(0, t)); ok {
+			e.p.Workload = w
+		}
+	}
+	e.inScope = d.inScope(e.p)
+	return e
+}
+
+// use makes the entry's endpoint (and cluster), on its first use in a
+// rule: clusters are those of the rules' ends only.
+func (d *Discoverer) use(e *peerEntry) {
+	if e.ep != 0 {
+		return
+	}
+	switch w := e.p.Workload; {
+	case w != nil && w.Kind == inventory.KindService:
+		e.ep = d.cidrEndpoint(e.p.IP)
+	case w != nil:
+		e.cluster = d.cluster(w)
+		e.ep = d.endpoint(e.cluster.Filter, e.cluster)
+	default:
+		e.ep = d.cidrEndpoint(e.p.IP)
+	}
+}
+
+func (d *Discoverer) seenNamespace(e *peerEntry) {
+	e.nsSeen = true
+	if w := e.p.Workload; w != nil && w.Kind == inventory.KindPod {
+		d.namespaces[w.Namespace] = true
+	}
 }
 
 func (d *Discoverer) inScope(p policy.Peer) bool {
@@ -486,8 +665,10 @@ func (d *Discoverer) inScope(p policy.Peer) bool {
 
 // coveredByParent reports a flow that an ancestor's absolute intent already
 // allows on every side the scope decides.
-func (d *Discoverer) coveredByParent(in *policy.Flow, consIn, provIn bool) bool {
-	dec := d.sess.Evaluate(in)
+func (d *Discoverer) coveredByParent(f *flow.Flow, src, dst *peerEntry, svc *inventory.Workload, svcPort uint16, consIn, provIn bool) bool {
+	in := policy.Flow{Src: src.p, Dst: dst.p, Port: f.Dst.Port, Service: svc, ServicePort: svcPort}
+	in.Proto, _ = policy.ParseProto(f.Proto)
+	dec := d.sess.Evaluate(&in)
 	covered := func(sd policy.SideDecision) bool {
 		ref := sd.Rule
 		if sd.Action != policy.Allow || ref.CatchAll() || ref.Scope == d.opts.Scope {
@@ -505,19 +686,52 @@ func (d *Discoverer) coveredByParent(in *policy.Flow, consIn, provIn bool) bool 
 	return true
 }
 
-// cluster returns the cluster of a workload (false: none, an address no
-// workload holds, or a service).
-func (d *Discoverer) cluster(w *inventory.Workload) (*Cluster, bool) {
-	if w == nil || w.Kind == inventory.KindService {
-		return nil, false
+// endpoint interns a consumer/provider text.
+func (d *Discoverer) endpoint(s string, c *Cluster) uint32 {
+	if id, ok := d.epID[s]; ok {
+		return id
 	}
+	id := uint32(len(d.eps))
+	d.eps = append(d.eps, s)
+	d.epCluster = append(d.epCluster, c)
+	d.epID[s] = id
+	return id
+}
+
+// proto interns a protocol name (lower case).
+func (d *Discoverer) proto(p string) uint32 {
+	if id, ok := d.protoID[p]; ok {
+		return id
+	}
+	l := strings.ToLower(p)
+	id, ok := d.protoID[l]
+	if !ok {
+		id = uint32(len(d.protos))
+		d.protos = append(d.protos, l)
+		d.protoID[l] = id
+	}
+	d.protoID[p] = id
+	return id
+}
+
+// portKey packs a protocol number and a port; the port only counts for
+// protocols that have ports (as portString writes them).
+func portKey(proto uint32, port uint16) uint32 {
+	if proto == 0 || proto > 3 { // any, or not tcp, udp, sctp
+		port = 0
+	}
+	return proto<<16 | uint32(port)
+}
+
+// cluster returns the cluster of a workload (not a service).
+func (d *Discoverer) cluster(w *inventory.Workload) *Cluster {
 	if c, ok := d.byWorkload[w]; ok {
-		return c, true
+		return c
 	}
 	c := d.clusterOf(w)
 	d.byWorkload[w] = c
-	d.member(c, w)
-	return c, true
+	c.member(w)
+	return c
 }
 
 func (d *Discoverer) clusterOf(w *inventory.Workload) *Cluster {
@@ -536,7 +750,7 @@ func (d *Discoverer) clusterOf(w *inventory.Workload) *Cluster {
 	default:
 		return d.named(w.Namespace+"."+w.Name, "id = "+q(w.ID), "workload")
 	}
-	base := "cluster = " + q(w.Cluster) + " and namespace = " + q(w.Namespace)
+	base := podBase(w.Cluster, w.Namespace)
 	if o := w.Owner; o != nil && o.Name != "" {
 		switch o.Kind {
 		case "Deployment", "StatefulSet", "DaemonSet", "CronJob", "Job", "ReplicaSet":
@@ -548,67 +762,40 @@ func (d *Discoverer) clusterOf(w *inventory.Workload) *Cluster {
 			return d.named(w.Namespace+"."+v, base+" and label."+k+" = "+q(v), "label")
 		}
 	}
-	return d.named(w.Namespace+"."+w.Name, base+" and name = "+q(w.Name), "pod")
+	c := d.named(w.Namespace+"."+w.Name, base+" and name = "+q(w.Name), "pod")
+	c.cluster, c.podName = w.Cluster, w.Name
+	return c
 }
 
+func podBase(cluster, ns string) string {
+	return "cluster = " + strconv.Quote(cluster) + " and namespace = " + strconv.Quote(ns)
+}
+
+// named is the cluster of a filter (the filter, unique by construction,
+// is the key; names are made unique in the result).
 func (d *Discoverer) named(name, f, by string) *Cluster {
-	c, ok := d.clusters[name]
+	c, ok := d.clusters[f]
 	if !ok {
 		c = &Cluster{Name: name, Filter: f, By: by}
-		d.clusters[name] = c
+		d.clusters[f] = c
 	}
 	return c
 }
 
-func (d *Discoverer) member(c *Cluster, w *inventory.Workload) {
-	if w == nil || contains(c.Members, w.ID) {
-		return
-	}
-	c.Members = append(c.Members, w.ID)
-	if w.Kind != inventory.KindPod {
-		for _, ip := range w.IPs {
-			if !contains(c.IPs, ip) {
-				c.IPs = append(c.IPs, ip)
-			}
-		}
-		return
-	}
-	c.Namespace = w.Namespace
-	if len(c.Members) == 1 {
-		c.Labels = map[string]string{}
-		for k, v := range w.Labels {
-			if k != "pod-template-hash" && k != "controller-revision-hash" && k != "pod-template-generation" {
-				c.Labels[k] = v
-			}
-		}
-		return
-	}
-	for k, v := range c.Labels {
-		if w.Labels[k] != v {
-			delete(c.Labels, k)
-		}
-	}
-}
-
 // serviceEndpoint is service:NAMESPACE/NAME, made once per service
 // version.
-func (d *Discoverer) serviceEndpoint(w *inventory.Workload) string {
-	if s, ok := d.services[w]; ok {
-		return s
+func (d *Discoverer) serviceEndpoint(w *inventory.Workload) uint32 {
+	if id, ok := d.services[w]; ok {
+		return id
 	}
-	s := "service:" + w.Namespace + "/" + w.Name
-	d.services[w] = s
-	return s
+	id := d.endpoint("service:"+w.Namespace+"/"+w.Name, nil)
+	d.services[w] = id
+	return id
 }
 
-// cidrEndpoint is cidr:SUBNET for an address, made once per address.
-func (d *Discoverer) cidrEndpoint(ip netip.Addr) string {
-	if s, ok := d.cidrs[ip]; ok {
-		return s
-	}
-	s := "cidr:" + d.subnet(ip)
-	d.cidrs[ip] = s
-	return s
+// cidrEndpoint is cidr:SUBNET for an address.
+func (d *Discoverer) cidrEndpoint(ip netip.Addr) uint32 {
+	return d.endpoint("cidr:"+d.subnet(ip), nil)
 }
 
 // subnet is the narrowest subnet of ip the options allow.
@@ -661,6 +848,33 @@ func portString(proto string, port uint16) string {
 }
 
 func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func containsU32(xs []uint32, x uint32) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func containsSvcPort(xs []svcPort, x svcPort) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func containsW(xs []*inventory.Workload, x *inventory.Workload) bool {
 	for _, y := range xs {
 		if y == x {
 			return true

@@ -74,8 +74,11 @@ func (r *Result) WriteYAML(w io.Writer) error {
 			continue // already saved
 		}
 		var n yaml.Node
-		if err := n.Encode(policy.FilterDoc(policy.NamedFilter{Name: c.Name, Filter: c.Filter,
-			Description: "discovered cluster (" + c.By + ")"})); err != nil {
+		desc := "discovered cluster (" + c.By + ")"
+		if c.Why != "" {
+			desc += ": " + c.Why
+		}
+		if err := n.Encode(policy.FilterDoc(policy.NamedFilter{Name: c.Name, Filter: c.Filter, Description: desc})); err != nil {
 			return err
 		}
 		n.HeadComment = fmt.Sprintf("cluster %s: %d workload(s) seen", c.Name, len(c.Members))

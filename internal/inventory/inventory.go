@@ -302,18 +302,7 @@ func (inv *Inventory) Lookup(ip netip.Addr, t time.Time) (*Workload, bool) {
 			return ls[i].inc.at(t), true
 		}
 	}
-	var best *Workload
-	bestBits := -1
-	for _, inc := range inv.externals {
-		w := inc.latest()
-		for _, c := range w.CIDRs {
-			p, err := netip.ParsePrefix(c)
-			if err == nil && p.Contains(ip) && p.Bits() > bestBits {
-				best, bestBits = w, p.Bits()
-			}
-		}
-	}
-	return best, best != nil
+	return inv.external(ip)
 }
 
 // Get returns the latest version of a workload (possibly deleted) and its
