@@ -545,51 +545,32 @@ func (e *edge) sample(x sample, max int) {
 	e.samples = ss
 }
 
-// resolve is analyze.Input through the entry cache: the flow's ends at its
-// time, the service it went through (a cluster IP, a node port, or the
-// DNAT'd flow to a backend) and its service port, and whether it is a
-// copy decided with another flow: a tunnel's outer flow, a node's SNAT'd
-// egress, or the post-NAT copy of a node-port connection (to the backend
-// pod, from the node after SNAT), decided on the flow to the node port.
-// TestResolveMatchesAnalysis holds it to analyze.Input.
+// resolve is analyze.Input with the ends resolved through the entry
+// cache: the flow's ends at its time, the service it went through (a
+// cluster IP, a node port, or the DNAT'd flow to a backend) and its service
+// port, and whether it is a copy decided with another flow: a tunnel's
+// outer flow, a node's SNAT'd egress, or the post-NAT copy of a node-port
+// connection (to the backend pod, from the node after SNAT), decided on
+// the flow to the node port. TestResolveMatchesAnalysis holds it to
+// analyze.Input.
 func (d *Discoverer) resolve(f *flow.Flow) (src, dst *peerEntry, svc *inventory.Workload, svcPort uint16, translated bool) {
 	t := f.Start.UnixNano()
 	src, dst = d.peer(f.Src.IP, t), d.peer(f.Dst.IP, t)
-	translated = f.Tunnel != ""
+	ends := flow.Ends{Src: src.p.Workload, Dst: dst.p.Workload}
+	dw := ends.Dst
 	dnat, nodePortRel := false, false
 	for _, rel := range f.Related {
-		switch rel.Reason {
-		case flow.ReasonEgress:
-			if w := src.p.Workload; w != nil && w.Kind == inventory.KindNode {
-				translated = true
-			}
-		case flow.ReasonClusterIP:
-			dnat = true
-		case flow.ReasonNodePort:
-			dnat, nodePortRel = true, true
-		}
+		dnat = dnat || rel.Reason == flow.ReasonClusterIP || rel.Reason == flow.ReasonNodePort
+		nodePortRel = nodePortRel || rel.Reason == flow.ReasonNodePort
 	}
-	dw := dst.p.Workload
-	switch {
-	case dw != nil && dw.Kind == inventory.KindService:
-		svc, svcPort = dw, f.Dst.Port
-	case dw != nil && dw.Kind == inventory.KindNode:
-		if s, ok := d.in.Resolver.ServiceFor(f.Dst.IP, f.Dst.Port, f.Proto, f.Start); ok {
-			for _, p := range s.Ports {
-				if uint16(p.NodePort) == f.Dst.Port {
-					svc, svcPort = s, uint16(p.Port)
-				}
-			}
-		}
-	case dnat && f.Dst.Service != "":
-		if s, ok := d.in.Resolver.ServiceFor(f.Dst.IP, f.Dst.Port, f.Proto, f.Start); ok {
-			svc, svcPort = s, analyze.ServicePortFor(s, f.Dst.IP, f.Dst.Port)
-		}
+	if f.Dst.Port != 0 && (dw != nil && dw.Kind == inventory.KindNode || f.Dst.Service != "" && dnat) {
+		ends.DstService, _ = d.in.Resolver.ServiceFor(f.Dst.IP, f.Dst.Port, f.Proto, f.Start)
 	}
+	in, translated := analyze.InputResolved(f, ends)
 	if nodePortRel && dw != nil && dw.Kind == inventory.KindPod {
 		translated = true
 	}
-	return src, dst, svc, svcPort, translated
+	return src, dst, in.Service, in.ServicePort, translated
 }
 
 // peer resolves a textual address at t (unix ns) through the entry cache.
