@@ -35,6 +35,7 @@ type Inventory struct {
 
 	kv      store.KV
 	seq     uint64
+	applied uint64      // versions applied, to order them (Workload.applied)
 	pending []*Workload // versions not yet persisted
 	flushMu sync.Mutex
 	kick    chan struct{}
@@ -50,6 +51,9 @@ type incarnation struct {
 	versions   []*Workload // ordered by Updated
 	events     []Event
 	superseded bool // a newer incarnation of the same ID exists
+	// ended is when this life ended (deleted, or replaced by a newer
+	// incarnation); zero while it lasts. Compact drops it after retention.
+	ended time.Time
 }
 
 func (in *incarnation) latest() *Workload { return in.versions[len(in.versions)-1] }
@@ -166,6 +170,8 @@ func (inv *Inventory) Apply(w Workload) bool {
 
 // apply is Apply without persistence; the caller holds mu (or is Open).
 func (inv *Inventory) apply(w *Workload) bool {
+	inv.applied++
+	w.applied = inv.applied
 	cur := inv.current[w.ID]
 	var prev *Workload
 	if cur != nil {
@@ -182,6 +188,9 @@ func (inv *Inventory) apply(w *Workload) bool {
 		}
 		if cur != nil {
 			cur.superseded = true
+			if cur.ended.IsZero() {
+				cur.ended = w.Updated
+			}
 		}
 		if w.Created.IsZero() {
 			w.Created = w.Updated
@@ -210,6 +219,7 @@ func (inv *Inventory) apply(w *Workload) bool {
 		cur.versions = append(cur.versions, w)
 		if w.Deleted != nil {
 			inv.closeLeases(cur, prev, *w.Deleted)
+			cur.ended = *w.Deleted
 		} else {
 			inv.openLeases(cur, prev, w)
 		}
@@ -452,6 +462,11 @@ func (inv *Inventory) writer() {
 func (inv *Inventory) Flush() error {
 	inv.flushMu.Lock()
 	defer inv.flushMu.Unlock()
+	return inv.flushLocked()
+}
+
+// flushLocked is Flush; the caller holds flushMu.
+func (inv *Inventory) flushLocked() error {
 	inv.mu.Lock()
 	batch := inv.pending
 	inv.pending = nil

@@ -102,6 +102,10 @@ type Workload struct {
 	Deleted *time.Time `json:"deleted,omitempty"`
 	// Updated is when Palisade last saw a change of this workload.
 	Updated time.Time `json:"updated"`
+
+	// applied orders the versions an inventory recorded (compaction
+	// rewrites its log in that order, so a replay rebuilds it exactly).
+	applied uint64
 }
 
 // Alive reports whether the workload exists at time t.

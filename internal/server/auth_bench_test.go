@@ -170,7 +170,7 @@ func BenchmarkAuthSearch(b *testing.B) {
 	}
 }
 
-func mustBatch(b *testing.B, agent string, n int) flow.Batch {
+func mustBatch(b testing.TB, agent string, n int) flow.Batch {
 	zr, err := gzip.NewReader(bytes.NewReader(benchBatch(agent, 0, n)))
 	if err != nil {
 		b.Fatal(err)

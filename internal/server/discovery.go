@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -190,7 +191,7 @@ func (s *Server) runDiscovery(id string, opts discovery.Options, from, to time.T
 	}
 	// The window is read in slices, as historical analysis reads it;
 	// progress is the share of the window read.
-	if _, err := readSlices(s.policy.flows, from, to, d.Add, func(at time.Time) {
+	if _, err := readSlices(context.Background(), s.policy.flows, from, to, d.Add, func(at time.Time) {
 		pct := int(95 * at.Sub(from) / to.Sub(from))
 		s.discoveries.update(id, func(j *DiscoveryJob) { j.Percent = pct })
 	}); err != nil {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -530,7 +531,7 @@ func parseAnalysisQuery(r *http.Request) (analysisQuery, error) {
 // analyze runs a historical analysis, calling fn for every analyzed flow.
 // The analyzed version of the scope becomes immutable once its flows were
 // read.
-func (p *policyAPI) analyze(aq analysisQuery, fn func(*analyze.FlowVerdict)) (map[string]string, bool, error) {
+func (p *policyAPI) analyze(ctx context.Context, aq analysisQuery, fn func(*analyze.FlowVerdict)) (map[string]string, bool, error) {
 	sel := policy.Selection{Default: "latest"}
 	if aq.scope != "" {
 		if _, ok := p.repo.Scope(aq.scope); !ok {
@@ -556,7 +557,7 @@ func (p *policyAPI) analyze(aq analysisQuery, fn func(*analyze.FlowVerdict)) (ma
 		versions[s] = v.Name
 	}
 	an := analyze.New(ev, p.inv, aq.scope)
-	truncated, err := readSlices(p.flows, aq.from, aq.to, func(f *flow.Flow) {
+	truncated, err := readSlices(ctx, p.flows, aq.from, aq.to, func(f *flow.Flow) {
 		if fv, ok := an.Analyze(f); ok {
 			fn(&fv)
 		}
@@ -578,20 +579,25 @@ func (p *policyAPI) analyze(aq analysisQuery, fn func(*analyze.FlowVerdict)) (ma
 // of analysisSlice so memory holds one slice of flows; a flow counts in the
 // slice it starts in (the first slice also takes flows that started before
 // the range and overlap it). done, if set, is told where the reading is
-// after each slice. It reports whether a slice hit MaxAnalysisFlows.
-func readSlices(store flow.Store, from, to time.Time, fn func(*flow.Flow), done func(time.Time)) (truncated bool, err error) {
+// after each slice. It reports whether a slice hit MaxAnalysisFlows. It
+// stops with ctx's error once ctx is done (the client went away, the
+// deadline passed), within a slice every sliceCheckEvery flows.
+func readSlices(ctx context.Context, store flow.Store, from, to time.Time, fn func(*flow.Flow), done func(time.Time)) (truncated bool, err error) {
 	for cf := from; cf.Before(to); cf = cf.Add(analysisSlice) {
 		ct := cf.Add(analysisSlice)
 		if ct.After(to) {
 			ct = to
 		}
-		flows, err := store.Search(flow.Query{From: cf.UnixNano(), To: ct.UnixNano(), Limit: MaxAnalysisFlows})
+		flows, err := store.Search(flow.Query{From: cf.UnixNano(), To: ct.UnixNano(), Limit: MaxAnalysisFlows, Context: ctx})
 		if err != nil {
 			return truncated, err
 		}
 		truncated = truncated || len(flows) >= MaxAnalysisFlows
 		last := !ct.Before(to)
 		for i := range flows {
+			if i%sliceCheckEvery == 0 && ctx.Err() != nil {
+				return truncated, ctx.Err()
+			}
 			f := &flows[i]
 			if (f.Start.Before(cf) && !cf.Equal(from)) || (!f.Start.Before(ct) && !last) {
 				continue // counted in another slice
@@ -608,6 +614,15 @@ func readSlices(store flow.Store, from, to time.Time, fn func(*flow.Flow), done 
 // analysisSlice is how much of a historical range is read at once.
 const analysisSlice = 10 * time.Minute
 
+// sliceCheckEvery is how many flows readSlices hands on between two looks
+// at its context.
+const sliceCheckEvery = 4096
+
+// AnalysisTimeout bounds a historical analysis on the server's side
+// (within the server's write timeout); the client going away stops it
+// earlier.
+const AnalysisTimeout = 100 * time.Second
+
 func (p *policyAPI) analysis(w http.ResponseWriter, r *http.Request) {
 	aq, err := parseAnalysisQuery(r)
 	if err != nil {
@@ -615,7 +630,9 @@ func (p *policyAPI) analysis(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := analyze.NewTally(aq.scope, nil, aq.from, aq.to, p.intentText)
-	versions, truncated, err := p.analyze(aq, t.Add)
+	ctx, cancel := context.WithTimeout(r.Context(), AnalysisTimeout)
+	defer cancel()
+	versions, truncated, err := p.analyze(ctx, aq, t.Add)
 	if err != nil {
 		writeAnalysisError(w, err)
 		return
@@ -627,6 +644,10 @@ func (p *policyAPI) analysis(w http.ResponseWriter, r *http.Request) {
 }
 
 func writeAnalysisError(w http.ResponseWriter, err error) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		httpapi.WriteError(w, httpapi.Stopped(err, AnalysisTimeout))
+		return
+	}
 	code := http.StatusUnprocessableEntity
 	switch {
 	case errors.Is(err, policy.ErrNotFound):
@@ -683,7 +704,9 @@ func (p *policyAPI) analysisFlows(w http.ResponseWriter, r *http.Request) {
 	}
 	out := []analyze.FlowVerdict{}
 	vis := p.srv.visibilityOf(r)
-	_, _, err = p.analyze(aq, func(fv *analyze.FlowVerdict) {
+	ctx, cancel := context.WithTimeout(r.Context(), AnalysisTimeout)
+	defer cancel()
+	_, _, err = p.analyze(ctx, aq, func(fv *analyze.FlowVerdict) {
 		if len(out) < limit && cell.Holds(fv) {
 			c := *fv
 			hideSides(&c, vis)

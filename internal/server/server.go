@@ -73,6 +73,11 @@ type Config struct {
 	AgentClockSkew  time.Duration
 	// FlowRetention drops stored flows older than this. Default 7 days.
 	FlowRetention time.Duration
+	// InventoryRetention is how much inventory history is kept (superseded
+	// versions, deleted workloads, ended address leases); compaction runs
+	// hourly. Default inventory.Retention(FlowRetention): 30 days or the
+	// flow retention, whichever is longer, so every stored flow resolves.
+	InventoryRetention time.Duration
 	// FlowMaxBytes caps the flow store's files: the oldest segments go
 	// first. 0: half of the data disk's free space at start (logged).
 	FlowMaxBytes int64
@@ -177,6 +182,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if s.cfg.FlowRetention == 0 {
 		s.cfg.FlowRetention = 7 * 24 * time.Hour
 	}
+	if s.cfg.InventoryRetention < 0 {
+		return fail(fmt.Errorf("server: --inventory-retention %s: want a positive duration", s.cfg.InventoryRetention))
+	}
+	if s.cfg.InventoryRetention == 0 {
+		s.cfg.InventoryRetention = inventory.Retention(s.cfg.FlowRetention)
+	}
 	if s.flowStore, err = openFlowStore(filepath.Join(cfg.DataDir, "flows"), s.cfg.FlowRetention, s.cfg.FlowMaxBytes); err != nil {
 		return fail(err)
 	}
@@ -226,6 +237,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	go func() {
 		defer s.wg.Done()
 		s.enforce.run(runCtx)
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.compactInventory(runCtx)
 	}()
 	for _, c := range cfg.Clusters {
 		conn := k8s.New(c.Name, c.Config, inv)
@@ -348,4 +364,31 @@ func (s *Server) persistAgentConfigs() error {
 		}
 	}
 	return nil
+}
+
+// inventoryCompactEvery is how often the inventory's history is compacted.
+const inventoryCompactEvery = time.Hour
+
+// compactInventory drops inventory history older than the retention, a
+// minute after start and then hourly, until ctx is done.
+func (s *Server) compactInventory(ctx context.Context) {
+	wait := time.Minute
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = inventoryCompactEvery
+		cutoff := time.Now().Add(-s.cfg.InventoryRetention)
+		st, err := s.Inventory.Compact(cutoff)
+		if err != nil {
+			slog.Error("inventory: compaction failed; will retry", "err", err)
+			continue
+		}
+		if st.Versions+st.Incarnations+st.Leases > 0 {
+			slog.Info("inventory: compacted history", "before", cutoff.Format(time.RFC3339), "versions", st.Versions,
+				"workloads", st.Incarnations, "leases", st.Leases, "kept", st.Kept)
+		}
+	}
 }

@@ -1,0 +1,169 @@
+package inventory
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/palisade-dev/palisade/internal/store"
+)
+
+// CompactStats says what a compaction dropped and kept.
+type CompactStats struct {
+	Versions     int `json:"versions"`     // versions dropped (superseded, or of a dropped incarnation)
+	Incarnations int `json:"incarnations"` // deleted or replaced lives dropped
+	Leases       int `json:"leases"`       // ended address leases dropped
+	Events       int `json:"events"`       // history entries dropped
+	Kept         int `json:"kept"`         // versions kept (and, with a store, rewritten)
+}
+
+// Compact drops the history no question about a time at or after cutoff
+// can reach, in memory and in the store's version log:
+//
+//   - versions superseded at or before cutoff (the version in force at
+//     cutoff and every later one stay);
+//   - incarnations (lives of a workload) deleted or replaced at or before
+//     cutoff, with their leases;
+//   - address leases that ended at or before cutoff;
+//   - history events before cutoff (a workload keeps its first one).
+//
+// So Lookup, WorkloadAt, ServiceFor, Get and Search answer every question
+// about a time at or after cutoff exactly as before, also after a
+// restart. Concurrent Apply calls are safe: the lock is held to decide and
+// drop, not while the log is rewritten.
+func (inv *Inventory) Compact(cutoff time.Time) (CompactStats, error) {
+	inv.flushMu.Lock()
+	defer inv.flushMu.Unlock()
+	if err := inv.flushLocked(); err != nil {
+		return CompactStats{}, err
+	}
+	inv.mu.Lock()
+	st := inv.compactLocked(cutoff)
+	var kept []*Workload
+	if inv.kv != nil && st.Versions+st.Incarnations > 0 {
+		// The log is rewritten in the order the versions were applied:
+		// replaying it rebuilds the same lives and the same leases, in
+		// the same order. Versions applied since the flush above are
+		// pending: their own flush writes them after these.
+		pending := map[*Workload]bool{}
+		for _, w := range inv.pending {
+			pending[w] = true
+		}
+		for _, inc := range inv.all {
+			for _, w := range inc.versions {
+				if !pending[w] {
+					kept = append(kept, w)
+				}
+			}
+		}
+	}
+	inv.mu.Unlock()
+	slices.SortFunc(kept, func(a, b *Workload) int { return cmp.Compare(a.applied, b.applied) })
+	if kept == nil {
+		return st, nil
+	}
+	st.Kept = len(kept)
+	err := inv.kv.Update(func(tx store.Tx) error {
+		var old []string
+		if err := tx.ForEach(bucketVersions, "", func(k string, _ []byte) error {
+			old = append(old, k)
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range old {
+			if err := tx.Delete(bucketVersions, k); err != nil {
+				return err
+			}
+		}
+		// Keys 1..len(kept) are below inv.seq (the log held at least as
+		// many), so later flushes keep appending after them.
+		for i, w := range kept {
+			b, err := json.Marshal(w)
+			if err != nil {
+				return err
+			}
+			if err := tx.Put(bucketVersions, fmt.Sprintf("%020d", i+1), b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return st, fmt.Errorf("inventory: rewrite the version log: %w", err)
+	}
+	return st, nil
+}
+
+// compactLocked drops in memory what Compact describes; the caller holds
+// mu for writing.
+func (inv *Inventory) compactLocked(cutoff time.Time) CompactStats {
+	var st CompactStats
+	dropped := map[*incarnation]bool{}
+	all := inv.all[:0]
+	for _, inc := range inv.all {
+		if !inc.ended.IsZero() && !inc.ended.After(cutoff) {
+			dropped[inc] = true
+			st.Incarnations++
+			st.Versions += len(inc.versions)
+			st.Events += len(inc.events)
+			id := inc.latest().ID
+			if inv.current[id] == inc {
+				delete(inv.current, id)
+			}
+			if inv.services[id] == inc {
+				delete(inv.services, id)
+			}
+			if inv.externals[id] == inc {
+				delete(inv.externals, id)
+			}
+			continue
+		}
+		all = append(all, inc)
+		// The version in force at cutoff is the last one updated at or
+		// before it; the ones before it are never in force again.
+		k := 0
+		for k+1 < len(inc.versions) && !inc.versions[k+1].Updated.After(cutoff) {
+			k++
+		}
+		if k > 0 {
+			st.Versions += k
+			inc.versions = append([]*Workload(nil), inc.versions[k:]...)
+		}
+		e := 1
+		for e < len(inc.events) && inc.events[e].Time.Before(cutoff) {
+			e++
+		}
+		if e > 1 {
+			st.Events += e - 1
+			inc.events = append(inc.events[:1:1], inc.events[e:]...)
+		}
+	}
+	clear(inv.all[len(all):])
+	inv.all = all
+	for a, ls := range inv.byIP {
+		keep := ls[:0]
+		for _, l := range ls {
+			if dropped[l.inc] || (!l.To.IsZero() && !l.To.After(cutoff)) {
+				st.Leases++
+				continue
+			}
+			keep = append(keep, l)
+		}
+		if len(keep) == 0 {
+			delete(inv.byIP, a)
+		} else {
+			clear(ls[len(keep):])
+			inv.byIP[a] = keep
+		}
+	}
+	return st
+}
+
+// Retention is how long the inventory keeps history by default: 30 days,
+// or the flow retention when longer, so every stored flow's ends resolve.
+func Retention(flowRetention time.Duration) time.Duration {
+	return max(30*24*time.Hour, flowRetention)
+}
