@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"runtime"
 	"testing"
 	"time"
 
@@ -10,6 +11,8 @@ import (
 	"github.com/palisade-dev/palisade/internal/lab"
 	"github.com/palisade-dev/palisade/internal/server"
 	"github.com/palisade-dev/palisade/internal/testutil"
+	"github.com/palisade-dev/palisade/pkg/api"
+	"github.com/palisade-dev/palisade/pkg/client"
 )
 
 // TestLabPodsGetVulnAttributes rolls the lab's payment Deployment onto a Go
@@ -63,5 +66,21 @@ func TestLabPodsGetVulnAttributes(t *testing.T) {
 		if _, ok := got.Attrs[k]; !ok {
 			t.Errorf("attribute %s missing: %v", k, got.Attrs)
 		}
+	}
+	// The image is scanned for the platform of the pod's node (the lab
+	// labels its nodes kubernetes.io/arch), and /api/v1/status shows the
+	// scanner's database and its layer cache within its cap.
+	for _, im := range s.Vuln.Images() {
+		if im.Status == "scanned" && im.Platform != "linux/"+runtime.GOARCH {
+			t.Errorf("image %s scanned for %q, want the node's linux/%s", im.Image, im.Platform, runtime.GOARCH)
+		}
+	}
+	var st api.Status
+	if err := s.Client("").Do(ctx, client.Request{Method: "GET", Path: "/api/v1/status"}, &st); err != nil {
+		t.Fatal(err)
+	}
+	if sc := st.Scanner; sc == nil || sc.Database.Advisories == 0 || sc.Database.Imported.IsZero() || sc.LayerCache.Layers == 0 ||
+		sc.LayerCache.Bytes > sc.LayerCache.MaxBytes || sc.LayerCache.MaxBytes == 0 {
+		t.Errorf("GET /api/v1/status: scanner %+v", st.Scanner)
 	}
 }

@@ -36,6 +36,10 @@ func (s *Server) coreRoutes() []Route {
 func (s *Server) getStatus(w http.ResponseWriter, _ *http.Request) {
 	st := api.Status{Version: Version, Commit: Commit, Started: s.started, Workloads: s.Inventory.Len(), Connectors: []api.ConnectorStatus{},
 		FlowStore: s.flowStore.Stats()}
+	if s.Vuln != nil {
+		vs := s.Vuln.Status()
+		st.Scanner = &vs
+	}
 	for _, c := range s.Connectors() {
 		st.Connectors = append(st.Connectors, api.ConnectorStatus(c))
 	}

@@ -90,6 +90,10 @@ type Config struct {
 	// VulnImportDir confines POST /api/v1/vulndb/import to paths below it
 	// ("" disables that route's imports).
 	VulnImportDir string
+	// ScanCacheMaxBytes caps the scanner's layer cache (least recently
+	// used layers evicted first). 0: 2 GiB, or a quarter of the free space
+	// if less (logged).
+	ScanCacheMaxBytes int64
 	// FlowWindow is how long the flow pipeline waits for more observation
 	// points of a flow (default 30 s; tests shorten it).
 	FlowWindow time.Duration

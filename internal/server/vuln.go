@@ -35,10 +35,11 @@ func (s *Server) startScanner(ctx context.Context, dir string) error {
 		secrets = kubeSecrets{cs}
 	}
 	svc, err := vuln.Open(dir, vuln.Options{
-		Secrets:    secrets,
-		Registries: s.cfg.ScanRegistries,
-		ImportDir:  s.cfg.VulnImportDir,
-		OnAttrs:    func(id string, attrs map[string][]string) { s.Inventory.SetAttrs(id, "vuln.", attrs) },
+		Secrets:       secrets,
+		Registries:    s.cfg.ScanRegistries,
+		ImportDir:     s.cfg.VulnImportDir,
+		CacheMaxBytes: s.cfg.ScanCacheMaxBytes,
+		OnAttrs:       func(id string, attrs map[string][]string) { s.Inventory.SetAttrs(id, "vuln.", attrs) },
 		// A pod's images are scanned for its node's platform.
 		NodePlatform: func(cluster, node string) (v1.Platform, bool) {
 			if w, _, ok := s.Inventory.Get(k8s.ID(cluster, inventory.KindNode, "", node)); ok && w.Deleted == nil {

@@ -5,25 +5,18 @@ import (
 	"os/exec"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/palisade-dev/palisade/internal/vuln/image"
 	"github.com/palisade-dev/palisade/internal/vuln/vulntest"
 )
 
 // dropLayerCache empties the layer cache so the next scan pulls and reads
 // every layer again.
-func (s *Service) dropLayerCache(tb testing.TB) {
-	tb.Helper()
-	err := s.bolt.Update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket(bucketLayers); err != nil {
-			return err
-		}
-		_, err := tx.CreateBucket(bucketLayers)
-		return err
-	})
-	if err != nil {
-		tb.Fatal(err)
+func (s *Service) dropLayerCache(testing.TB) {
+	c := s.layers
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for d := range c.entries {
+		c.removeLocked(d)
 	}
 }
 

@@ -101,6 +101,13 @@
 // GET /api/v1/vulnerabilities → []Finding;
 // GET /api/v1/images/{digest} → ImageReport.
 //
+//   - The layer cache (LayersDir in the data directory: one file per layer
+//     summary) stays within Options.CacheMaxBytes (default 2 GiB, or a
+//     quarter of the free space if less), least recently used first; a
+//     layer a running scan uses is never evicted. Status() reports it with
+//     the database (osv.Info: generation, records, last import time) and
+//     the scan queue, for GET /api/v1/status.
+//
 // The data directory holds one bbolt file (vuln.db), opened by one process
 // at a time: the standalone CLI (`palisade scan image`, `palisade vulndb
 // import`) and a server must use different directories or take turns.

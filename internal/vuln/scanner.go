@@ -50,9 +50,11 @@ func (s *Service) scan(ctx context.Context, src image.Source, platform v1.Platfo
 		return nil, nil, fmt.Errorf("scratch directory: %w", err)
 	}
 	defer os.RemoveAll(scratch)
+	layers := s.layers.forScan()
+	defer layers.release()
 	loader := &image.Loader{
 		Extractor: &image.Extractor{Keep: pkgdb.Keep, Probe: probeExecutable, Limits: s.opts.Limits, ScratchDir: scratch},
-		Cache:     s.layers,
+		Cache:     layers,
 		Remote:    append(append([]remote.Option{}, s.remoteBase...), remoteOpts...),
 		Platform:  &platform,
 	}

@@ -68,6 +68,10 @@ type Options struct {
 	// RetryAfter is how long a failed scan waits before Observe retries it
 	// (default 10 minutes). SetCredentials retries at once.
 	RetryAfter time.Duration
+	// CacheMaxBytes caps the layer cache's files (default: 2 GiB, or a
+	// quarter of the disk's free space at start if less; logged). The least
+	// recently used layers are evicted first, never one a running scan uses.
+	CacheMaxBytes int64
 	// ScratchDir receives temporary copies of large executables during
 	// scans (default: the system temporary directory).
 	ScratchDir string
@@ -154,9 +158,14 @@ func Open(dataDir string, opts Options) (*Service, error) {
 		bdb.Close()
 		return nil, err
 	}
+	layers, err := openLayerCache(dataDir, bdb, opts.CacheMaxBytes, log)
+	if err != nil {
+		bdb.Close()
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
-		opts: opts, log: log, bolt: bdb, db: store, layers: &layerCache{db: bdb, log: log}, sealer: seal,
+		opts: opts, log: log, bolt: bdb, db: store, layers: layers, sealer: seal,
 		scratchRoot: opts.ScratchDir, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
 		images: map[string]*imageState{}, workloads: map[string][]string{}, registries: map[string]*Registry{},
 		reports: map[string]*ImageReport{}, sent: map[string]map[string][]string{}, queued: map[string]bool{},
@@ -945,4 +954,37 @@ func PlatformFromNodeLabels(labels map[string]string) (v1.Platform, bool) {
 	}
 	p := v1.Platform{OS: get("os"), Architecture: get("arch")}
 	return p, p.OS != "" && p.Architecture != ""
+}
+
+// Status is the scanner's state, for GET /api/v1/status.
+type Status struct {
+	// Database is the vulnerability database: generation, record count,
+	// and when the last import ended.
+	Database   osv.Info        `json:"database"`
+	LayerCache LayerCacheStats `json:"layerCache"`
+	// Images counts the observed images (one per platform for indexes);
+	// Queued and Running the scans waiting and in progress; Stale the
+	// reports made by an older analyzer version, awaiting a rescan.
+	Images  int `json:"images"`
+	Queued  int `json:"queued"`
+	Running int `json:"running"`
+	Stale   int `json:"stale"`
+}
+
+// Status reports the database, the layer cache and the scan queue.
+func (s *Service) Status() Status {
+	info, err := s.db.Info()
+	if err != nil {
+		s.log.Warn("vulnerability database info", "err", err)
+	}
+	st := Status{Database: info, LayerCache: s.layers.Stats()}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, im := range s.images {
+		if len(im.workloads) > 0 {
+			st.Images++
+		}
+	}
+	st.Queued, st.Running, st.Stale = len(s.pending), s.running, len(s.stale)
+	return st
 }

@@ -1,19 +1,15 @@
 package vuln
 
 import (
-	"bytes"
-	"encoding/gob"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/palisade-dev/palisade/internal/vuln/image"
 	"github.com/palisade-dev/palisade/internal/vuln/pkgdb"
 )
 
@@ -21,7 +17,7 @@ import (
 const DBFile = "vuln.db"
 
 var (
-	bucketLayers      = []byte("vuln.layers")
+	bucketLayers      = []byte("vuln.layers") // the layer cache of versions before the file cache
 	bucketInventories = []byte("vuln.inventories")
 	bucketRegistries  = []byte("vuln.registries")
 	bucketCredentials = []byte("vuln.credentials")
@@ -30,8 +26,9 @@ var (
 	bucketKeys = []byte("vuln.keys")
 )
 
-// layerFormat versions the cached layer summaries: bump it when Keep or
-// Probe change what a summary holds, so stale summaries are re-read.
+// layerFormat versions the cached layer summaries (the layer cache's
+// directory is named by it): bump it when Keep or Probe change what a
+// summary holds, so stale summaries are re-read.
 const layerFormat = "v3:" // v2: Go executables carry platform and symbols; v3: symbols joined per package
 
 func openDB(dataDir string) (*bolt.DB, error) {
@@ -47,7 +44,7 @@ func openDB(dataDir string) (*bolt.DB, error) {
 		return nil, fmt.Errorf("opening %s: %w", p, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketLayers, bucketInventories, bucketRegistries, bucketCredentials, bucketKeys} {
+		for _, b := range [][]byte{bucketInventories, bucketRegistries, bucketCredentials, bucketKeys} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -59,43 +56,6 @@ func openDB(dataDir string) (*bolt.DB, error) {
 		return nil, fmt.Errorf("initialising %s: %w", p, err)
 	}
 	return db, nil
-}
-
-// layerCache implements image.LayerCache on bbolt, so a layer shared by
-// many images (a distribution base) is read once per data directory.
-type layerCache struct {
-	db  *bolt.DB
-	log *slog.Logger
-}
-
-func (c *layerCache) GetLayer(digest string) (*image.Layer, bool) {
-	var l *image.Layer
-	_ = c.db.View(func(tx *bolt.Tx) error {
-		data := tx.Bucket(bucketLayers).Get([]byte(layerFormat + digest))
-		if data == nil {
-			return nil
-		}
-		var x image.Layer
-		if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&x); err == nil {
-			l = &x
-		}
-		return nil
-	})
-	return l, l != nil
-}
-
-func (c *layerCache) PutLayer(digest string, l *image.Layer) {
-	var buf bytes.Buffer
-	if err := gob.NewEncoder(&buf).Encode(l); err != nil {
-		c.log.Warn("layer cache: encoding", "layer", digest, "err", err)
-		return
-	}
-	err := c.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketLayers).Put([]byte(layerFormat+digest), buf.Bytes())
-	})
-	if err != nil {
-		c.log.Warn("layer cache: storing", "layer", digest, "err", err)
-	}
 }
 
 // analyzerVersion is stamped on every stored inventory: what the image

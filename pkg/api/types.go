@@ -7,6 +7,7 @@ import (
 	"github.com/palisade-dev/palisade/internal/flow"
 	flowstore "github.com/palisade-dev/palisade/internal/flow/store"
 	"github.com/palisade-dev/palisade/internal/inventory"
+	"github.com/palisade-dev/palisade/internal/vuln"
 )
 
 // The domain records travel as they are; the aliases let clients outside
@@ -25,6 +26,7 @@ type (
 	AgentStatus    = flow.AgentStatus
 	FlowMetrics    = flow.Metrics
 	FlowStoreStats = flowstore.Stats
+	ScannerStatus  = vuln.Status
 )
 
 // Status answers GET /api/v1/status.
@@ -35,6 +37,8 @@ type Status struct {
 	Workloads  int               `json:"workloads"`
 	Connectors []ConnectorStatus `json:"connectors"`
 	FlowStore  FlowStoreStats    `json:"flowStore"`
+	// Scanner: the vulnerability database, layer cache and scan queue.
+	Scanner *ScannerStatus `json:"scanner,omitempty"`
 }
 
 // ConnectorStatus is one Kubernetes connector's state: "connecting",

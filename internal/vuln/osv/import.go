@@ -313,6 +313,9 @@ func (s *Store) importDocuments(ctx context.Context, docs []document, progress P
 		if err := putUint(m, keyCount, uint64(tx.Bucket(bucketAdvisories).Stats().KeyN)); err != nil {
 			return err
 		}
+		if err := putUint(m, keyImported, uint64(time.Now().UnixNano())); err != nil {
+			return err
+		}
 		return nil
 	})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -22,6 +23,7 @@ var (
 	bucketAliases    = []byte("osv.aliases") // alias or id \x00 record id
 	keyGeneration    = []byte("generation")
 	keyCount         = []byte("count")
+	keyImported      = []byte("imported") // Unix nanoseconds
 )
 
 // Store is the vulnerability database inside a bbolt file shared with the
@@ -71,6 +73,8 @@ type Info struct {
 	// results computed at an older generation are stale.
 	Generation uint64 `json:"generation"`
 	Advisories int    `json:"advisories"`
+	// Imported is when the last import ended (zero: never).
+	Imported time.Time `json:"imported,omitzero"`
 }
 
 // Info returns the current generation and record count.
@@ -80,6 +84,9 @@ func (s *Store) Info() (Info, error) {
 		m := tx.Bucket(bucketMeta)
 		info.Generation = getUint(m.Get(keyGeneration))
 		info.Advisories = int(getUint(m.Get(keyCount)))
+		if t := getUint(m.Get(keyImported)); t != 0 {
+			info.Imported = time.Unix(0, int64(t)).UTC()
+		}
 		return nil
 	})
 	return info, err
