@@ -51,6 +51,8 @@ func atomText(e *Evaluator, i int) string {
 		return "cidr:" + a.prefix.String()
 	case atomService:
 		return "service:" + a.svc
+	case atomHostNode:
+		return "host-node"
 	case atomBit:
 		if a.bit < len(e.scopes) {
 			return "scope:" + e.scopes[a.bit].name
@@ -79,8 +81,12 @@ func (s *Session) DecidingScope(c Classified) string {
 }
 
 // ConsumerHolds reports whether r's consumer matches the source peer c,
-// as the evaluator matches it.
+// as the evaluator matches it. A host-node consumer depends on the
+// destination too (the node it runs on): it holds for no peer alone.
 func (s *Session) ConsumerHolds(r *ChainRule, c Classified) bool {
+	if s.e.atoms[r.r.cons].kind == atomHostNode {
+		return false
+	}
 	return s.atomMatch(r.r.cons, c.c, nil, false)
 }
 
@@ -88,6 +94,9 @@ func (s *Session) ConsumerHolds(r *ChainRule, c Classified) bool {
 // peer c reached through svc (nil: not through a service), as the
 // evaluator matches it.
 func (s *Session) ProviderHolds(r *ChainRule, c Classified, svc *inventory.Workload) bool {
+	if s.e.atoms[r.r.prov].kind == atomHostNode {
+		return false // depends on the source too, as a host-node consumer
+	}
 	return s.atomMatch(r.r.prov, c.c, s.svcClass(svc), true)
 }
 

@@ -20,6 +20,10 @@ const (
 	EndpointService                     // service:NAMESPACE/NAME
 	EndpointCIDR                        // cidr:A.B.C.D/N
 	EndpointAny                         // any
+	// EndpointHostNode is host-node: the node the flow's other end (a pod)
+	// runs on. It matches only a flow between a pod and its own node
+	// (kubelet probes; NetworkPolicy always allows them).
+	EndpointHostNode
 )
 
 // Endpoint is a parsed consumer or provider.
@@ -43,6 +47,8 @@ func (e Endpoint) String() string {
 		return "cidr:" + e.Prefix.String()
 	case EndpointAny:
 		return "any"
+	case EndpointHostNode:
+		return "host-node"
 	}
 	return e.Filter.String()
 }
@@ -74,6 +80,8 @@ func ParseEndpoint(s string) (Endpoint, error) {
 	switch {
 	case strings.EqualFold(t, "any"):
 		return Endpoint{Kind: EndpointAny}, nil
+	case strings.EqualFold(t, "host-node"):
+		return Endpoint{Kind: EndpointHostNode}, nil
 	case strings.HasPrefix(t, "scope:"):
 		name := t[len("scope:"):]
 		if !ValidName(name) {
@@ -99,7 +107,7 @@ func ParseEndpoint(s string) (Endpoint, error) {
 		}
 		return Endpoint{Kind: EndpointCIDR, Prefix: p.Masked()}, nil
 	case t == "":
-		return Endpoint{}, &EndpointError{1, "empty: want a filter, scope:NAME, service:NAMESPACE/NAME, cidr:A.B.C.D/N or any"}
+		return Endpoint{}, &EndpointError{1, "empty: want a filter, scope:NAME, service:NAMESPACE/NAME, cidr:A.B.C.D/N, host-node or any"}
 	}
 	f, err := filter.Parse(s, inventory.Schema)
 	if err != nil {

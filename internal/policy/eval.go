@@ -156,6 +156,7 @@ const (
 	atomBit          // a filter or scope membership: a bit of the peer's class
 	atomCIDR
 	atomService
+	atomHostNode // host-node: a node, and per flow the other end's host
 )
 
 type atom struct {
@@ -260,6 +261,8 @@ func Compile(set Set) (*Evaluator, error) {
 			a.kind, a.svc = atomService, ep.Namespace+"/"+ep.Name
 		case EndpointCIDR:
 			a.kind, a.prefix = atomCIDR, ep.Prefix
+		case EndpointHostNode:
+			a.kind = atomHostNode
 		default:
 			a.kind, a.bit = atomBit, e.nbits
 			e.nbits++
@@ -432,6 +435,9 @@ type Session struct {
 // sideNone is decide's result for an unscoped end.
 const sideNone = -1 << 30
 
+// A candidate is 16 bytes (see candidate).
+var _ = [1]struct{}{}[unsafe.Sizeof(candidate{})-16]
+
 const recentSize = 1 << 13
 
 type recentEntry struct {
@@ -504,17 +510,20 @@ type candidate struct {
 	// atomMatch.
 	other int32
 	// The ports: portAny; portOne, the one range proto lo-hi (of the
-	// service port when viaSvc); else portList, the ranges
-	// class.lists[lo|hi<<16] (resolved: they hold no names).
+	// service port when viaSvc); else portList (names resolved per flow)
+	// or portListResolved, the ranges class.lists[lo|hi<<16].
 	lo, hi   uint16
 	proto    Proto
 	portKind uint8
 	viaSvc   bool
-	resolved bool
+	// hostNode: an end is host-node; the flow must be between a pod and
+	// the node it runs on (checked per flow).
+	hostNode bool
 }
 
 const (
 	portList uint8 = iota
+	portListResolved
 	portAny
 	portOne
 )
@@ -642,7 +651,9 @@ func (s *Session) candidates(c *class, side Direction) []candidate {
 	}
 	var out []candidate
 	for _, r := range s.e.chains[side][c.scope] {
-		cd := candidate{rid: r.id, resolved: !r.hasNamed, other: -1, viaSvc: r.viaSvc}
+		resolved := !r.hasNamed
+		cd := candidate{rid: r.id, other: -1, viaSvc: r.viaSvc,
+			hostNode: s.e.atoms[r.cons].kind == atomHostNode || s.e.atoms[r.prov].kind == atomHostNode}
 		ports := r.ports
 		oa := &s.e.atoms[r.prov]
 		if side == Ingress {
@@ -660,7 +671,7 @@ func (s *Session) candidates(c *class, side Direction) []candidate {
 				continue
 			}
 			if r.hasNamed {
-				ports, cd.resolved = resolvePorts(r.ports, false, c.w, nil), true
+				ports, resolved = resolvePorts(r.ports, false, c.w, nil), true
 				if len(ports) == 0 {
 					continue // only named ports, none declared here
 				}
@@ -669,7 +680,7 @@ func (s *Session) candidates(c *class, side Direction) []candidate {
 		switch {
 		case r.anyPort:
 			cd.portKind = portAny
-		case cd.resolved && len(ports) == 1:
+		case resolved && len(ports) == 1:
 			p := ports[0]
 			cd.portKind, cd.proto, cd.lo, cd.hi = portOne, p.Proto, p.Lo, p.Hi
 			if p.Lo == 0 {
@@ -678,6 +689,9 @@ func (s *Session) candidates(c *class, side Direction) []candidate {
 		default:
 			n := uint32(len(c.lists))
 			cd.portKind, cd.lo, cd.hi = portList, uint16(n), uint16(n>>16)
+			if resolved {
+				cd.portKind = portListResolved
+			}
 			c.lists = append(c.lists, ports)
 		}
 		out = append(out, cd)
@@ -766,6 +780,9 @@ func (s *Session) decide(side Direction, src, dst *class, svc *svcClass, f *Flow
 				continue
 			}
 		}
+		if c.hostNode && !s.e.hostNodeHolds(c.rid, src, dst) {
+			continue
+		}
 		switch c.portKind {
 		case portAny:
 		case portOne:
@@ -778,7 +795,7 @@ func (s *Session) decide(side Direction, src, dst *class, svc *svcClass, f *Flow
 			}
 		default:
 			ports := own.lists[uint32(c.lo)|uint32(c.hi)<<16]
-			if !portsMatch(ports, c.resolved, c.viaSvc, dst.w, svc, f) {
+			if !portsMatch(ports, c.portKind == portListResolved, c.viaSvc, dst.w, svc, f) {
 				continue
 			}
 		}
@@ -845,8 +862,33 @@ func (s *Session) atomMatch(i int, c *class, svc *svcClass, provider bool) bool 
 			return svc != nil && svc.w.Kind == inventory.KindService && svc.key == a.svc
 		}
 		return s.e.serviceConsumer(a.svc, c)
+	case atomHostNode:
+		// Its own end: a node; the relation to the other end is decided
+		// per flow (hostNodeHolds).
+		return c.w != nil && c.w.Kind == inventory.KindNode
 	}
 	return false
+}
+
+// hostNodeHolds reports whether rule rid's host-node end is the node the
+// flow's other end runs on: consumer host-node, the source is the node of
+// the destination pod; provider host-node, the destination is the node of
+// the source pod.
+func (e *Evaluator) hostNodeHolds(rid int32, src, dst *class) bool {
+	r := e.rules[rid]
+	if e.atoms[r.cons].kind == atomHostNode && !hosts(src.w, dst.w) {
+		return false
+	}
+	if e.atoms[r.prov].kind == atomHostNode && !hosts(dst.w, src.w) {
+		return false
+	}
+	return true
+}
+
+// hosts reports whether node runs pod.
+func hosts(node, pod *inventory.Workload) bool {
+	return node != nil && pod != nil && node.Kind == inventory.KindNode && pod.Kind == inventory.KindPod &&
+		pod.Node != "" && pod.Node == node.Name && pod.Cluster == node.Cluster
 }
 
 // serviceConsumer reports whether a source belongs to a service: it is the

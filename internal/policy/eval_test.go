@@ -224,3 +224,56 @@ func TestParseEndpointColumn(t *testing.T) {
 func contains(s, sub string) bool {
 	return strings.Contains(s, sub)
 }
+
+// host-node matches only the node a pod runs on: a kubelet probe from the
+// pod's own node, or the pod reaching its own node; never another node, an
+// address no node holds, or a pod of another cluster on a node of the
+// same name.
+func TestHostNode(t *testing.T) {
+	ev, err := Compile(Set{
+		Scopes: []Scope{{Name: "lab", Filter: `cluster = "lab"`, CatchAll: Deny}},
+		Versions: map[string]*Version{"lab": {Name: "v1", Policies: []Policy{
+			{Consumer: "host-node", Provider: `kind = pod`, Action: Allow, Direction: Ingress},                                // #0
+			{Consumer: `kind = pod`, Provider: " host-node ", Action: Allow, Direction: Egress, Ports: []string{"tcp/10250"}}, // #1
+		}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := func(cluster, name, ip string) Peer {
+		return Peer{IP: netip.MustParseAddr(ip), Workload: &inventory.Workload{ID: cluster + "/node//" + name, Cluster: cluster, Kind: inventory.KindNode, Name: name, IPs: []string{ip}}}
+	}
+	onNode := func(p Peer, n string) Peer { p.Workload.Node = n; return p }
+	n1, n2 := node("lab", "n1", "10.10.0.11"), node("lab", "n2", "10.10.0.12")
+	a := onNode(pod("lab", "x", "a", "10.244.1.10", nil), "n1")
+	other := onNode(pod("other", "x", "b", "10.244.9.10", nil), "n1")
+	ext := Peer{IP: netip.MustParseAddr("203.0.113.10")}
+	for _, c := range []struct {
+		name     string
+		src, dst Peer
+		port     uint16
+		ingress  string // the ingress side's rule ("" when dst is unscoped)
+		egress   string
+	}{
+		{"probe from the pod's own node", n1, a, 8080, "lab@v1#0", "lab@v1 catch-all"},
+		{"another node", n2, a, 8080, "lab@v1 catch-all", "lab@v1 catch-all"},
+		{"an external address", ext, a, 8080, "lab@v1 catch-all", ""},
+		{"pod to its own node", a, n1, 10250, "lab@v1 catch-all", "lab@v1#1"},
+		{"pod to another node", a, n2, 10250, "lab@v1 catch-all", "lab@v1 catch-all"},
+		{"a node of that name in another cluster", other, n1, 10250, "lab@v1 catch-all", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := ev.Evaluate(&Flow{Src: c.src, Dst: c.dst, Proto: ProtoTCP, Port: c.port})
+			if d.Ingress.Rule.String() != c.ingress || d.Egress.Rule.String() != c.egress {
+				t.Fatalf("egress %q ingress %q, want %q %q", d.Egress.Rule, d.Ingress.Rule, c.egress, c.ingress)
+			}
+		})
+	}
+	// The enforcement compiler cannot test host-node against one end: it
+	// holds for no peer alone.
+	rules, _, _ := ev.Chain("lab", Ingress)
+	s := ev.NewSession()
+	if len(rules) == 0 || rules[0].Consumer.Kind != EndpointHostNode || s.ConsumerHolds(&rules[0], s.Classify(n1)) {
+		t.Fatalf("chain %+v: host-node consumer must hold for no peer alone", rules)
+	}
+}

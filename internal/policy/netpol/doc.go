@@ -41,11 +41,13 @@
 // For each policy P in namespace N selecting S = `kind = pod and namespace
 // = "N" and <podSelector>`:
 //
-//	ingress rule i, peer j → ALLOW  consumer PEER  provider S     ports  direction ingress  priority 100
-//	Ingress in policyTypes → DENY   consumer any   provider S            direction ingress  priority 1000
-//	egress rule i, peer j  → ALLOW  consumer S     provider PEER  ports  direction egress   priority 100
-//	Egress in policyTypes  → ALLOW  consumer S     provider services     direction egress   priority 100
-//	                         DENY   consumer S     provider any          direction egress   priority 1000
+//	ingress rule i, peer j → ALLOW  consumer PEER       provider S          ports  direction ingress  priority 100
+//	Ingress in policyTypes → ALLOW  consumer host-node  provider S                 direction ingress  priority 100
+//	                         DENY   consumer any        provider S                 direction ingress  priority 1000
+//	egress rule i, peer j  → ALLOW  consumer S          provider PEER       ports  direction egress   priority 100
+//	Egress in policyTypes  → ALLOW  consumer S          provider services          direction egress   priority 100
+//	                         ALLOW  consumer S          provider host-node         direction egress   priority 100
+//	                         DENY   consumer S          provider any               direction egress   priority 1000
 //
 // (the ALLOW to services: upstream decides a connection to a service after
 // DNAT, on the backend pod, so the flow to the service's own address is left
@@ -73,9 +75,14 @@
 // cluster scope, `cluster = "lab"`): a pod outside it is decided by its own
 // scope.
 //
-// Not modelled: traffic from a pod's own node (kubelet probes), which
-// upstream implementations allow whatever the policies say; host-network
-// pods; and the implementation-defined treatment of ipBlocks that cover pod
+// Traffic to and from the node a pod runs on is always allowed upstream
+// ("regardless of the IP address of the Pod or the node": kubelet
+// probes): the host-node endpoint (internal/policy) is exactly that node,
+// decided per flow from the pod's node at the flow's time, so a probe
+// from another node's address stays denied.
+//
+// Not modelled: host-network pods (their address is the node's, so their
+// traffic is the node's); and the implementation-defined treatment of ipBlocks that cover pod
 // addresses behind NAT (here, as in kube-network-policies, an ipBlock
 // matches whatever address the flow carries).
 package netpol

@@ -73,8 +73,9 @@ func worldFromAPI(t *testing.T, c kubernetes.Interface, namespaces []string) *re
 // API server; every policy set of testdata, plus an ipBlock whose exception
 // is a real pod's address, is created in the API server; the policies are
 // read back from the cluster (as `import networkpolicy --cluster` does),
-// translated, and every (source pod or external address, destination pod
-// or external address, protocol, port) verdict of the policy evaluator,
+// translated, and every (source pod, node or external address, destination
+// pod, node or external address, protocol, port) verdict of the policy
+// evaluator (a pod's own node always allowed, as upstream),
 // over the inventory the Kubernetes connector built, equals the reference
 // computed from the API's own objects. Relabelling a namespace then changes
 // the verdicts of flows after the change and not of flows before it.
@@ -155,8 +156,8 @@ func TestLabImportFromClusterAgreesWithUpstream(t *testing.T) {
 	scope := `cluster = "` + cluster + `"`
 
 	before := worldFromAPI(t, client, namespaces)
-	if len(before.Pods) != 9 {
-		t.Fatalf("%d pods in x, y, z; want 9", len(before.Pods))
+	if len(before.Pods) != 9 || len(before.Nodes) != 2 {
+		t.Fatalf("%d pods in x, y, z and %d nodes; want 9 and 2 (probes from a pod's own node and from the other)", len(before.Pods), len(before.Nodes))
 	}
 	ps := probes(before, externals)
 	t.Run("every pair", func(t *testing.T) {

@@ -107,6 +107,9 @@ func (t *translator) intents() (allows, denies []policy.Policy) {
 				}
 			}
 		}
+		// Upstream always allows traffic from the node a pod runs on
+		// (kubelet probes), whatever the policies say.
+		allows = append(allows, t.intent("ingress-from-host-node", "host-node", selected, policy.Allow, nil, policy.Ingress))
 		denies = append(denies, t.intent("isolate-ingress", "any", selected, policy.Deny, nil, policy.Ingress))
 	}
 	if egress {
@@ -130,6 +133,8 @@ func (t *translator) intents() (allows, denies []policy.Policy) {
 		// backend pod; the flow to the service's own address (cluster IP)
 		// is left to its DNAT-related flow, which these intents decide.
 		allows = append(allows, t.intent("egress-via-service", selected, t.services(), policy.Allow, nil, policy.Egress))
+		// And traffic to the node a pod runs on.
+		allows = append(allows, t.intent("egress-to-host-node", selected, "host-node", policy.Allow, nil, policy.Egress))
 		denies = append(denies, t.intent("isolate-egress", selected, "any", policy.Deny, nil, policy.Egress))
 	}
 	return allows, denies

@@ -36,8 +36,8 @@ func upstreamPorts(web int32) []corev1.ContainerPort {
 }
 
 // tableWorld is the pure tests' cluster: namespaces x, y, z (labelled ns=…)
-// and w (no ns label), pods a, b, c in x, y, z and a in w. z/a carries a
-// quarantine label; y/c's "web" port is 81.
+// and w (no ns label), pods a, b, c in x, y, z and a in w, spread over
+// nodes n1 and n2. z/a carries a quarantine label; y/c's "web" port is 81.
 func tableWorld() *refWorld {
 	w := &refWorld{NSLabels: map[string]map[string]string{}}
 	for i, ns := range []string{"x", "y", "z", "w"} {
@@ -59,8 +59,12 @@ func tableWorld() *refWorld {
 			if ns == "y" && name == "c" {
 				p.Ports = upstreamPorts(81)
 			}
+			p.Node = []string{"n1", "n2"}[(i+j)%2]
 			w.Pods = append(w.Pods, p)
 		}
+	}
+	for i, n := range []string{"n1", "n2"} {
+		w.Nodes = append(w.Nodes, &netpoltest.Node{Name: n, IP: netip.AddrFrom4([4]byte{10, 10, 0, byte(11 + i)})})
 	}
 	return w
 }
@@ -84,18 +88,24 @@ func (p probe) String() string {
 		if e.Pod != nil {
 			return e.Pod.NS + "/" + e.Pod.Name
 		}
+		if e.Node != nil {
+			return "node " + e.Node.Name
+		}
 		return e.IP.String()
 	}
 	return fmt.Sprintf("%s → %s %s/%d", end(p.src), end(p.dst), strings.ToLower(string(p.proto)), p.port)
 }
 
-// probes lists every pod → pod, pod → external and external → pod pair
-// over TCP and UDP ports 79-82 (inside, at the edges of and outside the
-// policies' ports and ranges).
+// probes lists every pod → pod, pod → node or external and node or
+// external → pod pair over TCP and UDP ports 79-82 (inside, at the edges of
+// and outside the policies' ports and ranges).
 func probes(w *refWorld, ext []netip.Addr) []probe {
 	var ends []refEnd
 	for _, p := range w.Pods {
 		ends = append(ends, refEnd{Pod: p, IP: p.IP})
+	}
+	for _, n := range w.Nodes {
+		ends = append(ends, refEnd{Node: n, IP: n.IP})
 	}
 	for _, a := range ext {
 		ends = append(ends, refEnd{IP: a})
@@ -186,8 +196,12 @@ func inventoryOf(t *testing.T, w *refWorld) resolver {
 			ID: "table/pod/" + p.NS + "/" + p.Name, Cluster: "table", Kind: inventory.KindPod,
 			Namespace: p.NS, Name: p.Name, Labels: p.Labels, NamespaceLabels: w.NSLabels[p.NS],
 			IPs: []string{p.IP.String()}, Containers: []inventory.Container{c}, Phase: "Running",
-			Created: created, Updated: created,
+			Created: created, Updated: created, Node: p.Node,
 		})
+	}
+	for _, n := range w.Nodes {
+		inv.Apply(inventory.Workload{ID: "table/node//" + n.Name, Cluster: "table", Kind: inventory.KindNode, Name: n.Name,
+			IPs: []string{n.IP.String()}, Created: created, Updated: created})
 	}
 	now := time.Now()
 	return func(a netip.Addr) *inventory.Workload {

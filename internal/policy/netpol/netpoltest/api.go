@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sort"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
@@ -31,7 +32,7 @@ func FromAPI(ctx context.Context, c kubernetes.Interface, namespaces []string) (
 			if err != nil {
 				return nil, fmt.Errorf("pod %s/%s has no IP yet: %q", ns, p.Name, p.Status.PodIP)
 			}
-			rp := &Pod{NS: ns, Name: p.Name, Labels: p.Labels, IP: ip}
+			rp := &Pod{NS: ns, Name: p.Name, Labels: p.Labels, IP: ip, Node: p.Spec.NodeName}
 			for _, ctr := range p.Spec.Containers {
 				rp.Ports = append(rp.Ports, ctr.Ports...)
 			}
@@ -39,6 +40,21 @@ func FromAPI(ctx context.Context, c kubernetes.Interface, namespaces []string) (
 		}
 	}
 	sort.Slice(w.Pods, func(i, j int) bool { return w.Pods[i].IP.Less(w.Pods[j].IP) })
+	nodes, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range nodes.Items {
+		for _, a := range n.Status.Addresses {
+			if a.Type != corev1.NodeInternalIP {
+				continue
+			}
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				w.Nodes = append(w.Nodes, &Node{Name: n.Name, IP: ip})
+			}
+		}
+	}
+	sort.Slice(w.Nodes, func(i, j int) bool { return w.Nodes[i].IP.Less(w.Nodes[j].IP) })
 	return w, nil
 }
 

@@ -36,6 +36,9 @@ import (
 //     namespaces; an ipBlock, the addresses in cidr but in no except
 //     (whatever holds them, pods included, as kube-network-policies does).
 //     Selectors never match an address no pod holds.
+//   - Traffic from a pod's own node to the pod, and from the pod to its own
+//     node, is always allowed ("regardless of the IP address of the Pod or
+//     the node"): kubelet probes.
 //   - A port's protocol defaults to TCP; no port number means every port of
 //     the protocol; endPort makes port..endPort; a named port matches when
 //     the destination pod has a container port of that name and protocol
@@ -48,24 +51,41 @@ type Pod struct {
 	Labels   map[string]string
 	IP       netip.Addr
 	Ports    []corev1.ContainerPort
+	Node     string // the node it runs on
 }
 
-// World is the table: every namespace's labels and every pod.
+// Node is a node of the table: its name and address.
+type Node struct {
+	Name string
+	IP   netip.Addr
+}
+
+// World is the table: every namespace's labels, every pod and node.
 type World struct {
 	NSLabels map[string]map[string]string // namespace → its labels
 	Pods     []*Pod
+	Nodes    []*Node
 }
 
-// End is one end of a connection: a pod (IP is its address), or an
-// address no pod holds (Pod nil).
+// End is one end of a connection: a pod (IP is its address), a node (IP
+// is its address), or an address neither holds (Pod and Node nil).
 type End struct {
-	Pod *Pod
-	IP  netip.Addr
+	Pod  *Pod
+	Node *Node
+	IP   netip.Addr
 }
 
 // Allowed decides a connection from src to dst with the API's semantics.
 func (w *World) Allowed(pols []*networkingv1.NetworkPolicy, src, dst End, proto corev1.Protocol, port int32) bool {
+	if hosts(src, dst) || hosts(dst, src) {
+		return true // a pod and its own node
+	}
 	return w.egressAllowed(pols, src, dst, proto, port) && w.ingressAllowed(pols, src, dst, proto, port)
+}
+
+// hosts reports whether node is the node pod runs on.
+func hosts(node, pod End) bool {
+	return node.Node != nil && pod.Pod != nil && pod.Pod.Node == node.Node.Name
 }
 
 func refTypes(spec *networkingv1.NetworkPolicySpec) (ingress, egress bool) {
