@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -590,12 +591,12 @@ func agentsInSync(e *env, admin *client.Client) bool {
 }
 
 // quarantine is an absolute rule of the cluster scope: a workload with a
-// known CVE reaches nothing but DNS.
+// critical finding reaches nothing but DNS.
 const quarantine = `---
 kind: Policy
 name: quarantine-dns
 scope: cluster-lab
-consumer: vuln.cve exists
+consumer: vuln.critical > 0
 provider: any
 ports: [udp/53, tcp/53]
 action: ALLOW
@@ -604,11 +605,20 @@ class: absolute
 kind: Policy
 name: quarantine
 scope: cluster-lab
-consumer: vuln.cve exists
+consumer: vuln.critical > 0
 provider: any
 action: DENY
 class: absolute
 `
+
+// criticalGHSA is a GitHub-format OSV record (as in GitHub's advisory
+// database export) with a critical CVSS v3 vector, aliased to the Go
+// record the vulnerable payment image triggers.
+const criticalGHSA = `{"schema_version":"1.4.0","id":"GHSA-9p4w-quar-crit","modified":"2026-11-01T00:00:00Z","published":"2026-11-01T00:00:00Z",
+ "aliases":["CVE-2026-97045"],"summary":"golang.org/x/net: critical test advisory for the quarantine test",
+ "severity":[{"type":"CVSS_V3","score":"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+ "affected":[{"package":{"ecosystem":"Go","name":"golang.org/x/net"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"0.62.0"}]}]}],
+ "database_specific":{"github_reviewed":true,"severity":"CRITICAL"}}`
 
 // TestQuarantine: with a quarantine policy enforced by the node agents
 // (agent.Config.Enforce), rolling payment onto an image with known CVEs
@@ -653,8 +663,20 @@ func TestQuarantine(t *testing.T) {
 		t.Fatal(err)
 	}
 	clean := d.Spec.Template.Spec.Containers[0].Image
+	// The Go vulnerability database has no CVSS of its own: a finding's
+	// severity comes from a GitHub-format record aliasing it. This one
+	// (GitHub's OSV export format, written here: no real advisory for the
+	// payment image's modules is critical) scores CVE-2026-97045, the
+	// alias of GO-2026-6866 in golang.org/x/net before 0.62.0, critical.
+	ghsa := t.TempDir()
+	if err := os.WriteFile(filepath.Join(ghsa, "GHSA-9p4w-quar-crit.json"), []byte(criticalGHSA), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Vuln.ImportDB(ctx, ghsa, nil); err != nil {
+		t.Fatal(err)
+	}
 	rollVulnerablePayment(t, e.lab, e.server())
-	vulnerable, _ := filter.Parse(`namespace = "sock-shop" and label.app = "payment" and vuln.cve exists`, inventory.Schema)
+	vulnerable, _ := filter.Parse(`namespace = "sock-shop" and label.app = "payment" and vuln.critical > 0`, inventory.Schema)
 	waitFor(t, 3*time.Minute, "the scan result on the new payment pod", func() bool {
 		return len(srv.Inventory.Search(vulnerable, inventory.SearchOptions{})) == 1
 	})

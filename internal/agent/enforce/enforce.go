@@ -55,10 +55,15 @@ type Config struct {
 	Pods PodNamespaces
 	// StateFile keeps the last bundle across agent restarts ("" = none).
 	StateFile string
-	// CheckInterval is the periodic full drift check (default 5 min: it
-	// costs a few processes per namespace; chain edits are caught at once
-	// by notifications, so it is the backstop for set edits).
+	// CheckInterval is the periodic full drift check, every member of
+	// every set re-read (default 5 min: chain edits are caught at once by
+	// notifications, set edits by SetCheckInterval; this is the backstop,
+	// e.g. for a member replaced by another).
 	CheckInterval time.Duration
+	// SetCheckInterval is the quick check of the sets (ipset sends no
+	// change notification): each set's existence and number of members,
+	// one netlink request per namespace (default 1 s).
+	SetCheckInterval time.Duration
 	// OnDrift, if set, is called for every drift event.
 	OnDrift func(ruleset.DriftEvent)
 	Logger  *slog.Logger
@@ -95,6 +100,7 @@ type nsState struct {
 	version    string
 	ips        []string
 	watch      *nftWatch
+	conn       *nfConn // the namespace's netlink socket
 	err        string
 	pending    bool
 	programmed time.Time
@@ -110,6 +116,9 @@ func New(cfg Config) (*Enforcer, error) {
 	}
 	if cfg.CheckInterval <= 0 {
 		cfg.CheckInterval = 5 * time.Minute
+	}
+	if cfg.SetCheckInterval <= 0 {
+		cfg.SetCheckInterval = time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -219,7 +228,7 @@ func (e *Enforcer) reconcileLocked() error {
 		// The node itself even if this agent never programmed it (e.g. a
 		// restart without a state file).
 		if _, ok := e.ns[NodeTarget]; !ok {
-			if err := remove(e.cfg.NetNS); err != nil {
+			if err := removeAt(e.cfg.NetNS); err != nil {
 				errs = append(errs, fmt.Errorf("node: %w", err))
 			}
 		}
@@ -376,7 +385,8 @@ func (e *Enforcer) programPod(p *ruleset.Pod, st *nsState) {
 	if st.path != path {
 		// A new namespace (or a new incarnation under the same name).
 		st.watch.Close()
-		st.watch, st.snap = nil, nil
+		st.conn.Close()
+		st.watch, st.snap, st.conn = nil, nil, nil
 		st.path = path
 	}
 	st.pending = false
@@ -393,7 +403,8 @@ func (e *Enforcer) programPod(p *ruleset.Pod, st *nsState) {
 			// The namespace went away while it was being programmed (the
 			// pod is being deleted): not an error, and nothing to keep.
 			st.watch.Close()
-			st.watch, st.snap, st.path, st.err, st.pending = nil, nil, "", "", true
+			st.conn.Close()
+			st.watch, st.snap, st.conn, st.path, st.err, st.pending = nil, nil, nil, "", "", true
 		}
 	}
 }
@@ -412,8 +423,16 @@ func (e *Enforcer) programNS(st *nsState, _ bool) error {
 		}
 		st.watch = w
 	}
+	if st.conn == nil {
+		c, err := openNF(st.path)
+		if err != nil {
+			st.err = err.Error()
+			return err
+		}
+		st.conn = c
+	}
 	key := st.spec.rulesKey()
-	_, snap, err := program(st.path, st.spec, key != st.rulesKey, st.snap)
+	_, snap, err := program(st.conn, st.spec, key != st.rulesKey, st.snap)
 	if err != nil {
 		st.err = err.Error()
 		return err
@@ -425,6 +444,7 @@ func (e *Enforcer) programNS(st *nsState, _ bool) error {
 func (e *Enforcer) unprogram(st *nsState) error {
 	st.watch.Close()
 	st.watch = nil
+	defer func() { st.conn.Close(); st.conn = nil }()
 	if st.path == "" && st.target != NodeTarget {
 		return nil
 	}
@@ -433,7 +453,20 @@ func (e *Enforcer) unprogram(st *nsState) error {
 			return nil // the namespace is gone, and its rules with it
 		}
 	}
-	return remove(st.path)
+	if st.conn == nil {
+		return removeAt(st.path)
+	}
+	return remove(st.conn)
+}
+
+// removeAt removes Palisade's rules and sets from the namespace at path.
+func removeAt(path string) error {
+	c, err := openNF(path)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return remove(c)
 }
 
 func (e *Enforcer) markDirty(target string) {
@@ -461,6 +494,8 @@ func (e *Enforcer) Run(ctx context.Context) error {
 	}
 	full := time.NewTicker(e.cfg.CheckInterval)
 	defer full.Stop()
+	sets := time.NewTicker(e.cfg.SetCheckInterval)
+	defer sets.Stop()
 	retry := time.NewTicker(100 * time.Millisecond)
 	defer retry.Stop()
 	defer e.closeWatches()
@@ -471,6 +506,9 @@ func (e *Enforcer) Run(ctx context.Context) error {
 		case <-e.kick:
 		case <-full.C:
 			e.markAll()
+		case <-sets.C:
+			e.checkAllSets()
+			continue
 		case <-retry.C:
 			e.mu.Lock()
 			p := e.anyPending()
@@ -501,7 +539,8 @@ func (e *Enforcer) closeWatches() {
 	defer e.mu.Unlock()
 	for _, st := range e.ns {
 		st.watch.Close()
-		st.watch = nil
+		st.conn.Close()
+		st.watch, st.conn = nil, nil
 	}
 }
 
@@ -521,39 +560,63 @@ func (e *Enforcer) check() {
 		for _, st := range e.ns {
 			if st.target != NodeTarget && st.path != "" && inode(st.path) == 0 {
 				st.watch.Close()
-				st.watch, st.snap, st.path, st.pending = nil, nil, "", true
+				st.conn.Close()
+				st.watch, st.snap, st.conn, st.path, st.pending = nil, nil, nil, "", true
 			}
 		}
 	}
 	for t, since := range dirty {
-		st := e.ns[t]
-		if t == "" || st == nil || st.spec == nil || st.snap == nil || st.path == "" && t != NodeTarget {
-			continue
-		}
 		check := program // the periodic check: chains and sets
 		if !since.IsZero() {
 			check = checkChains // a notification: chains only
 		}
-		what, snap, err := check(st.path, st.spec, false, st.snap)
+		e.verify(t, since, check)
+	}
+}
+
+// checkAllSets runs the quick set check in every programmed namespace.
+func (e *Enforcer) checkAllSets() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for t := range e.ns {
+		e.verify(t, time.Time{}, checkSets)
+	}
+}
+
+// verify runs check on one namespace and records the drift it repaired.
+func (e *Enforcer) verify(t string, since time.Time, check func(*nfConn, *spec, bool, *snapshot) (string, *snapshot, error)) {
+	st := e.ns[t]
+	if t == "" || st == nil || st.spec == nil || st.snap == nil || st.path == "" && t != NodeTarget {
+		return
+	}
+	if st.conn == nil {
+		c, err := openNF(st.path)
 		if err != nil {
 			st.err = err.Error()
-			continue
+			return
 		}
-		st.snap, st.err = snap, ""
-		if what != "" {
-			ev := ruleset.DriftEvent{Time: time.Now(), Target: t, What: what}
-			if !since.IsZero() {
-				ev.Repaired = time.Since(since)
-			}
-			e.drift = append(e.drift, ev)
-			if len(e.drift) > 100 {
-				e.drift = e.drift[len(e.drift)-100:]
-			}
-			e.log.Warn("enforce: drift repaired", "target", t, "what", what, "after", ev.Repaired)
-			if e.cfg.OnDrift != nil {
-				go e.cfg.OnDrift(ev)
-			}
-		}
+		st.conn = c
+	}
+	what, snap, err := check(st.conn, st.spec, false, st.snap)
+	if err != nil {
+		st.err = err.Error()
+		return
+	}
+	st.snap, st.err = snap, ""
+	if what == "" {
+		return
+	}
+	ev := ruleset.DriftEvent{Time: time.Now(), Target: t, What: what}
+	if !since.IsZero() {
+		ev.Repaired = time.Since(since)
+	}
+	e.drift = append(e.drift, ev)
+	if len(e.drift) > 100 {
+		e.drift = e.drift[len(e.drift)-100:]
+	}
+	e.log.Warn("enforce: drift repaired", "target", t, "what", what, "after", ev.Repaired)
+	if e.cfg.OnDrift != nil {
+		go e.cfg.OnDrift(ev)
 	}
 }
 

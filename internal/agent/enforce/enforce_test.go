@@ -190,7 +190,7 @@ func testEnforce(t *testing.T, mode string) {
 	var drifts atomic.Int32
 	newEnforcer := func() *Enforcer {
 		e, err := New(Config{Node: "node1", NetNS: agenttest.Path(n1.NS), Pods: pods, StateFile: state,
-			CheckInterval: 2 * time.Second, OnDrift: func(ruleset.DriftEvent) { drifts.Add(1) }})
+			CheckInterval: time.Hour, OnDrift: func(ruleset.DriftEvent) { drifts.Add(1) }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -299,9 +299,24 @@ func testEnforce(t *testing.T, mode string) {
 	})
 	t.Logf("drift repaired in %v; leak window %v", restored, time.Duration(leakLast.Load()-leakFirst.Load()))
 
-	// Ipset drift (no notification): the periodic check restores it.
+	// Ipset drift (no notification): the quick set check restores it
+	// (the full check is an hour away here).
+	deleted := time.Now()
 	l.Exec(p1.NS, "ipset", "del", "PALISADE-servers", p2.IP)
-	testutil.Eventually(t, 4*time.Second, "set member restored", func() bool { return dial(p1.NS, p2.IP+":8080") == nil })
+	testutil.Eventually(t, 3*time.Second, "set member restored", func() bool { return dial(p1.NS, p2.IP+":8080") == nil })
+	setRestored := time.Since(deleted)
+	testutil.Eventually(t, time.Second, "set drift event in the status", func() bool {
+		for _, d := range e.Status().Drift {
+			if d.Target == "app/p1" && strings.Contains(d.What, "1 set changes") {
+				return true
+			}
+		}
+		return false
+	})
+	if setRestored > 2*time.Second {
+		t.Errorf("set member restored after %v, want ≤ 2 s (SetCheckInterval 1 s)", setRestored)
+	}
+	t.Logf("set member restored in %v", setRestored)
 
 	// Restart: a new enforcer on the same state file keeps the rules in
 	// force throughout and resumes them.

@@ -3,9 +3,11 @@ package enforce
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/palisade-dev/palisade/internal/netns"
 	"github.com/palisade-dev/palisade/internal/ruleset"
@@ -64,62 +66,6 @@ func normalizeSave(out string) string {
 	return b.String()
 }
 
-// ours extracts Palisade's lines from a normalized filter save: its chain
-// declarations, its chains' rules and the jumps to them. It also reports
-// which base chains have a jump and whether one carries the new-table mark.
-func ours(save string) (lines []string, jumps map[string]bool, newTable bool, jumpLines []string) {
-	jumps = map[string]bool{}
-	for _, l := range strings.Split(save, "\n") {
-		switch {
-		case strings.HasPrefix(l, ":PALISADE-IN ") || strings.HasPrefix(l, ":PALISADE-OUT ") || strings.HasPrefix(l, ":PALISADE-FWD "):
-			lines = append(lines, l)
-		case strings.HasPrefix(l, "-A PALISADE-IN ") || strings.HasPrefix(l, "-A PALISADE-OUT ") || strings.HasPrefix(l, "-A PALISADE-FWD "):
-			lines = append(lines, l)
-		case strings.HasPrefix(l, "-A "):
-			for c, base := range baseChain {
-				if strings.HasPrefix(l, "-A "+base+" ") && strings.HasSuffix(l, " -j "+c) {
-					lines = append(lines, l)
-					jumpLines = append(jumpLines, l)
-					jumps[c] = true
-					if strings.Contains(l, `"`+jumpCommentNewTable+`"`) {
-						newTable = true
-					}
-				}
-			}
-		}
-	}
-	return lines, jumps, newTable, jumpLines
-}
-
-// ipsetState is Palisade's sets in a namespace: name → type and members.
-type ipsetState map[string]*ruleset.IPSet
-
-func readSets(path string) (ipsetState, error) {
-	out, err := run(path, "", "ipset", "save")
-	if err != nil {
-		return nil, err
-	}
-	st := ipsetState{}
-	for _, l := range strings.Split(out, "\n") {
-		f := strings.Fields(l)
-		if len(f) < 3 || !strings.HasPrefix(f[1], SetPrefix) {
-			continue
-		}
-		switch f[0] {
-		case "create":
-			st[f[1]] = &ruleset.IPSet{Name: f[1], Type: ruleset.SetType(f[2])}
-		case "add":
-			if s := st[f[1]]; s != nil {
-				s.Members = append(s.Members, canonicalMember(s.Type, f[2]))
-			}
-		}
-	}
-	for _, s := range st {
-		sort.Strings(s.Members)
-	}
-	return st, nil
-}
-
 // canonicalMember writes a member the way ipset save prints it (a /32 in
 // a hash:net set is a bare address).
 func canonicalMember(t ruleset.SetType, m string) string {
@@ -129,124 +75,135 @@ func canonicalMember(t ruleset.SetType, m string) string {
 	return m
 }
 
-// setsScript returns the ipset restore input turning have into want
-// (adds and deletes member by member, so a changed membership never
-// reloads a rule), and the sets of have that want no longer has.
-func setsScript(have ipsetState, want []ruleset.IPSet) (script string, stale []string, changes int) {
-	var b strings.Builder
-	wanted := map[string]bool{}
-	for _, s := range want {
-		wanted[s.Name] = true
-		cur := have[s.Name]
-		if cur != nil && cur.Type != s.Type {
-			// Names are derived from type and meaning; a clash is a bug
-			// or someone else's set: recreate it.
-			fmt.Fprintf(&b, "flush %s\n", s.Name)
-			cur = &ruleset.IPSet{Name: s.Name, Type: s.Type}
-			changes++
-		}
-		if cur == nil {
-			fmt.Fprintf(&b, "create %s %s family inet maxelem 1048576\n", s.Name, s.Type)
-			cur = &ruleset.IPSet{}
-			changes++
-		}
-		haveM := map[string]bool{}
-		for _, m := range cur.Members {
-			haveM[m] = true
-		}
-		wantM := map[string]bool{}
-		for _, m := range s.Members {
-			m = canonicalMember(s.Type, m)
-			wantM[m] = true
-			if !haveM[m] {
-				fmt.Fprintf(&b, "add %s %s\n", s.Name, m)
-				changes++
-			}
-		}
-		for _, m := range cur.Members {
-			if !wantM[m] {
-				fmt.Fprintf(&b, "del %s %s\n", s.Name, m)
-				changes++
-			}
-		}
-	}
-	for name := range have {
-		if !wanted[name] {
-			stale = append(stale, name)
-		}
-	}
-	sort.Strings(stale)
-	return b.String(), stale, changes
-}
-
-// program makes the namespace at path hold exactly spec's chains and sets.
-// It returns a description of what it had to change ("" when the kernel
+// program makes the namespace hold exactly spec's chains and sets. It
+// returns a description of what it had to change ("" when the kernel
 // already held it all), which is the drift report when called to repair.
-func program(path string, s *spec, force bool, want *snapshot) (changed string, snap *snapshot, err error) {
+// Everything goes over the namespace's netlink socket; iptables-restore
+// runs only for chains no namespace of this agent was given before (see
+// nft.go).
+func program(c *nfConn, s *spec, force bool, want *snapshot) (changed string, snap *snapshot, err error) {
 	var what []string
-	have, err := readSets(path)
+	have, err := c.listSets(SetPrefix, true)
 	if err != nil {
 		return "", nil, err
 	}
 	sets := s.sets()
-	script, stale, n := setsScript(have, sets)
-	if script != "" {
-		if out, err := run(path, script, "ipset", "restore", "-exist"); err != nil {
-			return "", nil, fmt.Errorf("ipset restore: %w: %s", err, out)
-		}
-		what = append(what, fmt.Sprintf("%d set changes", n))
-	}
-	save, err := SaveFilter(path)
+	n, stale, err := c.syncSets(have, sets)
 	if err != nil {
 		return "", nil, err
 	}
-	lines, jumps, newTable, _ := ours(save)
+	if n > 0 {
+		what = append(what, fmt.Sprintf("%d set changes", n))
+	}
+	f, err := c.readFilter()
+	if err != nil {
+		return "", nil, err
+	}
+	lines, jumps, newTable, _ := f.ours()
 	if want == nil || force || strings.Join(lines, "\n") != strings.Join(want.lines, "\n") {
-		if len(lines) == 0 && !strings.Contains(save, "*filter") {
+		if len(lines) == 0 && !f.table {
 			newTable = true
 		}
-		in := render(s, jumps, newTable)
-		if out, err := run(path, in, "iptables-restore", "--noflush", "-w", "5"); err != nil {
-			return "", nil, fmt.Errorf("iptables-restore: %w: %s", err, out)
+		if err := writeChains(c, s, f, jumps, newTable); err != nil {
+			return "", nil, err
 		}
 		if want != nil {
 			what = append(what, "chains "+diffSummary(want.lines, lines))
 		} else {
 			what = append(what, "chains")
 		}
-		if save, err = SaveFilter(path); err != nil {
+		if f, err = c.readFilter(); err != nil {
 			return "", nil, err
 		}
-		lines, _, _, _ = ours(save)
+		lines, _, _, _ = f.ours()
 	}
-	if len(stale) > 0 {
-		var b strings.Builder
-		for _, name := range stale {
-			fmt.Fprintf(&b, "destroy %s\n", name)
-		}
-		if out, err := run(path, b.String(), "ipset", "restore"); err != nil {
-			return "", nil, fmt.Errorf("ipset destroy: %w: %s", err, out)
-		}
+	if err := c.destroySets(stale); err != nil {
+		return "", nil, err
 	}
 	members := 0
+	counts := map[string]int{}
 	for _, st := range sets {
 		members += len(st.Members)
+		counts[st.Name] = len(dedupMembers(st))
 	}
-	return strings.Join(what, ", "), &snapshot{lines: lines, sets: len(sets), members: members}, nil
+	return strings.Join(what, ", "), &snapshot{lines: lines, sets: len(sets), members: members, counts: counts}, nil
+}
+
+// Programming counters (for benchmarks and tests): chains written from a
+// template over netlink, and with iptables-restore.
+var replicated, restored atomic.Int64
+
+// writeChains replaces Palisade's chains (adding missing jumps) in one
+// transaction: from a template when there is one, else with
+// iptables-restore --noflush, whose result then becomes the template.
+func writeChains(c *nfConn, s *spec, f *nftFilter, jumps map[string]bool, newTable bool) error {
+	text := chainText(s)
+	err := c.replicate(text, s, f, newTable)
+	if err == nil {
+		replicated.Add(1)
+		return nil
+	}
+	if !errors.Is(err, errNoTemplate) {
+		// The transaction was refused as a whole (e.g. the table changed
+		// under it): nothing was written; iptables-restore does it.
+		slog.Debug("enforce: netlink programming refused, using iptables-restore", "netns", c.path, "err", err)
+		if f2, rerr := c.readFilter(); rerr == nil {
+			_, jumps, _, _ = f2.ours()
+		}
+	}
+	in := render(s, jumps, newTable)
+	if out, err := run(c.path, in, "iptables-restore", "--noflush", "-w", "5"); err != nil {
+		return fmt.Errorf("iptables-restore: %w: %s", err, out)
+	}
+	restored.Add(1)
+	if f2, err := c.readFilter(); err == nil {
+		learn(text, s, f2)
+	}
+	return nil
+}
+
+// dedupMembers is the set's members as the kernel holds them (canonical,
+// each once).
+func dedupMembers(s ruleset.IPSet) map[string]bool {
+	m := make(map[string]bool, len(s.Members))
+	for _, x := range s.Members {
+		m[canonicalMember(s.Type, x)] = true
+	}
+	return m
 }
 
 // checkChains is the cheap check after an nf_tables notification (which
-// set edits never cause): one iptables-save; only if Palisade's lines
-// differ from the snapshot is the namespace repaired with program.
-func checkChains(path string, s *spec, _ bool, want *snapshot) (string, *snapshot, error) {
-	save, err := SaveFilter(path)
+// set edits never cause): one read of the table; only if Palisade's part
+// differs from the snapshot is the namespace repaired with program.
+func checkChains(c *nfConn, s *spec, _ bool, want *snapshot) (string, *snapshot, error) {
+	f, err := c.readFilter()
 	if err != nil {
 		return "", nil, err
 	}
-	if lines, _, _, _ := ours(save); strings.Join(lines, "\n") == strings.Join(want.lines, "\n") {
+	if lines, _, _, _ := f.ours(); strings.Join(lines, "\n") == strings.Join(want.lines, "\n") {
 		return "", want, nil
 	}
-	return program(path, s, false, want)
+	return program(c, s, false, want)
+}
+
+// checkSets is the cheap check of the sets (ipset sends no notification):
+// one header listing; only if a set is missing or holds another number of
+// members is the namespace repaired with program.
+func checkSets(c *nfConn, s *spec, _ bool, want *snapshot) (string, *snapshot, error) {
+	have, err := c.listSets(SetPrefix, false)
+	if err != nil {
+		return "", nil, err
+	}
+	same := len(have) == len(want.counts)
+	for name, n := range want.counts {
+		if h := have[name]; h == nil || h.elements != n {
+			same = false
+		}
+	}
+	if same {
+		return "", want, nil
+	}
+	return program(c, s, false, want)
 }
 
 // snapshot is what iptables-save shows of Palisade's chains right after
@@ -255,12 +212,13 @@ type snapshot struct {
 	lines   []string
 	sets    int
 	members int
+	counts  map[string]int // set → members, for checkSets
 }
 
 func (s *snapshot) rules() int {
 	n := 0
 	for _, l := range s.lines {
-		if strings.HasPrefix(l, "-A PALISADE-") {
+		if c, _, ok := strings.Cut(l, " "); ok && baseChain[c] != "" {
 			n++
 		}
 	}
@@ -294,80 +252,20 @@ func diffSummary(want, have []string) string {
 // and the filter table itself if Palisade created it and nothing else is
 // in it: the namespace's iptables-save and ipset list are then what they
 // were before enforcement.
-func remove(path string) error {
-	save, err := SaveFilter(path)
+func remove(c *nfConn) error {
+	if err := c.removeOurs(); err != nil {
+		return fmt.Errorf("remove Palisade's chains: %w", err)
+	}
+	have, err := c.listSets(SetPrefix, false)
 	if err != nil {
 		return err
 	}
-	lines, _, newTable, jumpLines := ours(save)
-	if len(lines) > 0 {
-		var b strings.Builder
-		b.WriteString("*filter\n")
-		for _, j := range jumpLines {
-			b.WriteString("-D" + strings.TrimPrefix(j, "-A") + "\n")
-		}
-		present := map[string]bool{}
-		for _, l := range lines {
-			for c := range baseChain {
-				if strings.HasPrefix(l, ":"+c+" ") {
-					present[c] = true
-				}
-			}
-		}
-		for _, c := range []string{ChainIn, ChainOut, ChainFwd} {
-			if present[c] {
-				fmt.Fprintf(&b, "-F %s\n-X %s\n", c, c)
-			}
-		}
-		b.WriteString("COMMIT\n")
-		if out, err := run(path, b.String(), "iptables-restore", "--noflush", "-w", "5"); err != nil {
-			return fmt.Errorf("iptables-restore: %w: %s", err, out)
-		}
+	names := make([]string, 0, len(have))
+	for n := range have {
+		names = append(names, n)
 	}
-	have, err := readSets(path)
-	if err != nil {
-		return err
-	}
-	if len(have) > 0 {
-		var b strings.Builder
-		names := make([]string, 0, len(have))
-		for n := range have {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			fmt.Fprintf(&b, "destroy %s\n", n)
-		}
-		if out, err := run(path, b.String(), "ipset", "restore"); err != nil {
-			return fmt.Errorf("ipset destroy: %w: %s", err, out)
-		}
-	}
-	if newTable {
-		after, err := SaveFilter(path)
-		if err != nil {
-			return err
-		}
-		if emptyFilter(after) {
-			if out, err := run(path, "", "nft", "delete", "table", "ip", "filter"); err != nil {
-				return fmt.Errorf("remove the filter table Palisade created: %w: %s", err, out)
-			}
-		}
-	}
-	return nil
-}
-
-// emptyFilter reports a filter table with only its base chains, accepting,
-// and no rule.
-func emptyFilter(save string) bool {
-	for _, l := range strings.Split(save, "\n") {
-		switch {
-		case l == "", l == "*filter", l == "COMMIT":
-		case l == ":INPUT ACCEPT [0:0]", l == ":FORWARD ACCEPT [0:0]", l == ":OUTPUT ACCEPT [0:0]":
-		default:
-			return false
-		}
-	}
-	return true
+	sort.Strings(names)
+	return c.destroySets(names)
 }
 
 // errNoNamespace is returned for a pod whose namespace is not found (yet).

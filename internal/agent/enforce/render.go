@@ -124,6 +124,13 @@ func render(s *spec, haveJump map[string]bool, newTable bool) string {
 	return b.String()
 }
 
+// chainText is the iptables text of the chains alone (no jumps): what a
+// template is learned for (nft.go).
+func chainText(s *spec) string {
+	all := map[string]bool{ChainIn: true, ChainOut: true, ChainFwd: true}
+	return render(s, all, false)
+}
+
 func (s *spec) gateList() []string {
 	if !s.node {
 		return nil
