@@ -561,8 +561,9 @@ func runEnforcers(t *testing.T, e *env, states map[string]string) (stop func()) 
 		}
 		ch := make(chan error, 1)
 		done = append(done, ch)
+		token := e.server().AgentToken() // now: the server may be restarted meanwhile
 		go func() {
-			ch <- enforce.Follow(runCtx, en, enforce.FollowConfig{Server: "http://" + e.listen, Node: n.Name, Token: e.server().AgentToken(),
+			ch <- enforce.Follow(runCtx, en, enforce.FollowConfig{Server: "http://" + e.listen, Node: n.Name, Token: token,
 				Wait: 5 * time.Second, StatusInterval: 300 * time.Millisecond})
 		}()
 	}

@@ -18,11 +18,17 @@ import (
 // in real namespaces, one enforcer per node as one agent per node: the
 // time from Apply of the bundles to every pod's rules in place
 // ("enforce"), from Apply of empty bundles to every rule gone ("revoke"),
-// and the process's CPU while the nodes stay programmed and idle for 10 s.
+// with the CPU (the process's and its children's) of each, and the
+// process's CPU while the nodes stay programmed and idle for 10 s
+// (PALISADE_ENFORCE_BENCH_SETCHECK sets Config.SetCheckInterval).
 func BenchmarkEnforcePods(b *testing.B) {
 	n := 460
 	if s := os.Getenv("PALISADE_ENFORCE_BENCH_PODS"); s != "" {
 		n, _ = strconv.Atoi(s)
+	}
+	var setCheck time.Duration // default
+	if s := os.Getenv("PALISADE_ENFORCE_BENCH_SETCHECK"); s != "" {
+		setCheck, _ = time.ParseDuration(s)
 	}
 	l := agenttest.New(b)
 	c := l.TwoNodes("direct")
@@ -50,7 +56,7 @@ func BenchmarkEnforcePods(b *testing.B) {
 		}
 		bundles[k] = &ruleset.Bundle{Node: c.Nodes[k].Name, Versions: []string{"bench@v1"}, PodCIDRs: []string{fmt.Sprintf("10.244.%d.0/24", k+1)}, Pods: pods}
 		bundles[k].Seal()
-		e, err := New(Config{Node: c.Nodes[k].Name, NetNS: agenttest.Path(c.Nodes[k].NS), Pods: &NetNSDir{Prefix: l.Prefix + "-b"}})
+		e, err := New(Config{Node: c.Nodes[k].Name, NetNS: agenttest.Path(c.Nodes[k].NS), Pods: &NetNSDir{Prefix: l.Prefix + "-b"}, SetCheckInterval: setCheck})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -62,7 +62,8 @@ type Config struct {
 	CheckInterval time.Duration
 	// SetCheckInterval is the quick check of the sets (ipset sends no
 	// change notification): each set's existence and number of members,
-	// one netlink request per namespace (default 1 s).
+	// one netlink request per namespace, ≈ 20 µs of CPU (default 5 s:
+	// ≈ 0.2 % of a core for 500 namespaces).
 	SetCheckInterval time.Duration
 	// OnDrift, if set, is called for every drift event.
 	OnDrift func(ruleset.DriftEvent)
@@ -118,7 +119,7 @@ func New(cfg Config) (*Enforcer, error) {
 		cfg.CheckInterval = 5 * time.Minute
 	}
 	if cfg.SetCheckInterval <= 0 {
-		cfg.SetCheckInterval = time.Second
+		cfg.SetCheckInterval = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

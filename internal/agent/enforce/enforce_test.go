@@ -190,7 +190,7 @@ func testEnforce(t *testing.T, mode string) {
 	var drifts atomic.Int32
 	newEnforcer := func() *Enforcer {
 		e, err := New(Config{Node: "node1", NetNS: agenttest.Path(n1.NS), Pods: pods, StateFile: state,
-			CheckInterval: time.Hour, OnDrift: func(ruleset.DriftEvent) { drifts.Add(1) }})
+			CheckInterval: time.Hour, SetCheckInterval: time.Second, OnDrift: func(ruleset.DriftEvent) { drifts.Add(1) }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -299,8 +299,8 @@ func testEnforce(t *testing.T, mode string) {
 	})
 	t.Logf("drift repaired in %v; leak window %v", restored, time.Duration(leakLast.Load()-leakFirst.Load()))
 
-	// Ipset drift (no notification): the quick set check restores it
-	// (the full check is an hour away here).
+	// Ipset drift (no notification): the quick set check (every second
+	// here) restores it; the full check is an hour away.
 	deleted := time.Now()
 	l.Exec(p1.NS, "ipset", "del", "PALISADE-servers", p2.IP)
 	testutil.Eventually(t, 3*time.Second, "set member restored", func() bool { return dial(p1.NS, p2.IP+":8080") == nil })

@@ -40,6 +40,9 @@ func openNF(path string) (*nfConn, error) {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20)
 		_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_EXT_ACK, 1)
+		// Acknowledgements without a copy of the request (an add of
+		// thousands of set members is a large message).
+		_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
 		tv := unix.Timeval{Sec: 10}
 		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 			return err
@@ -214,7 +217,7 @@ func (e *nlError) Error() string {
 }
 func (e *nlError) Unwrap() error { return e.errno }
 
-var recvBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+var recvBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 // exchange sends msgs (in one nf_tables transaction when batch is set,
 // checked against generation genid when it is not 0) and waits for every
@@ -344,8 +347,16 @@ func (c *nfConn) receive(fn func(typ uint16, seq uint32, payload []byte) bool) e
 		b := buf[:n]
 		for len(b) >= unix.NLMSG_HDRLEN {
 			l := int(binary.NativeEndian.Uint32(b[0:]))
-			if l < unix.NLMSG_HDRLEN || l > len(b) {
+			if l < unix.NLMSG_HDRLEN {
 				break
+			}
+			if l > len(b) {
+				// Truncated (larger than the buffer): only an error's
+				// code, at its start, is of use.
+				if binary.NativeEndian.Uint16(b[4:]) != unix.NLMSG_ERROR || len(b) < unix.NLMSG_HDRLEN+4 {
+					break
+				}
+				l = len(b)
 			}
 			typ := binary.NativeEndian.Uint16(b[4:])
 			seq := binary.NativeEndian.Uint32(b[8:])

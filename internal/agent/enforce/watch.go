@@ -2,7 +2,7 @@ package enforce
 
 import (
 	"fmt"
-	"sync"
+	"os"
 
 	"golang.org/x/sys/unix"
 
@@ -16,59 +16,56 @@ import (
 const nfnlgrpNFTables = 7
 
 // nftWatch is a netlink socket in one namespace subscribed to nf_tables
-// change notifications.
+// change notifications, read through the runtime's poller: an idle
+// watcher holds no thread and costs nothing.
 type nftWatch struct {
-	fd     int
-	mu     sync.Mutex
-	closed bool
+	f *os.File
 }
 
 // watchNFT subscribes in the namespace at path and calls fn (from its own
 // goroutine) after every batch of notifications, until Close.
 func watchNFT(path string, fn func()) (*nftWatch, error) {
-	w := &nftWatch{fd: -1}
+	fd := -1
 	err := netns.Do(path, func() error {
-		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+		s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_NETFILTER)
 		if err != nil {
 			return err
 		}
-		if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-			unix.Close(fd)
+		if err := unix.Bind(s, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			unix.Close(s)
 			return err
 		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, nfnlgrpNFTables); err != nil {
-			unix.Close(fd)
+		if err := unix.SetsockoptInt(s, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, nfnlgrpNFTables); err != nil {
+			unix.Close(s)
 			return err
 		}
 		// A flood of changes may overrun the buffer; any message, or an
 		// ENOBUFS, only means "look again".
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
-		// Close cannot wake a blocked recvfrom; a timeout lets the reader
-		// see it (rarely: an idle agent wakes each watcher every 5 s).
-		tv := unix.Timeval{Sec: 5}
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			unix.Close(fd)
-			return err
-		}
-		w.fd = fd
+		_ = unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
+		fd = s
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("nf_tables notifications in %s: %w", path, err)
 	}
+	w := &nftWatch{f: os.NewFile(uintptr(fd), "nf_tables-notifications")}
+	rc, err := w.f.SyscallConn()
+	if err != nil {
+		w.f.Close()
+		return nil, fmt.Errorf("nf_tables notifications in %s: %w", path, err)
+	}
 	go func() {
 		buf := make([]byte, 1<<16)
-		defer unix.Close(w.fd)
 		for {
-			_, _, err := unix.Recvfrom(w.fd, buf, 0)
-			w.mu.Lock()
-			closed := w.closed
-			w.mu.Unlock()
+			var rerr error
+			err := rc.Read(func(fd uintptr) bool {
+				_, _, rerr = unix.Recvfrom(int(fd), buf, 0)
+				return rerr != unix.EAGAIN && rerr != unix.EINTR
+			})
 			switch {
-			case closed:
+			case err != nil: // closed
 				return
-			case err == unix.EAGAIN || err == unix.EINTR:
-			case err == nil || err == unix.ENOBUFS:
+			case rerr == nil || rerr == unix.ENOBUFS:
 				fn()
 			default:
 				return
@@ -78,12 +75,9 @@ func watchNFT(path string, fn func()) (*nftWatch, error) {
 	return w, nil
 }
 
-// Close stops the watcher.
+// Close stops the watcher (nil-safe).
 func (w *nftWatch) Close() {
-	if w == nil {
-		return
+	if w != nil {
+		w.f.Close()
 	}
-	w.mu.Lock()
-	w.closed = true
-	w.mu.Unlock()
 }

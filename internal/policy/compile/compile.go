@@ -41,6 +41,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -109,6 +110,7 @@ type compiler struct {
 	podByIP    map[string]*peer
 	// podsByLabel: "NAMESPACE\x00KEY=VALUE" → pods.
 	podsByLabel map[string][]*peer
+	svcIn       *[]svcIngress // serviceIngresses, once
 }
 
 type chainKey struct {
@@ -269,6 +271,10 @@ func Compile(in Input) (*Output, error) {
 		if np := c.byW[n]; np != nil {
 			if d := c.s.DecidingScope(np.c); in.Enforced[d] {
 				b.Self = c.nodeRules(np, d)
+			} else {
+				b.Self = c.serviceOnlyRules(np)
+			}
+			if b.Self != nil {
 				out.Stats.NodeRules += countRules(b.Self)
 				out.Stats.NodeMembers += countMembers(b.Self)
 			}
@@ -442,8 +448,163 @@ func (c *compiler) nodeRules(n *peer, d string) *ruleset.Rules {
 		fwd.Rules = append(fwd.Rules, ruleset.Rule{Verdict: verdictOf(caI.Action), OrigDst: ip, DNATOnly: true, Comment: caI.Rule.String()})
 	}
 	b.r.Forward = fwd
+	c.serviceIngress(b, n)
 	b.r.Canonicalize()
 	return b.r
+}
+
+// serviceOnlyRules is the rule set of a node outside every enforced
+// scope: nothing of its own, only the ingress decisions of enforced
+// services (nil when there are none).
+func (c *compiler) serviceOnlyRules(n *peer) *ruleset.Rules {
+	b := newRules("", "")
+	b.r.Ingress.Default, b.r.Egress.Default = ruleset.Allow, ruleset.Allow
+	b.r.Forward = &ruleset.Chain{Default: ruleset.Allow}
+	scope := c.serviceIngress(b, n)
+	if scope == "" {
+		return nil
+	}
+	b.r.Scope, b.r.Version = scope, c.version(scope)
+	b.r.Canonicalize()
+	return b.r
+}
+
+// serviceIngress adds the ingress decision of every service whose own
+// deciding scope is enforced, for connections to its cluster IP (the
+// evaluator decides the flow to the service on the service's side too,
+// not only the backend's flow). A pod client's node did the DNAT and its
+// FORWARD chain sees the connection with its original destination, so
+// there the service's ingress chain is compiled rule for rule, matched on
+// (cluster IP, service port); for the node's own connections the decision
+// is known at compile time and only a refusal is written, first in its
+// egress. It returns the first scope that contributed ("": none).
+func (c *compiler) serviceIngress(b *rulesBuilder, n *peer) string {
+	first := ""
+	var refuse []ruleset.Rule
+	for _, si := range c.serviceIngresses() {
+		in := c.chain(si.scope, policy.Ingress)
+		var rules []ruleset.Rule
+		self := ruleset.Verdict("")
+		for _, i := range si.hold {
+			r := &in.rules[i]
+			if self == "" && c.s.ConsumerHolds(r, n.c) {
+				self = verdictOf(r.Action)
+			}
+			for _, src := range c.sources(b, r, false) {
+				src.Proto, src.OrigDst, src.OrigDstPort, src.DNATOnly = si.proto, si.svc.ClusterIP, si.port, true
+				src.Verdict, src.Comment = verdictOf(r.Action), r.Ref.String()+" service "+si.svc.Namespace+"/"+si.svc.Name
+				rules = append(rules, src)
+			}
+		}
+		ca := verdictOf(in.catchAll.Action)
+		if self == "" {
+			self = ca
+		}
+		rules = append(rules, ruleset.Rule{Verdict: ca, Proto: si.proto, OrigDst: si.svc.ClusterIP, OrigDstPort: si.port, DNATOnly: true,
+			Comment: in.catchAll.Rule.String() + " service " + si.svc.Namespace + "/" + si.svc.Name})
+		b.r.Forward.Rules = append(b.r.Forward.Rules, rules...)
+		if self != ruleset.Allow {
+			refuse = append(refuse, ruleset.Rule{Verdict: self, Proto: si.proto, OrigDst: si.svc.ClusterIP, OrigDstPort: si.port, DNATOnly: true,
+				Comment: "service " + si.svc.Namespace + "/" + si.svc.Name + " refuses this node"})
+		}
+		if first == "" {
+			first = si.scope
+		}
+	}
+	b.r.Egress.Rules = append(refuse, b.r.Egress.Rules...)
+	return first
+}
+
+// svcIngress is one service port whose own ingress decision must be
+// compiled: the rules of its scope's ingress chain that can decide the
+// flow to it, in order.
+type svcIngress struct {
+	svc   *inventory.Workload
+	scope string
+	proto string
+	port  uint16
+	hold  []int
+}
+
+// serviceIngresses lists, once per compilation, the service ports of
+// enforced scopes whose decision the backends' would not reproduce.
+func (c *compiler) serviceIngresses() []svcIngress {
+	if c.svcIn != nil {
+		return *c.svcIn
+	}
+	out := []svcIngress{}
+	c.svcIn = &out
+	for _, svc := range c.services {
+		sp := c.byW[svc]
+		if sp == nil || svc.ClusterIP == "" || svc.ClusterIP == "None" {
+			continue
+		}
+		d := c.s.DecidingScope(sp.c)
+		if !c.in.Enforced[d] {
+			continue
+		}
+		in := c.chain(d, policy.Ingress)
+		for _, port := range svc.Ports {
+			proto := protoName(port.Protocol)
+			var hold []int // the rules that can decide the flow to the service
+			for i := range in.rules {
+				r := &in.rules[i]
+				if !c.s.ProviderHolds(r, sp.c, svc) {
+					continue
+				}
+				if !r.AnyPort && !portsHold(policy.ResolvePorts(r, svc, svc), proto, uint16(port.Port)) {
+					continue
+				}
+				hold = append(hold, i)
+			}
+			if !c.serviceDiffers(svc, port, d, in, hold) {
+				continue // the backends' own ingress decides the same
+			}
+			if len(hold) == 0 && in.catchAll.Action == policy.Allow {
+				continue // the service's scope allows every client
+			}
+			out = append(out, svcIngress{svc: svc, scope: d, proto: proto, port: uint16(port.Port), hold: hold})
+		}
+	}
+	return out
+}
+
+// serviceDiffers reports whether the service's own ingress decision for
+// port can differ from what its backends' ingress decides on the
+// DNAT-ed flow: a backend decided by another scope, or another sequence
+// of applicable rules (hold, the service's) — e.g. an intent to the pods
+// by label on their target port, which the service's flow on the service
+// port does not match. When it cannot, nothing is compiled for it: the
+// reference material's case 2 has no node rules.
+func (c *compiler) serviceDiffers(svc *inventory.Workload, port inventory.ServicePort, d string, in *chain, hold []int) bool {
+	proto := protoName(port.Protocol)
+	for _, be := range c.backends(svc) {
+		if c.s.DecidingScope(be.c) != d {
+			return true
+		}
+		tps := targetPorts(svc, port, be.w)
+		if len(tps) != 1 {
+			return true
+		}
+		var seq []int
+		for _, i := range in.byPeer[be] {
+			r := &in.rules[i]
+			if r.Provider.Kind == policy.EndpointService && !c.s.ProviderHolds(r, be.c, svc) {
+				continue // a rule about another service of this pod
+			}
+			wire := tps[0]
+			if r.ViaService {
+				wire = uint16(port.Port)
+			}
+			if r.AnyPort || portsHold(policy.ResolvePorts(r, be.w, svc), proto, wire) {
+				seq = append(seq, i)
+			}
+		}
+		if !slices.Equal(seq, hold) {
+			return true
+		}
+	}
+	return false
 }
 
 func protoName(s string) string {

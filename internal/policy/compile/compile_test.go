@@ -120,7 +120,11 @@ func fiveCases() policy.Set {
 
 func compileFixture(t testing.TB, f *fixture, set policy.Set) *Output {
 	t.Helper()
-	out, err := Compile(Input{Set: set, Enforced: map[string]bool{"lab": true, "sock-shop": true}, Workloads: f.ws})
+	enforced := map[string]bool{}
+	for _, sc := range set.Scopes {
+		enforced[sc.Name] = true
+	}
+	out, err := Compile(Input{Set: set, Enforced: enforced, Workloads: f.ws})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,8 +220,46 @@ type target struct {
 }
 
 func TestCompiledRulesDecideLikeTheEvaluator(t *testing.T) {
+	t.Run("five cases", func(t *testing.T) { checkTruthTable(t, fiveCases()) })
+	t.Run("services in their own scope", func(t *testing.T) { checkTruthTable(t, serviceScopes()) })
+}
+
+// serviceScopes gives the services a scope of their own: the flow to a
+// cluster IP is decided on ingress by the service's scope (only
+// front-end may use carts, only orders payment; user-db's service is
+// open), the DNAT-ed flow by the backends' (sock-shop: allow all but
+// what it denies).
+func serviceScopes() policy.Set {
+	v := func(scope string, ps ...policy.Policy) *policy.Version {
+		for i := range ps {
+			ps[i].Scope = scope
+		}
+		return &policy.Version{Scope: scope, Name: "v1", Number: 1, Policies: ps, State: policy.Analyzed}
+	}
+	allow := policy.Allow
+	return policy.Set{
+		Scopes: []policy.Scope{
+			{Name: "lab", Filter: `cluster = "lab"`, CatchAll: policy.Allow},
+			{Name: "sock-shop", Parent: "lab", Filter: `namespace = "sock-shop" and kind = "pod"`, CatchAll: policy.Allow},
+			{Name: "services", Parent: "lab", Filter: `kind = "service"`, CatchAll: policy.Deny},
+		},
+		Versions: map[string]*policy.Version{
+			"lab": v("lab"),
+			"sock-shop": v("sock-shop",
+				policy.Policy{Name: "no-user-orders", Consumer: `label.name = "user"`, Provider: `label.name = "orders"`, Action: policy.Deny},
+			),
+			"services": v("services",
+				policy.Policy{Name: "fe-carts", Consumer: `label.name = "front-end"`, Provider: "service:sock-shop/carts", Ports: []string{"tcp/80"}, Action: allow},
+				policy.Policy{Name: "orders-payment", Consumer: `label.name = "orders"`, Provider: `label.name = "payment"`, Action: allow},
+				policy.Policy{Name: "nodes-front", Consumer: `kind = "node"`, Provider: "service:sock-shop/front-end", Action: allow},
+				policy.Policy{Name: "user-any", Consumer: `label.name = "user"`, Provider: `kind = "service"`, Ports: []string{"tcp/80"}, Action: allow},
+			),
+		},
+	}
+}
+
+func checkTruthTable(t *testing.T, set policy.Set) {
 	f := sockShop()
-	set := fiveCases()
 	out := compileFixture(t, f, set)
 	wd := newWorld(f, out)
 	ev, err := policy.Compile(set)
@@ -276,7 +318,8 @@ func TestCompiledRulesDecideLikeTheEvaluator(t *testing.T) {
 				for _, e := range tg.svc.Endpoints {
 					be := wd.backend(e.IP)
 					w := ServiceAllowed(ev, peerOf(src), tg.svc, sp, policy.Peer{IP: netip.MustParseAddr(e.IP), Workload: be}, uint16(e.Ports[0]))
-					g := wd.egress(src, netip.MustParseAddr(tg.svc.ClusterIP), tg.port) && wd.ingress(be, wd.sourceAt(src, be.Node), uint16(e.Ports[0]))
+					g := wd.egress(src, netip.MustParseAddr(tg.svc.ClusterIP), tg.port) && wd.serviceIngress(src, tg.svc, be, uint16(e.Ports[0])) &&
+						wd.ingress(be, wd.sourceAt(src, be.Node), uint16(e.Ports[0]))
 					checked++
 					if w {
 						allowed++
@@ -326,6 +369,34 @@ func TestCompiledRulesDecideLikeTheEvaluator(t *testing.T) {
 		t.Fatalf("a degenerate table: %d of %d allowed", allowed, checked)
 	}
 	t.Logf("%d connections, %d allowed; compiled = evaluator for each", checked, allowed)
+}
+
+// serviceIngress is the service's own ingress decision as compiled: a pod
+// client's node decides the DNAT-ed connection in its FORWARD chain on
+// the original destination; a node's own connection meets the refusals
+// first in its egress.
+func (wd *world) serviceIngress(src end, svc, be *inventory.Workload, target uint16) bool {
+	sp := svc.Ports[0]
+	pkt := ruleset.Packet{Peer: src.ip, Proto: "tcp", Port: target, OrigDst: netip.MustParseAddr(svc.ClusterIP), OrigDstPort: uint16(sp.Port), DNAT: true}
+	if src.w.Kind == inventory.KindNode {
+		b := wd.nodeB[src.w.Name]
+		if b.Self == nil {
+			return true
+		}
+		only := ruleset.Chain{Default: ruleset.Allow}
+		for _, r := range b.Self.Egress.Rules {
+			if r.OrigDst != "" {
+				only.Rules = append(only.Rules, r)
+			}
+		}
+		pkt.Peer = netip.MustParseAddr(be.IPs[0])
+		return allows(b.Self, &only, pkt)
+	}
+	b := wd.nodeB[src.w.Node]
+	if b.Self == nil || b.Self.Forward == nil {
+		return true
+	}
+	return allows(b.Self, b.Self.Forward, pkt)
 }
 
 func (wd *world) backend(ip string) *inventory.Workload {
