@@ -146,6 +146,22 @@ func TestAgentEnrollmentBlackBox(t *testing.T) {
 		if _, err := n2.Heartbeat(ctx, "n1", api.Heartbeat{}); api.StatusOf(err) != 403 {
 			t.Errorf("n2 heartbeats as n1: %v", err)
 		}
+		// GET /api/v1/agents lists n2 as refused, saying it tried n1's
+		// endpoints; n1 itself is not marked.
+		agents, err := admin.Agents(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byNode := map[string]api.AgentStatus{}
+		for _, a := range agents.Agents {
+			byNode[a.Node] = a
+		}
+		if r := byNode["n2"].Refused; r == nil || !strings.Contains(r.Reason, "/api/v1/agents/n1/") {
+			t.Errorf("n2 in GET /api/v1/agents: %+v", byNode["n2"])
+		}
+		if byNode["n1"].Refused != nil {
+			t.Errorf("n1 marked refused for n2's attempts: %+v", byNode["n1"].Refused)
+		}
 	})
 	t.Run("no client certificate", func(t *testing.T) {
 		anon, err := client.New(client.Options{Server: base, CAFile: filepath.Join(dir, "ca.crt")})
@@ -323,6 +339,11 @@ func TestAgentProcessEnrollsAndReuses(t *testing.T) {
 	_, _, err = runCLI(t, nil, "agent", "--server", base, "--ca", filepath.Join(dir, "ca.crt"), "--node", "node-b", "--state-dir", t.TempDir(), "--netns", ns)
 	if err == nil || !strings.Contains(err.Error(), "--enroll-token") {
 		t.Fatalf("agent without certificate or token: %v", err)
+	}
+	// The legacy shared token against a TLS server: said at once.
+	_, _, err = runCLI(t, nil, "agent", "--server", base, "--ca", filepath.Join(dir, "ca.crt"), "--node", "node-b", "--token", "x", "--netns", ns)
+	if err == nil || !strings.Contains(err.Error(), "enrolled agents only") {
+		t.Fatalf("agent with --token against a TLS server: %v", err)
 	}
 }
 

@@ -156,7 +156,10 @@ func (c *Config) defaults() error {
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
-	if c.API == nil && c.Token == "" && c.HTTPClient == nil && strings.HasPrefix(c.Server, "https://") {
+	if c.API == nil && c.HTTPClient == nil && strings.HasPrefix(c.Server, "https://") {
+		if c.Token != "" {
+			return fmt.Errorf("agent: --token is the shared token of a plain-HTTP server; a TLS server (%s) takes enrolled agents only: enroll with --enroll-token (palisade agent token create --node %s)", c.Server, c.Node)
+		}
 		if err := c.openIdentity(); err != nil {
 			return err
 		}

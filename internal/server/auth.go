@@ -144,7 +144,15 @@ func (s *Server) guard(rt Route, h http.Handler) http.Handler {
 		}
 		if p.Role == auth.Agent {
 			if !nodeRoute || (p.Node != "" && r.PathValue("node") != p.Node) {
-				refuse(w, r, api.Errorf(http.StatusForbidden, "forbidden: agent %s may only use its own node's endpoints", p))
+				e := api.Errorf(http.StatusForbidden, "forbidden: agent %s may only use its own node's endpoints, not %s %s", p, r.Method, r.URL.Path)
+				if p.Node != "" && agentRoute && s.Flows != nil {
+					// An enrolled agent acting as another node: listed
+					// under its own node, not the one it tried to be.
+					s.Flows.Agents.Refuse(p.Node, e.Message, r.RemoteAddr, time.Now())
+					rt.Refuse(w, e)
+				} else {
+					refuse(w, r, e)
+				}
 				return
 			}
 		}

@@ -80,7 +80,7 @@ func (l Limits) checkClock(b *flow.Batch, now time.Time) *api.Error {
 }
 
 // maxLimited bounds the per-node limiters kept; past it, the idle ones
-// (a full bucket) are forgotten.
+// (a full bucket) are forgotten first.
 const maxLimited = 4096
 
 // batchLimiter is a token bucket of flow batches per node.
@@ -108,6 +108,14 @@ func (bl *batchLimiter) allow(node string, now time.Time) (time.Duration, bool) 
 				if o.TokensAt(now) >= float64(bl.l.BatchBurst) {
 					delete(bl.by, n)
 				}
+			}
+			// Still full (callers naming ever new nodes, which only the
+			// legacy shared token can): forget any tenth.
+			for n := range bl.by {
+				if len(bl.by) < maxLimited*9/10 {
+					break
+				}
+				delete(bl.by, n)
 			}
 		}
 		lim = rate.NewLimiter(rate.Limit(bl.l.BatchRate), bl.l.BatchBurst)
