@@ -277,6 +277,48 @@ ports: ["tcp/80"]
 		p.Screenshot("policies-drilldown")
 	})
 
+	// The newest version of console-shop (what the analysis above read).
+	shopVersion := func(t *testing.T) string {
+		t.Helper()
+		var sv server.ScopeView
+		e.api(t, "GET", "/scopes/console-shop", nil, nil, &sv)
+		if len(sv.Versions) == 0 {
+			t.Fatal("console-shop has no version")
+		}
+		return sv.Versions[len(sv.Versions)-1].Name
+	}
+
+	t.Run("service map colours the calls by the analysis verdict", func(t *testing.T) {
+		v := shopVersion(t)
+		open("#/map?ns=sock-shop&from=15m")
+		p.WaitFor("map laid out", `(document.querySelector("[data-testid=service-map]")?.dataset.layoutMs ?? "") !== ""`, 30*time.Second)
+		// Choose the version in the map's policy menu.
+		browsertest.Eval[any](p, fmt.Sprintf(`(() => { const s = document.querySelector("[data-testid=map-policy]"); s.value = %q; s.dispatchEvent(new Event("change", {bubbles: true})); })()`, "console-shop@"+v))
+		p.WaitFor("edges coloured", `Number(document.querySelector("[data-testid=service-map]")?.dataset.coloured || 0) > 0 && document.querySelector("[data-testid=verdict-legend]") !== null`, 60*time.Second)
+		verdicts := browsertest.Eval[map[string]string](p, `Object.fromEntries([...document.querySelectorAll("[data-testid=edge-verdict]")].map(e => [e.dataset.source + "->" + e.dataset.target, e.dataset.verdict]))`)
+		for edge, want := range map[string]string{"front-end->carts": "permitted", "orders->payment": "escaped"} {
+			if verdicts[edge] != want {
+				t.Errorf("edge %s coloured %q, want %q (all: %v)", edge, verdicts[edge], want, verdicts)
+			}
+		}
+		legend := browsertest.Eval[map[string]string](p, `Object.fromEntries([...document.querySelectorAll("[data-testid=verdict-legend] li")].map(l => [l.dataset.verdict, l.dataset.count]))`)
+		if legend["permitted"] == "0" || legend["escaped"] == "0" {
+			t.Errorf("legend counts %v, want permitted and escaped edges", legend)
+		}
+		p.Clean("map by verdict")
+		p.Screenshot("map-verdicts")
+	})
+
+	t.Run("workload page lists the policies that apply to it", func(t *testing.T) {
+		open("#/inventory?filter=" + url.QueryEscape(`namespace = "sock-shop" and label.app = "carts" and kind = pod`))
+		p.WaitFor("a carts pod", `document.querySelector("[data-testid=inventory-table] tbody tr td:nth-child(3) a")`, 20*time.Second)
+		p.Do("open it", 10*time.Second, chromedp.Click(`[data-testid=inventory-table] tbody tr td:nth-child(3) a`))
+		// Intent 0 of console-shop allows front-end → carts: carts is its provider.
+		p.WaitFor("the applying intent listed", `[...document.querySelectorAll("[data-testid=applied-side]")].some(x => x.dataset.rule.startsWith("console-shop@") && x.dataset.rule.endsWith("#0") && x.dataset.side === "provider")`, 20*time.Second)
+		p.Clean("workload policies")
+		p.Screenshot("workload-policies")
+	})
+
 	t.Run("enforcement page switches a scope to enforce", func(t *testing.T) {
 		open("#/enforcement")
 		p.WaitFor("scopes listed", `[...document.querySelectorAll("[data-testid=enforcement-scopes] tbody tr")].some(r => r.textContent.includes("console-shop"))`, 20*time.Second)
@@ -302,6 +344,112 @@ ports: ["tcp/80"]
 			t.Fatal(err)
 		}
 		p.Clean("agents")
+	})
+
+	t.Run("compliance alert acknowledged", func(t *testing.T) {
+		// With console-shop's version enforced (compliance only: the scope
+		// stays in analyze mode, nothing is programmed), the denied but
+		// answered sock-shop calls raise Escaped alerts.
+		e.api(t, "POST", "/scopes/console-shop/versions/"+shopVersion(t)+"/enforce", nil, struct{}{}, nil)
+		var open1 []map[string]any
+		waitFor(t, 2*time.Minute, "an open compliance alert", func() bool {
+			open1 = nil
+			e.api(t, "GET", "/compliance/alerts", nil, nil, &open1)
+			return len(open1) > 0
+		})
+		open("#/policies")
+		p.WaitFor("alerts listed", `document.querySelector("[data-testid=alerts-table] [data-testid=ack]")`, 20*time.Second)
+		id := browsertest.Eval[string](p, `document.querySelector("[data-testid=alerts-table] [data-testid=ack]").dataset.alert`)
+		p.Screenshot("alerts")
+		p.Do("acknowledge", 10*time.Second, chromedp.Click(fmt.Sprintf(`[data-testid=ack][data-alert=%q]`, id)))
+		p.WaitFor("shown as acknowledged", fmt.Sprintf(`document.querySelector('[data-testid=acked][data-alert=%q]') !== null`, id), 20*time.Second)
+		var all []map[string]any
+		e.api(t, "GET", "/compliance/alerts", url.Values{"all": {"true"}}, nil, &all)
+		acked := false
+		for _, a := range all {
+			if a["id"] == id {
+				acked = a["acked"] == true
+			}
+		}
+		if !acked {
+			t.Errorf("alert %s is not acknowledged on the server", id)
+		}
+		p.Clean("alert acknowledged")
+	})
+
+	t.Run("discovery in the scope page, saved as a version", func(t *testing.T) {
+		var before server.ScopeView
+		e.api(t, "GET", "/scopes/console-shop", nil, nil, &before)
+		open("#/policies?scope=console-shop&tab=discovery")
+		p.WaitFor("discovery form", `document.querySelector("[data-testid=discover-start]")`, 20*time.Second)
+		browsertest.Eval[any](p, `(() => { window.sawProgress = false; new MutationObserver(() => { if (document.querySelector("[data-testid=discover-progress]")) window.sawProgress = true; }).observe(document.body, {subtree: true, childList: true, attributes: true});
+			const s = document.querySelector("[data-testid=discover-since]"); s.value = "15m"; s.dispatchEvent(new Event("change", {bubbles: true})); })()`)
+		p.Do("discover", 10*time.Second, chromedp.Click(`[data-testid=discover-start]`))
+		p.WaitFor("discovered intents", `document.querySelectorAll("[data-testid=discover-rules] tbody tr [data-testid=discover-samples] a").length > 0`, 3*time.Minute)
+		t.Logf("progress shown while running: %v", browsertest.Eval[bool](p, `window.sawProgress`))
+		text := browsertest.Eval[string](p, `document.querySelector("[data-testid=discover-rules]").textContent`)
+		for _, want := range []string{"carts", "payment"} {
+			if !strings.Contains(text, want) {
+				t.Errorf("no discovered intent names %s:\n%s", want, text)
+			}
+		}
+		rules := browsertest.Eval[int](p, `document.querySelectorAll("[data-testid=discover-rules] tbody tr").length`)
+		pageRows := browsertest.Eval[string](p, `document.querySelector("[data-testid=discover-rules] [data-testid=row-count]").textContent`)
+		p.Screenshot("discovery")
+		p.Do("save as version", 10*time.Second, chromedp.Click(`[data-testid=discover-save]`))
+		p.WaitFor("saved", `document.querySelector("[data-testid=discover-saved]")?.textContent.startsWith("Saved as")`, 20*time.Second)
+		var after server.ScopeView
+		e.api(t, "GET", "/scopes/console-shop", nil, nil, &after)
+		if len(after.Versions) != len(before.Versions)+1 {
+			t.Fatalf("versions %d → %d, want one more", len(before.Versions), len(after.Versions))
+		}
+		if nv := after.Versions[len(after.Versions)-1]; nv.Policies < rules || nv.State != "draft" {
+			t.Errorf("new version %+v: want a draft with the %d discovered intents (%s)", nv, rules, pageRows)
+		}
+		p.Clean("discovery")
+	})
+
+	t.Run("registry credentials form", func(t *testing.T) {
+		open("#/vulnerabilities?view=registries")
+		p.WaitFor("registries listed", `document.querySelector("[data-testid=registries-table] [data-testid=set-credentials]")`, 20*time.Second)
+		reg := browsertest.Eval[string](p, `document.querySelector("[data-testid=set-credentials]").dataset.registry`)
+		p.Do("fill the form", 10*time.Second,
+			chromedp.Click(fmt.Sprintf(`[data-testid=set-credentials][data-registry=%q]`, reg)),
+			chromedp.WaitVisible(`[data-testid=cred-user]`),
+			chromedp.SendKeys(`[data-testid=cred-user]`, "console-e2e"),
+			chromedp.SendKeys(`[data-testid=cred-password]`, "not-a-real-secret"),
+			chromedp.Click(`[data-testid=cred-store]`))
+		p.WaitFor("stored", `document.querySelector("[data-testid=cred-message]")?.textContent.includes("stored")`, 20*time.Second)
+		if v := browsertest.Eval[string](p, `document.querySelector("[data-testid=cred-password]")?.value ?? ""`); v != "" {
+			t.Errorf("the password stays in the page after storing: %q", v)
+		}
+		var regs []map[string]any
+		e.api(t, "GET", "/registries", nil, nil, &regs)
+		stored := false
+		for _, r := range regs {
+			if r["name"] == reg {
+				stored = r["hasCredentials"] == true
+			}
+		}
+		if !stored {
+			t.Errorf("registry %s has no credentials on the server: %v", reg, regs)
+		}
+		p.Clean("registry credentials")
+		p.Screenshot("registries")
+	})
+
+	t.Run("vulnerability database import time", func(t *testing.T) {
+		open("#/vulnerabilities")
+		p.WaitFor("database status", `document.querySelector("[data-testid=vulndb-status]")?.dataset.imported`, 20*time.Second)
+		imported := browsertest.Eval[string](p, `document.querySelector("[data-testid=vulndb-status]").dataset.imported`)
+		at, err := time.Parse(time.RFC3339Nano, imported)
+		if err != nil || time.Since(at) > time.Hour || time.Since(at) < 0 {
+			t.Errorf("import time %q (%v), want the import this test made", imported, err)
+		}
+		if n := browsertest.Eval[string](p, `document.querySelector("[data-testid=vulndb-status]").dataset.advisories`); n == "0" {
+			t.Error("the database shows no advisory")
+		}
+		p.Clean("vulnerability database")
 	})
 
 	t.Run("dark theme", func(t *testing.T) {

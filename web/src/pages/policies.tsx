@@ -32,7 +32,8 @@ export function PoliciesPage({ route }: { route: Route }) {
   const p = route.params;
   const scope = p.get("scope") ?? "";
   const scopes = useApi(() => api<ScopeView[]>("/api/v1/scopes"), []);
-  const alerts = useApi(() => api<Alert[]>("/api/v1/compliance/alerts"), []);
+  // Acknowledged alerts too (shown as such), so an acknowledgement shows.
+  const alerts = useApi(() => api<Alert[]>("/api/v1/compliance/alerts?all=true"), []);
   const tree = useMemo(() => {
     const kids = new Map<string, ScopeView[]>();
     for (const s of scopes.data ?? []) kids.set(s.parent ?? "", [...(kids.get(s.parent ?? "") ?? []), s]);
@@ -106,10 +107,14 @@ function AlertsCard({ alerts, reload, error }: { alerts: Alert[]; reload: () => 
             value: (a) => (a.acked ? 1 : 0),
             render: (a) =>
               a.acked ? (
-                <span class="muted small">acked by {a.ackedBy}</span>
+                <span class="muted small" data-testid="acked" data-alert={a.id}>
+                  acked by {a.ackedBy}
+                </span>
               ) : (
                 <button
                   class="secondary"
+                  data-testid="ack"
+                  data-alert={a.id}
                   onClick={async () => {
                     try {
                       await api(`/api/v1/compliance/alerts/${encodeURIComponent(a.id)}/ack`, { method: "POST", body: "{}" });

@@ -200,6 +200,7 @@ function Registries({ regs, reload }: { regs: Registry[]; reload: () => void }) 
   return (
     <Card title="Registries">
       <DataTable
+        testid="registries-table"
         caption="registries"
         rows={regs}
         cols={[
@@ -218,7 +219,7 @@ function Registries({ regs, reload }: { regs: Registry[]; reload: () => void }) 
             title: "",
             value: () => "",
             render: (r) => (
-              <button class="secondary" onClick={() => (setEdit(r.name), setMsg(undefined))}>
+              <button class="secondary" onClick={() => (setEdit(r.name), setMsg(undefined))} data-testid="set-credentials" data-registry={r.name}>
                 Set credentials
               </button>
             ),
@@ -244,12 +245,12 @@ function Registries({ regs, reload }: { regs: Registry[]; reload: () => void }) 
         >
           <strong>{edit}</strong>
           <label>
-            user <input value={user} onInput={(e) => setUser(e.currentTarget.value)} autocomplete="off" />
+            user <input value={user} onInput={(e) => setUser(e.currentTarget.value)} autocomplete="off" data-testid="cred-user" />
           </label>
           <label>
-            password <input type="password" value={pass} onInput={(e) => setPass(e.currentTarget.value)} autocomplete="off" />
+            password <input type="password" value={pass} onInput={(e) => setPass(e.currentTarget.value)} autocomplete="off" data-testid="cred-password" />
           </label>
-          <button type="submit" disabled={!user || !pass}>
+          <button type="submit" disabled={!user || !pass} data-testid="cred-store">
             Store
           </button>
           <button type="button" class="ghost" onClick={() => setEdit(undefined)}>
@@ -257,7 +258,11 @@ function Registries({ regs, reload }: { regs: Registry[]; reload: () => void }) 
           </button>
         </form>
       )}
-      {msg && <p role="status">{msg}</p>}
+      {msg && (
+        <p role="status" data-testid="cred-message">
+          {msg}
+        </p>
+      )}
     </Card>
   );
 }
