@@ -80,3 +80,23 @@ func TestBatchLimiter(t *testing.T) {
 		t.Fatal("no limiter refuses")
 	}
 }
+
+// BenchmarkLimits: the per-batch cost of the agent limits (the node's
+// token bucket and the clock check of 1,000 observations).
+func BenchmarkLimits(b *testing.B) {
+	now := time.Now()
+	l := Limits{MaxAge: 7 * 24 * time.Hour, BatchRate: 1e9, BatchBurst: 1 << 30}.withDefaults()
+	bl := newBatchLimiter(l)
+	var bt flow.Batch
+	for range 1000 {
+		bt.Observations = append(bt.Observations, flow.Observation{Start: now.Add(-time.Second), End: now})
+	}
+	for b.Loop() {
+		if _, ok := bl.allow("n1", now); !ok {
+			b.Fatal("limited")
+		}
+		if e := l.checkClock(&bt, now); e != nil {
+			b.Fatal(e)
+		}
+	}
+}
