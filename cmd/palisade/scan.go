@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 
@@ -46,7 +47,7 @@ registry in the same data directory, else anonymous access.`,
 			if err != nil || plat.OS == "" || plat.Architecture == "" {
 				return fmt.Errorf("--platform %q: want OS/ARCH[/VARIANT], e.g. linux/arm64", platform)
 			}
-			svc, err := vuln.Open(dataDir, vuln.Options{Concurrency: 1, Platform: plat})
+			svc, err := vuln.Open(dataDir, vuln.Options{Concurrency: 1, Platform: plat, Logger: cliLogger(cmd)})
 			if err != nil {
 				return err
 			}
@@ -129,4 +130,11 @@ func fixedColumn(f vuln.Finding) string {
 		}
 	}
 	return strings.Join(out, ", ")
+}
+
+// cliLogger is the scanner's logger for the standalone commands: warnings
+// and errors only (the server logs its informational lines, such as the
+// layer cache's cap).
+func cliLogger(cmd *cobra.Command) *slog.Logger {
+	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }

@@ -34,7 +34,7 @@ and Alpine's secdb files (secdb.alpinelinux.org/<branch>/<repo>.json).
 Records already present are replaced by their new version.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			svc, err := vuln.Open(dataDir, vuln.Options{Concurrency: 1})
+			svc, err := vuln.Open(dataDir, vuln.Options{Concurrency: 1, Logger: cliLogger(cmd)})
 			if err != nil {
 				return err
 			}
@@ -74,7 +74,7 @@ Records already present are replaced by their new version.`,
 		Short: "Show how many advisories the database holds",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			svc, err := vuln.Open(dataDir, vuln.Options{Concurrency: 1})
+			svc, err := vuln.Open(dataDir, vuln.Options{Concurrency: 1, Logger: cliLogger(cmd)})
 			if err != nil {
 				return err
 			}
