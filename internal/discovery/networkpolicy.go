@@ -76,7 +76,7 @@ func (r *Result) NetworkPolicies() ([]*networkingv1.NetworkPolicy, []string) {
 		// Ingress on the provider's pods. Behind a node port they see the
 		// nodes' addresses (SNAT), not the client's.
 		consumer := rule.Consumer
-		if rule.Kind == "nodeport" && len(rule.NodeIPs) > 0 {
+		if rule.Kind == "nodeport" && len(rule.NodeIPs) > 0 && consumer != "any" {
 			cons = &Cluster{Name: "nodes", IPs: rule.NodeIPs}
 			consumer = ""
 		}
@@ -93,7 +93,20 @@ func (r *Result) NetworkPolicies() ([]*networkingv1.NetworkPolicy, []string) {
 				}
 			}
 		}
-		// Egress on the consumer's pods.
+		// Egress on the consumer's pods; `any` is every pod of the
+		// scope's namespaces too.
+		if rule.Consumer == "any" && provNS != "" && len(provSel) > 0 {
+			for _, ns := range r.Namespaces {
+				g := get(ns, "all", map[string]string{})
+				g.eg = true
+				peers := []networkingv1.NetworkPolicyPeer{podPeer(provNS, provSel)}
+				k := fmt.Sprint(peers, npPorts)
+				if !g.egreKeys[k] {
+					g.egreKeys[k] = true
+					g.egress = append(g.egress, networkingv1.NetworkPolicyEgressRule{To: peers, Ports: npPorts})
+				}
+			}
+		}
 		cons = clusters[rule.ConsumerCluster]
 		if cons != nil && cons.Namespace != "" {
 			if len(cons.Labels) == 0 {
@@ -189,7 +202,7 @@ func (r *Result) WriteNetworkPolicies(w io.Writer) error {
 func peersOf(consumer string, c *Cluster) ([]networkingv1.NetworkPolicyPeer, bool) {
 	switch {
 	case consumer == "any":
-		return []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0"}}, {IPBlock: &networkingv1.IPBlock{CIDR: "::/0"}}}, true
+		return nil, true // no from: every source, pods and addresses
 	case strings.HasPrefix(consumer, "cidr:"):
 		return []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: strings.TrimPrefix(consumer, "cidr:")}}}, true
 	case c != nil && c.Namespace != "" && len(c.Labels) > 0:
