@@ -171,19 +171,15 @@ func (s *Service) Flush(all bool) error {
 	for i := range todo {
 		e := &todo[i]
 		err := error(nil)
-		if len(e.Flows) > 0 || len(e.Obs) > 0 {
-			if err = s.store.Append(e.Flows, e.Obs); err == nil {
+		if len(e.Flows) > 0 || len(e.Obs) > 0 || len(e.Updates) > 0 {
+			// New flows and the late links of stored ones: one write.
+			if err = s.store.AppendReplace(e.Flows, e.Updates, e.Obs); err == nil {
 				s.m.flowsStored.Add(uint64(len(e.Flows)))
+				s.m.flowsUpdated.Add(uint64(len(e.Updates)))
 				if s.opts.OnFlows != nil && len(e.Flows) > 0 {
 					s.opts.OnFlows(e.Flows, e.Ends)
 				}
-				e.Flows, e.Ends, e.Obs = nil, nil, nil
-			}
-		}
-		if err == nil && len(e.Updates) > 0 {
-			if err = s.store.Replace(e.Updates); err == nil {
-				s.m.flowsUpdated.Add(uint64(len(e.Updates)))
-				e.Updates = nil
+				e.Flows, e.Ends, e.Obs, e.Updates = nil, nil, nil, nil
 			}
 		}
 		if err != nil {

@@ -17,6 +17,9 @@ type Store interface {
 	// IDs and starts (a related flow arrived after them and links them).
 	// A flow not stored (any more) is ignored.
 	Replace(flows []Flow) error
+	// AppendReplace is Append and Replace in one durable write: all or
+	// nothing survives a crash.
+	AppendReplace(flows, updates []Flow, obs Seqs) error
 	// Done reports whether the record (agent, seq) is stored as a flow.
 	Done(agent string, seq uint64) bool
 	// Search returns the flows overlapping [q.From, q.To] that match

@@ -25,13 +25,17 @@ type ingest struct {
 	offs    []int32 // order[offs[k]:offs[k+1]] are bucket k's (sorted) flows
 	jobs    []job
 	writers []*blockWriter // one per job
-	repl    bool           // the flows replace stored versions (Replace)
+	// replFrom: the flows from this index on replace stored versions
+	// (Replace, AppendReplace).
+	replFrom int
 }
 
-// job is one block to encode: flows idx of partition in.buckets[bucket].
+// job is one block to encode: flows idx of partition in.buckets[bucket]
+// (replacements when repl).
 type job struct {
 	bucket int
 	idx    []int32
+	repl   bool
 }
 
 // prepared is what Append learns about a flow before encoding it.
@@ -77,8 +81,48 @@ func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
 	if len(flows) == 0 && len(obs) == 0 {
 		return nil
 	}
-	s.in.repl = false
+	s.in.replFrom = len(flows)
 	return s.appendLocked(flows, obs)
+}
+
+// AppendReplace implements flow.Store: Append and Replace in one
+// transaction, so a late related flow and the new version of its partner
+// take one write and one fsync per file, and survive a crash together.
+func (s *Store) AppendReplace(flows, updates []flow.Flow, obs flow.Seqs) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	keep := s.replaceable(updates, flows)
+	if len(flows) == 0 && len(obs) == 0 && len(keep) == 0 {
+		return nil
+	}
+	all := flows
+	if len(keep) > 0 {
+		all = make([]flow.Flow, 0, len(flows)+len(keep))
+		all = append(append(all, flows...), keep...)
+	}
+	s.in.replFrom = len(flows)
+	return s.appendLocked(all, obs)
+}
+
+// replaceable returns the flows of updates whose segment exists (or is
+// made by flows). Caller holds wmu.
+func (s *Store) replaceable(updates, flows []flow.Flow) []flow.Flow {
+	part := s.opts.Partition.Nanoseconds()
+	made := map[int64]bool{}
+	for i := range flows {
+		if ns := flows[i].Start.UnixNano(); ns >= 0 {
+			made[ns/part*part] = true
+		}
+	}
+	var keep []flow.Flow
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for i := range updates {
+		if ns := updates[i].Start.UnixNano(); ns >= 0 && (s.segs[ns/part*part] != nil || made[ns/part*part]) {
+			keep = append(keep, updates[i])
+		}
+	}
+	return keep
 }
 
 // Replace implements flow.Store: the new versions are appended to their
@@ -88,24 +132,16 @@ func (s *Store) Append(flows []flow.Flow, obs flow.Seqs) error {
 func (s *Store) Replace(flows []flow.Flow) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	part := s.opts.Partition.Nanoseconds()
-	var keep []flow.Flow
-	s.mu.RLock()
-	for i := range flows {
-		if ns := flows[i].Start.UnixNano(); ns >= 0 && s.segs[ns/part*part] != nil {
-			keep = append(keep, flows[i])
-		}
-	}
-	s.mu.RUnlock()
+	keep := s.replaceable(flows, nil)
 	if len(keep) == 0 {
 		return nil
 	}
-	s.in.repl = true
-	defer func() { s.in.repl = false }()
+	s.in.replFrom = 0
 	return s.appendLocked(keep, nil)
 }
 
-// appendLocked is Append (or Replace, with in.repl). Caller holds wmu.
+// appendLocked is Append, Replace or both (the flows from in.replFrom on
+// replace stored versions: in blocks of their own). Caller holds wmu.
 func (s *Store) appendLocked(flows []flow.Flow, obs flow.Seqs) error {
 	in := &s.in
 	if err := s.prepare(flows); err != nil {
@@ -133,11 +169,21 @@ func (s *Store) appendLocked(flows []flow.Flow, obs flow.Seqs) error {
 	workers := min(2, runtime.GOMAXPROCS(0))
 	in.jobs = in.jobs[:0]
 	for k := range in.buckets {
-		idx := in.order[in.offs[k]:in.offs[k+1]]
+		idx := in.order[in.offs[k]:in.offs[k+1]] // in batch order
+		cut := len(idx)
+		for cut > 0 && int(idx[cut-1]) >= in.replFrom {
+			cut--
+		}
+		idx, repl := idx[:cut], idx[cut:]
 		if n := len(idx); workers > 1 && n >= 2*minPerWorker {
-			in.jobs = append(in.jobs, job{k, idx[:n/2]}, job{k, idx[n/2:]})
-		} else {
-			in.jobs = append(in.jobs, job{k, idx})
+			in.jobs = append(in.jobs, job{k, idx[:n/2], false}, job{k, idx[n/2:], false})
+		} else if n > 0 || len(repl) == 0 {
+			in.jobs = append(in.jobs, job{k, idx, false})
+		}
+		if len(repl) > 0 {
+			// After the partition's new flows: a replaced flow may be one
+			// of them, and the last version of a flow wins.
+			in.jobs = append(in.jobs, job{k, repl, true})
 		}
 	}
 	s.txn++
@@ -253,7 +299,7 @@ func (s *Store) encode(flows []flow.Flow, txn uint64, obs flow.Seqs) {
 				p := &in.prep[i]
 				w.add(&flows[i], p.pid, p.aid, p.idms, p.idn, in.rels[p.worker][p.relLo:p.relHi])
 			}
-			if in.repl {
+			if jobs[j].repl {
 				w.pend.repl = w.nrec
 			}
 			var o flow.Seqs

@@ -77,3 +77,57 @@ func TestReplace(t *testing.T) {
 	defer s.Close()
 	check("compacted, reopened")
 }
+
+// AppendReplace stores new flows and new versions of stored ones in one
+// transaction (one block per partition and kind, one fsync per file):
+// a late partner and its partner's new version, and a flow replaced in the
+// same call (the new version wins), hot, cold and reopened.
+func TestAppendReplaceOneWrite(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Partition: time.Minute, HotWindow: 1000 * 24 * time.Hour}
+	s := open(t, dir, o)
+	var fs []flow.Flow
+	for i := range 10 {
+		fs = append(fs, testFlow(i, t0.Add(time.Duration(i)*time.Second)))
+	}
+	if err := s.Append(fs, nil); err != nil {
+		t.Fatal(err)
+	}
+	late := testFlow(10, t0.Add(20*time.Second))
+	late.Related = []flow.Related{{ID: fs[3].ID, Reason: flow.ReasonClusterIP}}
+	early := fs[3]
+	early.Related = []flow.Related{{ID: late.ID, Reason: flow.ReasonClusterIP}}
+	fresh := testFlow(11, t0.Add(30*time.Second))
+	freshV2 := fresh
+	freshV2.Related = []flow.Related{{ID: late.ID, Reason: flow.ReasonClusterIP}}
+	obs := flow.Seqs{}
+	obs.Add("agent", 7)
+	txn := s.txn
+	if err := s.AppendReplace([]flow.Flow{late, fresh}, []flow.Flow{early, freshV2, testFlow(99, t0.Add(time.Hour))}, obs); err != nil {
+		t.Fatal(err)
+	}
+	if s.txn != txn+1 {
+		t.Fatalf("%d transactions, want 1", s.txn-txn)
+	}
+	check := func(what string) {
+		t.Helper()
+		all, _ := s.Search(query(t, "", 100))
+		if len(all) != 12 || s.Stats().Flows != 12 || !s.Done("agent", 7) {
+			t.Fatalf("%s: %d flows, stats %+v", what, len(all), s.Stats())
+		}
+		for _, f := range []flow.Flow{late, early, freshV2} {
+			got, ok, err := s.Get(f.ID)
+			if err != nil || !ok || len(got.Related) != 1 || got.Related[0].ID != f.Related[0].ID {
+				t.Fatalf("%s: get %s: %v %v %+v", what, f.ID, ok, err, got)
+			}
+		}
+	}
+	check("hot")
+	s.opts.HotWindow = time.Nanosecond
+	s.Retain(time.Now())
+	check("cold")
+	s.Close()
+	s = open(t, dir, Options{Partition: time.Minute, HotWindow: time.Nanosecond})
+	defer s.Close()
+	check("reopened cold")
+}
