@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -156,7 +157,7 @@ func BenchmarkSearch10M(b *testing.B) {
 	st = time.Now()
 	top, _ := s.Top(all[len(all)-1].q, "src.namespace", 10)
 	b.Logf("top by src.namespace over all: %v (%d groups)", time.Since(st), len(top))
-	b.Logf("heap after the queries %.0f MB (cold cache %.0f MB, %d cold segment reads)", heapMB(), float64(s.Stats().ColdCacheBytes)/1e6, s.Stats().ColdReads)
+	b.Logf("heap after the queries %.0f MB (cold cache %.0f MB, %d cold segment reads); %s", heapMB(), float64(s.Stats().ColdCacheBytes)/1e6, s.Stats().ColdReads, rss())
 	slices.Sort(lat)
 	slices.Sort(cpus)
 	slices.Sort(hotLat)
@@ -171,6 +172,25 @@ func BenchmarkSearch10M(b *testing.B) {
 	b.ReportMetric(float64(reopen.Milliseconds()), "reopen-ms")
 	b.ReportMetric(heapMB(), "heap-MB")
 	b.ReportMetric(float64(stats.Flows), "flows")
+}
+
+// rss reports the process's resident memory from /proc/self/status: peak
+// (VmHWM), and now split into anonymous memory (heap, stacks) and mapped
+// file pages (the column files a query read, reclaimable page cache).
+func rss() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return ""
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		for _, k := range []string{"VmHWM:", "RssAnon:", "RssFile:"} {
+			if strings.HasPrefix(l, k) {
+				out = append(out, strings.Join(strings.Fields(l), " "))
+			}
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // heapMB is the live heap after a collection, in MB.
