@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -49,7 +50,51 @@ after restarts and renews before it expires. The token expires after --ttl
 	create.Flags().StringVar(&node, "node", "", "the node whose agent will enroll")
 	create.Flags().StringVar(&ttl, "ttl", "", "how long the token may be used, e.g. 1h (default: the server's, 24h)")
 	af.register(create)
-	cmd.AddCommand(create)
+	var lf apiFlags
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List enrollment tokens (node, expiry, when used) and enrolled nodes (live certificates, revocation)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := lf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			toks, err := c.AgentTokens(ctx)
+			if err != nil {
+				return err
+			}
+			ids, err := c.AgentIdentities(ctx)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "TOKEN\tNODE\tEXPIRES\tUSED")
+			for _, t := range toks {
+				used := "-"
+				if t.Used != nil {
+					used = t.Used.Format(time.RFC3339)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.ID, t.Node, t.Expires.Format(time.RFC3339), used)
+			}
+			fmt.Fprintln(w, "\nNODE\tLIVE CERTIFICATES\tUNTIL\tREVOKED")
+			for _, id := range ids {
+				until, revoked := "-", "-"
+				if id.NotAfter != nil {
+					until = id.NotAfter.Format(time.RFC3339)
+				}
+				if id.Revoked != nil {
+					revoked = id.Revoked.Format(time.RFC3339) + " by " + id.RevokedBy
+				}
+				fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", id.Node, id.Live, until, revoked)
+			}
+			return w.Flush()
+		},
+	}
+	lf.register(list)
+	cmd.AddCommand(create, list)
 	return cmd
 }
 

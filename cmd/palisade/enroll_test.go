@@ -244,6 +244,10 @@ func TestAgentEnrollmentBlackBox(t *testing.T) {
 		if st, err := postStatus(n1, "n1", oneFlow("n1", 6)); st != 200 {
 			t.Fatalf("n1 after n2's revocation: %d %v", st, err)
 		}
+		out, _, err = runCLI(t, nil, "agent", "token", "list", "--server", base, "--ca", filepath.Join(dir, "ca.crt"), "--token-file", filepath.Join(dir, "admin-token"))
+		if err != nil || !strings.Contains(out, "n2 ") || !strings.Contains(out, "by admin") {
+			t.Fatalf("agent token list: %v\n%s", err, out)
+		}
 		if _, err := admin.RevokeAgent(ctx, "never-enrolled"); api.StatusOf(err) != 404 {
 			t.Fatalf("revoking an unknown node: %v", err)
 		}
