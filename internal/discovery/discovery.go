@@ -536,6 +536,9 @@ func (e *edge) sample(x sample, max int) {
 	if i < len(ss) && ss[i] == x || i >= max {
 		return
 	}
+	if ss == nil {
+		ss = make([]sample, 0, max+1)
+	}
 	ss = append(ss, sample{})
 	copy(ss[i+1:], ss[i:])
 	ss[i] = x
@@ -563,7 +566,9 @@ func (d *Discoverer) resolve(f *flow.Flow) (src, dst *peerEntry, svc *inventory.
 		dnat = dnat || rel.Reason == flow.ReasonClusterIP || rel.Reason == flow.ReasonNodePort
 		nodePortRel = nodePortRel || rel.Reason == flow.ReasonNodePort
 	}
-	if f.Dst.Port != 0 && (dw != nil && dw.Kind == inventory.KindNode || f.Dst.Service != "" && dnat) {
+	// The service behind the destination, when analysis would look for
+	// one (analyze.Resolve), but for a cluster IP, which is the service.
+	if f.Dst.Port != 0 && (dw != nil && dw.Kind == inventory.KindNode || f.Dst.Service != "" && dnat && (dw == nil || dw.Kind != inventory.KindService)) {
 		ends.DstService, _ = d.in.Resolver.ServiceFor(f.Dst.IP, f.Dst.Port, f.Proto, f.Start)
 	}
 	in, translated := analyze.InputResolved(f, ends)

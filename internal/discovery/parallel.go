@@ -96,9 +96,10 @@ func (p *Parallel) flush() {
 	p.batch = nil
 }
 
-// Result waits for the workers and merges what they found; no flows may be
-// added afterwards.
-func (p *Parallel) Result(from, to time.Time) *Result {
+// Close hands the last flows to the workers and waits for them to end (a
+// discovery abandoned without its Result must still be closed). No flows
+// may be added afterwards; closing again does nothing.
+func (p *Parallel) Close() {
 	if p.work != nil && !p.done {
 		p.flush()
 		for _, ch := range p.work {
@@ -107,6 +108,11 @@ func (p *Parallel) Result(from, to time.Time) *Result {
 		p.wg.Wait()
 		p.done = true
 	}
+}
+
+// Result closes p and merges what the workers found.
+func (p *Parallel) Result(from, to time.Time) *Result {
+	p.Close()
 	d := p.shards[0]
 	if len(d.merged) == 0 {
 		for _, o := range p.shards[1:] {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -184,11 +185,12 @@ func (s *Server) runDiscovery(id string, opts discovery.Options, from, to time.T
 		return
 	}
 	set.Services = s.policy.services()
-	d, err := discovery.New(discovery.Input{Resolver: s.Inventory, Set: set}, opts)
+	d, err := discovery.NewParallel(discovery.Input{Resolver: s.Inventory, Set: set}, opts, runtime.GOMAXPROCS(0))
 	if err != nil {
 		fail(err)
 		return
 	}
+	defer d.Close()
 	// The window is read in slices, as historical analysis reads it;
 	// progress is the share of the window read.
 	if _, err := readSlices(context.Background(), s.policy.flows, from, to, d.Add, func(at time.Time) {
