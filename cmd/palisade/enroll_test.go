@@ -275,12 +275,13 @@ func TestAgentEnrollmentBlackBox(t *testing.T) {
 // TestAgentProcessEnrollsAndReuses: a `palisade agent` process (in a
 // network namespace of its own) enrolls with --enroll-token, keeps its
 // key and certificate in --state-dir (0700/0600) and, restarted without a
-// token, calls with the same certificate.
+// token, calls with the certificate it kept, which it renews by itself
+// (a short --agent-cert-lifetime).
 func TestAgentProcessEnrollsAndReuses(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("this test runs an agent in a network namespace: run it as root")
 	}
-	p, base, dir := startTLSServer(t)
+	p, base, dir := startTLSServer(t, "--agent-cert-lifetime", "24s")
 	defer p.stop(t, syscall.SIGTERM)
 	admin := dataDirClient(t, base, dir, "admin-token")
 	ns := fmt.Sprintf("mtls-enroll-%d", os.Getpid())
@@ -325,20 +326,39 @@ func TestAgentProcessEnrollsAndReuses(t *testing.T) {
 			t.Fatalf("%s: %v %v", f, fi, err)
 		}
 	}
+	ids, err := admin.AgentIdentities(context.Background())
+	if err != nil || len(ids) != 1 || ids[0].Node != "node-a" || ids[0].Live < 1 {
+		t.Fatalf("agent identities: %+v %v", ids, err)
+	}
+	enrolled := ids[0].Enrolled
 	cert1, _ := os.ReadFile(filepath.Join(state, agent.IdentityCertFile))
 
 	restart := time.Now()
-	a = run() // no token
+	a = run() // no token: it can only call with the certificate it kept
 	defer a.stop(t, syscall.SIGTERM)
 	seen(restart)
+	// Renewed by the agent itself after two thirds of 24 s, over mTLS,
+	// without enrolling again.
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		ids, err = admin.AgentIdentities(context.Background())
+		if err == nil && len(ids) == 1 && ids[0].Renewed.After(restart) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not renewed: %+v %v\n%s", ids, err, a.errText())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if !ids[0].Enrolled.Equal(enrolled) || ids[0].Revoked != nil {
+		t.Fatalf("enrolled again: %+v (first enrolled %v)", ids[0], enrolled)
+	}
+	time.Sleep(300 * time.Millisecond)
 	cert2, _ := os.ReadFile(filepath.Join(state, agent.IdentityCertFile))
-	if string(cert1) != string(cert2) {
-		t.Fatal("the restarted agent enrolled again instead of reusing its certificate")
+	if string(cert1) == string(cert2) {
+		t.Fatal("the renewed certificate was not kept in the state directory")
 	}
-	ids, err := admin.AgentIdentities(context.Background())
-	if err != nil || len(ids) != 1 || ids[0].Node != "node-a" || ids[0].Live != 1 {
-		t.Fatalf("agent identities: %+v %v", ids, err)
-	}
+	seen(time.Now()) // still accepted with the renewed certificate
 	// Without a token and without a state directory: a clear error.
 	_, _, err = runCLI(t, nil, "agent", "--server", base, "--ca", filepath.Join(dir, "ca.crt"), "--node", "node-b", "--state-dir", t.TempDir(), "--netns", ns)
 	if err == nil || !strings.Contains(err.Error(), "--enroll-token") {
