@@ -450,7 +450,7 @@ func applyBody(yaml string) string {
 
 // rbacCall sends a request as token ("" admin) and returns its status and
 // body (streams are read for a moment).
-func rbacCall(t *testing.T, s *Server, token, method, path, body string) (int, string) {
+func rbacCall(t testing.TB, s *Server, token, method, path, body string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

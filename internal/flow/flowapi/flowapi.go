@@ -270,8 +270,8 @@ func (s *handlers) handleSearch(w http.ResponseWriter, r *http.Request) {
 
 // search returns the flows of a search the caller may see, newest first,
 // at most limit. For a caller who sees everything it is one store search;
-// otherwise the range is read in pages, newest first, keeping the visible
-// flows until limit of them are found or the range is exhausted.
+// otherwise the range is read in growing pages, newest first, keeping the
+// visible flows until limit of them are found or the range is exhausted.
 func (s *handlers) search(ctx context.Context, vis Visibility, filter string, from, to time.Time, limit int) ([]flow.Flow, error) {
 	if vis == nil || vis.All() {
 		return s.svc.SearchContext(ctx, filter, from, to, limit)
@@ -279,7 +279,9 @@ func (s *handlers) search(ctx context.Context, vis Visibility, filter string, fr
 	if limit <= 0 {
 		limit = 100
 	}
-	page := min(max(4*limit, 1000), s.opts.MaxSearchLimit)
+	// The first page asks for twice the limit (a scope typically sees a
+	// good share of what it searches); each further page four times more.
+	page := min(2*limit, s.opts.MaxSearchLimit)
 	var out []flow.Flow
 	seen := map[string]bool{}
 	for {
@@ -321,6 +323,7 @@ func (s *handlers) search(ctx context.Context, vis Visibility, filter string, fr
 			return out, nil
 		}
 		to = oldest
+		page = min(4*page, s.opts.MaxSearchLimit)
 	}
 }
 
