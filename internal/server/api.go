@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -95,11 +96,13 @@ func (s *Server) searchInventory(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getWorkload(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	wl, hist, ok := s.Inventory.Get(id)
-	if !ok || !s.visibilityOf(r).Workload(wl) {
+	vis := s.visibilityOf(r)
+	if !ok || !vis.Workload(wl) {
 		httpapi.WriteError(w, api.NotFound("no workload with id %q", id))
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusOK, api.WorkloadDetail{Workload: wl, History: hist, Scopes: s.policy.workloadScopes(wl)})
+	scopes := slices.DeleteFunc(s.policy.workloadScopes(wl), func(sc string) bool { return !vis.Scope(sc) })
+	httpapi.WriteJSON(w, http.StatusOK, api.WorkloadDetail{Workload: wl, History: hist, Scopes: scopes})
 }
 
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -452,7 +453,11 @@ func applyBody(yaml string) string {
 // body (streams are read for a moment).
 func rbacCall(t testing.TB, s *Server, token, method, path, body string) (int, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	wait := time.Minute
+	if strings.Contains(path, "/follow") {
+		wait = 2 * time.Second // a stream: what comes within a moment
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	var rd io.Reader
 	if body != "" {
@@ -469,13 +474,22 @@ func rbacCall(t testing.TB, s *Server, token, method, path, body string) (int, s
 		token = s.AdminToken()
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := s.HTTPClient().Do(req)
+	resp, err := rbacClient(s).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body) // a stream ends with the context
 	return resp.StatusCode, string(b)
+}
+
+// rbacClients keep one HTTP client (one connection pool) per server:
+// Server.HTTPClient makes a new one each call.
+var rbacClients sync.Map
+
+func rbacClient(s *Server) *http.Client {
+	c, _ := rbacClients.LoadOrStore(s, s.HTTPClient())
+	return c.(*http.Client)
 }
 
 func rbacGet(t *testing.T, s *Server, token, path string, out any) int {
