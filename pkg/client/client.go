@@ -235,7 +235,7 @@ func decodeError(status int, data []byte) *api.Error {
 		e.Message = msg
 	}
 	e.Status = status
-	if status == http.StatusUnauthorized && !strings.Contains(e.Message, "token") {
+	if status == http.StatusUnauthorized && !strings.Contains(e.Message, "token") && !strings.Contains(e.Message, "certificate") {
 		e.Message += " (give an API token with --token, --token-file or PALISADE_TOKEN)"
 	}
 	return e
