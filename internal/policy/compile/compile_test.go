@@ -71,16 +71,19 @@ func sockShop() *fixture {
 	return f
 }
 
+// analyzedV1 is version v1 of scope, analyzed, holding ps.
+func analyzedV1(scope string, ps ...policy.Policy) *policy.Version {
+	for i := range ps {
+		ps[i].Scope = scope
+	}
+	return &policy.Version{Scope: scope, Name: "v1", Number: 1, Policies: ps, State: policy.Analyzed}
+}
+
 // fiveCases is the reference material's five examples, in a split scope
 // design: the cluster scope holds nodes and the node-facing rules, the
 // sock-shop scope the application's own.
 func fiveCases() policy.Set {
-	v := func(scope string, ps ...policy.Policy) *policy.Version {
-		for i := range ps {
-			ps[i].Scope = scope
-		}
-		return &policy.Version{Scope: scope, Name: "v1", Number: 1, Policies: ps, State: policy.Analyzed}
-	}
+	v := analyzedV1
 	allow := policy.Allow
 	return policy.Set{
 		Scopes: []policy.Scope{
@@ -230,12 +233,7 @@ func TestCompiledRulesDecideLikeTheEvaluator(t *testing.T) {
 // open), the DNAT-ed flow by the backends' (sock-shop: allow all but
 // what it denies).
 func serviceScopes() policy.Set {
-	v := func(scope string, ps ...policy.Policy) *policy.Version {
-		for i := range ps {
-			ps[i].Scope = scope
-		}
-		return &policy.Version{Scope: scope, Name: "v1", Number: 1, Policies: ps, State: policy.Analyzed}
-	}
+	v := analyzedV1
 	allow := policy.Allow
 	return policy.Set{
 		Scopes: []policy.Scope{
