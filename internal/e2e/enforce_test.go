@@ -49,7 +49,34 @@ catchAll: DENY
 	intent("front-end-carts", `label.app = "front-end"`, "service:sock-shop/carts", "tcp/80") +
 	intent("front-end-catalogue", `label.app = "front-end"`, "service:sock-shop/catalogue", "tcp/80") +
 	intent("orders-payment", `label.app = "orders"`, "service:sock-shop/payment", "tcp/80") +
-	intent("payment-external", `label.app = "payment"`, "cidr:203.0.113.10/32", "tcp/666")
+	intent("payment-external", `label.app = "payment"`, "cidr:203.0.113.10/32", "tcp/666") +
+	intent("shipping-carts", `label.app = "shipping"`, `label.app = "carts"`, "tcp/80") + cartsService
+
+// cartsService gives the carts service a scope of its own, beside
+// sock-shop, that admits only front-end (and the cluster scope's node
+// probes): the flow to its cluster IP is decided on ingress by that scope,
+// so shipping, which may reach the carts pods directly (sock-shop's
+// intent by label), may not reach them through the service. The agents
+// decide it in the client's node, on the connection's original
+// destination.
+const cartsService = `---
+kind: Scope
+name: carts-service
+parent: cluster-lab
+filter: kind = service and label.app = "carts"
+catchAll: DENY
+---
+kind: Policy
+name: front-end-carts-service
+scope: carts-service
+consumer: label.app = "front-end"
+provider: service:sock-shop/carts
+ports: [tcp/80]
+action: ALLOW
+`
+
+// enforced are the scopes of enforcePolicy.
+var enforced = []string{"cluster-lab", "sock-shop", "carts-service"}
 
 // intent is one ALLOW intent of the sock-shop scope.
 func intent(name, consumer, provider, port string) string {
@@ -168,7 +195,7 @@ func testEnforcement(t *testing.T, e *env) {
 		}
 	}
 	enforceAt := time.Now()
-	setModes(t, ruleset.Enforce, "cluster-lab", "sock-shop")
+	setModes(t, ruleset.Enforce, enforced...)
 	inSync := func() bool { return agentsInSync(e, admin) }
 	waitFor(t, 20*time.Second, "every agent in sync", inSync)
 	t.Logf("enforced on %d nodes in %v", len(e.st.Nodes), time.Since(enforceAt))
@@ -358,6 +385,17 @@ func testEnforcement(t *testing.T, e *env) {
 		expect(t, "shipping → external:666", pod("shipping").NetNSPath, hostPort(ext.IP, 666), false)
 	})
 
+	t.Run("ClusterIP decided by the service's own scope", func(t *testing.T) {
+		c, cp := svc("carts"), pod("carts")
+		expect(t, "shipping → carts pod IP", pod("shipping").NetNSPath, hostPort(cp.IP, 80), true)
+		expect(t, "shipping → carts ClusterIP (its scope admits front-end only)", pod("shipping").NetNSPath, hostPort(c.ClusterIP, 80), false)
+		expect(t, "front-end → carts ClusterIP", pod("front-end").NetNSPath, hostPort(c.ClusterIP, 80), true)
+		expect(t, "node → carts pod IP (probes)", e.node(cp.Node).NetNSPath, hostPort(cp.IP, 80), true)
+		for _, n := range e.st.Nodes {
+			expect(t, n.Name+" → carts ClusterIP (the cluster scope's probes)", n.NetNSPath, hostPort(c.ClusterIP, 80), true)
+		}
+	})
+
 	t.Run("foreign rules untouched", func(t *testing.T) {
 		for _, ns := range []string{n1.NetNSPath, cartsPod.NetNSPath} {
 			st, err := trySave(ns) // this subtest's t, not the parent's
@@ -430,7 +468,7 @@ func testEnforcement(t *testing.T, e *env) {
 	})
 
 	t.Run("disable restores every namespace", func(t *testing.T) {
-		setModes(t, ruleset.Analyze, "sock-shop", "cluster-lab")
+		setModes(t, ruleset.Analyze, enforced...)
 		waitFor(t, 15*time.Second, "every namespace as before enforcement", func() bool {
 			for _, ns := range spaces {
 				st, err := trySave(ns)
@@ -447,7 +485,7 @@ func testEnforcement(t *testing.T, e *env) {
 	})
 
 	// Enforced again: scaling up while enforced.
-	setModes(t, ruleset.Enforce, "cluster-lab", "sock-shop")
+	setModes(t, ruleset.Enforce, enforced...)
 	waitFor(t, 20*time.Second, "every agent in sync again", inSync)
 	t.Run("scale up while enforced", func(t *testing.T) {
 		// A loop started before the new carts pods exist dials, from
