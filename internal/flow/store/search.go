@@ -39,6 +39,7 @@ type conjMemo struct {
 	tab     []int8 // by ID at the conjunct's level: 0 unknown, 1 match, 2 no match
 	both    map[uint64]bool
 	counter int // Numeric: which counter (see counter)
+	num     numTest
 }
 
 func newMatcher(q *flow.Query) *matcher {
@@ -51,6 +52,7 @@ func newMatcher(q *flow.Query) *matcher {
 		cm := conjMemo{c: c, needIDs: need, need: needOf(c.Filter.Fields())}
 		if c.Numeric != nil {
 			cm.counter = slices.Index(counterFields, c.Numeric.Field)
+			cm.num = newNumTest(c.Numeric)
 		}
 		m.conj = append(m.conj, cm)
 		switch c.Level {
@@ -180,7 +182,7 @@ func (m *matcher) rest(i int) bool {
 				return false
 			}
 		case cm.c.Numeric != nil:
-			if !cm.c.Numeric.Holds(counter(c, cm.counter, i)) {
+			if !cm.num.holds(counter(c, cm.counter, i)) {
 				return false
 			}
 		default:
@@ -534,6 +536,45 @@ func needOf(fields []string) fillNeed {
 		}
 	}
 	return n
+}
+
+// numTest is a flow.NumericCond with its operator decoded once (Holds
+// compares the operator's text for every flow).
+type numTest struct {
+	op  uint8 // index in numOps
+	n   float64
+	not bool
+}
+
+var numOps = []string{"=", "!=", "<", "<=", ">", ">="}
+
+func newNumTest(c *flow.NumericCond) numTest {
+	op := slices.Index(numOps, c.Op)
+	if op < 0 {
+		op = 5 // Holds' default
+	}
+	return numTest{uint8(op), c.N, c.Not}
+}
+
+// holds is flow.NumericCond.Holds.
+func (t *numTest) holds(v uint64) bool {
+	x := float64(v)
+	var r bool
+	switch t.op {
+	case 0:
+		r = x == t.n
+	case 1:
+		r = x != t.n
+	case 2:
+		r = x < t.n
+	case 3:
+		r = x <= t.n
+	case 4:
+		r = x > t.n
+	default:
+		r = x >= t.n
+	}
+	return r != t.not
 }
 
 // counterFields are the counters a flow.NumericCond may name.

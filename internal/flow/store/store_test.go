@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -380,6 +381,23 @@ func TestParseID(t *testing.T) {
 		wt, wn, werr := flow.ParseID(id)
 		if (err == nil) != (werr == nil) || err == nil && (ms != wt.UnixMilli() || n != wn) {
 			t.Fatalf("%q: %d %d %v, want %d %d %v", id, ms, n, err, wt.UnixMilli(), wn, werr)
+		}
+	}
+}
+
+// numTest answers as flow.NumericCond.Holds for every operator.
+func TestNumTestLikeHolds(t *testing.T) {
+	for _, op := range append(slices.Clone(numOps), "bogus") {
+		for _, not := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s not=%v", op, not), func(t *testing.T) {
+				c := flow.NumericCond{Field: "bytes", Op: op, N: 1000, Not: not}
+				nt := newNumTest(&c)
+				for _, v := range []uint64{0, 999, 1000, 1001, 1 << 62} {
+					if nt.holds(v) != c.Holds(v) {
+						t.Fatalf("%d: %v, Holds says %v", v, nt.holds(v), c.Holds(v))
+					}
+				}
+			})
 		}
 	}
 }
