@@ -30,6 +30,10 @@ type matcher struct {
 	pairTab, attrTab             []int8 // 0 unknown, 1 match, 2 no match
 	// mask: the columns the conjuncts read for every flow.
 	mask colMask
+	// numConj is a per-flow numeric conjunct (-1: none), evaluated first
+	// over its column alone (sel: the rows it keeps).
+	numConj int
+	sel     []int32
 }
 
 type conjMemo struct {
@@ -43,7 +47,7 @@ type conjMemo struct {
 }
 
 func newMatcher(q *flow.Query) *matcher {
-	m := &matcher{q: q}
+	m := &matcher{q: q, numConj: -1}
 	if q == nil {
 		return m
 	}
@@ -71,6 +75,9 @@ func newMatcher(q *flow.Query) *matcher {
 				m.mask |= 1<<colPair | 1<<colAttr
 			case c.Numeric != nil:
 				m.mask |= counterMask(cm.counter)
+				if m.numConj < 0 {
+					m.numConj = k
+				}
 			default:
 				m.mask = maskAll
 			}
@@ -308,7 +315,19 @@ func (m *matcher) scanView(q *flow.Query, v *view, inside bool, hits []int32) []
 		c := &v.cs[ci]
 		v.c = c
 		pairs, attrs := c.pair, c.attr
-		for i, n := 0, c.len(); i < n; i++ {
+		// With a numeric conjunct, its column alone picks the rows the
+		// others look at (a tight loop over one or two columns).
+		var sel []int32
+		n := c.len()
+		if m.numConj >= 0 {
+			m.sel = m.numSelect(c, m.sel[:0])
+			sel, n = m.sel, len(m.sel)
+		}
+		for j := 0; j < n; j++ {
+			i := j
+			if sel != nil {
+				i = int(sel[j])
+			}
 			if !inside && (c.start[i] > q.To || c.end[i] < q.From) {
 				continue
 			}
@@ -579,6 +598,47 @@ func (t *numTest) holds(v uint64) bool {
 
 // counterFields are the counters a flow.NumericCond may name.
 var counterFields = []string{"bytes", "packets", "fwd.bytes", "fwd.packets", "rev.bytes", "rev.packets", "conns"}
+
+// numSelect appends the rows of c for which the numeric conjunct holds.
+func (m *matcher) numSelect(c *columns, sel []int32) []int32 {
+	cm := &m.conj[m.numConj]
+	t := cm.num
+	a, b := counterCols(c, cm.counter)
+	if b == nil {
+		for i, x := range a {
+			if t.holds(x) {
+				sel = append(sel, int32(i))
+			}
+		}
+		return sel
+	}
+	b = b[:len(a)]
+	for i, x := range a {
+		if t.holds(x + b[i]) {
+			sel = append(sel, int32(i))
+		}
+	}
+	return sel
+}
+
+// counterCols are the columns counter k sums (b nil: a alone).
+func counterCols(c *columns, k int) (a, b []uint64) {
+	switch k {
+	case 0:
+		return c.fwdB, c.revB
+	case 1:
+		return c.fwdP, c.revP
+	case 2:
+		return c.fwdB, nil
+	case 3:
+		return c.fwdP, nil
+	case 4:
+		return c.revB, nil
+	case 5:
+		return c.revP, nil
+	}
+	return c.conns, nil
+}
 
 // counterMask is the columns counter k reads.
 func counterMask(k int) colMask {
