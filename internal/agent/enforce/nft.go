@@ -269,6 +269,9 @@ type chainsTmpl struct {
 	rules  map[string][]tmplRule
 }
 
+// maxTemplates bounds the chain templates kept.
+const maxTemplates = 4096
+
 var templates = struct {
 	sync.Mutex
 	chains map[string]*chainsTmpl // by chainText
@@ -311,6 +314,11 @@ func learn(text string, s *spec, f *nftFilter) {
 	templates.Lock()
 	defer templates.Unlock()
 	if ok {
+		if len(templates.chains) >= maxTemplates {
+			// Chains change with every policy version; forget the old
+			// ones rather than keep them all (they are relearned).
+			templates.chains = map[string]*chainsTmpl{}
+		}
 		templates.chains[text] = t
 	}
 	for _, r := range jumpRules {
