@@ -2,9 +2,18 @@ package vuln
 
 import (
 	"encoding/json"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/google/go-containerregistry/pkg/registry"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/palisade-dev/palisade/internal/inventory"
@@ -59,12 +68,24 @@ func reopen(t *testing.T, dir string, opts Options) (*Service, *attrLog) {
 // TestOldScansRescanned: an image whose stored inventory an older analysis
 // made (module-level Go findings: no symbols, no analyzer stamp) keeps its
 // old findings when the server starts, and is scanned again as soon as it
-// is observed; the rescan gives symbol-level findings, stamped with the
-// current analyzer version. An inventory of the current version is only
-// re-matched, not rescanned.
+// is observed; when that rescan fails (registry down) the old findings
+// stay; the next database import rescans it, giving symbol-level findings
+// stamped with the current analyzer version. An inventory of the current
+// version is only re-matched, not rescanned.
 func TestOldScansRescanned(t *testing.T) {
 	ti := buildImages(t)
-	reg := vulntest.Registry(t, "", "")
+	// A registry that can be taken down, for a rescan that fails.
+	var down atomic.Bool
+	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "maintenance", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	reg := strings.TrimPrefix(srv.URL, "http://")
 	goRef := reg + "/lab/goapp:old"
 	alpRef := reg + "/lab/alpine:current"
 	goDigest := vulntest.Push(t, ti.gobin, goRef, nil)
@@ -72,8 +93,8 @@ func TestOldScansRescanned(t *testing.T) {
 	pods := []inventory.Workload{pod("goapp", goRef, goDigest, nil, ""), pod("alpine", alpRef, alpDigest, nil, "")}
 
 	dir := t.TempDir()
-	var log attrLog
-	opts := Options{Registries: []string{"127.0.0.1"}, OnAttrs: log.record}
+	var attrs attrLog
+	opts := Options{Registries: []string{"127.0.0.1"}, OnAttrs: attrs.record, RetryAfter: time.Nanosecond}
 	svc, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +120,7 @@ func TestOldScansRescanned(t *testing.T) {
 
 	ageInventory(t, dir, goDigest)
 
+	down.Store(true)
 	svc, log2 := reopen(t, dir, opts)
 	// Before the rescan: the old findings, module level only.
 	old, ok := svc.Image(goDigest)
@@ -123,8 +145,27 @@ func TestOldScansRescanned(t *testing.T) {
 		t.Errorf("at start, the old findings should be published (module level: every CVE reachable): %v", a)
 	}
 	wait(t, svc)
+	// The rescan failed (registry down): the old findings stay, published.
+	if r, _ := svc.Image(goDigest); r.Error != "" || !r.ScannedAt.Equal(old.ScannedAt) || svc.Status().Stale != 1 {
+		t.Fatalf("after a failed rescan: error %q, scanned %v (old %v), %d stale; want the old report kept and still stale",
+			r.Error, r.ScannedAt, old.ScannedAt, svc.Status().Stale)
+	}
+	if a := log2.get("lab/pod/lab/goapp"); len(a[AttrCVE]) == 0 {
+		t.Errorf("after a failed rescan the old attributes should stay: %v", a)
+	}
+	for _, r := range svc.Registries() {
+		if r.Name == reg && r.LastError == "" {
+			t.Errorf("registry %s shows no error: the rescan was not tried while it was down", reg)
+		}
+	}
+	// A database import re-matches and rescans what an older analysis made.
+	down.Store(false)
+	if _, err := svc.ImportDB(t.Context(), filepath.Join("testdata", "platform"), nil); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, svc)
 	rescanned, _ := svc.Image(goDigest)
-	if !rescanned.ScannedAt.After(fresh.ScannedAt) {
+	if !rescanned.ScannedAt.After(fresh.ScannedAt) || svc.Status().Stale != 0 {
 		t.Fatalf("the image analysed by an older version was not scanned again")
 	}
 	if got, want := findingKeys(rescanned.Findings), findingKeys(fresh.Findings); !slices.Equal(got, want) {
