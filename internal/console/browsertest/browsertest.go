@@ -21,7 +21,7 @@ import (
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
-	"github.com/chromedp/cdproto/performance"
+	"github.com/chromedp/cdproto/systeminfo"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
@@ -100,7 +100,6 @@ type Page struct {
 	Dialogs []string
 	allowed []*regexp.Regexp
 	urls    map[network.RequestID]string
-	perfOn  bool // the Performance domain is enabled (CPUTime)
 }
 
 // NewPage opens a tab with a 1280×800 viewport.
@@ -310,32 +309,37 @@ func (p *Page) SignIn(base, token string) {
 	p.WaitFor("signed in", `location.hash === "#/inventory" && document.querySelector("[data-testid=inventory-table]") !== null`, 20*time.Second)
 }
 
-// CPUTime returns the CPU time the tab's renderer has used so far
-// (Chromium's ProcessTime metric: every thread of the renderer process,
-// workers included) and, of that, its main thread's (ThreadTime). On a
-// loaded machine these, unlike wall times, do not grow with the number of
-// processes waiting for a core: benchmarks report both.
-func (p *Page) CPUTime() (process, mainThread time.Duration) {
+// CPU is the CPU time each process of the browser (browser, GPU,
+// renderers, utilities) has used since it started, by process ID.
+type CPU map[int64]time.Duration
+
+// CPU returns the browser's CPU time per process. On a loaded machine CPU
+// times, unlike wall times, do not grow with the number of processes
+// waiting for a core: benchmarks report both. (A renderer's own metrics,
+// Performance.getMetrics, do not do: a navigation may move the page to a
+// new renderer process.)
+func (p *Page) CPU() CPU {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(p.Ctx, 20*time.Second)
 	defer cancel()
-	if !p.perfOn {
-		if _, err := chromedp.Call(ctx, performance.Enable, performance.EnableParams{}); err != nil {
-			p.fail("performance metrics", err)
-		}
-		p.perfOn = true
-	}
-	res, err := chromedp.Call(ctx, performance.GetMetrics, cdp.Empty{})
+	res, err := chromedp.CallBrowser(ctx, systeminfo.GetProcessInfo, cdp.Empty{})
 	if err != nil {
-		p.fail("performance metrics", err)
+		p.fail("browser process CPU times", err)
 	}
-	for _, m := range res.Metrics {
-		switch m.Name {
-		case "ProcessTime":
-			process = time.Duration(m.Value * float64(time.Second))
-		case "ThreadTime":
-			mainThread = time.Duration(m.Value * float64(time.Second))
-		}
+	out := CPU{}
+	for _, pi := range res.ProcessInfo {
+		out[pi.ID] = time.Duration(pi.CPUTime * float64(time.Second))
 	}
-	return process, mainThread
+	return out
+}
+
+// Since is the CPU time the browser's processes used between before and
+// c (processes started since count whole; those that ended meanwhile are
+// not counted after before).
+func (c CPU) Since(before CPU) time.Duration {
+	var d time.Duration
+	for id, t := range c {
+		d += t - before[id]
+	}
+	return d
 }
