@@ -288,11 +288,7 @@ func (c *coldCache) clear() {
 func (s *Store) columnsOf(seg *segment, mask colMask) ([]columns, bitset, *colFile) {
 	seg.mu.RLock()
 	if !seg.cold {
-		cs := make([]columns, len(seg.chunks))
-		for i, c := range seg.chunks {
-			cs[i] = *c
-		}
-		dead := seg.dead
+		cs, dead := seg.snapshot()
 		seg.mu.RUnlock()
 		return cs, dead, nil
 	}
@@ -312,6 +308,16 @@ func (s *Store) columnsOf(seg *segment, mask colMask) ([]columns, bitset, *colFi
 	cs, dead, est := s.decodeRows(seg, size)
 	s.cold.put(seg, size, &coldEntry{cs: cs, dead: dead, bytes: est})
 	return cs, dead, nil
+}
+
+// snapshot returns a hot segment's chunks as they are now (the lengths
+// its readers may use). Caller holds seg.mu.
+func (seg *segment) snapshot() ([]columns, bitset) {
+	cs := make([]columns, len(seg.chunks))
+	for i, c := range seg.chunks {
+		cs[i] = *c
+	}
+	return cs, seg.dead
 }
 
 // noteColDamaged logs a damaged column file once; queries read the
@@ -508,11 +514,7 @@ func (s *Store) writeColumns(seg *segment) {
 	var cs []columns
 	var dead bitset
 	if hot {
-		cs = make([]columns, len(seg.chunks))
-		for i, c := range seg.chunks {
-			cs[i] = *c
-		}
-		dead = seg.dead
+		cs, dead = seg.snapshot()
 	}
 	seg.mu.RUnlock()
 	if old != nil && old.bad.Load() {
