@@ -139,6 +139,28 @@ func BenchmarkServiceMapLayout(b *testing.B) {
 			b.ReportMetric(cpu/float64(b.N), "ms-cpu/page")
 		})
 	}
+	// again: the same 500 workloads over another time range, in the page
+	// that laid them out (positions kept): from the chunk's import to the
+	// drawn map, no layout run.
+	b.Run("again", func(b *testing.B) {
+		p.Open(s.URL() + "/?load=again#/map?from=1h")
+		p.WaitFor("laid out", `(document.querySelector("[data-testid=service-map]")?.dataset.layoutMs ?? "") !== ""`, 5*time.Minute)
+		var total, cpu float64
+		for i := 0; b.Loop(); i++ {
+			drawn := browsertest.Eval[int](p, `performance.getEntriesByName("palisade:map-drawn").length`)
+			cpu0 := p.CPU()
+			browsertest.Eval[any](p, fmt.Sprintf(`location.hash = "#/map?from=%dm"`, 61+i))
+			p.WaitFor("drawn again", fmt.Sprintf(`performance.getEntriesByName("palisade:map-drawn").length > %d`, drawn), time.Minute)
+			cpu += float64(p.CPU().Since(cpu0).Microseconds()) / 1000
+			total += browsertest.Eval[float64](p, `performance.getEntriesByName("palisade:map-drawn").at(-1).startTime - performance.getEntriesByName("palisade:map-import").at(-1).startTime`)
+			if got := browsertest.Eval[string](p, `document.querySelector("[data-testid=service-map]").dataset.nodes`); got != fmt.Sprint(n) {
+				b.Fatalf("map has %s nodes, want %d", got, n)
+			}
+		}
+		p.Clean("map of 500 again")
+		b.ReportMetric(total/float64(b.N), "ms/layout")
+		b.ReportMetric(cpu/float64(b.N), "ms-cpu/change")
+	})
 }
 
 // timeGet returns how long a GET takes to answer in full, in ms.

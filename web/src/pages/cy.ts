@@ -18,6 +18,14 @@ if (!document.getElementById(STYLESHEET_ID)) {
   document.head.appendChild(m);
 }
 
+// Positions of the large maps' nodes laid out in this page (by node id,
+// kept until the page is reloaded): a map whose nodes were all laid out
+// before — another time range or filter over the same workloads — is drawn
+// at those positions at once, without a layout. The fine layout always
+// runs (it is asked for).
+const known = new Map<string, { x: number; y: number }>();
+const maxKnown = 20000;
+
 const css = (n: string) => getComputedStyle(document.documentElement).getPropertyValue(n).trim();
 
 export async function renderGraph(container: HTMLElement, g: Graph, fine: boolean, onTap: (id: string, kind: "node" | "edge" | "bg") => void) {
@@ -57,14 +65,23 @@ export async function renderGraph(container: HTMLElement, g: Graph, fine: boolea
     padding: 30,
   } as any;
   performance.mark("palisade:map-layout-start");
-  if (big) {
+  const reuse = big && !fine && [...g.nodes.keys()].every((id) => known.has(id));
+  if (reuse) {
+    for (const e of elements) if (e.group === "nodes") e.position = { ...known.get(e.data.id as string)! };
+    performance.mark("palisade:map-layout-end");
+  } else if (big) {
     // Lay out on a headless, style-less copy (no style recomputation per
     // moved node), then draw once at the computed positions.
     const h = cytoscape({ headless: true, styleEnabled: false, elements: elements.map((e) => ({ ...e, data: { ...e.data } })) });
     h.layout({ ...layoutOpts, fit: false }).run();
     const pos = new Map(h.nodes().map((n) => [n.id(), { ...n.position() }]));
     h.destroy();
-    for (const e of elements) if (e.group === "nodes") e.position = pos.get(e.data.id as string);
+    if (known.size + pos.size > maxKnown) known.clear();
+    for (const e of elements) {
+      if (e.group !== "nodes") continue;
+      e.position = pos.get(e.data.id as string);
+      known.set(e.data.id as string, { ...e.position! });
+    }
     performance.mark("palisade:map-layout-end");
   }
   const cy = cytoscape({
