@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"strings"
@@ -85,9 +86,12 @@ func BenchmarkFlowgen(b *testing.B) {
 	g := flowgen.New(1)
 	var f flow.Flow
 	t0 := time.Now()
-	for i := 0; b.Loop(); i++ {
-		g.Flow(&f, t0.Add(time.Duration(i)*time.Millisecond))
+	cpu0 := cpuTime()
+	n := 0
+	for ; b.Loop(); n++ {
+		g.Flow(&f, t0.Add(time.Duration(n)*time.Millisecond))
 	}
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(n), "cpu-ns/flow")
 }
 
 func benchWorld(b *testing.B) (*inventory.Inventory, policy.Set) {
@@ -172,4 +176,41 @@ func benchSizes() []int {
 		return []int{n}
 	}
 	return []int{1_000_000, 10_000_000}
+}
+
+// BenchmarkOutput is writing a large result (the rules 200,000 flows of
+// the benchmark data make) as policy-as-code YAML, as the server's job
+// does, and as its version, per rule.
+func BenchmarkOutput(b *testing.B) {
+	inv, set := benchWorld(b)
+	t0 := time.Now().Add(-6 * time.Hour)
+	d, err := New(Input{Resolver: inv, Set: set}, Options{Scope: "cluster"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := flowgen.New(1)
+	var f flow.Flow
+	for i := range 200_000 {
+		g.Flow(&f, t0.Add(time.Duration(i)*time.Millisecond))
+		d.Add(&f)
+	}
+	res := d.Result(t0, t0.Add(time.Hour))
+	for _, c := range []struct {
+		name string
+		fn   func() error
+	}{
+		{"yaml", func() error { return res.WriteYAML(io.Discard) }},
+		{"version", func() error { res.Version(); return nil }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			cpu0 := cpuTime()
+			for b.Loop() {
+				if err := c.fn(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N*len(res.Rules)), "cpu-ns/rule")
+			b.ReportMetric(float64(len(res.Rules)), "rules")
+		})
+	}
 }

@@ -73,26 +73,26 @@ func (r *Result) WriteYAML(w io.Writer) error {
 		if c.By == "pinned" {
 			continue // already saved
 		}
-		var n yaml.Node
 		desc := "discovered cluster (" + c.By + ")"
 		if c.Why != "" {
 			desc += ": " + c.Why
 		}
-		if err := n.Encode(policy.FilterDoc(policy.NamedFilter{Name: c.Name, Filter: c.Filter, Description: desc})); err != nil {
+		n, err := docNode(policy.FilterDoc(policy.NamedFilter{Name: c.Name, Filter: c.Filter, Description: desc}))
+		if err != nil {
 			return err
 		}
 		n.HeadComment = fmt.Sprintf("cluster %s: %d workload(s) seen", c.Name, len(c.Members))
-		if err := enc.Encode(&n); err != nil {
+		if err := enc.Encode(n); err != nil {
 			return err
 		}
 	}
 	for _, rule := range r.Rules {
-		var n yaml.Node
-		if err := n.Encode(policy.PolicyDoc(rule.Policy, "")); err != nil {
+		n, err := docNode(policy.PolicyDoc(rule.Policy, ""))
+		if err != nil {
 			return err
 		}
 		n.HeadComment = rule.explain()
-		if err := enc.Encode(&n); err != nil {
+		if err := enc.Encode(n); err != nil {
 			return err
 		}
 	}
@@ -101,6 +101,28 @@ func (r *Result) WriteYAML(w io.Writer) error {
 	}
 	_, err := w.Write(buf.Bytes())
 	return err
+}
+
+// docNode is a policy document as a YAML node, to carry a comment: the
+// node the document marshals to when it makes one (the policy package's
+// documents do), else the document encoded and parsed back (slower: a
+// YAML round trip per document).
+func docNode(doc any) (*yaml.Node, error) {
+	if m, ok := doc.(yaml.Marshaler); ok {
+		v, err := m.MarshalYAML()
+		if err != nil {
+			return nil, err
+		}
+		if n, ok := v.(*yaml.Node); ok {
+			return n, nil
+		}
+		doc = v
+	}
+	var n yaml.Node
+	if err := n.Encode(doc); err != nil {
+		return nil, err
+	}
+	return &n, nil
 }
 
 func (r *Rule) explain() string {

@@ -24,6 +24,9 @@ func bareWorld(t *testing.T, t0 time.Time) *inventory.Inventory {
 		inv.Apply(inventory.Workload{ID: "lab/pod/shop/" + p.name, Cluster: "lab", Kind: inventory.KindPod, Namespace: "shop", Name: p.name, IPs: []string{p.ip},
 			Labels: map[string]string{"role": strings.TrimRight(p.name, "-12ab")}, NamespaceLabels: shopNS, Updated: t0})
 	}
+	// A pod like the workers, in another namespace.
+	inv.Apply(inventory.Workload{ID: "lab/pod/other/worker-3", Cluster: "lab", Kind: inventory.KindPod, Namespace: "other", Name: "worker-3", IPs: []string{"10.244.2.31"},
+		Labels: map[string]string{"role": "worker"}, NamespaceLabels: map[string]string{"kubernetes.io/metadata.name": "other"}, Updated: t0})
 	return inv
 }
 
@@ -31,7 +34,7 @@ func bareTraffic(t0 time.Time) []flow.Flow {
 	b := &flows{t0: t0}
 	for m := 1; m < 10; m++ {
 		at := time.Duration(m) * time.Minute
-		for _, w := range []string{"10.244.1.31", "10.244.1.32"} {
+		for _, w := range []string{"10.244.1.31", "10.244.1.32", "10.244.2.31"} {
 			b.add(at, w, "10.96.0.11", 80, true, flow.Related{ID: "x", Reason: flow.ReasonClusterIP})
 			b.add(at, w, "10.244.1.12", 27017, true)
 		}
@@ -72,6 +75,10 @@ func TestSimilarityClusters(t *testing.T) {
 	if !strings.Contains(by["shop.worker"].Why, "service:shop/carts tcp/80") || !strings.Contains(by["shop.server"].Why, "← shop.client tcp/8080") {
 		t.Errorf("explanations do not name the shared peers and ports: %q, %q", by["shop.worker"].Why, by["shop.server"].Why)
 	}
+	// Namespaces are not mixed: the other namespace's worker stays alone.
+	if c, ok := by["other.worker-3"]; !ok || c.By != "pod" {
+		t.Errorf("other/worker-3: %+v, want its own pod cluster", c)
+	}
 	// The batch pod calls only user-db: unlike the workers, it stays alone.
 	if c, ok := by["shop.batch-1"]; !ok || c.By != "pod" {
 		t.Errorf("batch-1: %+v, want its own pod cluster", c)
@@ -91,8 +98,8 @@ func TestSimilarityClusters(t *testing.T) {
 			t.Errorf("no rule %s (have %v)", e, keys(edges))
 		}
 	}
-	if len(r.Rules) != 4 {
-		t.Errorf("%d rules %v, want the 4 above", len(r.Rules), keys(edges))
+	if len(r.Rules) != 6 {
+		t.Errorf("%d rules %v, want the 4 above and other.worker-3's 2", len(r.Rules), keys(edges))
 	}
 	if x := edges["shop.client → shop.server"]; x.Flows != 18 {
 		t.Errorf("client → server: %d flows, want both pairs' 18", x.Flows)
