@@ -78,6 +78,35 @@ func BenchmarkDiscover(b *testing.B) {
 				b.ReportMetric(peakRSSMB(), "peakRSS-MB")
 			})
 		}
+		// As the server's job runs: one reader (here the generator)
+		// feeding Parallel, which partitions the flows by source address
+		// over one Discoverer per core. The reader bounds the wall time.
+		if workers := runtime.GOMAXPROCS(0); workers > 1 {
+			b.Run(fmt.Sprintf("flows=%d/parallel=%d", n, workers), func(b *testing.B) {
+				inv, set := benchWorld(b)
+				t0 := time.Now().Add(-6 * time.Hour)
+				var rules int
+				b.ResetTimer()
+				cpu0 := cpuTime()
+				for range b.N {
+					p, err := NewParallel(Input{Resolver: inv, Set: set}, Options{Scope: "cluster"}, workers)
+					if err != nil {
+						b.Fatal(err)
+					}
+					g := flowgen.New(1)
+					var f flow.Flow
+					for i := range n {
+						g.Flow(&f, t0.Add(time.Duration(i)*time.Millisecond))
+						p.Add(&f)
+					}
+					rules = len(p.Result(t0, t0.Add(time.Duration(n)*time.Millisecond)).Rules)
+				}
+				b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+				b.ReportMetric(float64(cpuTime()-cpu0)/float64(n*b.N), "cpu-ns/flow")
+				b.ReportMetric(float64(rules), "rules")
+				b.ReportMetric(peakRSSMB(), "peakRSS-MB")
+			})
+		}
 	}
 }
 

@@ -10,15 +10,17 @@ import (
 
 // Parallel is a discovery on several cores: flows added are handed in
 // batches to one Discoverer per worker, merged at the end (exactly: the
-// result is the one a single Discoverer gives). Add is for one goroutine.
+// result is the one a single Discoverer gives). A flow goes to the worker
+// of its source address, so the workers' consumers, and so their edges,
+// are disjoint: each keeps only its share of the rules and the merge has
+// nothing to fold twice. Add is for one goroutine.
 type Parallel struct {
-	shards []*Discoverer
-	work   []chan []flow.Flow
-	free   chan []flow.Flow
-	batch  []flow.Flow
-	next   int
-	wg     sync.WaitGroup
-	done   bool
+	shards  []*Discoverer
+	work    []chan []flow.Flow
+	free    chan []flow.Flow
+	batches [][]flow.Flow // per worker
+	wg      sync.WaitGroup
+	done    bool
 }
 
 // parallelBatch is the number of flows handed to a worker at once.
@@ -47,6 +49,7 @@ func NewParallel(in Input, opts Options, workers int) (*Parallel, error) {
 	if workers == 1 {
 		return p, nil
 	}
+	p.batches = make([][]flow.Flow, workers)
 	for _, d := range p.shards {
 		ch := make(chan []flow.Flow, 2)
 		p.work = append(p.work, ch)
@@ -74,26 +77,38 @@ func (p *Parallel) Add(f *flow.Flow) {
 		p.shards[0].Add(f)
 		return
 	}
-	if p.batch == nil {
+	w := int(hashString(f.Src.IP) % uint32(len(p.work)))
+	b := p.batches[w]
+	if b == nil {
 		select {
-		case p.batch = <-p.free:
+		case b = <-p.free:
 		default:
-			p.batch = make([]flow.Flow, 0, parallelBatch)
+			b = make([]flow.Flow, 0, parallelBatch)
 		}
 	}
-	p.batch = append(p.batch, *f)
-	if len(p.batch) == parallelBatch {
-		p.flush()
+	b = append(b, *f)
+	p.batches[w] = b
+	if len(b) == parallelBatch {
+		p.flush(w)
 	}
 }
 
-func (p *Parallel) flush() {
-	if len(p.batch) == 0 {
+func (p *Parallel) flush(w int) {
+	if len(p.batches[w]) == 0 {
 		return
 	}
-	p.work[p.next] <- p.batch
-	p.next = (p.next + 1) % len(p.work)
-	p.batch = nil
+	p.work[w] <- p.batches[w]
+	p.batches[w] = nil
+}
+
+// hashString is FNV-1a.
+func hashString(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
 }
 
 // Close hands the last flows to the workers and waits for them to end (a
@@ -101,7 +116,9 @@ func (p *Parallel) flush() {
 // may be added afterwards; closing again does nothing.
 func (p *Parallel) Close() {
 	if p.work != nil && !p.done {
-		p.flush()
+		for w := range p.work {
+			p.flush(w)
+		}
 		for _, ch := range p.work {
 			close(ch)
 		}
