@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/palisade-dev/palisade/internal/netns"
@@ -139,10 +140,17 @@ var replicated, restored atomic.Int64
 func writeChains(c *nfConn, s *spec, f *nftFilter, jumps map[string]bool, newTable bool) error {
 	text := chainText(s)
 	err := c.replicate(text, s, f, newTable)
+	if errors.Is(err, errNoTemplate) && waitLearning(text) {
+		// Another namespace was being programmed with these chains: its
+		// template is there now (unless that failed).
+		err = c.replicate(text, s, f, newTable)
+	}
 	if err == nil {
 		replicated.Add(1)
 		return nil
 	}
+	done := startLearning(text)
+	defer done()
 	if !errors.Is(err, errNoTemplate) {
 		// The transaction was refused as a whole (e.g. the table changed
 		// under it): nothing was written; iptables-restore does it.
@@ -160,6 +168,44 @@ func writeChains(c *nfConn, s *spec, f *nftFilter, jumps map[string]bool, newTab
 		learn(text, s, f2)
 	}
 	return nil
+}
+
+// learning holds, per chain text, the namespace being programmed with
+// iptables-restore to learn its template: the others with the same chains
+// (all of a workload's pods, programmed side by side) wait for it instead
+// of each starting a process.
+var learning = struct {
+	sync.Mutex
+	m map[string]chan struct{}
+}{m: map[string]chan struct{}{}}
+
+// waitLearning waits for the learning of text in progress, if any, and
+// reports whether there was one.
+func waitLearning(text string) bool {
+	learning.Lock()
+	ch, ok := learning.m[text]
+	learning.Unlock()
+	if ok {
+		<-ch
+	}
+	return ok
+}
+
+// startLearning marks text as being learned; call the result when done.
+func startLearning(text string) (done func()) {
+	learning.Lock()
+	defer learning.Unlock()
+	if _, ok := learning.m[text]; ok {
+		return func() {} // another one too: both restore, harmlessly
+	}
+	ch := make(chan struct{})
+	learning.m[text] = ch
+	return func() {
+		learning.Lock()
+		delete(learning.m, text)
+		learning.Unlock()
+		close(ch)
+	}
 }
 
 // dedupMembers is the set's members as the kernel holds them (canonical,

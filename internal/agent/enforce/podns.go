@@ -101,6 +101,8 @@ func (d *NetNSDir) rescan() {
 	}
 	entries, _ := os.ReadDir(d.dir())
 	seen := map[string]bool{}
+	var read []string // namespaces whose addresses are to be read
+	var inos []uint64
 	for _, e := range entries {
 		if !strings.HasPrefix(e.Name(), d.Prefix) {
 			continue
@@ -114,9 +116,14 @@ func (d *NetNSDir) rescan() {
 		if ino == 0 {
 			continue
 		}
-		ips := addrsIn(p)
-		d.known[p] = nsRecord{ino: ino, ips: ips}
-		for _, ip := range ips {
+		read, inos = append(read, p), append(inos, ino)
+	}
+	// Side by side: a node's first enforcement reads every pod's.
+	ips := make([][]string, len(read))
+	parallel(len(read), func(i int) { ips[i] = addrsIn(read[i]) })
+	for i, p := range read {
+		d.known[p] = nsRecord{ino: inos[i], ips: ips[i]}
+		for _, ip := range ips[i] {
 			d.byIP[ip] = p
 		}
 	}
