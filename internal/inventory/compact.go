@@ -16,11 +16,12 @@ type CompactStats struct {
 	Incarnations int `json:"incarnations"` // deleted or replaced lives dropped
 	Leases       int `json:"leases"`       // ended address leases dropped
 	Events       int `json:"events"`       // history entries dropped
-	Kept         int `json:"kept"`         // versions kept (and, with a store, rewritten)
+	Kept         int `json:"kept"`         // versions rewritten to the store's log (0: not rewritten this time)
 }
 
 // Compact drops the history no question about a time at or after cutoff
-// can reach, in memory and in the store's version log:
+// can reach, in memory and (once the dropped versions are a fifth of it)
+// in the store's version log, rewritten without them:
 //
 //   - versions superseded at or before cutoff (the version in force at
 //     cutoff and every later one stay);
@@ -41,8 +42,12 @@ func (inv *Inventory) Compact(cutoff time.Time) (CompactStats, error) {
 	}
 	inv.mu.Lock()
 	st := inv.compactLocked(cutoff)
+	// The log keeps the dropped versions until they are a fifth of it:
+	// rewriting it is then worth it (a restart replays them meanwhile,
+	// and the next compaction drops them again).
+	inv.logDead += st.Versions
 	var kept []*Workload
-	if inv.kv != nil && st.Versions+st.Incarnations > 0 {
+	if inv.kv != nil && st.Versions > 0 && inv.logDead*4 >= inv.logVersions() {
 		// The log is rewritten in the order the versions were applied:
 		// replaying it rebuilds the same lives and the same leases, in
 		// the same order. Versions applied since the flush above are
@@ -94,7 +99,20 @@ func (inv *Inventory) Compact(cutoff time.Time) (CompactStats, error) {
 	if err != nil {
 		return st, fmt.Errorf("inventory: rewrite the version log: %w", err)
 	}
+	inv.mu.Lock()
+	inv.logDead = 0
+	inv.mu.Unlock()
 	return st, nil
+}
+
+// logVersions is the number of versions held in memory (the log holds
+// them and logDead more); the caller holds mu.
+func (inv *Inventory) logVersions() int {
+	n := 0
+	for _, inc := range inv.all {
+		n += len(inc.versions)
+	}
+	return n
 }
 
 // compactLocked drops in memory what Compact describes; the caller holds

@@ -36,6 +36,7 @@ type Inventory struct {
 	kv      store.KV
 	seq     uint64
 	applied uint64      // versions applied, to order them (Workload.applied)
+	logDead int         // versions dropped by Compact but still in the store's log
 	pending []*Workload // versions not yet persisted
 	flushMu sync.Mutex
 	kick    chan struct{}
