@@ -30,10 +30,12 @@ import (
 // The differences NetworkPolicy has by nature are accounted for, not
 // ignored: it decides after DNAT, so a consumer the discovered version
 // allows only through a service reaches the service's backends on their
-// target port directly too; and behind a node port the backends see the
-// nodes' addresses, so the nodes reach them directly. Each disagreement
-// must be one of those (the discovered version permitting the same source
-// to the same backend and port through the service), or the test fails.
+// target port directly too; behind a node port the backends see the
+// nodes' addresses, so the nodes reach them directly; and a pod and its
+// own node always reach each other (as upstream implementations do, and
+// the import with them). Each disagreement must be one of those (the
+// discovered version permitting the same source to the same backend and
+// port through the service, or a pod and its own node), or the test fails.
 func TestDiscoveryNetworkPolicyRoundTrip(t *testing.T) {
 	e := newPolicyEnv(t, "e2ediscnp")
 	e.applyYAML(t, "scopes.yaml", discoveryScopes, false)
@@ -182,8 +184,19 @@ func TestDiscoveryNetworkPolicyRoundTrip(t *testing.T) {
 			}
 		}
 	}
+	// A pod and its own node: NetworkPolicy (as upstream, and the import)
+	// always lets them reach each other.
+	ownNode := map[string]bool{}
+	for _, p := range pods {
+		if p.HostIP != "" {
+			ownNode[p.IPs[0]+" "+p.HostIP], ownNode[p.HostIP+" "+p.IPs[0]] = true, true
+		}
+	}
+	if len(ownNode) == 0 {
+		t.Fatal("the inventory knows no pod's node address")
+	}
 	// Directly, between every pair of ends, on every port.
-	agree, dnatOnly := 0, 0
+	agree, dnatOnly, hostOnly := 0, 0, 0
 	for _, src := range srcs {
 		for _, dst := range dsts {
 			if src.ip == dst.ip {
@@ -198,14 +211,16 @@ func TestDiscoveryNetworkPolicyRoundTrip(t *testing.T) {
 					agree++
 				case va == policy.Escaped && vb == policy.Permitted && viaService[src.ip+" "+dst.ip+":"+strconv.Itoa(int(port))]:
 					dnatOnly++ // allowed to the backend through its service: NetworkPolicy sees the backend
+				case va == policy.Escaped && vb == policy.Permitted && ownNode[src.ip+" "+dst.ip]:
+					hostOnly++ // a pod and its own node
 				default:
 					t.Errorf("%s → %s:%d: discovered %s, imported NetworkPolicies %s", src.name, dst.name, port, va, vb)
 				}
 			}
 		}
 	}
-	t.Logf("%d ends × %d ports: %d direct connections agree, %d differ only as NetworkPolicy's DNAT allows; %d through services agree",
-		len(srcs), len(ports), agree, dnatOnly, serviceCases)
+	t.Logf("%d ends × %d ports: %d direct connections agree, %d differ only as NetworkPolicy's DNAT allows, %d as it allows a pod and its own node; %d through services agree",
+		len(srcs), len(ports), agree, dnatOnly, hostOnly, serviceCases)
 	if agree < 500 || serviceCases < 50 {
 		t.Fatalf("too few cases compared: %d direct, %d through services", agree, serviceCases)
 	}
