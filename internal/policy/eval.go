@@ -438,16 +438,21 @@ const sideNone = -1 << 30
 // A candidate is 16 bytes (see candidate).
 var _ = [1]struct{}{}[unsafe.Sizeof(candidate{})-16]
 
-const recentSize = 1 << 13
+const (
+	recentBits = 13
+	recentSize = 1 << recentBits
+)
 
 type recentEntry struct {
 	w *inventory.Workload
 	c *class
 }
 
+// recentSlot hashes the workload's address (Fibonacci hashing: workloads
+// sit at regular strides, which a plain mask would fold together).
 func recentSlot(w *inventory.Workload) uint {
-	h := uint(uintptr(unsafe.Pointer(w)))
-	return (h>>4 ^ h>>17) & (recentSize - 1)
+	h := uint64(uintptr(unsafe.Pointer(w)))
+	return uint((h * 0x9E3779B97F4A7C15) >> (64 - recentBits))
 }
 
 // maxCache bounds a session's caches; they are dropped when one grows past it.
