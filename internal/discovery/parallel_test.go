@@ -3,6 +3,7 @@ package discovery
 import (
 	"bytes"
 	"math/rand"
+	"runtime"
 	"testing"
 	"time"
 
@@ -149,5 +150,34 @@ func TestResolveMatchesAnalysis(t *testing.T) {
 	}
 	if !seen["shop.user-db"] || !seen["shop.cache"] {
 		t.Fatalf("the reused address's two pods should each be a provider: %v", seen)
+	}
+}
+
+// TestParallelClose: a discovery abandoned (a read error) is closed
+// without a result, its workers end, and closing again does nothing.
+func TestParallelClose(t *testing.T) {
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	inv := world(t, t0)
+	before := runtime.NumGoroutine()
+	p, err := NewParallel(Input{Resolver: inv, Set: scopes()}, Options{Scope: "shop"}, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := traffic(t0)
+	for i := range fs {
+		p.Add(&fs[i])
+	}
+	p.Close()
+	p.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("%d goroutines after Close, %d before", n, before)
+	}
+	// The result after Close still has every flow.
+	if r := p.Result(t0, t0.Add(time.Hour)); r.Stats.Read != len(fs) || len(r.Rules) != 5 {
+		t.Fatalf("after Close: read %d of %d flows, %d rules", r.Stats.Read, len(fs), len(r.Rules))
 	}
 }
