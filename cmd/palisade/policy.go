@@ -479,11 +479,17 @@ func printReport(w io.Writer, rep *analyze.Report, by string) error {
 func printFlowVerdicts(w io.Writer, fvs []analyze.FlowVerdict) error {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "START\tVERDICT\tSRC\tDST\tPROTO/PORT\tRULE\tEGRESS\tINGRESS\tFLOW")
-	side := func(d policy.SideDecision) string {
+	// A side the analyzed scope does not decide (a flow crossing its
+	// edge) is shown in parentheses: kept, not judged.
+	side := func(d policy.SideDecision, s policy.Direction, judged policy.Direction) string {
 		if d.Action == policy.NoAction {
 			return "-"
 		}
-		return d.Action.String() + " " + d.Rule.String()
+		out := d.Action.String() + " " + d.Rule.String()
+		if judged != policy.Both && judged != s {
+			out = "(" + out + ")"
+		}
+		return out
 	}
 	name := func(ip, ns, n string) string {
 		if n == "" {
@@ -498,7 +504,7 @@ func printFlowVerdicts(w io.Writer, fvs []analyze.FlowVerdict) error {
 		f := fv.Flow
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s/%d\t%s\t%s\t%s\t%s\n", f.Start.Local().Format(time.TimeOnly), fv.Verdict,
 			name(f.Src.IP, f.Src.Namespace, f.Src.Name), name(f.Dst.IP, f.Dst.Namespace, f.Dst.Name), f.Proto, f.Dst.Port,
-			dash(fv.Rule.String()), side(fv.Decision.Egress), side(fv.Decision.Ingress), f.ID)
+			dash(fv.Rule.String()), side(fv.Decision.Egress, policy.Egress, fv.Judged), side(fv.Decision.Ingress, policy.Ingress, fv.Judged), f.ID)
 	}
 	return tw.Flush()
 }
