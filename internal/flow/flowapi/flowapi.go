@@ -313,16 +313,25 @@ func (s *handlers) search(ctx context.Context, vis Visibility, filter string, fr
 		if len(batch) < page {
 			return out, nil
 		}
-		// The next page ends where this one's oldest flow starts (or just
-		// before, when a page held nothing new: flows starting at the same
-		// instant filled it).
-		if !fresh || !oldest.Before(to) {
-			oldest = oldest.Add(-time.Nanosecond)
+		switch {
+		case fresh && oldest.Before(to):
+			// The next page ends where this one's oldest flow starts (the
+			// flows starting then come again, and are skipped as seen).
+			to = oldest
+		case page < s.opts.MaxSearchLimit:
+			// Flows starting at one instant filled the page: a larger
+			// page reaches past them.
+		default:
+			// More than MaxSearchLimit flows start at one instant: step
+			// past it (the rest of that instant is not searched).
+			if oldest.Before(to) {
+				to = oldest
+			}
+			to = to.Add(-time.Nanosecond)
 		}
-		if oldest.Before(from) {
+		if to.Before(from) {
 			return out, nil
 		}
-		to = oldest
 		page = min(4*page, s.opts.MaxSearchLimit)
 	}
 }
