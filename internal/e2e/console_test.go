@@ -247,13 +247,25 @@ provider: label.app = "carts"
 action: ALLOW
 ports: ["tcp/80"]
 `)
+		// Analysis reads stored flows; the search above also saw
+		// provisional ones (stored when their dedup window closes): reload
+		// until the stored ones are there.
+		var permitted, escaped string
 		open("#/policies?scope=console-shop&tab=analysis&since=15m")
-		p.WaitFor("analysis counts", `document.querySelector("[data-testid=analysis-counts] [data-verdict=permitted]")`, 60*time.Second)
-		permitted := browsertest.Eval[string](p, `document.querySelector("[data-testid=analysis-counts] [data-verdict=permitted]").dataset.count`)
-		escaped := browsertest.Eval[string](p, `document.querySelector("[data-testid=analysis-counts] [data-verdict=escaped]").dataset.count`)
-		if permitted == "0" || escaped == "0" {
-			t.Errorf("analysis counts permitted=%s escaped=%s, want both > 0", permitted, escaped)
-		}
+		waitFor(t, 90*time.Second, "the analysis counts Permitted and Escaped flows", func() bool {
+			if permitted != "" {
+				// The same URL again would not load anything: reload.
+				p.Do("reload", 30*time.Second, chromedp.Reload())
+			}
+			p.WaitFor("analysis counts", `document.querySelector("[data-testid=analysis-counts] [data-verdict=permitted]")`, 60*time.Second)
+			permitted = browsertest.Eval[string](p, `document.querySelector("[data-testid=analysis-counts] [data-verdict=permitted]").dataset.count`)
+			escaped = browsertest.Eval[string](p, `document.querySelector("[data-testid=analysis-counts] [data-verdict=escaped]").dataset.count`)
+			if permitted == "0" || escaped == "0" {
+				t.Logf("analysis counts permitted=%s escaped=%s so far", permitted, escaped)
+				return false
+			}
+			return true
+		})
 		p.WaitFor("chart drawn", `document.querySelector(".chart canvas")`, 10*time.Second)
 		p.Clean("analysis")
 		p.Screenshot("policies-analysis")
