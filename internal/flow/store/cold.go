@@ -293,8 +293,11 @@ func (s *Store) columnsOf(seg *segment, mask colMask) ([]columns, bitset, *colFi
 		return cs, dead, nil
 	}
 	size := seg.committed
-	cf := seg.col
+	cf, lazy := seg.col, seg.colLazy
 	seg.mu.RUnlock()
+	if lazy {
+		cf = s.openCol(seg)
+	}
 	s.coldReads.Add(1)
 	if cf != nil && cf.covered == size {
 		if cf.verifyCols(mask) {
@@ -501,9 +504,34 @@ func (s *Store) evict(now time.Time) {
 const convertsPerPass = 16
 
 // colCurrent reports whether seg has a sound column file covering all of
-// its row file. Caller holds seg.mu.
+// its row file (or one not opened yet, presumed so). Caller holds seg.mu.
 func colCurrent(seg *segment) bool {
-	return seg.col != nil && seg.col.covered == seg.committed && !seg.col.bad.Load()
+	return seg.colLazy || seg.col != nil && seg.col.covered == seg.committed && !seg.col.bad.Load()
+}
+
+// openCol opens the column file a cold segment had on disk at start; one
+// that does not cover its row file or names dictionary entries beyond the
+// dictionary is left for a retention pass to write again.
+func (s *Store) openCol(seg *segment) *colFile {
+	v := s.dict.view()
+	seg.mu.Lock()
+	defer seg.mu.Unlock()
+	if !seg.colLazy {
+		return seg.col
+	}
+	seg.colLazy = false
+	path := s.colPath(seg.bucket)
+	cf, err := openColFile(path)
+	switch {
+	case err != nil:
+		s.log.Warn("flow store: column file unreadable; reading the segment's row file until a retention pass writes it again", "file", path, "err", err)
+		return nil
+	case cf.covered != seg.committed || cf.npairs > len(v.pairs) || cf.nattrs > len(v.attrs):
+		cf.unmap()
+		return nil
+	}
+	seg.col = cf
+	return cf
 }
 
 // writeColumns writes seg's column file, from its chunks when hot, else
@@ -531,7 +559,7 @@ func (s *Store) writeColumns(seg *segment) {
 		return
 	}
 	seg.mu.Lock()
-	seg.col, seg.colSize = cf, cf.size
+	seg.col, seg.colSize, seg.colLazy = cf, cf.size, false
 	seg.mu.Unlock()
 	if old != nil {
 		s.retire(old)

@@ -267,8 +267,8 @@ func (s *Store) compact() error {
 		seg.size, seg.committed, seg.sumSize = r.size, r.size, 0
 		if seg.col != nil {
 			seg.col.unmap() // no query runs: gen is held
-			seg.col, seg.colSize = nil, 0
 		}
+		seg.col, seg.colSize, seg.colLazy = nil, 0, false
 		if cf, err := openColFile(s.colPath(seg.bucket)); err == nil {
 			seg.col, seg.colSize = cf, cf.size
 		}
@@ -449,8 +449,8 @@ func (s *Store) repair(seg *segment) error {
 	seg.size, seg.committed, seg.sumSize = int64(len(good)), int64(len(good)), 0
 	if seg.col != nil {
 		seg.col.unmap() // stale (no query runs: gen is held); written again by evict
-		seg.col = nil
 	}
+	seg.col, seg.colLazy = nil, false
 	seg.sum, seg.chunks, seg.dead, seg.txnLo, seg.txnHi = ns.sum, ns.chunks, ns.dead, ns.txnLo, ns.txnHi
 	seg.minStart, seg.maxStart, seg.maxEnd = ns.minStart, ns.maxStart, ns.maxEnd
 	seg.mu.Unlock()

@@ -399,6 +399,8 @@ type segment struct {
 	// row file); colSize its length.
 	col     *colFile
 	colSize int64
+	// colLazy: a column file is on disk, not opened yet (openCol).
+	colLazy bool
 }
 
 // noteTxn widens the segment's transaction range. Caller holds mu (or

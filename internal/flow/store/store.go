@@ -178,6 +178,14 @@ func (s *Store) loadSegments(trusted bool) error {
 	}
 	var files []*file
 	var covered [][2]uint64 // transaction ranges of what summaries cover
+	colFiles := map[string]int64{}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), colSuffix) {
+			if fi, err := e.Info(); err == nil {
+				colFiles[e.Name()] = fi.Size()
+			}
+		}
+	}
 	parts := map[uint64]int{}
 	need := map[uint64]int{}
 	npairs, nattrs := len(s.dict.pairs), len(s.dict.attrs)
@@ -291,15 +299,15 @@ func (s *Store) loadSegments(trusted bool) error {
 		}
 		seg.size, seg.committed = size, size
 		s.segs[seg.bucket] = seg
-		if cf, err := openColFile(s.colPath(seg.bucket)); err == nil {
-			seg.colSize = cf.size
-			if seg.cold && cf.covered == size && cf.npairs <= npairs && cf.nattrs <= nattrs {
-				seg.col = cf
-			} else {
-				cf.unmap()
-			}
+		// A column file is opened (mapped, its header read) by the first
+		// query that needs it: reading a thousand headers here would cost
+		// seconds of disk reads at every start.
+		if n, ok := colFiles[filepath.Base(s.colPath(seg.bucket))]; ok {
+			seg.colSize = n
+			seg.colLazy = seg.cold && littleEndian
 		}
-		if seg.cold && seg.col == nil && size > 0 && rowsOf != nil {
+		if seg.cold && size > 0 && rowsOf != nil {
+			seg.colLazy = false
 			var dead bitset
 			cs := rowsOf.split()
 			if rowsOf.repl > 0 {
@@ -311,7 +319,7 @@ func (s *Store) loadSegments(trusted bool) error {
 				s.log.Error("flow store: writing a column file; the segment is read from its row file", "file", s.colPath(seg.bucket), "err", err)
 			}
 		}
-		if seg.cold && seg.col == nil && size > 0 {
+		if seg.cold && size > 0 && !colCurrent(seg) {
 			rowOnly++
 		}
 	}
