@@ -398,7 +398,9 @@ ports: ["tcp/80"]
 			const s = document.querySelector("[data-testid=discover-since]"); s.value = "15m"; s.dispatchEvent(new Event("change", {bubbles: true})); })()`)
 		p.Do("discover", 10*time.Second, chromedp.Click(`[data-testid=discover-start]`))
 		p.WaitFor("discovered intents", `document.querySelectorAll("[data-testid=discover-rules] tbody tr [data-testid=discover-samples] a").length > 0`, 3*time.Minute)
-		t.Logf("progress shown while running: %v", browsertest.Eval[bool](p, `window.sawProgress`))
+		if !browsertest.Eval[bool](p, `window.sawProgress`) {
+			t.Error("no progress shown while the discovery ran")
+		}
 		text := browsertest.Eval[string](p, `document.querySelector("[data-testid=discover-rules]").textContent`)
 		for _, want := range []string{"carts", "payment"} {
 			if !strings.Contains(text, want) {

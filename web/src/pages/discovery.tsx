@@ -62,13 +62,16 @@ export function Discovery({ s, job: jobID, reload }: { s: ScopeView; job: string
   const [saving, setSaving] = useState(false);
   // Follow the job named in the URL until it ends (every 500 ms).
   const followed = usePoll(jobID ? () => api<DiscoveryJob>("/api/v1/discovery/" + encodeURIComponent(jobID)) : null, (j) => j.state === "running", 500, [jobID]);
-  const job = followed.data;
+  // Until the first poll answers, the POST's own answer (running, 0%).
+  const [started, setStarted] = useState<DiscoveryJob>();
+  const job = followed.data?.id === jobID ? followed.data : started?.id === jobID ? started : undefined;
   const start = async (e: Event) => {
     e.preventDefault();
     setErr(undefined);
     setMsg(undefined);
     try {
       const j = await api<DiscoveryJob>(`/api/v1/scopes/${encodeURIComponent(s.name)}/discover`, { method: "POST", body: JSON.stringify({ since, exclude: exclude.trim() || undefined }) });
+      setStarted(j);
       setParams({ scope: s.name, tab: "discovery", job: j.id });
     } catch (e) {
       setErr(e as ApiError);
