@@ -30,6 +30,8 @@ type matcher struct {
 	pairTab, attrTab             []int8 // 0 unknown, 1 match, 2 no match
 	// mask: the columns the conjuncts read for every flow.
 	mask colMask
+	// adopted: the tables hold the prefilter's answers (adopt).
+	adopted bool
 	// numConj is a per-flow numeric conjunct (-1: none), evaluated first
 	// over its column alone (sel: the rows it keeps).
 	numConj int
@@ -101,6 +103,36 @@ func (m *matcher) at(s *Store, seg *segment, mask colMask) *view {
 		m.attrTab = append(m.attrTab, make([]int8, len(v.attrs)-len(m.attrTab))...)
 	}
 	return v
+}
+
+// adopt fills the pair and attribute tables from what the query's
+// prefilter evaluated for every dictionary entry (once per matcher), so
+// no worker evaluates the filter again for an entry.
+func (m *matcher) adopt(p *prefilter) {
+	if m.adopted || !p.built.Load() {
+		return
+	}
+	m.adopted = true
+	fill := func(tab []int8, n int, match bitset) []int8 {
+		if len(tab) < n {
+			tab = append(tab, make([]int8, n-len(tab))...)
+		}
+		for id := range n {
+			if tab[id] == 0 {
+				tab[id] = 2
+				if match.has(uint32(id)) {
+					tab[id] = 1
+				}
+			}
+		}
+		return tab
+	}
+	if p.usePairs && len(m.pairConj) > 0 {
+		m.pairTab = fill(m.pairTab, p.npairs, p.pairs)
+	}
+	if p.useAttrs && len(m.attrConj) > 0 {
+		m.attrTab = fill(m.attrTab, p.nattrs, p.attrs)
+	}
 }
 
 // memo evaluates conjunct k (of level all, src or dst) for dictionary
@@ -263,6 +295,7 @@ func (s *Store) scan(q *flow.Query, fn func(v *view, hits []int32) bool) {
 					return
 				}
 				if !stop.Load() && q.Err() == nil && pre.may(s, segs[k]) {
+					m.adopt(pre)
 					res[k].v, res[k].hits = s.scanSegment(q, m, segs[k], nil, 0, true)
 				}
 				close(res[k].done)
@@ -468,6 +501,7 @@ func (s *Store) Top(q flow.Query, by string, n int) ([]flow.TopEntry, error) {
 				if !pre.may(s, segs[k]) {
 					continue
 				}
+				m.adopt(pre)
 				var v *view
 				v, hits = s.scanSegment(&q, m, segs[k], hits[:0], 1<<colPair|1<<colConns|1<<colFwdB|1<<colRevB, false)
 				if len(per) < len(v.pairs) {
@@ -708,6 +742,7 @@ type prefilter struct {
 	npairs, nattrs       int
 	usePairs, useAttrs   bool
 	useSports            bool
+	built                atomic.Bool
 }
 
 func (p *prefilter) may(s *Store, seg *segment) bool {
@@ -734,6 +769,7 @@ func (p *prefilter) may(s *Store, seg *segment) bool {
 }
 
 func (p *prefilter) build(s *Store) {
+	defer p.built.Store(true)
 	m := newMatcher(p.q)
 	m.v = s.dict.view()
 	v := m.v
