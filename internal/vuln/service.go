@@ -368,13 +368,23 @@ func (s *Service) Observe(ws []inventory.Workload) {
 	// Node platforms are looked up before taking the lock: the callback
 	// may read the inventory.
 	platforms := make([]v1.Platform, len(ws))
+	nodes := map[[2]string]v1.Platform{} // asked once per node
 	for i := range ws {
 		platforms[i] = s.platform
-		if w := &ws[i]; s.opts.NodePlatform != nil && w.Kind == inventory.KindPod && w.Node != "" {
-			if p, ok := s.opts.NodePlatform(w.Cluster, w.Node); ok && p.OS != "" && p.Architecture != "" {
-				platforms[i] = p
-			}
+		w := &ws[i]
+		if s.opts.NodePlatform == nil || w.Kind != inventory.KindPod || w.Node == "" {
+			continue
 		}
+		n := [2]string{w.Cluster, w.Node}
+		p, seen := nodes[n]
+		if !seen {
+			p = s.platform
+			if np, ok := s.opts.NodePlatform(w.Cluster, w.Node); ok && np.OS != "" && np.Architecture != "" {
+				p = np
+			}
+			nodes[n] = p
+		}
+		platforms[i] = p
 	}
 	s.mu.Lock()
 	var touched []string
