@@ -171,8 +171,9 @@ func (s *Server) startDiscovery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	caller := who(r)
+	started := *job // the job runs and changes under the jobs' lock from now on
 	go s.runDiscovery(job.ID, opts, from, to, req.AsVersion, caller)
-	writeJSON(w, http.StatusAccepted, job)
+	writeJSON(w, http.StatusAccepted, started)
 }
 
 func (s *Server) runDiscovery(id string, opts discovery.Options, from, to time.Time, asVersion bool, caller string) {
