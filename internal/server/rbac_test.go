@@ -307,6 +307,47 @@ func TestScopedRBAC(t *testing.T) {
 		}
 	})
 
+	t.Run("viewer follows A's flows only", func(t *testing.T) {
+		fctx, stop := context.WithTimeout(ctx, time.Minute)
+		defer stop()
+		got := make(chan api.Flow, 16)
+		done := make(chan error, 1)
+		go func() {
+			done <- s.Client(viewer).FollowFlows(fctx, "", func(f *api.Flow) error {
+				got <- *f
+				return nil
+			})
+		}()
+		time.Sleep(time.Second) // the stream is open
+		later := time.Now().UTC()
+		mk := func(seq uint64, src, dst string) flow.Observation {
+			o := obs(seq, src, dst)
+			o.Start, o.End = later, later.Add(time.Second)
+			return o
+		}
+		b, _ := json.Marshal(flow.Batch{Agent: "n1", Node: "n1", Observations: []flow.Observation{
+			mk(10, "10.244.92.1", "10.244.92.2"), mk(11, "203.0.113.5", "10.244.92.2"), mk(12, "10.244.91.1", "10.244.91.2")}})
+		if code, body := rbacCall(t, s, s.AgentToken(), "POST", "/api/v1/agents/n1/flows", string(b)); code != 200 {
+			t.Fatalf("flows: %d %s", code, body)
+		}
+		// A's flow comes; B's two, sent before it, never do.
+		for {
+			select {
+			case f := <-got:
+				if f.Src.IP != "10.244.91.1" {
+					t.Fatalf("the viewer of A follows a flow %s → %s", f.Src.IP, f.Dst.IP)
+				}
+				if f.Start.Equal(later) {
+					return
+				}
+			case err := <-done:
+				t.Fatalf("follow ended: %v", err)
+			case <-fctx.Done():
+				t.Fatal("A's new flow never came")
+			}
+		}
+	})
+
 	t.Run("owner edits below its scope", func(t *testing.T) {
 		for _, c := range []struct {
 			what, method, path, body string
