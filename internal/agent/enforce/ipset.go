@@ -242,6 +242,17 @@ func (c *nfConn) syncSets(have map[string]*ipsetInfo, want []ruleset.IPSet) (cha
 			cur = &ipsetInfo{}
 			changes++
 		}
+		if len(cur.members) == 0 && cur.elements == 0 {
+			// A new or empty set (every pod's first programming): the
+			// messages that fill it are the same in every namespace.
+			e, err := encodedMembers(s)
+			if err != nil {
+				return changes, nil, err
+			}
+			msgs = append(msgs, e.add...)
+			changes += e.n
+			continue
+		}
 		haveM := make(map[string]bool, len(cur.members))
 		for _, m := range cur.members {
 			haveM[m] = true
@@ -269,17 +280,8 @@ func (c *nfConn) syncSets(have map[string]*ipsetInfo, want []ruleset.IPSet) (cha
 			}
 		}
 		changes += len(add) + len(del)
-		for cmd, es := range map[uint16][][]byte{ipsetCmdAdd: add, ipsetCmdDel: del} {
-			for len(es) > 0 {
-				n := min(len(es), ipsetBatch)
-				// Without NLM_F_EXCL the kernel ignores an entry that is
-				// already there (add) or not there (del), like -exist.
-				// (The kernel wants a line number with a list of entries.)
-				msgs = append(msgs, ipsetMsg(cmd, 0, nlaStr(ipsetAttrSetname, s.Name), nlaNested(ipsetAttrADT, es[:n]...),
-					nla(ipsetAttrLineno|nlaFNetByteorder, be32(0))))
-				es = es[n:]
-			}
-		}
+		msgs = append(msgs, adtMsgs(ipsetCmdAdd, s.Name, add)...)
+		msgs = append(msgs, adtMsgs(ipsetCmdDel, s.Name, del)...)
 	}
 	for name := range have {
 		if !wanted[name] {
@@ -293,6 +295,81 @@ func (c *nfConn) syncSets(have map[string]*ipsetInfo, want []ruleset.IPSet) (cha
 		}
 	}
 	return changes, stale, nil
+}
+
+// adtMsgs are the messages adding (cmd ipsetCmdAdd) or deleting the
+// encoded entries es, many per message.
+func adtMsgs(cmd uint16, set string, es [][]byte) []nlmsg {
+	var msgs []nlmsg
+	for len(es) > 0 {
+		n := min(len(es), ipsetBatch)
+		// Without NLM_F_EXCL the kernel ignores an entry that is already
+		// there (add) or not there (del), like -exist. (The kernel wants a
+		// line number with a list of entries.)
+		msgs = append(msgs, ipsetMsg(cmd, 0, nlaStr(ipsetAttrSetname, set), nlaNested(ipsetAttrADT, es[:n]...),
+			nla(ipsetAttrLineno|nlaFNetByteorder, be32(0))))
+		es = es[n:]
+	}
+	return msgs
+}
+
+// setEncoding is a set's content encoded once for every namespace that
+// gets it: the messages that fill it when empty, and its number of
+// distinct members. Pods of a workload share their sets; a node with
+// hundreds of them encodes each set once instead of once per pod.
+type setEncoding struct {
+	once sync.Once
+	add  []nlmsg // read-only: exchange copies them into its buffer
+	n    int
+	err  error
+}
+
+// maxSetEncodings bounds the encodings kept (they are re-made).
+const maxSetEncodings = 1024
+
+var setEncodings = struct {
+	sync.Mutex
+	m map[string]*setEncoding
+}{m: map[string]*setEncoding{}}
+
+// encodedMembers returns s's encoding. Sets with a Digest (Apply computes
+// it from the members) are encoded once per name, type and digest; others
+// (the node's READY set) each time.
+func encodedMembers(s ruleset.IPSet) (*setEncoding, error) {
+	var e *setEncoding
+	if s.Digest == "" {
+		e = &setEncoding{}
+	} else {
+		key := s.Name + "\x00" + string(s.Type) + "\x00" + s.Digest
+		setEncodings.Lock()
+		if e = setEncodings.m[key]; e == nil {
+			if len(setEncodings.m) >= maxSetEncodings {
+				setEncodings.m = map[string]*setEncoding{}
+			}
+			e = &setEncoding{}
+			setEncodings.m[key] = e
+		}
+		setEncodings.Unlock()
+	}
+	e.once.Do(func() {
+		seen := make(map[string]bool, len(s.Members))
+		es := make([][]byte, 0, len(s.Members))
+		for _, m := range s.Members {
+			m = canonicalMember(s.Type, m)
+			if seen[m] {
+				continue
+			}
+			seen[m] = true
+			b, err := encodeMember(s.Type, m)
+			if err != nil {
+				e.err = fmt.Errorf("set %s: %w", s.Name, err)
+				return
+			}
+			es = append(es, b)
+		}
+		e.add, e.n = adtMsgs(ipsetCmdAdd, s.Name, es), len(es)
+	})
+	return e, e.err
 }
 
 // destroySets destroys the named sets. A set a rule referred to stays

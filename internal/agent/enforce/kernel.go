@@ -125,7 +125,11 @@ func program(c *nfConn, s *spec, force bool, want *snapshot) (changed string, sn
 	counts := map[string]int{}
 	for _, st := range sets {
 		members += len(st.Members)
-		counts[st.Name] = len(dedupMembers(st))
+		e, err := encodedMembers(st)
+		if err != nil {
+			return "", nil, err
+		}
+		counts[st.Name] = e.n
 	}
 	return strings.Join(what, ", "), &snapshot{lines: lines, sets: len(sets), members: members, counts: counts}, nil
 }
@@ -206,16 +210,6 @@ func startLearning(text string) (done func()) {
 		learning.Unlock()
 		close(ch)
 	}
-}
-
-// dedupMembers is the set's members as the kernel holds them (canonical,
-// each once).
-func dedupMembers(s ruleset.IPSet) map[string]bool {
-	m := make(map[string]bool, len(s.Members))
-	for _, x := range s.Members {
-		m[canonicalMember(s.Type, x)] = true
-	}
-	return m
 }
 
 // checkChains is the cheap check after an nf_tables notification (which

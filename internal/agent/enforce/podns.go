@@ -162,7 +162,9 @@ func addrsIn(p string) []string {
 		return nil
 	}
 	defer h.Close()
-	nl, err := netlink.NewHandleAt(h)
+	// Only the route family: a handle opens a socket inside the namespace
+	// for each family it is given (all of them by default).
+	nl, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil
 	}
