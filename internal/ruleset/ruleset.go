@@ -301,7 +301,12 @@ func (r *Rules) SetByName(name string) *IPSet {
 // Validate checks what the agent relies on: known verdicts and types,
 // sets that exist, parseable addresses and ports. Errors name the chain
 // and rule.
-func (r *Rules) Validate() error {
+func (r *Rules) Validate() error { return r.ValidateSkipping(nil) }
+
+// ValidateSkipping is Validate without parsing the members of the sets
+// for which known returns true (sets with the same name, type and digest
+// as one checked already: the agent checks a set many pods share once).
+func (r *Rules) ValidateSkipping(known func(*IPSet) bool) error {
 	sets := map[string]*IPSet{}
 	for i := range r.Sets {
 		s := &r.Sets[i]
@@ -313,9 +318,11 @@ func (r *Rules) Validate() error {
 		default:
 			return fmt.Errorf("set %s: type %q: want hash:ip, hash:net or hash:ip,port", s.Name, s.Type)
 		}
-		for _, m := range s.Members {
-			if _, _, _, err := parseMember(s.Type, m); err != nil {
-				return fmt.Errorf("set %s: %w", s.Name, err)
+		if known == nil || !known(s) {
+			for _, m := range s.Members {
+				if _, _, _, err := parseMember(s.Type, m); err != nil {
+					return fmt.Errorf("set %s: %w", s.Name, err)
+				}
 			}
 		}
 		sets[s.Name] = s

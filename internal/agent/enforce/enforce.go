@@ -39,6 +39,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -154,20 +155,41 @@ func (e *Enforcer) Bundle() *ruleset.Bundle {
 func (e *Enforcer) Apply(b *ruleset.Bundle) error {
 	// Digests come from the sender; recompute them (canonicalizing the
 	// members) so a wrong one can never make the agent skip a change.
+	// Pods of a workload share their sets: members equal to those of a
+	// set already hashed to the same digest are that digest, and valid if
+	// those were.
+	verified := map[string][]string{} // name, type, digest → canonical members
+	key := func(s *ruleset.IPSet) string { return s.Name + "\x00" + string(s.Type) + "\x00" + s.Digest }
 	for _, r := range b.AllRules() {
 		for i := range r.Sets {
-			r.Sets[i].ComputeDigest()
+			s := &r.Sets[i]
+			if m, ok := verified[key(s)]; ok && s.Digest != "" && slices.Equal(m, s.Members) {
+				continue
+			}
+			s.ComputeDigest()
+			if _, ok := verified[key(s)]; !ok {
+				verified[key(s)] = s.Members
+			}
 		}
+	}
+	valid := map[string]bool{} // sets whose members were parsed
+	known := func(s *ruleset.IPSet) bool {
+		k := key(s)
+		if valid[k] {
+			return true
+		}
+		valid[k] = true // checked now; an error stops Apply
+		return false
 	}
 	for _, p := range b.Pods {
 		if p.Rules != nil {
-			if err := p.Rules.Validate(); err != nil {
+			if err := p.Rules.ValidateSkipping(known); err != nil {
 				return fmt.Errorf("bundle %s: pod %s: %w", b.Hash, p.ID, err)
 			}
 		}
 	}
 	if b.Self != nil {
-		if err := b.Self.Validate(); err != nil {
+		if err := b.Self.ValidateSkipping(known); err != nil {
 			return fmt.Errorf("bundle %s: node: %w", b.Hash, err)
 		}
 	}
@@ -252,13 +274,16 @@ func (e *Enforcer) reconcileLocked() error {
 		node = &nsState{target: NodeTarget, path: e.cfg.NetNS}
 		e.ns[NodeTarget] = node
 	}
+	gateDone := make(chan error, 1)
 	if node.snap == nil && len(cidrs) > 0 {
-		// First the gate, so that no pod of the bundle passes before its
-		// own rules are in place; pods are let through as they are done.
+		// The gate, so that no pod of the bundle passes before its own
+		// rules are in place: it is programmed while the pods are (no pod
+		// is let through before the node's last programming below, after
+		// both).
 		node.spec = &spec{node: true, gate: b.PodCIDRs, ready: append([]string(nil), ready...)}
-		if err := e.programNS(node, false); err != nil {
-			errs = append(errs, fmt.Errorf("node gate: %w", err))
-		}
+		go func() { gateDone <- e.programNS(node, false) }()
+	} else {
+		gateDone <- nil
 	}
 	wanted := map[string]bool{NodeTarget: true}
 	type job struct {
@@ -282,6 +307,9 @@ func (e *Enforcer) reconcileLocked() error {
 	// Namespaces are independent: program them side by side (the work is
 	// mostly iptables-restore and ipset processes).
 	parallel(len(jobs), func(i int) { e.programPod(jobs[i].p, jobs[i].st) })
+	if err := <-gateDone; err != nil {
+		errs = append(errs, fmt.Errorf("node gate: %w", err))
+	}
 	for _, j := range jobs {
 		if j.st.err != "" && !j.st.pending {
 			errs = append(errs, fmt.Errorf("pod %s: %s", j.p.ID, j.st.err))
