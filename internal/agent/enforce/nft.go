@@ -267,6 +267,58 @@ type tmplRule struct {
 type chainsTmpl struct {
 	chains []string // as declared
 	rules  map[string][]tmplRule
+
+	// The rule messages built for one assignment of set indexes (the
+	// namespaces of a workload's pods mostly number their sets alike).
+	mu    sync.Mutex
+	built map[string][]nlmsg // by the indexes of t.setNames(), in order; read-only
+}
+
+// setNames lists the sets the rules' set matches name, each once, in
+// order.
+func (t *chainsTmpl) setNames() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, ch := range t.chains {
+		for _, r := range t.rules[ch] {
+			for _, n := range r.sets {
+				if !seen[n] {
+					seen[n] = true
+					out = append(out, n)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// ruleMsgs returns the messages appending the template's rules with the
+// sets at the given indexes (by name).
+func (t *chainsTmpl) ruleMsgs(index map[string]uint16) []nlmsg {
+	var key []byte
+	for _, n := range t.setNames() {
+		key = binary.BigEndian.AppendUint16(key, index[n])
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if m, ok := t.built[string(key)]; ok {
+		return m
+	}
+	var msgs []nlmsg
+	for _, ch := range t.chains {
+		for _, r := range t.rules[ch] {
+			idx := make([]uint16, 0, len(r.sets))
+			for _, name := range r.sets {
+				idx = append(idx, index[name])
+			}
+			msgs = append(msgs, ruleMsg(ch, withSetIndexes(r.exprs, idx), r.udata, r.proto, true))
+		}
+	}
+	if t.built == nil || len(t.built) >= 64 {
+		t.built = map[string][]nlmsg{}
+	}
+	t.built[string(key)] = msgs
+	return msgs
 }
 
 // maxTemplates bounds the chain templates kept.
@@ -497,23 +549,14 @@ func (c *nfConn) replicate(text string, s *spec, f *nftFilter, newTable bool) er
 		}
 	}
 	index := map[string]uint16{}
-	for _, ch := range t.chains {
-		for _, r := range t.rules[ch] {
-			var idx []uint16
-			for _, name := range r.sets {
-				i, ok := index[name]
-				if !ok {
-					var err error
-					if i, err = c.setIndex(name); err != nil {
-						return err
-					}
-					index[name] = i
-				}
-				idx = append(idx, i)
-			}
-			msgs = append(msgs, ruleMsg(ch, withSetIndexes(r.exprs, idx), r.udata, r.proto, true))
+	for _, name := range t.setNames() {
+		i, err := c.setIndex(name)
+		if err != nil {
+			return err
 		}
+		index[name] = i
 	}
+	msgs = append(msgs, t.ruleMsgs(index)...)
 	for _, ch := range s.chains() {
 		if !jumps[ch] {
 			j := jumpT[baseChain[ch]]
