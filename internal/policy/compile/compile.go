@@ -111,6 +111,10 @@ type compiler struct {
 	// podsByLabel: "NAMESPACE\x00KEY=VALUE" → pods.
 	podsByLabel map[string][]*peer
 	svcIn       *[]svcIngress // serviceIngresses, once
+	// nodeByName and podsOn ("CLUSTER\x00NODE"): a pod's node and a
+	// node's pods, for host-node.
+	nodeByName map[string]*peer
+	podsOn     map[string][]*peer
 }
 
 type chainKey struct {
@@ -166,11 +170,13 @@ func (c *compiler) chain(scope string, side policy.Direction) *chain {
 			var holds bool
 			switch {
 			case side == policy.Egress:
-				holds = c.s.ConsumerHolds(r, p.c)
+				// A host-node consumer is a node; which pods it reaches is
+				// decided per node (hostNodeRules).
+				holds = c.s.ConsumerHolds(r, p.c) || r.Consumer.Kind == policy.EndpointHostNode && p.w.Kind == inventory.KindNode
 			case svc != nil:
 				holds = c.s.ProviderHolds(r, p.c, svc)
 			default:
-				holds = c.s.ProviderHolds(r, p.c, nil)
+				holds = c.s.ProviderHolds(r, p.c, nil) || r.Provider.Kind == policy.EndpointHostNode && p.w.Kind == inventory.KindNode
 			}
 			if holds {
 				ch.byPeer[p] = append(ch.byPeer[p], idx...)
@@ -194,7 +200,8 @@ func Compile(in Input) (*Output, error) {
 	if in.NodeAddrs == nil {
 		in.NodeAddrs = DefaultNodeAddrs
 	}
-	c := &compiler{in: in, ev: ev, s: ev.NewSession(), byW: map[*inventory.Workload]*peer{}, sets: map[string]*ruleset.IPSet{}, chains: map[chainKey]*chain{}, svcByRef: map[string]*inventory.Workload{}, podByIP: map[string]*peer{}, podsByLabel: map[string][]*peer{}}
+	c := &compiler{in: in, ev: ev, s: ev.NewSession(), byW: map[*inventory.Workload]*peer{}, sets: map[string]*ruleset.IPSet{}, chains: map[chainKey]*chain{}, svcByRef: map[string]*inventory.Workload{}, podByIP: map[string]*peer{}, podsByLabel: map[string][]*peer{},
+		nodeByName: map[string]*peer{}, podsOn: map[string][]*peer{}}
 	for _, s := range in.Set.Scopes {
 		if in.Enforced[s.Name] && in.Set.Versions[s.Name] == nil {
 			return nil, fmt.Errorf("scope %s: enforced without a version", s.Name)
@@ -241,6 +248,12 @@ func Compile(in Input) (*Output, error) {
 		c.peers = append(c.peers, p)
 		if w.Kind == inventory.KindPod || w.Kind == inventory.KindNode {
 			c.programmed = append(c.programmed, p)
+		}
+		if w.Kind == inventory.KindNode {
+			c.nodeByName[w.Cluster+"\x00"+w.Name] = p
+		}
+		if w.Kind == inventory.KindPod && w.Node != "" {
+			c.podsOn[w.Cluster+"\x00"+w.Node] = append(c.podsOn[w.Cluster+"\x00"+w.Node], p)
 		}
 		if w.Kind == inventory.KindPod {
 			for _, ip := range w.IPs {
@@ -391,7 +404,7 @@ func (c *compiler) podRules(p *peer, d string) *ruleset.Rules {
 func (c *compiler) sideRules(b *rulesBuilder, d string, p *peer) {
 	eg := c.chain(d, policy.Egress)
 	for _, i := range eg.byPeer[p] {
-		c.egressRules(b, &b.r.Egress, &eg.rules[i])
+		c.egressRules(b, &b.r.Egress, &eg.rules[i], p)
 	}
 	b.r.Egress.Default = verdictOf(eg.catchAll.Action)
 	in := c.chain(d, policy.Ingress)
@@ -435,7 +448,7 @@ func (c *compiler) nodeRules(n *peer, d string) *ruleset.Rules {
 					if !r.AnyPort && !portsHold(policy.ResolvePorts(r, n.w, svc), proto, wire) {
 						continue
 					}
-					for _, src := range c.sources(b, r, false) {
+					for _, src := range c.sources(b, r, false, n) {
 						src.OrigDst, src.OrigDstPort, src.Proto = ip, uint16(sp.NodePort), proto
 						src.Verdict, src.Comment = verdictOf(r.Action), r.Ref.String()+" node port"
 						fwd.Rules = append(fwd.Rules, src)
@@ -490,7 +503,7 @@ func (c *compiler) serviceIngress(b *rulesBuilder, n *peer) string {
 			if self == "" && c.s.ConsumerHolds(r, n.c) {
 				self = verdictOf(r.Action)
 			}
-			for _, src := range c.sources(b, r, false) {
+			for _, src := range c.sources(b, r, false, n) {
 				src.Proto, src.OrigDst, src.OrigDstPort, src.DNATOnly = si.proto, si.svc.ClusterIP, si.port, true
 				src.Verdict, src.Comment = verdictOf(r.Action), r.Ref.String()+" service "+si.svc.Namespace+"/"+si.svc.Name
 				rules = append(rules, src)
@@ -667,9 +680,13 @@ func numbered(ps []policy.PortRange) []policy.PortRange {
 	return out
 }
 
-// egressRules appends the rules for intent r on its consumer's egress:
-// the peer is the destination, as the consumer addresses it.
-func (c *compiler) egressRules(b *rulesBuilder, ch *ruleset.Chain, r *policy.ChainRule) {
+// egressRules appends the rules for intent r on the egress of src, its
+// consumer: the peer is the destination, as the consumer addresses it.
+func (c *compiler) egressRules(b *rulesBuilder, ch *ruleset.Chain, r *policy.ChainRule, src *peer) {
+	if r.Consumer.Kind == policy.EndpointHostNode || r.Provider.Kind == policy.EndpointHostNode {
+		c.hostNodeRules(b, ch, r, src, policy.Egress)
+		return
+	}
 	v, ref := verdictOf(r.Action), r.Ref.String()
 	add := func(ru ruleset.Rule) {
 		ru.Verdict, ru.Comment = v, ref
@@ -736,6 +753,10 @@ func (c *compiler) egressRules(b *rulesBuilder, ch *ruleset.Chain, r *policy.Cha
 // ingressRules appends the rules for intent r on the ingress of dst (a pod
 // or a node) if r's provider holds dst.
 func (c *compiler) ingressRules(b *rulesBuilder, ch *ruleset.Chain, r *policy.ChainRule, dst *peer) {
+	if r.Provider.Kind == policy.EndpointHostNode {
+		c.hostNodeRules(b, ch, r, dst, policy.Ingress)
+		return
+	}
 	var ports []policy.PortRange
 	anyPort := r.AnyPort
 	nodePorts := false
@@ -773,7 +794,7 @@ func (c *compiler) ingressRules(b *rulesBuilder, ch *ruleset.Chain, r *policy.Ch
 			}
 		}
 	}
-	for _, src := range c.sources(b, r, nodePorts) {
+	for _, src := range c.sources(b, r, nodePorts, dst) {
 		for _, pr := range portRules(ports, anyPort) {
 			ru := src
 			ru.Proto, ru.Ports, ru.Verdict, ru.Comment = pr[0], pr[1], verdictOf(r.Action), r.Ref.String()
@@ -782,11 +803,21 @@ func (c *compiler) ingressRules(b *rulesBuilder, ch *ruleset.Chain, r *policy.Ch
 	}
 }
 
-// sources returns the source matches of r's consumer: one rule template
-// per match (usually one). viaNodePort: the provider is reached on a node
-// port, so the pod sees the client as a node address (case 4).
-func (c *compiler) sources(b *rulesBuilder, r *policy.ChainRule, viaNodePort bool) []ruleset.Rule {
+// sources returns the source matches of r's consumer as seen by dst: one
+// rule template per match (usually one; none when nothing can match).
+// viaNodePort: the provider is reached on a node port, so the pod sees the
+// client as a node address (case 4).
+func (c *compiler) sources(b *rulesBuilder, r *policy.ChainRule, viaNodePort bool, dst *peer) []ruleset.Rule {
 	switch r.Consumer.Kind {
+	case policy.EndpointHostNode:
+		// The node dst runs on, by its addresses (a node sources its
+		// traffic to local pods from the bridge); nothing for a node or a
+		// service, which no node hosts.
+		n := c.nodeOf(dst)
+		if n == nil {
+			return nil
+		}
+		return []ruleset.Rule{{Set: b.use(c.set("host-node|"+n.w.Cluster+"\x00"+n.w.Name, ruleset.HashIP, n.addrs, "host-node "+n.w.Name))}}
 	case policy.EndpointAny:
 		return []ruleset.Rule{{}}
 	case policy.EndpointCIDR:
@@ -798,6 +829,92 @@ func (c *compiler) sources(b *rulesBuilder, r *policy.ChainRule, viaNodePort boo
 		return []ruleset.Rule{{Set: b.use(s)}}
 	}
 	return []ruleset.Rule{{Set: b.use(c.consumerSet(r))}}
+}
+
+// nodeOf returns the node pod p runs on (nil: p is not a pod, or its node
+// is unknown).
+func (c *compiler) nodeOf(p *peer) *peer {
+	if p == nil || p.w.Kind != inventory.KindPod || p.w.Node == "" {
+		return nil
+	}
+	return c.nodeByName[p.w.Cluster+"\x00"+p.w.Node]
+}
+
+// hostNodeRules appends the rules for intent r, one of whose ends is
+// host-node, on self's side (egress: self is the consumer; ingress: the
+// provider). In a per-pod or per-node rule set the node is known, so
+// host-node is exact: a pod's rules name its own node's addresses, a
+// node's rules the pods it runs (those the intent's other end holds). A
+// host-node consumer towards a service (the node's own egress to a
+// cluster IP) matches nothing yet.
+func (c *compiler) hostNodeRules(b *rulesBuilder, ch *ruleset.Chain, r *policy.ChainRule, self *peer, side policy.Direction) {
+	selfIsHost := r.Provider.Kind == policy.EndpointHostNode
+	if side == policy.Egress {
+		selfIsHost = r.Consumer.Kind == policy.EndpointHostNode
+	}
+	var others []*peer
+	if selfIsHost {
+		if self.w.Kind != inventory.KindNode {
+			return
+		}
+		for _, p := range c.podsOn[self.w.Cluster+"\x00"+self.w.Name] {
+			if side == policy.Egress && r.Provider.Kind != policy.EndpointService && c.s.ProviderHolds(r, p.c, nil) ||
+				side == policy.Ingress && c.s.ConsumerHolds(r, p.c) {
+				others = append(others, p)
+			}
+		}
+	} else if n := c.nodeOf(self); n != nil {
+		others = []*peer{n}
+	}
+	// Group the other ends by the ports the intent resolves to on the
+	// destination (named ports differ per pod).
+	type group struct {
+		ports   [][2]string
+		members []string
+		names   []string
+	}
+	var groups []*group
+	byKey := map[string]*group{}
+	for _, o := range others {
+		dst := self
+		if side == policy.Egress {
+			dst = o
+		}
+		var ports []policy.PortRange
+		if !r.AnyPort {
+			if ports = policy.ResolvePorts(r, dst.w, nil); len(ports) == 0 {
+				continue // only named ports, none there
+			}
+		}
+		prs := portRules(ports, r.AnyPort)
+		key := fmt.Sprint(prs)
+		g := byKey[key]
+		if g == nil {
+			g = &group{ports: prs}
+			byKey[key] = g
+			groups = append(groups, g)
+		}
+		g.members = append(g.members, o.addrs...)
+		g.names = append(g.names, o.w.Name)
+	}
+	v, ref := verdictOf(r.Action), r.Ref.String()
+	for _, g := range groups {
+		var s *ruleset.IPSet
+		if selfIsHost {
+			other := r.Provider.String()
+			if side == policy.Ingress {
+				other = r.Consumer.String()
+			}
+			s = c.set("host-node-pods|"+fmt.Sprint(side)+"|"+self.w.Cluster+"\x00"+self.w.Name+"|"+other+"|"+fmt.Sprint(g.ports), ruleset.HashIP, g.members,
+				"pods on "+self.w.Name+": "+other)
+		} else {
+			n := others[0]
+			s = c.set("host-node|"+n.w.Cluster+"\x00"+n.w.Name, ruleset.HashIP, n.addrs, "host-node "+n.w.Name)
+		}
+		for _, pr := range g.ports {
+			ch.Rules = append(ch.Rules, ruleset.Rule{Verdict: v, Proto: pr[0], Ports: pr[1], Set: b.use(s), Comment: ref})
+		}
+	}
 }
 
 // backends returns the pods backing svc.

@@ -207,6 +207,11 @@ func (wd *world) egress(src end, peer netip.Addr, port uint16) bool {
 	return p.Rules == nil || allows(p.Rules, &p.Rules.Egress, ruleset.Packet{Peer: peer, Proto: "tcp", Port: port})
 }
 
+func (wd *world) nodeIngress(n *inventory.Workload, src netip.Addr, port uint16) bool {
+	b := wd.nodeB[n.Name]
+	return b.Self == nil || allows(b.Self, &b.Self.Ingress, ruleset.Packet{Peer: src, Proto: "tcp", Port: port})
+}
+
 func (wd *world) ingress(dst *inventory.Workload, src netip.Addr, port uint16) bool {
 	p := wd.pods[dst.IPs[0]]
 	return p.Rules == nil || allows(p.Rules, &p.Rules.Ingress, ruleset.Packet{Peer: src, Proto: "tcp", Port: port})
@@ -288,6 +293,9 @@ func checkTruthTable(t *testing.T, set policy.Set) {
 		}
 	}
 	targets = append(targets, target{name: "external:666", extPort: 666}, target{name: "external:80", extPort: 80})
+	for _, n := range []string{"node1", "node2"} {
+		targets = append(targets, target{name: n + ":10250", node: f.nodes[n], port: 10250})
+	}
 
 	peerOf := func(e end) policy.Peer { return policy.Peer{IP: e.ip, Workload: e.w} }
 	checked, allowed := 0, 0
@@ -308,6 +316,13 @@ func checkTruthTable(t *testing.T, set policy.Set) {
 				dst := end{tg.pod.Name, tg.pod, netip.MustParseAddr(tg.pod.IPs[0])}
 				want = DirectAllowed(ev, peerOf(src), peerOf(dst), policy.ProtoTCP, tg.port)
 				got = wd.egress(src, dst.ip, tg.port) && wd.ingress(tg.pod, wd.sourceAt(src, tg.pod.Node), tg.port)
+			case tg.svc == nil: // a node's own port (the kubelet's)
+				if src.w == nil || src.w.Kind != inventory.KindPod {
+					continue
+				}
+				nodeIP := netip.MustParseAddr(tg.node.IPs[0])
+				want = DirectAllowed(ev, peerOf(src), policy.Peer{IP: nodeIP, Workload: tg.node}, policy.ProtoTCP, tg.port)
+				got = wd.egress(src, nodeIP, tg.port) && wd.nodeIngress(tg.node, src.ip, tg.port)
 			case tg.node == nil: // ClusterIP: egress on the service flow, ingress on each backend's
 				if src.w == nil {
 					continue
