@@ -111,3 +111,20 @@ func TestHostNodeCompiledLikeTheEvaluator(t *testing.T) {
 		}
 	}
 }
+
+// host-node written by hand, in both directions under a deny catch-all:
+// towards a service (the node's own connection to the cluster IP is a flow
+// to the service, which no node hosts: only the backends' ingress from
+// their own node is opened), towards pods on a named port resolved per
+// pod, and from pods to their own node on the kubelet's port.
+func TestHostNodeBothDirectionsCompiledLikeTheEvaluator(t *testing.T) {
+	checkTruthTable(t, policy.Set{
+		Scopes: []policy.Scope{{Name: "lab", Filter: `cluster = "lab"`, CatchAll: policy.Deny}},
+		Versions: map[string]*policy.Version{"lab": analyzedV1("lab",
+			policy.Policy{Name: "hn-carts", Consumer: "host-node", Provider: "service:sock-shop/carts", Action: policy.Allow},
+			policy.Policy{Name: "hn-user", Consumer: "host-node", Provider: `label.name = "user"`, Ports: []string{"tcp/http"}, Action: policy.Allow},
+			policy.Policy{Name: "orders-hn", Consumer: `label.name = "orders"`, Provider: "host-node", Ports: []string{"tcp/10250"}, Action: policy.Allow},
+			policy.Policy{Name: "fe", Consumer: "any", Provider: `label.name = "front-end"`, Action: policy.Allow},
+		)},
+	})
+}
