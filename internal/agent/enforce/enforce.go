@@ -336,8 +336,14 @@ func (e *Enforcer) reconcileLocked() error {
 	if err := e.programNS(node, false); err != nil {
 		errs = append(errs, fmt.Errorf("node: %w", err))
 	}
-	if len(errs) == 0 && !e.anyPending() {
+	if pending := e.anyPending(); len(errs) == 0 && !pending {
 		e.programmed, e.at = b.Hash, time.Now()
+	} else if pending {
+		// Wake Run to arm its retry timer.
+		select {
+		case e.kick <- struct{}{}:
+		default:
+		}
 	}
 	e.recordErrs(errs)
 	return errors.Join(errs...)
@@ -525,10 +531,26 @@ func (e *Enforcer) Run(ctx context.Context) error {
 	defer full.Stop()
 	sets := time.NewTicker(e.cfg.SetCheckInterval)
 	defer sets.Stop()
-	retry := time.NewTicker(100 * time.Millisecond)
-	defer retry.Stop()
+	// The retry of pending pods (a namespace not there yet) every 100 ms
+	// runs only while one is pending: an armed timer, not a ticker, so an
+	// idle agent is not woken ten times a second. Apply wakes the loop
+	// (kick) when it leaves a pod pending, and the pod-namespace watcher's
+	// periodic re-check wakes it too, as the backstop.
+	var retryC <-chan time.Time
+	armRetry := func() {
+		if retryC != nil {
+			return
+		}
+		e.mu.Lock()
+		p := e.anyPending()
+		e.mu.Unlock()
+		if p {
+			retryC = time.After(100 * time.Millisecond)
+		}
+	}
 	defer e.closeWatches()
 	for {
+		armRetry()
 		select {
 		case <-ctx.Done():
 			return nil
@@ -538,13 +560,8 @@ func (e *Enforcer) Run(ctx context.Context) error {
 		case <-sets.C:
 			e.checkAllSets()
 			continue
-		case <-retry.C:
-			e.mu.Lock()
-			p := e.anyPending()
-			e.mu.Unlock()
-			if !p {
-				continue
-			}
+		case <-retryC:
+			retryC = nil
 			e.markDirty("")
 			continue
 		}

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -198,30 +197,45 @@ func (d *NetNSDir) Watch(ctx context.Context, fn func()) error {
 		unix.Close(fd)
 		return fmt.Errorf("inotify on %s: %w", d.dir(), err)
 	}
+	// The inotify descriptor is read through the runtime's poller (as the
+	// nf_tables watchers are): an idle watcher holds no thread and is not
+	// woken until something changes in the directory.
+	f := os.NewFile(uintptr(fd), "inotify-netns")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("inotify on %s: %w", d.dir(), err)
+	}
+	events := make(chan struct{}, 1)
 	go func() {
-		defer unix.Close(fd)
 		buf := make([]byte, 4096)
-		tick := time.NewTicker(2 * time.Second)
-		defer tick.Stop()
-		for ctx.Err() == nil {
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			n, err := unix.Poll(fds, 200)
-			if err != nil && err != syscall.EINTR {
+		for {
+			var rerr error
+			err := rc.Read(func(fd uintptr) bool {
+				_, rerr = unix.Read(int(fd), buf)
+				return rerr != unix.EAGAIN && rerr != unix.EINTR
+			})
+			if err != nil || rerr != nil { // closed
 				return
 			}
-			if n > 0 {
-				for {
-					if _, err := unix.Read(fd, buf); err != nil {
-						break
-					}
-				}
-				fn()
-			}
 			select {
-			case <-tick.C:
-				fn()
+			case events <- struct{}{}:
 			default:
 			}
+		}
+	}()
+	go func() {
+		defer f.Close()
+		tick := time.NewTicker(2 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-events:
+			case <-tick.C:
+			}
+			fn()
 		}
 	}()
 	return nil
