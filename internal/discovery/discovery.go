@@ -46,6 +46,7 @@ import (
 	"math"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -476,7 +477,7 @@ func (d *Discoverer) Add(f *flow.Flow) {
 	if svc != nil {
 		sp := svcPort{svc, pk}
 		if n := len(e.svcPorts); n == 0 || e.svcPorts[n-1] != sp {
-			if !containsSvcPort(e.svcPorts, sp) {
+			if !slices.Contains(e.svcPorts, sp) {
 				e.svcPorts = append(e.svcPorts, sp)
 			}
 		}
@@ -484,7 +485,7 @@ func (d *Discoverer) Add(f *flow.Flow) {
 	if nodePort {
 		e.nodePort = true
 		if n := len(e.nodes); n == 0 || e.nodes[n-1] != dw {
-			if !containsW(e.nodes, dw) {
+			if !slices.Contains(e.nodes, dw) {
 				e.nodes = append(e.nodes, dw)
 			}
 		}
@@ -512,7 +513,7 @@ func (e *edge) addPort(pk uint32) {
 		}
 		return
 	}
-	if containsU32(e.ports, pk) {
+	if slices.Contains(e.ports, pk) {
 		return
 	}
 	e.ports = append(e.ports, pk)
@@ -831,40 +832,4 @@ func portString(proto string, port uint16) string {
 		return "any"
 	}
 	return proto
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
-
-func containsU32(xs []uint32, x uint32) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
-
-func containsSvcPort(xs []svcPort, x svcPort) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
-
-func containsW(xs []*inventory.Workload, x *inventory.Workload) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }

@@ -113,13 +113,13 @@ func (d *Discoverer) fold(aggs map[aggKey]*agg) {
 
 // member adds a workload version to the cluster.
 func (c *Cluster) member(w *inventory.Workload) {
-	if contains(c.Members, w.ID) {
+	if slices.Contains(c.Members, w.ID) {
 		return
 	}
 	c.Members = append(c.Members, w.ID)
 	if w.Kind != inventory.KindPod {
 		for _, ip := range w.IPs {
-			if !contains(c.IPs, ip) {
+			if !slices.Contains(c.IPs, ip) {
 				c.IPs = append(c.IPs, ip)
 			}
 		}
@@ -162,12 +162,12 @@ func (c *Cluster) addPods(ns string, mixed bool, labels map[string]string) {
 // pod's cluster into its similarity group).
 func (c *Cluster) absorb(o *Cluster) {
 	for _, m := range o.Members {
-		if !contains(c.Members, m) {
+		if !slices.Contains(c.Members, m) {
 			c.Members = append(c.Members, m)
 		}
 	}
 	for _, ip := range o.IPs {
-		if !contains(c.IPs, ip) {
+		if !slices.Contains(c.IPs, ip) {
 			c.IPs = append(c.IPs, ip)
 		}
 	}
