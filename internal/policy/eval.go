@@ -544,20 +544,22 @@ func (r ipRecord) Field(name string) (filter.Value, bool) {
 }
 
 func (s *Session) classify(p Peer) *class {
+	// first is the workload's class in byW (the first address it was seen
+	// with), looked up once.
+	var first *class
 	if p.Workload != nil {
-		var c *class
 		if e := &s.recent[recentSlot(p.Workload)]; e.w == p.Workload {
-			c = e.c
-		} else if c = s.byW[p.Workload]; c != nil {
-			*e = recentEntry{p.Workload, c}
+			first = e.c
+		} else if first = s.byW[p.Workload]; first != nil {
+			*e = recentEntry{p.Workload, first}
 		}
-		if c != nil {
+		if first != nil {
 			if p.IP.IsValid() {
-				if c.ip == p.IP {
-					return c
+				if first.ip == p.IP {
+					return first
 				}
-			} else if p.Addr == c.addr {
-				return c
+			} else if p.Addr == first.addr {
+				return first
 			}
 		}
 	}
@@ -567,9 +569,9 @@ func (s *Session) classify(p Peer) *class {
 		}
 	}
 	if p.Workload != nil {
-		if c, ok := s.byW[p.Workload]; ok {
-			if c.ip == p.IP {
-				return c
+		if first != nil {
+			if first.ip == p.IP {
+				return first
 			}
 			if c, ok := s.other[peerKey{p.Workload, p.IP}]; ok {
 				return c
@@ -580,12 +582,13 @@ func (s *Session) classify(p Peer) *class {
 	}
 	if len(s.byW)+len(s.byIP)+len(s.other) >= maxCache {
 		s.reset()
+		first = nil
 	}
 	c := s.newClass(p)
 	switch {
 	case p.Workload == nil:
 		s.byIP[p.IP] = c
-	case s.byW[p.Workload] == nil:
+	case first == nil:
 		s.byW[p.Workload] = c
 	default:
 		s.other[peerKey{p.Workload, p.IP}] = c
