@@ -118,12 +118,6 @@ func (c *nfConn) listSets(prefix string, full bool) (map[string]*ipsetInfo, erro
 	return out, nil
 }
 
-func be32(v uint32) []byte {
-	b := make([]byte, 4)
-	binary.BigEndian.PutUint32(b, v)
-	return b
-}
-
 var protoNames = map[uint8]string{1: "icmp", 6: "tcp", 17: "udp", 132: "sctp", 136: "udplite"}
 var protoNums = map[string]uint8{"icmp": 1, "tcp": 6, "udp": 17, "sctp": 132, "udplite": 136}
 

@@ -123,20 +123,18 @@ func nla(typ uint16, data []byte) []byte {
 }
 
 func nlaNested(typ uint16, children ...[]byte) []byte {
-	var data []byte
-	for _, c := range children {
-		data = append(data, c...)
-	}
-	return nla(typ|nlaFNested, data)
+	return nla(typ|nlaFNested, cat(children...))
 }
 
 func nlaStr(typ uint16, s string) []byte { return nla(typ, append([]byte(s), 0)) }
 func nlaU8(typ uint16, v uint8) []byte   { return nla(typ, []byte{v}) }
 
-func nlaU32(typ uint16, v uint32) []byte {
+func nlaU32(typ uint16, v uint32) []byte { return nla(typ, be32(v)) }
+
+func be32(v uint32) []byte {
 	b := make([]byte, 4)
 	binary.BigEndian.PutUint32(b, v)
-	return nla(typ, b)
+	return b
 }
 
 func nlaU64(typ uint16, v uint64) []byte {
