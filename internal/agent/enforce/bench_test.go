@@ -21,7 +21,6 @@ import (
 // 10.244.k.0/24 (.20 to .249), each further 230 on one more /24 range
 // 10.244.(k+10r).0/24 in the node's PodCIDRs: the benchmark reports the
 // time from Apply of the bundles to every pod's rules in place
-// time from Apply of the bundles to every pod's rules in place
 // ("enforce"), from Apply of empty bundles to every rule gone ("revoke"),
 // with the CPU (the process's and its children's) of each, and the
 // process's CPU while the nodes stay programmed and idle for 10 s
