@@ -167,8 +167,9 @@ func (e *Enforcer) Apply(b *ruleset.Bundle) error {
 				continue
 			}
 			s.ComputeDigest()
-			if _, ok := verified[key(s)]; !ok {
-				verified[key(s)] = s.Members
+			k := key(s)
+			if _, ok := verified[k]; !ok {
+				verified[k] = s.Members
 			}
 		}
 	}
