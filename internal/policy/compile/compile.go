@@ -250,12 +250,13 @@ func Compile(in Input) (*Output, error) {
 			c.programmed = append(c.programmed, p)
 		}
 		if w.Kind == inventory.KindNode {
-			c.nodeByName[w.Cluster+"\x00"+w.Name] = p
-		}
-		if w.Kind == inventory.KindPod && w.Node != "" {
-			c.podsOn[w.Cluster+"\x00"+w.Node] = append(c.podsOn[w.Cluster+"\x00"+w.Node], p)
+			c.nodeByName[nodeKey(w.Cluster, w.Name)] = p
 		}
 		if w.Kind == inventory.KindPod {
+			if w.Node != "" {
+				k := nodeKey(w.Cluster, w.Node)
+				c.podsOn[k] = append(c.podsOn[k], p)
+			}
 			for _, ip := range w.IPs {
 				c.podByIP[ip] = p
 			}
@@ -817,7 +818,7 @@ func (c *compiler) sources(b *rulesBuilder, r *policy.ChainRule, viaNodePort boo
 		if n == nil {
 			return nil
 		}
-		return []ruleset.Rule{{Set: b.use(c.set("host-node|"+n.w.Cluster+"\x00"+n.w.Name, ruleset.HashIP, n.addrs, "host-node "+n.w.Name))}}
+		return []ruleset.Rule{{Set: b.use(c.hostNodeSet(n))}}
 	case policy.EndpointAny:
 		return []ruleset.Rule{{}}
 	case policy.EndpointCIDR:
@@ -837,7 +838,16 @@ func (c *compiler) nodeOf(p *peer) *peer {
 	if p == nil || p.w.Kind != inventory.KindPod || p.w.Node == "" {
 		return nil
 	}
-	return c.nodeByName[p.w.Cluster+"\x00"+p.w.Node]
+	return c.nodeByName[nodeKey(p.w.Cluster, p.w.Node)]
+}
+
+// nodeKey is node name of cluster's key in nodeByName and podsOn.
+func nodeKey(cluster, name string) string { return cluster + "\x00" + name }
+
+// hostNodeSet is the set of node n's addresses, host-node in n's pods'
+// rules.
+func (c *compiler) hostNodeSet(n *peer) *ruleset.IPSet {
+	return c.set("host-node|"+nodeKey(n.w.Cluster, n.w.Name), ruleset.HashIP, n.addrs, "host-node "+n.w.Name)
 }
 
 // hostNodeRules appends the rules for intent r, one of whose ends is
@@ -857,7 +867,7 @@ func (c *compiler) hostNodeRules(b *rulesBuilder, ch *ruleset.Chain, r *policy.C
 		if self.w.Kind != inventory.KindNode {
 			return
 		}
-		for _, p := range c.podsOn[self.w.Cluster+"\x00"+self.w.Name] {
+		for _, p := range c.podsOn[nodeKey(self.w.Cluster, self.w.Name)] {
 			if side == policy.Egress && r.Provider.Kind != policy.EndpointService && c.s.ProviderHolds(r, p.c, nil) ||
 				side == policy.Ingress && c.s.ConsumerHolds(r, p.c) {
 				others = append(others, p)
@@ -908,8 +918,7 @@ func (c *compiler) hostNodeRules(b *rulesBuilder, ch *ruleset.Chain, r *policy.C
 			s = c.set("host-node-pods|"+fmt.Sprint(side)+"|"+self.w.Cluster+"\x00"+self.w.Name+"|"+other+"|"+fmt.Sprint(g.ports), ruleset.HashIP, g.members,
 				"pods on "+self.w.Name+": "+other)
 		} else {
-			n := others[0]
-			s = c.set("host-node|"+n.w.Cluster+"\x00"+n.w.Name, ruleset.HashIP, n.addrs, "host-node "+n.w.Name)
+			s = c.hostNodeSet(others[0])
 		}
 		for _, pr := range g.ports {
 			ch.Rules = append(ch.Rules, ruleset.Rule{Verdict: v, Proto: pr[0], Ports: pr[1], Set: b.use(s), Comment: ref})
