@@ -88,16 +88,11 @@ func (t *Tokens) CreateScoped(name string, role Role, scope, by string) (Token, 
 	if _, err := ParseRole(string(role)); err != nil {
 		return Token{}, "", err
 	}
-	idb := make([]byte, 8)
-	secret := make([]byte, 32)
-	if _, err := rand.Read(idb); err != nil {
+	id, sec, hash, err := NewSecret()
+	if err != nil {
 		return Token{}, "", err
 	}
-	if _, err := rand.Read(secret); err != nil {
-		return Token{}, "", err
-	}
-	sec := base64.RawURLEncoding.EncodeToString(secret)
-	tok := Token{ID: hex.EncodeToString(idb), Name: name, Role: role, Scope: scope, Created: time.Now().UTC(), CreatedBy: by, Hash: hashSecret(sec)}
+	tok := Token{ID: id, Name: name, Role: role, Scope: scope, Created: time.Now().UTC(), CreatedBy: by, Hash: hash}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, o := range t.by {
@@ -123,7 +118,24 @@ func (t *Tokens) put(tok *Token) error {
 	return t.kv.Update(func(tx store.Tx) error { return tx.Put(bucketTokens, tok.ID, b) })
 }
 
-func hashSecret(sec string) string {
+// NewSecret makes the parts of a "<prefix><id>_<secret>" token: id (16
+// hex digits), secret (256 random bits, base64url) and the hex SHA-256 of
+// the secret, which is all that should be stored.
+func NewSecret() (id, secret, hash string, err error) {
+	idb := make([]byte, 8)
+	sb := make([]byte, 32)
+	if _, err := rand.Read(idb); err != nil {
+		return "", "", "", err
+	}
+	if _, err := rand.Read(sb); err != nil {
+		return "", "", "", err
+	}
+	secret = base64.RawURLEncoding.EncodeToString(sb)
+	return hex.EncodeToString(idb), secret, HashSecret(secret), nil
+}
+
+// HashSecret is the stored form of a token secret: its hex SHA-256.
+func HashSecret(sec string) string {
 	h := sha256.Sum256([]byte(sec))
 	return hex.EncodeToString(h[:])
 }
@@ -152,7 +164,7 @@ func (t *Tokens) Check(token string) (Principal, error) {
 	t.mu.RLock()
 	tok := t.by[id]
 	t.mu.RUnlock()
-	want := hashSecret(sec)
+	want := HashSecret(sec)
 	if tok == nil {
 		return Principal{}, ErrInvalid
 	}

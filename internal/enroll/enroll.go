@@ -21,11 +21,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -38,6 +36,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/palisade-dev/palisade/internal/auth"
 	"github.com/palisade-dev/palisade/internal/store"
 )
 
@@ -176,17 +175,12 @@ func (s *Service) CreateToken(node string, ttl time.Duration, by string) (Token,
 	if ttl <= 0 {
 		ttl = s.opts.TokenTTL
 	}
-	idb := make([]byte, 8)
-	secret := make([]byte, 32)
-	if _, err := rand.Read(idb); err != nil {
+	id, sec, hash, err := auth.NewSecret()
+	if err != nil {
 		return Token{}, "", err
 	}
-	if _, err := rand.Read(secret); err != nil {
-		return Token{}, "", err
-	}
-	sec := base64.RawURLEncoding.EncodeToString(secret)
 	now := s.opts.Now().UTC()
-	t := Token{ID: hex.EncodeToString(idb), Node: node, Created: now, CreatedBy: by, Expires: now.Add(ttl), Hash: hashSecret(sec)}
+	t := Token{ID: id, Node: node, Created: now, CreatedBy: by, Expires: now.Add(ttl), Hash: hash}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Expired and used tokens older than a week are forgotten here, so
@@ -197,7 +191,7 @@ func (s *Service) CreateToken(node string, ttl time.Duration, by string) (Token,
 			gone = append(gone, id)
 		}
 	}
-	err := s.kv.Update(func(tx store.Tx) error {
+	err = s.kv.Update(func(tx store.Tx) error {
 		for _, id := range gone {
 			if err := tx.Delete(bucketTokens, id); err != nil {
 				return err
@@ -240,7 +234,7 @@ func (s *Service) lookup(secret, node string) (*Token, error) {
 		return nil, fmt.Errorf("%w: want %s<id>_<secret>, as `palisade agent token create` prints it", ErrTokenInvalid, TokenPrefix)
 	}
 	t := s.toks[id]
-	if t == nil || subtle.ConstantTimeCompare([]byte(t.Hash), []byte(hashSecret(sec))) != 1 {
+	if t == nil || subtle.ConstantTimeCompare([]byte(t.Hash), []byte(auth.HashSecret(sec))) != 1 {
 		return nil, fmt.Errorf("%w: unknown token", ErrTokenInvalid)
 	}
 	if t.Used != nil {
@@ -507,11 +501,6 @@ func parseCSR(b []byte) (crypto.PublicKey, error) {
 }
 
 func serialHex(n *big.Int) string { return hex.EncodeToString(n.Bytes()) }
-
-func hashSecret(s string) string {
-	h := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(h[:])
-}
 
 func putJSON(tx store.Tx, bucket, key string, v any) error {
 	b, err := json.Marshal(v)
