@@ -178,10 +178,10 @@ func (s *Server) vulnRoutes() []Route {
 		}},
 		{Method: "GET", Pattern: "/api/v1/images/{digest}", Perm: auth.VulnRead, Scope: httpapi.Filtered, Handler: func(w http.ResponseWriter, r *http.Request) {
 			rep, ok := s.Vuln.Image(r.PathValue("digest"))
-			if ok && !s.visibilityOf(r).All() {
+			if vis := s.visibilityOf(r); ok && !vis.All() {
 				// Visible when one of the image's workloads is.
 				ok = false
-				for _, im := range s.visibleImages(s.visibilityOf(r)) {
+				for _, im := range s.visibleImages(vis) {
 					ok = ok || (im.Digest != "" && im.Digest == rep.Digest) || im.Image == rep.Image
 				}
 			}
