@@ -85,13 +85,9 @@ func New(o Options) (*Client, error) {
 	if c.http == nil {
 		tlsCfg := o.TLS
 		if tlsCfg == nil && o.CAFile != "" {
-			pem, err := os.ReadFile(o.CAFile)
+			pool, err := caPool(o.CAFile)
 			if err != nil {
-				return nil, fmt.Errorf("CA bundle: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("CA bundle %s: no PEM certificate in it", o.CAFile)
+				return nil, err
 			}
 			tlsCfg = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		}
@@ -104,6 +100,19 @@ func New(o Options) (*Client, error) {
 		c.http = &http.Client{Transport: tr, Timeout: timeout}
 	}
 	return c, nil
+}
+
+// caPool reads a PEM CA bundle.
+func caPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("CA bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA bundle %s: no PEM certificate in it", file)
+	}
+	return pool, nil
 }
 
 // Server is the base URL the client calls.

@@ -3,10 +3,7 @@ package client
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"fmt"
 	"net/http"
-	"os"
 
 	"github.com/palisade-dev/palisade/pkg/api"
 )
@@ -72,13 +69,9 @@ func (c *Client) RenewCertificate(ctx context.Context, node string, csrPEM []byt
 func AgentTLS(caFile string, cert func() *tls.Certificate) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+		pool, err := caPool(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("CA bundle: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA bundle %s: no PEM certificate in it", caFile)
+			return nil, err
 		}
 		cfg.RootCAs = pool
 	}
