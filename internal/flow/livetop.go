@@ -1,7 +1,5 @@
 package flow
 
-import "sort"
-
 // topLive is Top over the stored flows and the provisional ones, as
 // Search sees them: a flow both stored and provisional (emitted a moment
 // ago, or updated with a late link) counts once, as its provisional
@@ -59,14 +57,5 @@ func (s *Service) topLive(q Query, by string, n int) ([]TopEntry, error) {
 			out = append(out, *g)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Flows != out[j].Flows {
-			return out[i].Flows > out[j].Flows
-		}
-		return out[i].Key < out[j].Key
-	})
-	if len(out) > n {
-		out = out[:n]
-	}
-	return out, nil
+	return RankTop(out, n), nil
 }

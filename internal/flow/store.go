@@ -1,5 +1,7 @@
 package flow
 
+import "sort"
+
 // Store keeps flows and the agent records not yet turned into flows. The
 // embedded implementation is internal/flow/store; a PostgreSQL one can
 // follow behind the same interface. Every method is safe for concurrent use.
@@ -40,6 +42,21 @@ type TopEntry struct {
 	Flows uint64 `json:"flows"`
 	Conns uint64 `json:"conns"`
 	Bytes uint64 `json:"bytes"`
+}
+
+// RankTop orders Top groups by flows, most first, then by key, and keeps
+// the first n (all when n <= 0): the one order every Top answers in.
+func RankTop(out []TopEntry, n int) []TopEntry {
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Flows != out[j].Flows {
+			return out[i].Flows > out[j].Flows
+		}
+		return out[i].Key < out[j].Key
+	})
+	if n > 0 && len(out) > n {
+		out = out[:n]
+	}
+	return out
 }
 
 // TopKey returns the key of f in a Top grouping by (see ValidTopBy).

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -401,19 +400,10 @@ func (s *handlers) topVisible(ctx context.Context, vis Visibility, filter, by st
 	for _, g := range groups {
 		out = append(out, *g)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Flows != out[j].Flows {
-			return out[i].Flows > out[j].Flows
-		}
-		return out[i].Key < out[j].Key
-	})
 	if n <= 0 {
 		n = 10
 	}
-	if len(out) > n {
-		out = out[:n]
-	}
-	return out, nil
+	return flow.RankTop(out, n), nil
 }
 
 func (s *handlers) handleGet(w http.ResponseWriter, r *http.Request) {

@@ -563,16 +563,7 @@ func (s *Store) Top(q flow.Query, by string, n int) ([]flow.TopEntry, error) {
 	for _, g := range groups {
 		out = append(out, *g)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Flows != out[j].Flows {
-			return out[i].Flows > out[j].Flows
-		}
-		return out[i].Key < out[j].Key
-	})
-	if n > 0 && len(out) > n {
-		out = out[:n]
-	}
-	return out, nil
+	return flow.RankTop(out, n), nil
 }
 
 func needOf(fields []string) fillNeed {
