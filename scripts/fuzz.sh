@@ -14,8 +14,20 @@ while IFS= read -r file; do
 	for fn in $(grep -oE '^func (Fuzz[A-Za-z0-9_]+)\(' "$file" | sed -E 's/^func (Fuzz[A-Za-z0-9_]+)\(/\1/'); do
 		echo "fuzz $dir $fn ($FUZZTIME)"
 		if ! "$GO" test -run '^$' -fuzz "^${fn}\$" -fuzztime "$FUZZTIME" "$dir" >/tmp/palisade-fuzz.log 2>&1; then
-			cat /tmp/palisade-fuzz.log
-			fail=1
+			# Go 1.26's coordinator can report a bare "context deadline
+			# exceeded" when -fuzztime ends while a worker is mid-call
+			# (golang/go#75804, fixed in Go 1.27): no input failed. That
+			# case passes once the target's corpus replays clean; anything
+			# else (a written input, a panic, another error) fails.
+			if grep -q 'context deadline exceeded' /tmp/palisade-fuzz.log &&
+				! grep -qE 'Failing input written|panic:' /tmp/palisade-fuzz.log &&
+				[ "$(grep -cvE '^(fuzz: elapsed|--- FAIL: '"$fn"' |    context deadline exceeded$|FAIL|exit status 1|FAIL\s)' /tmp/palisade-fuzz.log)" = 0 ] &&
+				"$GO" test -run "^${fn}\$" "$dir" >/dev/null 2>&1; then
+				echo "  $fn: the fuzz deadline race of golang/go#75804 (no failing input; corpus replays clean)"
+			else
+				cat /tmp/palisade-fuzz.log
+				fail=1
+			fi
 		fi
 	done
 done < <(grep -rlE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]+\(' internal pkg cmd 2>/dev/null | sort)
