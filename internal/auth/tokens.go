@@ -1,17 +1,11 @@
 package auth
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -104,7 +98,7 @@ func (t *Tokens) CreateScoped(name string, role Role, scope, by string) (Token, 
 		return Token{}, "", err
 	}
 	t.by[tok.ID] = &tok
-	return tok.public(), tokenPrefix + tok.ID + "_" + sec, nil
+	return tok.public(), FormatSecret(tokenPrefix, tok.ID, sec), nil
 }
 
 // ErrExists: a live token has that name.
@@ -116,28 +110,6 @@ var ErrNoToken = errors.New("no such token")
 func (t *Tokens) put(tok *Token) error {
 	b, _ := json.Marshal(tok)
 	return t.kv.Update(func(tx store.Tx) error { return tx.Put(bucketTokens, tok.ID, b) })
-}
-
-// NewSecret makes the parts of a "<prefix><id>_<secret>" token: id (16
-// hex digits), secret (256 random bits, base64url) and the hex SHA-256 of
-// the secret, which is all that should be stored.
-func NewSecret() (id, secret, hash string, err error) {
-	idb := make([]byte, 8)
-	sb := make([]byte, 32)
-	if _, err := rand.Read(idb); err != nil {
-		return "", "", "", err
-	}
-	if _, err := rand.Read(sb); err != nil {
-		return "", "", "", err
-	}
-	secret = base64.RawURLEncoding.EncodeToString(sb)
-	return hex.EncodeToString(idb), secret, HashSecret(secret), nil
-}
-
-// HashSecret is the stored form of a token secret: its hex SHA-256.
-func HashSecret(sec string) string {
-	h := sha256.Sum256([]byte(sec))
-	return hex.EncodeToString(h[:])
 }
 
 func (tok Token) public() Token {
@@ -153,22 +125,18 @@ var (
 
 // Check returns the principal of a token.
 func (t *Tokens) Check(token string) (Principal, error) {
-	rest, ok := strings.CutPrefix(token, tokenPrefix)
+	id, sec, ok := ParseSecret(token, tokenPrefix)
 	if !ok {
-		return Principal{}, ErrMalformed
-	}
-	id, sec, ok := strings.Cut(rest, "_")
-	if !ok || len(id) != 16 || sec == "" {
 		return Principal{}, ErrMalformed
 	}
 	t.mu.RLock()
 	tok := t.by[id]
 	t.mu.RUnlock()
-	want := HashSecret(sec)
 	if tok == nil {
+		HashSecret(sec) // the same work as for a known ID
 		return Principal{}, ErrInvalid
 	}
-	if subtle.ConstantTimeCompare([]byte(tok.Hash), []byte(want)) != 1 || tok.Revoked != nil {
+	if !SecretMatches(tok.Hash, sec) || tok.Revoked != nil {
 		return Principal{}, ErrInvalid
 	}
 	return Principal{Name: tok.Name, Role: tok.Role, Scope: tok.Scope, TokenID: tok.ID}, nil

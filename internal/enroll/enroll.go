@@ -21,7 +21,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/subtle"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
@@ -32,7 +31,6 @@ import (
 	"math/big"
 	"regexp"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -208,7 +206,7 @@ func (s *Service) CreateToken(node string, ttl time.Duration, by string) (Token,
 	s.toks[t.ID] = &t
 	out := t
 	out.Hash = ""
-	return out, TokenPrefix + t.ID + "_" + sec, nil
+	return out, auth.FormatSecret(TokenPrefix, t.ID, sec), nil
 }
 
 // Tokens lists the enrollment tokens (without hashes), newest first.
@@ -228,13 +226,12 @@ func (s *Service) Tokens() []Token {
 // lookup finds the token a secret form names and checks it is usable for
 // node, without using it. Callers hold s.mu.
 func (s *Service) lookup(secret, node string) (*Token, error) {
-	rest, ok := strings.CutPrefix(secret, TokenPrefix)
-	id, sec, ok2 := strings.Cut(rest, "_")
-	if !ok || !ok2 {
+	id, sec, ok := auth.ParseSecret(secret, TokenPrefix)
+	if !ok {
 		return nil, fmt.Errorf("%w: want %s<id>_<secret>, as `palisade agent token create` prints it", ErrTokenInvalid, TokenPrefix)
 	}
 	t := s.toks[id]
-	if t == nil || subtle.ConstantTimeCompare([]byte(t.Hash), []byte(auth.HashSecret(sec))) != 1 {
+	if t == nil || !auth.SecretMatches(t.Hash, sec) {
 		return nil, fmt.Errorf("%w: unknown token", ErrTokenInvalid)
 	}
 	if t.Used != nil {
