@@ -80,6 +80,7 @@ func newServerCmd() *cobra.Command {
 	f.DurationVar(&cfg.AgentClockSkew, "agent-clock-skew", 5*time.Minute, "how far ahead of the server's clock an agent's flows may be stamped")
 	f.DurationVar(&cfg.FlowRetention, "flow-retention", 7*24*time.Hour, "drop stored flows older than this")
 	f.DurationVar(&cfg.InventoryRetention, "inventory-retention", 0, "drop inventory history (superseded versions, deleted workloads, ended address leases) older than this; lookups inside it answer as before (default: 30 days or --flow-retention, whichever is longer)")
+	f.DurationVar(&cfg.DiscoveryTimeout, "discovery-timeout", server.DefaultDiscoveryTimeout, "end a policy discovery job still running after this long (its status says so; no version is stored)")
 	addScanFlags(f, &cfg)
 	f.Var((*byteSize)(&cfg.FlowMaxBytes), "flow-max-bytes", "cap on the flow store's files, e.g. 20GiB or 500MB (default: half of the data disk's free space at start)")
 	return cmd

@@ -60,6 +60,11 @@ type DiscoveryJob struct {
 	Ended   time.Time `json:"ended,omitzero"`
 }
 
+// DefaultDiscoveryTimeout is Config.DiscoveryTimeout's default: ten
+// times what 10 M flows take on the server's path at load 30
+// (docs/BENCHMARKS.md "Policy discovery").
+const DefaultDiscoveryTimeout = 20 * time.Minute
+
 // maxDiscoveryJobs bounds the jobs kept; the oldest finished go first.
 const maxDiscoveryJobs = 32
 
@@ -177,8 +182,25 @@ func (s *Server) startDiscovery(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) runDiscovery(id string, opts discovery.Options, from, to time.Time, asVersion bool, caller string) {
+	timeout := s.cfg.DiscoveryTimeout
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
 	fail := func(err error) {
-		s.discoveries.update(id, func(j *DiscoveryJob) { j.State, j.Error, j.Ended = "failed", err.Error(), time.Now().UTC() })
+		s.discoveries.update(id, func(j *DiscoveryJob) {
+			if errors.Is(err, context.DeadlineExceeded) {
+				err = fmt.Errorf("stopped after %s (the server's --discovery-timeout) with %d%% of the window read: discover a shorter window (since, from/to) or raise --discovery-timeout", timeout, j.Percent)
+			}
+			j.State, j.Error, j.Ended = "failed", err.Error(), time.Now().UTC()
+		})
+	}
+	// overdue is the deadline, looked at between the steps that do not
+	// look at it themselves.
+	overdue := func() bool {
+		if ctx.Err() != nil {
+			fail(ctx.Err())
+			return true
+		}
+		return false
 	}
 	set, err := s.policy.repo.Set(policy.Selection{Default: "latest"})
 	if err != nil {
@@ -194,16 +216,22 @@ func (s *Server) runDiscovery(id string, opts discovery.Options, from, to time.T
 	defer d.Close()
 	// The window is read in slices, as historical analysis reads it;
 	// progress is the share of the window read.
-	if _, err := readSlices(context.Background(), s.policy.flows, from, to, d.Add, func(at time.Time) {
+	if _, err := readSlices(ctx, s.policy.flows, from, to, d.Add, func(at time.Time) {
 		pct := int(95 * at.Sub(from) / to.Sub(from))
 		s.discoveries.update(id, func(j *DiscoveryJob) { j.Percent = pct })
 	}); err != nil {
 		fail(fmt.Errorf("reading flows: %w", err))
 		return
 	}
+	if overdue() {
+		return
+	}
 	res := d.Result(from, to)
 	if newest, err := s.policy.repo.Version(opts.Scope, ""); err == nil {
 		res.DiffAgainst(newest)
+	}
+	if overdue() {
+		return // a version is stored only by a job within its deadline
 	}
 	var made string
 	if asVersion {

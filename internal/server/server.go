@@ -110,6 +110,10 @@ type Config struct {
 	// on a loopback address only.
 	TLS             bool
 	TLSCert, TLSKey string
+	// DiscoveryTimeout bounds a policy discovery job, from its start to
+	// its result (default DefaultDiscoveryTimeout): past it the job ends
+	// as failed, saying so, and stores no version.
+	DiscoveryTimeout time.Duration
 }
 
 // Server is a running control plane.
@@ -171,6 +175,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		inv.Close()
 		kv.Close()
 		return nil, err
+	}
+	if cfg.DiscoveryTimeout < 0 {
+		return fail(fmt.Errorf("server: discovery timeout %s: want a positive duration (--discovery-timeout)", cfg.DiscoveryTimeout))
+	}
+	if s.cfg.DiscoveryTimeout == 0 {
+		s.cfg.DiscoveryTimeout = DefaultDiscoveryTimeout
 	}
 	if cfg.TLS && cfg.AgentToken != "" {
 		return fail(errors.New("server: a shared agent token is for plain-HTTP servers only; agents of a TLS server enroll (palisade agent token create)"))
