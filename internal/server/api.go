@@ -21,7 +21,7 @@ func (s *Server) coreRoutes() []Route {
 		{Method: "GET", Pattern: "/healthz", Perm: auth.Public, Handler: func(w http.ResponseWriter, _ *http.Request) {
 			httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		}},
-		{Method: "GET", Pattern: "/api/v1/status", Perm: auth.StatusRead, Scope: httpapi.Global, Handler: s.getStatus},
+		{Method: "GET", Pattern: "/api/v1/status", Perm: auth.StatusRead, Scope: httpapi.Filtered, Handler: s.getStatus},
 		{Method: "GET", Pattern: "/api/v1/inventory", Perm: auth.InventoryRead, Scope: httpapi.Filtered, Handler: s.searchInventory},
 		{Method: "GET", Pattern: "/api/v1/inventory/lookup", Perm: auth.InventoryRead, Scope: httpapi.Filtered, Handler: s.lookup},
 		{Method: "GET", Pattern: "/api/v1/inventory/{id...}", Perm: auth.InventoryRead, Scope: httpapi.Filtered, Handler: s.getWorkload},
@@ -34,15 +34,36 @@ func (s *Server) coreRoutes() []Route {
 	}
 }
 
-func (s *Server) getStatus(w http.ResponseWriter, _ *http.Request) {
-	st := api.Status{Version: Version, Commit: Commit, Started: s.started, Workloads: s.Inventory.Len(), Connectors: []api.ConnectorStatus{},
-		FlowStore: s.flowStore.Stats()}
-	if s.Vuln != nil {
-		vs := s.Vuln.Status()
-		st.Scanner = &vs
-	}
+func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
+	st := api.Status{Version: Version, Commit: Commit, Started: s.started, Connectors: []api.ConnectorStatus{}}
 	for _, c := range s.Connectors() {
 		st.Connectors = append(st.Connectors, api.ConnectorStatus(c))
+	}
+	vis := s.visibilityOf(r)
+	if vis.All() {
+		fs := s.flowStore.Stats()
+		st.Workloads, st.FlowStore = s.Inventory.Len(), &fs
+		if s.Vuln != nil {
+			vs := s.Vuln.Status()
+			st.Scanner = &vs
+		}
+		httpapi.WriteJSON(w, http.StatusOK, st)
+		return
+	}
+	// A scoped caller: counts over its scope, and nothing that describes
+	// the whole store, the scanner's queue or how the server reaches the
+	// clusters (pkg/api.Status; docs/SECURITY.md).
+	st.Scope = vis.scope
+	ctx, cancel := context.WithTimeout(r.Context(), flowapi.SearchTimeout)
+	defer cancel()
+	visible, err := s.Inventory.SearchContext(ctx, nil, inventory.SearchOptions{Keep: vis.Workload})
+	if err != nil {
+		httpapi.WriteError(w, httpapi.Stopped(err, flowapi.SearchTimeout))
+		return
+	}
+	st.Workloads = len(visible)
+	for i, c := range st.Connectors {
+		st.Connectors[i] = api.ConnectorStatus{Cluster: c.Cluster, State: c.State, Since: c.Since, LastSync: c.LastSync}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, st)
 }

@@ -26,7 +26,9 @@ import (
 //     flows with either end a member at the flow's own time (resolved
 //     through the inventory history, as analysis resolves them), the
 //     findings and images of member workloads, and the policy objects,
-//     analysis, alerts, enforcement and discovery of S and its descendants;
+//     analysis, alerts, enforcement and discovery of S and its descendants,
+//     the agents of the nodes running a member (or that are members), the
+//     saved filters S or a descendant owns, and status counts over all this;
 //   - a scope that no longer exists shows nothing (fail closed).
 //
 // It is not safe for concurrent use (one per request).
@@ -44,6 +46,7 @@ type visibility struct {
 	memo   map[*inventory.Workload]bool
 	memoIP map[string]bool
 	ids    map[string]bool // visible workload IDs, taken on first use
+	nodes  map[string]bool // nodes running a visible workload, taken on first use
 }
 
 var _ flowapi.Visibility = (*visibility)(nil)
@@ -154,9 +157,36 @@ func (v *visibility) takeIDs() {
 		return
 	}
 	v.ids = map[string]bool{}
+	if v.chain == nil {
+		return // the scope is gone: nothing
+	}
 	for _, w := range v.inv.Search(nil, inventory.SearchOptions{IncludeDeleted: true, Keep: v.Workload}) {
 		v.ids[w.ID] = true
 	}
+}
+
+// Node reports whether the agent of a node is visible: the node runs a
+// visible workload now, or is itself a member of the scope (a node
+// workload its filters match). Taken once per request, like WorkloadID.
+func (v *visibility) Node(name string) bool {
+	if v.all {
+		return true
+	}
+	if v.nodes == nil {
+		v.nodes = map[string]bool{}
+		if v.chain == nil {
+			return false // the scope is gone: nothing
+		}
+		for _, w := range v.inv.Search(nil, inventory.SearchOptions{Keep: v.Workload}) {
+			switch {
+			case w.Kind == inventory.KindNode:
+				v.nodes[w.Name] = true
+			case w.Node != "":
+				v.nodes[w.Node] = true
+			}
+		}
+	}
+	return v.nodes[name]
 }
 
 // Addr reports whether the holder of ip at t is visible; an address no

@@ -30,13 +30,20 @@ type (
 )
 
 // Status answers GET /api/v1/status.
+//
+// A caller bound to a scope (per-scope RBAC) gets it over what the scope
+// makes visible: Scope names the scope, Workloads counts its current
+// workloads, Connectors carry their cluster and state only (no API
+// server address, no error text), and FlowStore and Scanner, which
+// describe everyone's data, are left out.
 type Status struct {
 	Version    string            `json:"version"`
 	Commit     string            `json:"commit,omitempty"` // the server's build
 	Started    time.Time         `json:"started"`
+	Scope      string            `json:"scope,omitempty"`
 	Workloads  int               `json:"workloads"`
 	Connectors []ConnectorStatus `json:"connectors"`
-	FlowStore  FlowStoreStats    `json:"flowStore"`
+	FlowStore  *FlowStoreStats   `json:"flowStore,omitempty"`
 	// Scanner: the vulnerability database, layer cache and scan queue.
 	Scanner *ScannerStatus `json:"scanner,omitempty"`
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,7 +24,7 @@ import (
 //
 //	POST /api/v1/agents/{node}/flows       a flow.Batch as JSON (Content-Encoding: gzip optional)
 //	POST /api/v1/agents/{node}/heartbeat   a flow.Heartbeat
-//	GET  /api/v1/agents                    every agent's config and health
+//	GET  /api/v1/agents                    the agents' config and health (a scoped caller: its nodes')
 //	GET  /api/v1/agents/{node}/config      a flow.AgentConfig
 //	PUT  /api/v1/agents/{node}/config
 //	GET  /api/v1/flows?filter=F&from=T&to=T&limit=N
@@ -62,12 +63,8 @@ func ScopedRoutes(svc *flow.Service, vis VisibilityOf, limits ...Limits) []httpa
 	return []httpapi.Route{
 		{Method: "POST", Pattern: "/api/v1/agents/{node}/flows", Perm: auth.AgentReport, Handler: s.handleIngest, OnRefused: refused, MaxBody: s.opts.MaxBatchBytes},
 		{Method: "POST", Pattern: "/api/v1/agents/{node}/heartbeat", Perm: auth.AgentReport, Handler: s.handleHeartbeat},
-		{Method: "GET", Pattern: "/api/v1/agents", Perm: auth.AgentsRead, Scope: httpapi.Global, Handler: func(w http.ResponseWriter, r *http.Request) {
-			httpapi.WriteJSON(w, http.StatusOK, api.AgentList{Agents: s.svc.Agents.List()})
-		}},
-		{Method: "GET", Pattern: "/api/v1/agents/{node}/config", Perm: auth.AgentsRead, Scope: httpapi.Global, Handler: func(w http.ResponseWriter, r *http.Request) {
-			httpapi.WriteJSON(w, http.StatusOK, s.svc.Agents.Config(r.PathValue("node")))
-		}},
+		{Method: "GET", Pattern: "/api/v1/agents", Perm: auth.AgentsRead, Scope: httpapi.Filtered, Handler: s.handleAgents},
+		{Method: "GET", Pattern: "/api/v1/agents/{node}/config", Perm: auth.AgentsRead, Scope: httpapi.Filtered, Handler: s.handleConfig},
 		{Method: "PUT", Pattern: "/api/v1/agents/{node}/config", Perm: auth.AgentsWrite, Scope: httpapi.Global, Handler: s.handleSetConfig,
 			Before: func(r *http.Request) any { return svc.Agents.Config(r.PathValue("node")) }},
 		{Method: "GET", Pattern: "/api/v1/flows", Perm: auth.FlowsRead, Scope: httpapi.Filtered, Handler: s.handleSearch},
@@ -211,6 +208,26 @@ func (s *handlers) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	node := r.PathValue("node")
 	s.svc.Agents.Heartbeat(node, hb, s.opts.Now())
+	httpapi.WriteJSON(w, http.StatusOK, s.svc.Agents.Config(node))
+}
+
+// handleAgents lists the agents of the nodes the caller may see.
+func (s *handlers) handleAgents(w http.ResponseWriter, r *http.Request) {
+	agents := s.svc.Agents.List()
+	if vis := s.visibility(r); vis != nil && !vis.All() {
+		agents = slices.DeleteFunc(agents, func(a flow.AgentStatus) bool { return !vis.Node(a.Node) })
+	}
+	httpapi.WriteJSON(w, http.StatusOK, api.AgentList{Agents: agents})
+}
+
+// handleConfig is a node's agent configuration; a node the caller may not
+// see has none for it.
+func (s *handlers) handleConfig(w http.ResponseWriter, r *http.Request) {
+	node := r.PathValue("node")
+	if vis := s.visibility(r); vis != nil && !vis.All() && !vis.Node(node) {
+		httpapi.WriteError(w, api.NotFound("no agent of node %q among the nodes your scope runs on", node))
+		return
+	}
 	httpapi.WriteJSON(w, http.StatusOK, s.svc.Agents.Config(node))
 }
 
@@ -451,6 +468,9 @@ type Visibility interface {
 	// All reports that nothing is hidden (the searches then run unfiltered).
 	All() bool
 	Flow(f *flow.Flow) bool
+	// Node reports whether the caller may see the agent of a node (one
+	// that runs a workload of the caller's scope).
+	Node(name string) bool
 }
 
 // VisibilityOf returns the visibility of a request's caller (nil: all).

@@ -16,17 +16,19 @@ import (
 	"github.com/palisade-dev/palisade/pkg/api"
 )
 
-// onlyFrom sees the flows from some source addresses.
+// onlyFrom sees the flows from some source addresses, and the agents of
+// the nodes it names.
 type onlyFrom map[string]bool
 
 func (onlyFrom) All() bool                { return false }
 func (o onlyFrom) Flow(f *flow.Flow) bool { return o[f.Src.IP] }
+func (o onlyFrom) Node(name string) bool  { return o[name] }
 
 // A restricted caller's search reads page after page until its limit of
 // visible flows is filled: here 3 visible flows among 6,000, 2,000 of them
 // starting at the same instant as each visible one, newest first, none
 // twice; top counts only the visible flows; a flow it may not see is
-// "not found".
+// "not found"; the agent list and configuration show only its nodes.
 func TestScopedSearchPages(t *testing.T) {
 	st, err := store.Open(t.TempDir(), store.Options{})
 	if err != nil {
@@ -60,7 +62,8 @@ func TestScopedSearchPages(t *testing.T) {
 	if err := svc.Flush(true); err != nil {
 		t.Fatal(err)
 	}
-	vis := onlyFrom{"10.9.9.9": true}
+	svc.Agents.Heartbeat("n2", flow.Heartbeat{Agent: "b"}, time.Now())
+	vis := onlyFrom{"10.9.9.9": true, "n2": true}
 	mux := http.NewServeMux()
 	if err := httpapi.Mount(mux, flowapi.ScopedRoutes(svc, func(*http.Request) flowapi.Visibility { return vis }), nil); err != nil {
 		t.Fatal(err)
@@ -96,5 +99,15 @@ func TestScopedSearchPages(t *testing.T) {
 	all, _ := svc.Search("", base.Add(-time.Minute), time.Now(), 1)
 	if code := get("/api/v1/flows/"+all[0].ID, nil); all[0].Src.IP != "10.9.9.9" && code != 404 {
 		t.Fatalf("an invisible flow by ID: %d", code)
+	}
+	var agents api.AgentList
+	if get("/api/v1/agents", &agents); len(agents.Agents) != 1 || agents.Agents[0].Node != "n2" {
+		t.Fatalf("agents: %+v, want n2's only", agents)
+	}
+	if code := get("/api/v1/agents/n1/config", nil); code != 404 {
+		t.Fatalf("the configuration of a node not seen: %d, want 404", code)
+	}
+	if code := get("/api/v1/agents/n2/config", nil); code != 200 {
+		t.Fatalf("the configuration of a node seen: %d", code)
 	}
 }
