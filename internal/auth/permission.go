@@ -25,6 +25,7 @@ const (
 	StatusRead      Permission = "status.read"
 	InventoryRead   Permission = "inventory.read"
 	InventoryWrite  Permission = "inventory.write"
+	InventoryOwn    Permission = "inventory.own" // a scoped caller's saved filters (internal/server/filters.go)
 	FlowsRead       Permission = "flows.read"
 	AgentsRead      Permission = "agents.read"
 	AgentsWrite     Permission = "agents.write"

@@ -59,8 +59,9 @@ type ScopeKind uint8
 const (
 	// ScopeUndeclared: a caller bound to a scope is refused.
 	ScopeUndeclared ScopeKind = iota
-	// ScopeGlobal: nothing of a scope (status, agents, saved filters); a
-	// scoped caller may read it, never change it.
+	// ScopeGlobal: nothing of a scope and nothing of the inventory (the
+	// filter schema, the vulnerability database); a scoped caller may
+	// read it, never change it.
 	ScopeGlobal
 	// ScopeFiltered: the handler shows, or changes, only what the caller's
 	// scope allows (searches, lists, documents naming their scopes).
@@ -72,12 +73,17 @@ const (
 	// Param, which only the owner of an ancestor may do: a scoped caller
 	// needs the permission on a strict descendant of its scope.
 	ScopeChild
+	// ScopeServerWide: figures about everyone's data that cannot be
+	// narrowed to a scope (flow ingest counters); a scoped caller is
+	// refused (403), whatever its role.
+	ScopeServerWide
 )
 
-// Global, Filtered, Named and Child build a route's Scoping.
+// Global, Filtered, ServerWide, Named and Child build a route's Scoping.
 var (
-	Global   = Scoping{Kind: ScopeGlobal}
-	Filtered = Scoping{Kind: ScopeFiltered}
+	Global     = Scoping{Kind: ScopeGlobal}
+	Filtered   = Scoping{Kind: ScopeFiltered}
+	ServerWide = Scoping{Kind: ScopeServerWide}
 )
 
 // Named is ScopeNamed on param.

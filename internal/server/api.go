@@ -27,10 +27,10 @@ func (s *Server) coreRoutes() []Route {
 		{Method: "GET", Pattern: "/api/v1/inventory/{id...}", Perm: auth.InventoryRead, Scope: httpapi.Filtered, Handler: s.getWorkload},
 		{Method: "POST", Pattern: "/api/v1/external", Perm: auth.InventoryWrite, Scope: httpapi.Global, Handler: s.putExternal},
 		{Method: "DELETE", Pattern: "/api/v1/external/{name}", Perm: auth.InventoryWrite, Scope: httpapi.Global, Handler: s.deleteExternal, Before: s.externalBefore},
-		{Method: "GET", Pattern: "/api/v1/filters", Perm: auth.InventoryRead, Scope: httpapi.Global, Handler: s.listFilters},
-		{Method: "POST", Pattern: "/api/v1/filters", Perm: auth.InventoryWrite, Scope: httpapi.Global, Handler: s.saveFilter},
-		{Method: "GET", Pattern: "/api/v1/filters/{name}", Perm: auth.InventoryRead, Scope: httpapi.Global, Handler: s.getFilter},
-		{Method: "DELETE", Pattern: "/api/v1/filters/{name}", Perm: auth.InventoryWrite, Scope: httpapi.Global, Handler: s.deleteFilter, Before: s.filterBefore},
+		{Method: "GET", Pattern: "/api/v1/filters", Perm: auth.InventoryRead, Scope: httpapi.Filtered, Handler: s.listFilters},
+		{Method: "POST", Pattern: "/api/v1/filters", Perm: auth.InventoryWrite, Scope: httpapi.Filtered, Handler: s.saveFilter},
+		{Method: "GET", Pattern: "/api/v1/filters/{name}", Perm: auth.InventoryRead, Scope: httpapi.Filtered, Handler: s.getFilter},
+		{Method: "DELETE", Pattern: "/api/v1/filters/{name}", Perm: auth.InventoryWrite, Scope: httpapi.Filtered, Handler: s.deleteFilter, Before: s.filterBefore},
 	}
 }
 
@@ -84,9 +84,9 @@ func (s *Server) searchInventory(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	src := q.Get("filter")
 	if name := q.Get("saved"); name != "" {
-		sf, ok, err := s.filters.get(name)
-		if err != nil || !ok {
-			httpapi.WriteError(w, api.NotFound("no saved filter %q", name))
+		sf, err := s.visibleFilter(r, name)
+		if err != nil {
+			httpapi.WriteError(w, err)
 			return
 		}
 		src = sf.Filter

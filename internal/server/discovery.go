@@ -155,7 +155,12 @@ func (s *Server) startDiscovery(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("from (%s) must be before to (%s)", from.Format(time.RFC3339), to.Format(time.RFC3339)))
 		return
 	}
-	opts := discovery.Options{Scope: scope, ExternalPrefix: req.ExternalPrefix, Pins: s.policy.repo.Filters()}
+	pins, err := s.discoveryPins(scope)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	opts := discovery.Options{Scope: scope, ExternalPrefix: req.ExternalPrefix, Pins: pins}
 	if req.Exclude != "" {
 		f, err := filter.Parse(req.Exclude, flow.Schema)
 		if err != nil {

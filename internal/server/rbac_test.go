@@ -214,7 +214,7 @@ func TestScopedRBAC(t *testing.T) {
 				}
 				continue
 			}
-			roleMay := auth.Viewer.Allows(rt.Perm)
+			roleMay := auth.Viewer.Allows(rt.Perm) && rt.Scope.Kind != httpapi.ScopeServerWide
 			if !roleMay {
 				if code != http.StatusForbidden {
 					t.Errorf("%s as viewer of A: %d, want 403", rt, code)
@@ -363,7 +363,8 @@ func TestScopedRBAC(t *testing.T) {
 			{"a top scope created", "POST", "/api/v1/scopes", `{"name":"scope-top","filter":"cluster = \"lab\""}`, 403},
 			{"A's child moved under B", "POST", "/api/v1/policy/apply", applyBody("kind: Scope\nname: scope-a-new\nparent: scope-b\nfilter: label.app = \"b1\"\n"), 403},
 			{"B's intent in a mixed apply", "POST", "/api/v1/policy/apply", applyBody("kind: Policy\nscope: scope-a\nname: ok\nconsumer: any\nprovider: any\naction: ALLOW\nports: [\"tcp/82\"]\n---\nkind: Policy\nscope: scope-b\nname: sneaky\nconsumer: any\nprovider: any\naction: ALLOW\nports: [\"tcp/82\"]\n"), 403},
-			{"a saved filter", "POST", "/api/v1/filters", `{"name":"f","filter":"kind = pod"}`, 403},
+			{"a saved filter of A", "POST", "/api/v1/filters", `{"name":"f","filter":"kind = pod"}`, 201},
+			{"a saved filter of B", "POST", "/api/v1/filters", `{"name":"fb","filter":"kind = pod","scope":"scope-b"}`, 403},
 			{"B deleted", "DELETE", "/api/v1/scopes/scope-b", "", 403},
 			{"A deleted", "DELETE", "/api/v1/scopes/scope-a", "", 403},
 			{"A's new child deleted", "DELETE", "/api/v1/scopes/scope-a-new", "", 200},

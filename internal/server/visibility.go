@@ -265,6 +265,8 @@ func (s *Server) authorizeScope(r *http.Request, rt Route, p auth.Principal) err
 		return nil
 	case httpapi.ScopeFiltered:
 		return nil // the handler shows and changes only what the scope may
+	case httpapi.ScopeServerWide:
+		return deny("%s shows figures of every scope's data; it is for tokens bound to no scope", rt)
 	case httpapi.ScopeNamed, httpapi.ScopeChild:
 		name := rt.ScopeOf(r)
 		if name == "" {

@@ -83,10 +83,17 @@ type External struct {
 
 // SavedFilter is a named inventory filter (POST|GET /api/v1/filters).
 type SavedFilter struct {
-	Name        string    `json:"name"`
-	Filter      string    `json:"filter"`
-	Description string    `json:"description,omitempty"`
-	Created     time.Time `json:"created"`
+	Name        string `json:"name"`
+	Filter      string `json:"filter"`
+	Description string `json:"description,omitempty"`
+	// Scope owns the filter: callers bound to it or to an ancestor see
+	// it (owners there change it), and so do callers bound to no scope.
+	// "" is global: saved by a caller bound to no scope, by YAML, or
+	// before filters had owners; callers bound to a scope neither see
+	// nor change those. A scoped caller's new filter is its scope's
+	// unless it names a descendant.
+	Scope   string    `json:"scope,omitempty"`
+	Created time.Time `json:"created"`
 }
 
 // FlowList answers GET /api/v1/flows.

@@ -69,7 +69,7 @@ func ScopedRoutes(svc *flow.Service, vis VisibilityOf, limits ...Limits) []httpa
 			Before: func(r *http.Request) any { return svc.Agents.Config(r.PathValue("node")) }},
 		{Method: "GET", Pattern: "/api/v1/flows", Perm: auth.FlowsRead, Scope: httpapi.Filtered, Handler: s.handleSearch},
 		{Method: "GET", Pattern: "/api/v1/flows/top", Perm: auth.FlowsRead, Scope: httpapi.Filtered, Handler: s.handleTop},
-		{Method: "GET", Pattern: "/api/v1/flows/metrics", Perm: auth.FlowsRead, Scope: httpapi.Global, Handler: func(w http.ResponseWriter, r *http.Request) {
+		{Method: "GET", Pattern: "/api/v1/flows/metrics", Perm: auth.FlowsRead, Scope: httpapi.ServerWide, Handler: func(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteJSON(w, http.StatusOK, s.svc.Metrics())
 		}},
 		{Method: "GET", Pattern: "/api/v1/flows/{id}", Perm: auth.FlowsRead, Scope: httpapi.Filtered, Handler: s.handleGet},
