@@ -407,7 +407,10 @@ func TestScopedRBAC(t *testing.T) {
 }
 
 // rbacPod runs a pod with an address (the status a kubelet would write).
-func rbacPod(t *testing.T, ns, name, ip, image string) {
+func rbacPod(t *testing.T, ns, name, ip, image string) { rbacPodOn(t, ns, name, ip, image, "") }
+
+// rbacPodOn is rbacPod on a node ("": none).
+func rbacPodOn(t *testing.T, ns, name, ip, image, node string) {
 	t.Helper()
 	ctx := context.Background()
 	cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}) //nolint:errcheck // exists
@@ -417,7 +420,7 @@ func rbacPod(t *testing.T, ns, name, ip, image string) {
 	waitFor(t, 30*time.Second, "pod "+name+" created", func() bool {
 		p, err = cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": name}},
-			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: image}}},
+			Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: image}}},
 		}, metav1.CreateOptions{})
 		return err == nil
 	})

@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/palisade-dev/palisade/internal/store"
 	"github.com/palisade-dev/palisade/pkg/api"
 	"github.com/palisade-dev/palisade/pkg/client"
@@ -48,7 +45,7 @@ func TestScopedGlobalObjects(t *testing.T) {
 		{"glob-a", "ga2", "10.244.81.2", "gnode-a"},
 		{"glob-b", "gb1", "10.244.82.1", "gnode-b"},
 	} {
-		globalPod(t, p.ns, p.name, p.ip, p.node)
+		rbacPodOn(t, p.ns, p.name, p.ip, "busybox", p.node)
 	}
 	admin := s.Client("")
 	waitFor(t, time.Minute, "the three pods with their addresses", func() bool {
@@ -281,31 +278,5 @@ func TestScopedGlobalObjects(t *testing.T) {
 		if got := pins("gscope-b"); got != "b-team,everyone,old" {
 			t.Errorf("pins of a discovery of B: %s", got)
 		}
-	})
-}
-
-// globalPod runs a pod on a node with an address (the status a kubelet
-// would write).
-func globalPod(t *testing.T, ns, name, ip, node string) {
-	t.Helper()
-	ctx := context.Background()
-	cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}) //nolint:errcheck // exists
-	zero := int64(0)
-	cs.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero}) //nolint:errcheck // a previous run's
-	var p *corev1.Pod
-	var err error
-	waitFor(t, 30*time.Second, "pod "+name+" created", func() bool {
-		p, err = cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": name}},
-			Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
-		}, metav1.CreateOptions{})
-		return err == nil
-	})
-	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
-	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cs.CoreV1().Pods(ns).Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: &zero}) //nolint:errcheck
 	})
 }
