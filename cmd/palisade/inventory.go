@@ -107,20 +107,7 @@ func newInventoryCmd() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), res)
 			},
 		},
-		&cobra.Command{
-			Use: "save NAME FILTER", Short: "Save a filter under a name", Args: cobra.ExactArgs(2),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				c, err := af.client()
-				if err != nil {
-					return err
-				}
-				res, err := c.SaveFilter(cmd.Context(), api.SavedFilter{Name: args[0], Filter: args[1]})
-				if err != nil {
-					return filterErr(err, args[1:])
-				}
-				return printJSON(cmd.OutOrStdout(), res)
-			},
-		},
+		saveFilterCmd(&af),
 		&cobra.Command{
 			Use: "delete NAME", Short: "Delete a saved filter", Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
@@ -175,4 +162,28 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// saveFilterCmd is `inventory filters save NAME FILTER [--scope S]`.
+func saveFilterCmd(af *apiFlags) *cobra.Command {
+	var scope string
+	cmd := &cobra.Command{
+		Use: "save NAME FILTER", Short: "Save a filter under a name", Args: cobra.ExactArgs(2),
+		Long: `Save a filter under a name. It belongs to --scope, by default the token's own scope
+(global for a token bound to no scope: only such tokens see and change global filters).
+A token bound to a scope needs the owner role there (docs/SECURITY.md, "Saved filters").`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.SaveFilter(cmd.Context(), api.SavedFilter{Name: args[0], Filter: args[1], Scope: scope})
+			if err != nil {
+				return filterErr(err, args[1:])
+			}
+			return printJSON(cmd.OutOrStdout(), res)
+		},
+	}
+	cmd.Flags().StringVar(&scope, "scope", "", "the scope that owns the filter (default: the token's scope)")
+	return cmd
 }

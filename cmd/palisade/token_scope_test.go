@@ -14,7 +14,8 @@ import (
 // reference product writes Root:App), `token list` shows the binding, the
 // bound owner edits below its scope and is refused above it, and a scope
 // that does not exist or a global role on a scope are refused with a
-// message naming the problem.
+// message naming the problem; saved filters belong to a scope
+// (`inventory filters save --scope`) and each team lists its own.
 func TestScopedTokenCLI(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	p := startCLI(t, "server", "--data", dir, "--listen", "127.0.0.1:0", "--inventory-retention", "720h")
@@ -60,5 +61,23 @@ func TestScopedTokenCLI(t *testing.T) {
 	out, _, err = runCLI(t, env, "get", "scopes", "--token", tok)
 	if err != nil || !strings.Contains(out, "\nApp ") || !strings.Contains(out, "\nApp-web ") || strings.Contains(out, "Other") || strings.Contains(out, "\nRoot ") {
 		t.Fatalf("get scopes as the owner of App: %v\n%s", err, out)
+	}
+	// Saved filters belong to a scope: the admin saves one for Other, the
+	// owner of App one for App (its own, by default); each team lists
+	// only its own, and App's owner cannot save for Other.
+	if out, _, err = runCLI(t, env, "inventory", "filters", "save", "other-ns", `namespace = "other"`, "--scope", "Other", "--token-file", adminFile); err != nil || !strings.Contains(out, `"scope": "Other"`) {
+		t.Fatalf("admin saves a filter of Other: %v\n%s", err, out)
+	}
+	if out, _, err = runCLI(t, env, "inventory", "filters", "save", "app-web", `label.app = "web"`, "--token", tok); err != nil || !strings.Contains(out, `"scope": "App"`) {
+		t.Fatalf("the owner of App saves a filter: %v\n%s", err, out)
+	}
+	if _, _, err = runCLI(t, env, "inventory", "filters", "save", "sneaky", "kind = pod", "--scope", "Other", "--token", tok); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("the owner of App saves a filter of Other: %v", err)
+	}
+	if out, _, err = runCLI(t, env, "inventory", "filters", "list", "--token", tok); err != nil || !strings.Contains(out, "app-web") || strings.Contains(out, "other-ns") {
+		t.Fatalf("filters list as the owner of App: %v\n%s", err, out)
+	}
+	if out, _, err = runCLI(t, env, "inventory", "filters", "list", "--token-file", adminFile); err != nil || !strings.Contains(out, "app-web") || !strings.Contains(out, "other-ns") {
+		t.Fatalf("filters list as admin: %v\n%s", err, out)
 	}
 }
