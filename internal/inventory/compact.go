@@ -131,8 +131,8 @@ func (inv *Inventory) compactLocked(cutoff time.Time) CompactStats {
 			if inv.current[id] == inc {
 				delete(inv.current, id)
 			}
-			if inv.services[id] == inc {
-				delete(inv.services, id)
+			if inc.latest().Kind == KindService {
+				inv.services.drop(inc, inc.versions, nil)
 			}
 			if inv.externals[id] == inc {
 				delete(inv.externals, id)
@@ -147,6 +147,9 @@ func (inv *Inventory) compactLocked(cutoff time.Time) CompactStats {
 			k++
 		}
 		if k > 0 {
+			if inc.latest().Kind == KindService {
+				inv.services.drop(inc, inc.versions[:k], inc.versions[k:])
+			}
 			st.Versions += k
 			inc.versions = append([]*Workload(nil), inc.versions[k:]...)
 		}

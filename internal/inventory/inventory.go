@@ -31,7 +31,7 @@ type Inventory struct {
 	all       []*incarnation
 	byIP      map[netip.Addr][]*lease // each slice ordered by From
 	externals map[string]*incarnation // user-defined IP/CIDR workloads, by ID
-	services  map[string]*incarnation // latest incarnation of every service, by ID (ServiceFor walks only these)
+	services  serviceIndex            // service lives by endpoint address and node port (ServiceFor)
 
 	kv      store.KV
 	seq     uint64
@@ -49,6 +49,8 @@ type Inventory struct {
 
 // incarnation is one life of a workload ID (one Kubernetes UID).
 type incarnation struct {
+	id         string
+	seq        uint64      // inventory.applied when it began: orders lives of one ID
 	versions   []*Workload // ordered by Updated
 	events     []Event
 	superseded bool // a newer incarnation of the same ID exists
@@ -96,7 +98,7 @@ func Open(kv store.KV) (*Inventory, error) {
 		current:   map[string]*incarnation{},
 		byIP:      map[netip.Addr][]*lease{},
 		externals: map[string]*incarnation{},
-		services:  map[string]*incarnation{},
+		services:  newServiceIndex(),
 		kv:        kv,
 		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
@@ -196,7 +198,7 @@ func (inv *Inventory) apply(w *Workload) bool {
 		if w.Created.IsZero() {
 			w.Created = w.Updated
 		}
-		cur = &incarnation{}
+		cur = &incarnation{id: w.ID, seq: inv.applied}
 		inv.current[w.ID] = cur
 		inv.all = append(inv.all, cur)
 		cur.versions = append(cur.versions, w)
@@ -226,7 +228,7 @@ func (inv *Inventory) apply(w *Workload) bool {
 		}
 	}
 	if w.Kind == KindService {
-		inv.services[w.ID] = cur
+		inv.services.add(cur, w)
 	}
 	if w.Kind == KindExternal {
 		if w.Deleted != nil {
@@ -304,9 +306,14 @@ func contains(ss []string, s string) bool {
 // address no cluster workload held falls back to the most specific
 // user-defined external range containing it.
 func (inv *Inventory) Lookup(ip netip.Addr, t time.Time) (*Workload, bool) {
-	ip = ip.Unmap()
 	inv.mu.RLock()
 	defer inv.mu.RUnlock()
+	return inv.lookup(ip, t)
+}
+
+// lookup is Lookup; the caller holds mu.
+func (inv *Inventory) lookup(ip netip.Addr, t time.Time) (*Workload, bool) {
+	ip = ip.Unmap()
 	ls := inv.byIP[ip]
 	for i := len(ls) - 1; i >= 0; i-- {
 		if ls[i].covers(t) {
