@@ -422,3 +422,60 @@ func TestServiceForRecreatedService(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkServiceFor is one ServiceFor question in a cluster of 5,000
+// pods behind 500 services, each with 9 of its app's 10 pods as endpoints
+// and another one left out in each of 20 versions over the hour asked
+// about:
+// a backend's address and target port, a client's address and ephemeral
+// port (no service), a cluster IP and service port; at times spread over
+// the hour.
+func BenchmarkServiceFor(b *testing.B) {
+	inv, _ := Open(nil)
+	defer inv.Close()
+	podIP := func(j int) string { return fmt.Sprintf("10.244.%d.%d", j/250, j%250+1) }
+	for j := range 5000 {
+		inv.Apply(Workload{ID: fmt.Sprint("c/pod/ns/pod-", j), Cluster: "c", Kind: KindPod, Namespace: "ns", Name: fmt.Sprint("pod-", j),
+			IPs: []string{podIP(j)}, Updated: t0})
+	}
+	for v := range 20 {
+		for i := range 500 {
+			w := Workload{ID: fmt.Sprint("c/service/ns/svc-", i), Cluster: "c", Kind: KindService, Namespace: "ns", Name: fmt.Sprint("svc-", i),
+				IPs: []string{fmt.Sprintf("10.96.%d.%d", i/250, i%250+1)}, Updated: t0.Add(time.Duration(v) * 3 * time.Minute),
+				Ports: []ServicePort{{Protocol: "TCP", Port: 80, TargetPort: "8080"}}}
+			for k := range 9 {
+				j := i + 500*((k+v)%10)
+				w.Endpoints = append(w.Endpoints, Endpoint{IP: podIP(j), Ports: []int32{8080}, Ready: true})
+			}
+			inv.Apply(w)
+		}
+	}
+	times := make([]time.Time, 1024)
+	for i := range times {
+		times[i] = t0.Add(time.Duration(i) * time.Hour / 1024)
+	}
+	for _, bc := range []struct {
+		name string
+		ip   func(i int) string
+		port uint16
+	}{
+		{"backend", func(i int) string { return podIP(i % 5000) }, 8080},
+		{"client", func(i int) string { return podIP(i % 5000) }, 40123},
+		{"clusterIP", func(i int) string { return fmt.Sprintf("10.96.%d.%d", i%500/250, i%250+1) }, 80},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			ips := make([]string, 4096)
+			for i := range ips {
+				ips[i] = bc.ip(i * 7919)
+			}
+			found := 0
+			b.ResetTimer()
+			for i := range b.N {
+				if _, ok := inv.ServiceFor(ips[i&4095], bc.port, "tcp", times[i&1023]); ok {
+					found++
+				}
+			}
+			b.ReportMetric(float64(found)/float64(b.N), "found/op")
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"fmt"
 	"runtime"
 	"syscall"
 	"testing"
@@ -9,7 +10,31 @@ import (
 	"github.com/palisade-dev/palisade/internal/flow"
 	"github.com/palisade-dev/palisade/internal/flow/flowgen"
 	"github.com/palisade-dev/palisade/internal/flow/store"
+	"github.com/palisade-dev/palisade/internal/inventory"
 )
+
+// addEndpoints gives each of benchSetup's services, from t0, the pods of
+// its app as endpoints (pod i serves app-(i mod 500), service i selects
+// app-i): 10 each, listening on the target port 8080.
+func addEndpoints(b *testing.B, inv *inventory.Inventory, t0 time.Time) {
+	for i := range 500 {
+		id := fmt.Sprintf("c/service/ns-%d/svc-%d", i%50, i)
+		w, _, ok := inv.Get(id)
+		if !ok {
+			b.Fatalf("no service %s", id)
+		}
+		n := *w
+		n.Endpoints = nil
+		for j := i; j < 5000; j += 500 {
+			n.Endpoints = append(n.Endpoints, inventory.Endpoint{IP: fmt.Sprintf("10.244.%d.%d", j/250, j%250+1), Ports: []int32{8080},
+				Pod: fmt.Sprintf("ns-%d/pod-%d", j%50, j), Ready: true})
+		}
+		n.Updated = t0
+		if !inv.Apply(n) {
+			b.Fatalf("endpoints of %s not applied", id)
+		}
+	}
+}
 
 // threadCPU is the calling thread's CPU time (the goroutine must be locked
 // to its thread).
@@ -30,12 +55,24 @@ func threadCPU() time.Duration {
 // (hook=reresolve: both ends resolved again through analyze.LiveResolver).
 // It reports the process's CPU per flow, and for the hook the CPU of the
 // thread running it (RUSAGE_THREAD, so garbage collection on other
-// threads is not counted to it).
+// threads is not counted to it). With endpoints=10, each service has its
+// app's 10 pods as endpoints (target port 8080), as a cluster's services
+// do: enrichment then also finds the service behind a pod's address.
 func BenchmarkServiceIngest(b *testing.B) {
-	for _, hook := range []string{"none", "analysis", "reresolve"} {
-		b.Run("hook="+hook, func(b *testing.B) {
+	for _, bc := range []struct {
+		hook      string
+		endpoints bool
+	}{{"none", false}, {"analysis", false}, {"reresolve", false}, {"none", true}} {
+		hook, name := bc.hook, "hook="+bc.hook
+		if bc.endpoints {
+			name += ",endpoints=10"
+		}
+		b.Run(name, func(b *testing.B) {
 			ev, inv, first := benchSetup(b, 1)
 			t0 := first[0].Start
+			if bc.endpoints {
+				addEndpoints(b, inv, t0)
+			}
 			st, err := store.Open(b.TempDir(), store.Options{})
 			if err != nil {
 				b.Fatal(err)
