@@ -285,12 +285,12 @@ func (c *coldCache) clear() {
 // decoded from its row file (through the cache; cf is then nil). A cold
 // segment whose row file has damaged blocks yields the whole ones; the
 // damage is logged and the file repaired by the next retention pass.
-func (s *Store) columnsOf(seg *segment, mask colMask) ([]columns, bitset, *colFile) {
+func (s *Store) columnsOf(seg *segment, mask colMask) ([]chunk, bitset, *colFile) {
 	seg.mu.RLock()
 	if !seg.cold {
 		cs, dead := seg.snapshot()
 		seg.mu.RUnlock()
-		return cs, dead, nil
+		return chunksOf(cs), dead, nil
 	}
 	size := seg.committed
 	cf, lazy := seg.col, seg.colLazy
@@ -306,11 +306,11 @@ func (s *Store) columnsOf(seg *segment, mask colMask) ([]columns, bitset, *colFi
 		s.noteColDamaged(cf)
 	}
 	if e, ok := s.cold.get(seg, size); ok {
-		return e.cs, e.dead, nil
+		return chunksOf(e.cs), e.dead, nil
 	}
 	cs, dead, est := s.decodeRows(seg, size)
 	s.cold.put(seg, size, &coldEntry{cs: cs, dead: dead, bytes: est})
-	return cs, dead, nil
+	return chunksOf(cs), dead, nil
 }
 
 // snapshot returns a hot segment's chunks as they are now (the lengths
@@ -523,6 +523,9 @@ func (s *Store) openCol(seg *segment) *colFile {
 	path := s.colPath(seg.bucket)
 	cf, err := openColFile(path)
 	switch {
+	case errors.Is(err, errColVersion):
+		s.noteColVersion(path)
+		return nil
 	case err != nil:
 		s.log.Warn("flow store: column file unreadable; reading the segment's row file until a retention pass writes it again", "file", path, "err", err)
 		return nil
@@ -532,6 +535,54 @@ func (s *Store) openCol(seg *segment) *colFile {
 	}
 	seg.col = cf
 	return cf
+}
+
+// colProbesPerPass bounds the column files a retention pass checks the
+// version of (a read of a few bytes each).
+const colProbesPerPass = 256
+
+// probeCols reads the version of the column files that cold segments
+// had on disk at start and no query opened yet (a few per pass): one of
+// another version (written by an older release) is treated as absent, so
+// that this and the next passes write it again. A query that opens one
+// first does the same. Caller holds wmu.
+func (s *Store) probeCols() {
+	s.mu.RLock()
+	segs := s.sorted(false)
+	s.mu.RUnlock()
+	probed := 0
+	for _, seg := range segs {
+		if probed == colProbesPerPass {
+			return
+		}
+		seg.mu.RLock()
+		probe := seg.cold && seg.colLazy && !seg.colProbed
+		seg.mu.RUnlock()
+		if !probe {
+			continue
+		}
+		probed++
+		path := s.colPath(seg.bucket)
+		v := colFileVersion(path)
+		seg.mu.Lock()
+		seg.colProbed = true
+		old := v != colVersion && seg.colLazy
+		if old {
+			seg.colLazy = false
+		}
+		seg.mu.Unlock()
+		if old {
+			s.noteColVersion(path)
+		}
+	}
+}
+
+// noteColVersion logs, once, that column files of another version were
+// found.
+func (s *Store) noteColVersion(path string) {
+	if s.colVersionSeen.CompareAndSwap(false, true) {
+		s.log.Info("flow store: column files of another version (an older release): the segments are read from their row files until retention passes write them again", "first", path, "perPass", convertsPerPass)
+	}
 }
 
 // writeColumns writes seg's column file, from its chunks when hot, else

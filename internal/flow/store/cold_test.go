@@ -318,13 +318,6 @@ func TestRetentionByBytesDropsOldest(t *testing.T) {
 	}
 }
 
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
 // A crash during compaction, before or after its commit point, loses
 // nothing: the reopened store has every flow and every done record.
 func TestCrashDuringCompaction(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"sync/atomic"
 	"syscall"
@@ -16,36 +17,45 @@ import (
 // hot window: each column (start, end, ID, pair, attributes, source port,
 // counters, related links) is a fixed-width little-endian array, so a
 // query maps the file and reads the columns its filter names in place —
-// a filter on the endpoints reads 4 bytes per flow, not a whole varint
-// row — and materializes only the rows it returns. The page cache, not
-// the heap, holds what was read.
+// a filter on the endpoints reads 1 to 4 bytes per flow, not a whole
+// varint row — and materializes only the rows it returns. The page
+// cache, not the heap, holds what was read.
+//
+// Each column is stored in the narrowest width (1, 2, 4 or 8 bytes) that
+// holds every value of the file minus the column's base (its minimum:
+// frame of reference), times in µs (the unit the row file keeps): times
+// within a 10-minute segment fit 4 bytes, counters often 1 or 2, pair and
+// attribute IDs 2 or 4. The widths and bases are in the header (version
+// 2); version 1 had fixed widths and is read as absent (see below).
 //
 // The row file (seg-N.pfs) stays the record of what was acknowledged;
 // the column file is derived from it, like the summary: it names the row
-// file length it covers, and one that is missing, stale or damaged is
-// ignored (the segment is read from its row file, as before this format)
-// and written again by a retention pass. Each 4 KiB page of the columns
-// has its own CRC-32C, checked the first time a query reads the page, so
-// a query touches only what it needs and still never trusts a damaged
-// byte.
+// file length it covers, and one that is missing, stale, damaged or of
+// another version is ignored (the segment is read from its row file, as
+// before this format) and written again by a retention pass. Each 4 KiB
+// page of the columns has its own CRC-32C, checked the first time a query
+// reads the page, so a query touches only what it needs and still never
+// trusts a damaged byte.
 //
 //	"PFCOL001" | header length u32 | header CRC-32C u32 | header | zero padding | columns (from dataOff, 8-aligned)
 //
 // The header (varints): version, covered row file bytes, rows, related
-// links, pair and attribute dictionary sizes needed, dataOff, each
-// column's offset and length (from dataOff), the dead rows bit set, and
-// the page CRCs (4 bytes each).
+// links, pair and attribute dictionary sizes needed, each column's offset
+// and length (from dataOff), width, base and unit, the dead rows bit set,
+// the page CRCs (4 bytes each) and dataOff (8 bytes).
 
 const colSuffix = ".pfc"
 
 var colMagic = [8]byte{'P', 'F', 'C', 'O', 'L', '0', '0', '1'}
 
 const (
-	colPage    = 4096
-	colVersion = 1
+	colPage = 4096
+	// colVersion 2: per-column widths and bases (1: fixed widths).
+	colVersion = 2
 )
 
-// The columns of a column file, in file order.
+// The columns of a column file, in file order: one value per row up to
+// colConns, n+1 offsets in colRelOff, one value per related link after.
 const (
 	colStart = iota
 	colEnd
@@ -60,7 +70,9 @@ const (
 	colRevB
 	colConns
 	colRelOff
-	colRels
+	colRelMs  // a related link's ID time (ms)
+	colRelN   // its ID number
+	colRelWhy // its reason bit
 	ncols
 )
 
@@ -69,8 +81,19 @@ type colMask uint16
 
 const maskAll colMask = 1<<ncols - 1
 
-// colWidth is each column's element size.
-var colWidth = [ncols]int{8, 8, 8, 8, 4, 4, 2, 8, 8, 8, 8, 8, 4, int(unsafe.Sizeof(rel{}))}
+// colSigned are the columns of int64 values.
+const colSigned colMask = 1<<colStart | 1<<colEnd | 1<<colIDms | 1<<colRelMs
+
+// colCount is how many values column k holds.
+func colCount(k, rows, nrels int) int {
+	switch {
+	case k == colRelOff:
+		return rows + 1
+	case k > colRelOff:
+		return nrels
+	}
+	return rows
+}
 
 // littleEndian: column files are read in place, as the machine's own
 // integers; on a big-endian machine none are written or read.
@@ -86,10 +109,10 @@ type colFile struct {
 	data           []byte // the mapping
 	dataOff        int
 	off            [ncols][2]int // offset from dataOff, length
+	cols           [ncols]col    // each column whole, in place
 	crcs           []byte        // page CRCs, in the mapping
 	dead           bitset
-	cs             []columns // the columns in place, cut into chunks
-	relOff         []uint32  // the whole relOff column
+	cs             []chunk // the columns in place, cut into chunks
 	verified       []atomic.Uint64
 	bad            atomic.Bool
 }
@@ -97,6 +120,112 @@ type colFile struct {
 func (s *Store) colPath(bucket int64) string {
 	p := s.segPath(bucket)
 	return p[:len(p)-len(segSuffix)] + colSuffix
+}
+
+// colValues appends column k of cs's rows (related links: those of each
+// chunk's rows) to out, as uint64s (int64 columns: their bits).
+func colValues(cs []columns, k int, out []uint64) []uint64 {
+	for i := range cs {
+		c := &cs[i]
+		m := c.len()
+		if m == 0 {
+			continue
+		}
+		rels := c.rels[c.relOff[0]:c.relOff[m]]
+		switch k {
+		case colStart:
+			out = appendAs(out, c.start)
+		case colEnd:
+			out = appendAs(out, c.end)
+		case colIDms:
+			out = appendAs(out, c.idms)
+		case colIDn:
+			out = appendAs(out, c.idn)
+		case colPair:
+			out = appendAs(out, c.pair)
+		case colAttr:
+			out = appendAs(out, c.attr)
+		case colSport:
+			out = appendAs(out, c.sport)
+		case colFwdP:
+			out = appendAs(out, c.fwdP)
+		case colFwdB:
+			out = appendAs(out, c.fwdB)
+		case colRevP:
+			out = appendAs(out, c.revP)
+		case colRevB:
+			out = appendAs(out, c.revB)
+		case colConns:
+			out = appendAs(out, c.conns)
+		case colRelMs:
+			for _, r := range rels {
+				out = append(out, uint64(r.idms))
+			}
+		case colRelN:
+			for _, r := range rels {
+				out = append(out, r.idn)
+			}
+		case colRelWhy:
+			for _, r := range rels {
+				out = append(out, uint64(r.reason))
+			}
+		}
+	}
+	return out
+}
+
+func appendAs[T word](out []uint64, v []T) []uint64 {
+	for _, x := range v {
+		out = append(out, uint64(x))
+	}
+	return out
+}
+
+// colFrame chooses a column's base, unit and width for its values: the base
+// is the minimum, the unit 1000 for times when every value is a whole µs
+// from it, the width the narrowest holding the largest offset.
+func colFrame(vals []uint64, signed, time bool) (base, unit uint64, w uint8) {
+	if len(vals) == 0 {
+		return 0, 1, 1
+	}
+	lo, hi := vals[0], vals[0]
+	for _, x := range vals {
+		if signed {
+			lo, hi = uint64(min(int64(lo), int64(x))), uint64(max(int64(hi), int64(x)))
+		} else {
+			lo, hi = min(lo, x), max(hi, x)
+		}
+	}
+	unit = 1
+	if time {
+		unit = 1000
+		for _, x := range vals {
+			if (x-lo)%1000 != 0 {
+				unit = 1
+				break
+			}
+		}
+	}
+	span := (hi - lo) / unit
+	switch {
+	case span < 1<<8:
+		w = 1
+	case span < 1<<16:
+		w = 2
+	case span < 1<<32:
+		w = 4
+	default:
+		w = 8
+	}
+	return lo, unit, w
+}
+
+// pack stores vals minus base, in units, as T.
+func pack[T word](dst []byte, vals []uint64, base, unit uint64) {
+	d := as[T](dst)[:len(vals)]
+	for i, x := range vals {
+		d[i] = T((x - base) / unit)
+	}
 }
 
 // encodeColFile lays out the rows of cs (chunks of chunkRows rows but the
@@ -117,50 +246,47 @@ func encodeColFile(cs []columns, dead bitset, covered int64) []byte {
 			nattrs = max(nattrs, int(a)+1)
 		}
 	}
-	var lens [ncols]int
+	// Each column's values, framed and packed in turn (a column's offset
+	// depends only on the columns before it).
+	var bases, units [ncols]uint64
+	var widths [ncols]uint8
+	var lens, offs [ncols]int
+	data := make([]byte, 0, n*48+nrels*16)
+	var vals []uint64
 	for k := range ncols {
-		lens[k] = n * colWidth[k]
-	}
-	lens[colRelOff] = (n + 1) * 4
-	lens[colRels] = nrels * colWidth[colRels]
-	var offs [ncols]int
-	dataLen := 0
-	for k := range ncols {
-		offs[k] = dataLen
-		dataLen += (lens[k] + 7) &^ 7
-	}
-	data := make([]byte, dataLen)
-	put := func(k int, at int, b []byte) { copy(data[offs[k]+at*colWidth[k]:], b) }
-	row := 0
-	relAt := uint32(0)
-	relOff := unsafe.Slice((*uint32)(unsafe.Pointer(&data[offs[colRelOff]])), n+1)
-	for i := range cs {
-		c := &cs[i]
-		m := c.len()
-		if m == 0 {
-			continue
+		if k == colRelOff {
+			vals = vals[:0]
+			at := uint64(0)
+			for i := range cs {
+				c := &cs[i]
+				for j := range c.len() {
+					vals = append(vals, at+uint64(c.relOff[j]-c.relOff[0]))
+				}
+				if c.len() > 0 {
+					at += uint64(c.relOff[c.len()] - c.relOff[0])
+				}
+			}
+			vals = append(vals, at)
+		} else {
+			vals = colValues(cs, k, vals[:0])
 		}
-		put(colStart, row, bytesOf(c.start))
-		put(colEnd, row, bytesOf(c.end))
-		put(colIDms, row, bytesOf(c.idms))
-		put(colIDn, row, bytesOf(c.idn))
-		put(colPair, row, bytesOf(c.pair))
-		put(colAttr, row, bytesOf(c.attr))
-		put(colSport, row, bytesOf(c.sport))
-		put(colFwdP, row, bytesOf(c.fwdP))
-		put(colFwdB, row, bytesOf(c.fwdB))
-		put(colRevP, row, bytesOf(c.revP))
-		put(colRevB, row, bytesOf(c.revB))
-		put(colConns, row, bytesOf(c.conns))
-		rels := c.rels[c.relOff[0]:c.relOff[m]]
-		put(colRels, int(relAt), bytesOf(rels))
-		for j := range m {
-			relOff[row+j] = relAt + c.relOff[j] - c.relOff[0]
+		bases[k], units[k], widths[k] = colFrame(vals, colSigned&(1<<k) != 0, k == colStart || k == colEnd)
+		lens[k] = colCount(k, n, nrels) * int(widths[k])
+		offs[k] = len(data)
+		data = append(data, make([]byte, (lens[k]+7)&^7)...)
+		dst := data[offs[k] : offs[k]+lens[k]]
+		switch widths[k] {
+		case 1:
+			pack[uint8](dst, vals, bases[k], units[k])
+		case 2:
+			pack[uint16](dst, vals, bases[k], units[k])
+		case 4:
+			pack[uint32](dst, vals, bases[k], units[k])
+		default:
+			pack[uint64](dst, vals, bases[k], units[k])
 		}
-		relAt += uint32(len(rels))
-		row += m
 	}
-	relOff[n] = relAt
+	dataLen := len(data)
 	npages := (dataLen + colPage - 1) / colPage
 	var h enc
 	h.u(colVersion)
@@ -175,6 +301,9 @@ func encodeColFile(cs []columns, dead bitset, covered int64) []byte {
 	for k := range ncols {
 		h.u(uint64(offs[k]))
 		h.u(uint64(lens[k]))
+		h.u(uint64(widths[k]))
+		h.u(bases[k])
+		h.u(units[k])
 	}
 	h.u(uint64(len(dead)))
 	for _, w := range dead {
@@ -222,7 +351,12 @@ func (s *Store) writeColFile(bucket int64, cs []columns, dead bitset, covered in
 	return openColFile(path)
 }
 
-var errColFile = errors.New("not a whole column file")
+var (
+	errColFile = errors.New("not a whole column file")
+	// errColVersion: a column file of another version (read as absent,
+	// written again in this version by a retention pass).
+	errColVersion = errors.New("column file of another version")
+)
 
 // openColFile maps a column file and checks its header (the pages are
 // checked as they are read).
@@ -256,27 +390,66 @@ func openColFile(path string) (*colFile, error) {
 	return cf, nil
 }
 
+// colFileVersion reads only the version of the column file at path (0:
+// not a column file).
+func colFileVersion(path string) uint64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var b [16 + binary.MaxVarintLen64]byte
+	n, _ := io.ReadFull(f, b[:])
+	if n < 17 || [8]byte(b[:8]) != colMagic {
+		return 0
+	}
+	v, k := binary.Uvarint(b[16:n])
+	if k <= 0 {
+		return 0
+	}
+	return v
+}
+
 func parseColFile(data []byte) (*colFile, error) {
-	if [8]byte(data[:8]) != colMagic {
+	if len(data) < 16 || [8]byte(data[:8]) != colMagic {
 		return nil, errColFile
 	}
 	hl := int(binary.LittleEndian.Uint32(data[8:]))
-	if hl > len(data)-16 || crc32.Checksum(data[16:16+hl], crcTable) != binary.LittleEndian.Uint32(data[12:]) {
+	if hl < 0 || hl > len(data)-16 || crc32.Checksum(data[16:16+hl], crcTable) != binary.LittleEndian.Uint32(data[12:]) {
 		return nil, errColFile
 	}
 	hdr := data[16 : 16+hl]
 	r := &dec{b: hdr}
-	if r.u() != colVersion {
-		return nil, errColFile
+	if v := r.u(); v != colVersion {
+		if r.err != nil {
+			return nil, errColFile
+		}
+		return nil, errColVersion
 	}
 	cf := &colFile{data: data}
 	cf.covered = int64(r.u())
-	cf.rows, cf.nrels = int(r.u()), int(r.u())
-	cf.npairs, cf.nattrs = int(r.u()), int(r.u())
+	// Counts and offsets are bounded by the file's length (a value takes
+	// a byte at least), the dictionary sizes by 2³².
+	upTo := func(limit int) int {
+		v := r.u()
+		if v > uint64(limit) {
+			r.fail()
+			return 0
+		}
+		return int(v)
+	}
+	cf.rows, cf.nrels = upTo(len(data)), upTo(len(data))
+	cf.npairs, cf.nattrs = upTo(1<<32), upTo(1<<32)
+	var ws [ncols]uint64
+	var bases, units [ncols]uint64
 	for k := range ncols {
-		cf.off[k] = [2]int{int(r.u()), int(r.u())}
+		cf.off[k] = [2]int{upTo(len(data)), upTo(len(data))}
+		ws[k], bases[k], units[k] = r.u(), r.u(), r.u()
 	}
 	nd := r.count()
+	if r.err != nil {
+		return nil, errColFile
+	}
 	cf.dead = make(bitset, nd)
 	for i := range cf.dead {
 		cf.dead[i] = r.u64()
@@ -291,46 +464,40 @@ func parseColFile(data []byte) (*colFile, error) {
 	cf.crcs = r.b[:4*npages]
 	cf.dataOff = int(binary.LittleEndian.Uint64(r.b[4*npages:]))
 	dataLen := len(data) - cf.dataOff
-	if cf.dataOff < 16+hl || dataLen < 0 || (dataLen+colPage-1)/colPage != npages {
+	if cf.dataOff < 16+hl || cf.dataOff%8 != 0 || dataLen < 0 || (dataLen+colPage-1)/colPage != npages {
 		return nil, errColFile
 	}
+	d := data[cf.dataOff:]
 	for k := range ncols {
-		want := cf.rows * colWidth[k]
-		switch k {
-		case colRelOff:
-			want = (cf.rows + 1) * 4
-		case colRels:
-			want = cf.nrels * colWidth[k]
-		}
-		o := cf.off[k]
-		if o[1] != want || o[0]%8 != 0 || o[0] < 0 || o[0]+o[1] > dataLen {
+		w, unit := ws[k], units[k]
+		if w != 1 && w != 2 && w != 4 && w != 8 || unit != 1 && unit != 1000 {
 			return nil, errColFile
 		}
+		want := colCount(k, cf.rows, cf.nrels) * int(w)
+		o := cf.off[k]
+		if o[1] != want || o[0]%8 != 0 || o[0] > dataLen || o[1] > dataLen-o[0] {
+			return nil, errColFile
+		}
+		cf.cols[k] = col{b: d[o[0] : o[0]+o[1] : o[0]+o[1]], w: uint8(w), base: bases[k], unit: unit}
 	}
 	cf.verified = make([]atomic.Uint64, (npages+63)/64)
-	d := data[cf.dataOff:]
-	all := columns{
-		start: view64[int64](d, cf.off[colStart]), end: view64[int64](d, cf.off[colEnd]),
-		idms: view64[int64](d, cf.off[colIDms]), idn: view64[uint64](d, cf.off[colIDn]),
-		pair: view64[uint32](d, cf.off[colPair]), attr: view64[uint32](d, cf.off[colAttr]),
-		sport: view64[uint16](d, cf.off[colSport]),
-		fwdP:  view64[uint64](d, cf.off[colFwdP]), fwdB: view64[uint64](d, cf.off[colFwdB]),
-		revP: view64[uint64](d, cf.off[colRevP]), revB: view64[uint64](d, cf.off[colRevB]),
-		conns: view64[uint64](d, cf.off[colConns]), relOff: view64[uint32](d, cf.off[colRelOff]),
-		rels: view64[rel](d, cf.off[colRels]),
+	for lo := 0; lo < cf.rows; lo += chunkRows {
+		hi := min(cf.rows, lo+chunkRows)
+		k := chunk{n: hi - lo}
+		for c := range colRelOff + 1 {
+			x := cf.cols[c]
+			w := int(x.w)
+			end := hi
+			if c == colRelOff {
+				end++
+			}
+			x.b = x.b[lo*w : end*w : end*w]
+			k.c[c] = x
+		}
+		k.rc = [3]col{cf.cols[colRelMs], cf.cols[colRelN], cf.cols[colRelWhy]}
+		cf.cs = append(cf.cs, k)
 	}
-	cf.cs, cf.relOff = all.split(), all.relOff
 	return cf, nil
-}
-
-// view64 is the column at o (offset, length) of d, in place.
-func view64[T any](d []byte, o [2]int) []T {
-	var z T
-	n := o[1] / int(unsafe.Sizeof(z))
-	if n == 0 {
-		return nil
-	}
-	return unsafe.Slice((*T)(unsafe.Pointer(&d[o[0]])), n)
 }
 
 // verify checks the pages of the byte range [lo, hi) of the columns (once
@@ -370,24 +537,30 @@ func (cf *colFile) verifyCols(mask colMask) bool {
 // verifyRow checks the pages holding row g in every column, and its
 // related links.
 func (cf *colFile) verifyRow(g int) bool {
-	for k := range colRels {
-		w := colWidth[k]
+	for k := range colRelOff + 1 {
+		w := int(cf.cols[k].w)
 		at := cf.off[k][0] + g*w
 		end := at + w
 		if k == colRelOff {
-			end += 4
+			end += w
 		}
 		if !cf.verify(at, end) {
 			return false
 		}
 	}
-	lo, hi := cf.relOff[g], cf.relOff[g+1]
-	if lo > hi || int(hi) > cf.nrels {
+	ro := &cf.cols[colRelOff]
+	lo, hi := ro.at(g), ro.at(g+1)
+	if lo > hi || hi > uint64(cf.nrels) {
 		cf.bad.Store(true)
 		return false
 	}
-	w := colWidth[colRels]
-	return cf.verify(cf.off[colRels][0]+int(lo)*w, cf.off[colRels][0]+int(hi)*w)
+	for k := colRelMs; k < ncols; k++ {
+		w := int(cf.cols[k].w)
+		if !cf.verify(cf.off[k][0]+int(lo)*w, cf.off[k][0]+int(hi)*w) {
+			return false
+		}
+	}
+	return true
 }
 
 // verifyHits checks what materializing the rows hits needs: row by row

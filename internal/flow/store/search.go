@@ -1,9 +1,10 @@
 package store
 
 import (
+	"cmp"
+	"math"
 	"runtime"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,10 +33,15 @@ type matcher struct {
 	mask colMask
 	// adopted: the tables hold the prefilter's answers (adopt).
 	adopted bool
-	// numConj is a per-flow numeric conjunct (-1: none), evaluated first
-	// over its column alone (sel: the rows it keeps).
-	numConj int
-	sel     []int32
+	// The per-flow conjuncts by how they are checked: numeric ones and
+	// source port ones over their columns alone, a column at a time (see
+	// scanChunk), the others row by row.
+	numConj, sportConj, rowConj []int
+	// sel: the rows of the chunk being scanned still matching.
+	sel []int32
+	// Top's scratch space.
+	idx            []int32
+	g0, g1, g2, g3 []uint64
 }
 
 type conjMemo struct {
@@ -49,7 +55,7 @@ type conjMemo struct {
 }
 
 func newMatcher(q *flow.Query) *matcher {
-	m := &matcher{q: q, numConj: -1}
+	m := &matcher{q: q}
 	if q == nil {
 		return m
 	}
@@ -73,15 +79,16 @@ func newMatcher(q *flow.Query) *matcher {
 			switch {
 			case c.Level == flow.LevelSrcPort:
 				m.mask |= 1 << colSport
+				m.sportConj = append(m.sportConj, k)
 			case c.Level == flow.LevelPairAttr:
 				m.mask |= 1<<colPair | 1<<colAttr
+				m.rowConj = append(m.rowConj, k)
 			case c.Numeric != nil:
 				m.mask |= counterMask(cm.counter)
-				if m.numConj < 0 {
-					m.numConj = k
-				}
+				m.numConj = append(m.numConj, k)
 			default:
 				m.mask = maskAll
+				m.rowConj = append(m.rowConj, k)
 			}
 		}
 	}
@@ -193,42 +200,20 @@ func (m *matcher) evalAttr(aid uint32) int8 {
 	return 1
 }
 
-// rest checks the per-flow conjuncts on record i of the current chunk.
-func (m *matcher) rest(i int) bool {
-	c := m.v.c
-	for _, k := range m.restConj {
+// rowRest checks the per-flow conjuncts checked row by row on record i
+// of the current chunk.
+func (m *matcher) rowRest(i int) bool {
+	for _, k := range m.rowConj {
 		cm := &m.conj[k]
-		switch {
-		case cm.c.Level == flow.LevelSrcPort:
-			port := c.sport[i]
-			if len(cm.tab) == 0 {
-				cm.tab = make([]int8, 1<<16)
-			}
-			r := cm.tab[port]
-			if r == 0 {
-				m.scratch.Src.Port = port
-				r = 2
-				if cm.c.Filter.Match(&m.scratch) {
-					r = 1
-				}
-				cm.tab[port] = r
-			}
-			if r == 2 {
-				return false
-			}
-		case cm.c.Level == flow.LevelPairAttr:
+		if cm.c.Level == flow.LevelPairAttr {
 			if !m.pairAttr(cm, i) {
 				return false
 			}
-		case cm.c.Numeric != nil:
-			if !cm.num.holds(counter(c, cm.counter, i)) {
-				return false
-			}
-		default:
-			m.v.fillRecord(&m.scratch, i, cm.need, cm.needIDs)
-			if !cm.c.Filter.Match(&m.scratch) {
-				return false
-			}
+			continue
+		}
+		m.v.fillRecord(&m.scratch, i, cm.need, cm.needIDs)
+		if !cm.c.Filter.Match(&m.scratch) {
+			return false
 		}
 	}
 	return true
@@ -236,14 +221,15 @@ func (m *matcher) rest(i int) bool {
 
 func (m *matcher) pairAttr(cm *conjMemo, i int) bool {
 	c := m.v.c
-	key := uint64(c.pair[i])<<32 | uint64(c.attr[i])
+	pid, aid := uint32(c.c[colPair].at(i)), uint32(c.c[colAttr].at(i))
+	key := uint64(pid)<<32 | uint64(aid)
 	r, seen := cm.both[key]
 	if !seen {
 		if cm.both == nil {
 			cm.both = map[uint64]bool{}
 		}
-		m.v.fillPair(&m.scratch, c.pair[i])
-		m.v.fillAttr(&m.scratch, c.attr[i])
+		m.v.fillPair(&m.scratch, pid)
+		m.v.fillAttr(&m.scratch, aid)
 		r = cm.c.Filter.Match(&m.scratch)
 		cm.both[key] = r
 	}
@@ -343,58 +329,112 @@ func (s *Store) scanSegment(q *flow.Query, m *matcher, seg *segment, hits []int3
 
 // scanView appends the matching records of v's segment to hits.
 func (m *matcher) scanView(q *flow.Query, v *view, inside bool, hits []int32) []int32 {
-	hasPair, hasAttr, hasRest := len(m.pairConj) > 0, len(m.attrConj) > 0, len(m.restConj) > 0
 	for ci := range v.cs {
-		c := &v.cs[ci]
-		v.c = c
-		pairs, attrs := c.pair, c.attr
-		// With a numeric conjunct, its column alone picks the rows the
-		// others look at (a tight loop over one or two columns).
-		var sel []int32
-		n := c.len()
-		if m.numConj >= 0 {
-			m.sel = m.numSelect(c, m.sel[:0])
-			sel, n = m.sel, len(m.sel)
-		}
-		for j := 0; j < n; j++ {
-			i := j
-			if sel != nil {
-				i = int(sel[j])
-			}
-			if !inside && (c.start[i] > q.To || c.end[i] < q.From) {
-				continue
-			}
-			if v.dead != nil && v.dead.has(uint32(ci<<chunkBits|i)) {
-				continue
-			}
-			// The pair and attribute tables inline: one lookup each per flow.
-			if hasPair {
-				r := m.pairTab[pairs[i]]
-				if r == 0 {
-					r = m.evalPair(pairs[i])
-					m.pairTab[pairs[i]] = r
-				}
-				if r == 2 {
-					continue
-				}
-			}
-			if hasAttr {
-				r := m.attrTab[attrs[i]]
-				if r == 0 {
-					r = m.evalAttr(attrs[i])
-					m.attrTab[attrs[i]] = r
-				}
-				if r == 2 {
-					continue
-				}
-			}
-			if hasRest && !m.rest(i) {
-				continue
-			}
-			hits = append(hits, int32(ci<<chunkBits|i))
+		sel := m.scanChunk(q, v, ci, inside)
+		for _, i := range sel {
+			hits = append(hits, int32(ci<<chunkBits)|i)
 		}
 	}
 	return hits
+}
+
+// scanChunk returns the rows of chunk c (of v) that match, in order. The
+// conjuncts are checked a column at a time, each over the rows the ones
+// before kept: the per-flow numeric conditions first, then the times
+// (when the segment is not wholly inside the query's range), the
+// endpoint pair and the attribute combination (a table lookup per row:
+// each pair and combination is evaluated once), the source port (one per
+// port value); then the replaced rows and the conjuncts checked row by
+// row. Each pass is a loop instantiated for its column's width.
+func (m *matcher) scanChunk(q *flow.Query, v *view, ci int, inside bool) []int32 {
+	c := &v.cs[ci]
+	v.c = c
+	if c.n == 0 {
+		return nil
+	}
+	if cap(m.sel) < c.n {
+		m.sel = make([]int32, 0, max(c.n, 1024))
+	}
+	sel, all := m.sel[:0], true
+	for _, k := range m.numConj {
+		cm := &m.conj[k]
+		a, b := counterCols(cm.counter)
+		if b < 0 {
+			sel = c.c[a].numSel(cm.num, sel, all)
+		} else {
+			sel = numSel2Of(&c.c[a], &c.c[b], cm.num, sel, all)
+		}
+		if all = false; len(sel) == 0 {
+			return sel
+		}
+	}
+	if !inside {
+		sel = c.c[colStart].rangeSel(math.MinInt64, q.To, sel, all)
+		sel = c.c[colEnd].rangeSel(q.From, math.MaxInt64, sel, false)
+		if all = false; len(sel) == 0 {
+			return sel
+		}
+	}
+	if len(m.pairConj) > 0 {
+		if sel, all = dictSel(&c.c[colPair], m.pairTab, m.evalPair, sel, all), false; len(sel) == 0 {
+			return sel
+		}
+	}
+	if len(m.attrConj) > 0 {
+		if sel, all = dictSel(&c.c[colAttr], m.attrTab, m.evalAttr, sel, all), false; len(sel) == 0 {
+			return sel
+		}
+	}
+	for _, k := range m.sportConj {
+		cm := &m.conj[k]
+		if len(cm.tab) == 0 {
+			cm.tab = make([]int8, 1<<16)
+		}
+		port := func(p uint32) int8 {
+			m.scratch.Src.Port = uint16(p)
+			if cm.c.Filter.Match(&m.scratch) {
+				return 1
+			}
+			return 2
+		}
+		if sel, all = dictSel(&c.c[colSport], cm.tab, port, sel, all), false; len(sel) == 0 {
+			return sel
+		}
+	}
+	if all {
+		sel = sel[:c.n]
+		for i := range sel {
+			sel[i] = int32(i)
+		}
+	}
+	if v.dead == nil && len(m.rowConj) == 0 {
+		return sel
+	}
+	k := 0
+	for _, i := range sel {
+		if v.dead != nil && v.dead.has(uint32(ci<<chunkBits|int(i))) {
+			continue
+		}
+		if len(m.rowConj) > 0 && !m.rowRest(int(i)) {
+			continue
+		}
+		sel[k] = i
+		k++
+	}
+	return sel[:k]
+}
+
+// dictSel keeps the rows whose ID in column cl (a pair, an attribute
+// combination, a port) has tab[ID] == 1; an ID not evaluated yet (0) is
+// evaluated by eval (1 match, 2 no match) and the answer kept in tab.
+func dictSel(cl *col, tab []int8, eval func(id uint32) int8, sel []int32, all bool) []int32 {
+	base := cl.base
+	return cl.tabSel(tab[base:], sel, all, func(x uint64) int8 {
+		id := uint32(base + x)
+		r := eval(id)
+		tab[id] = r
+		return r
+	})
 }
 
 // Search implements flow.Store.
@@ -414,12 +454,18 @@ func (s *Store) Search(q flow.Query) ([]flow.Flow, error) {
 		if q.Err() != nil {
 			return false
 		}
-		sort.SliceStable(hits, func(i, j int) bool {
-			a, b := hits[i], hits[j]
-			return v.cs[a>>chunkBits].start[a&(chunkRows-1)] > v.cs[b>>chunkBits].start[b&(chunkRows-1)]
+		keys := make([]hitKey, len(hits))
+		var tmp []uint64
+		runs(hits, func(ci int, idx []int32, lo int) {
+			tmp = growU64(tmp, len(idx))
+			v.cs[ci].c[colStart].gather(idx, tmp)
+			for j, t := range tmp[:len(idx)] {
+				keys[lo+j] = hitKey{int64(t), hits[lo+j]}
+			}
 		})
-		for _, g := range hits[:min(len(hits), limit-len(out))] {
-			out = append(out, v.flowAt(int(g)))
+		slices.SortStableFunc(keys, func(a, b hitKey) int { return cmp.Compare(b.start, a.start) })
+		for _, k := range keys[:min(len(keys), limit-len(out))] {
+			out = append(out, v.flowAt(int(k.g)))
 		}
 		return len(out) < limit
 	})
@@ -456,8 +502,8 @@ func (s *Store) Get(id string) (flow.Flow, bool, error) {
 		cs, dead, cf := s.columnsOf(seg, 1<<colIDms|1<<colIDn)
 		for ci := range cs {
 			c := &cs[ci]
-			for i := range c.idn {
-				if c.idn[i] == n && c.idms[i] == ms && !dead.has(uint32(ci<<chunkBits|i)) {
+			for i := c.c[colIDn].findEq(n, 0); i >= 0; i = c.c[colIDn].findEq(n, i+1) {
+				if c.c[colIDms].at(i) == uint64(ms) && !dead.has(uint32(ci<<chunkBits|i)) {
 					if cf != nil && !cf.verifyRow(ci<<chunkBits|i) {
 						s.noteColDamaged(cf)
 						goto again
@@ -507,14 +553,21 @@ func (s *Store) Top(q flow.Query, by string, n int) ([]flow.TopEntry, error) {
 				if len(per) < len(v.pairs) {
 					per = append(per, make([]acc, len(v.pairs)-len(per))...)
 				}
-				for _, g := range hits {
-					c := &v.cs[g>>chunkBits]
-					i := g & (chunkRows - 1)
-					a := &per[c.pair[i]]
-					a.flows++
-					a.conns += c.conns[i]
-					a.bytes += c.fwdB[i] + c.revB[i]
-				}
+				runs(hits, func(ci int, idx []int32, _ int) {
+					c := &v.cs[ci]
+					m.g0, m.g1 = growU64(m.g0, len(idx)), growU64(m.g1, len(idx))
+					m.g2, m.g3 = growU64(m.g2, len(idx)), growU64(m.g3, len(idx))
+					c.c[colPair].gather(idx, m.g0)
+					c.c[colConns].gather(idx, m.g1)
+					c.c[colFwdB].gather(idx, m.g2)
+					c.c[colRevB].gather(idx, m.g3)
+					for j, p := range m.g0[:len(idx)] {
+						a := &per[p]
+						a.flows++
+						a.conns += m.g1[j]
+						a.bytes += m.g2[j] + m.g3[j]
+					}
+				})
 				views[w] = v
 			}
 			pers[w] = per
@@ -624,45 +677,23 @@ func (t *numTest) holds(v uint64) bool {
 // counterFields are the counters a flow.NumericCond may name.
 var counterFields = []string{"bytes", "packets", "fwd.bytes", "fwd.packets", "rev.bytes", "rev.packets", "conns"}
 
-// numSelect appends the rows of c for which the numeric conjunct holds.
-func (m *matcher) numSelect(c *columns, sel []int32) []int32 {
-	cm := &m.conj[m.numConj]
-	t := cm.num
-	a, b := counterCols(c, cm.counter)
-	if b == nil {
-		for i, x := range a {
-			if t.holds(x) {
-				sel = append(sel, int32(i))
-			}
-		}
-		return sel
-	}
-	b = b[:len(a)]
-	for i, x := range a {
-		if t.holds(x + b[i]) {
-			sel = append(sel, int32(i))
-		}
-	}
-	return sel
-}
-
-// counterCols are the columns counter k sums (b nil: a alone).
-func counterCols(c *columns, k int) (a, b []uint64) {
+// counterCols are the columns counter k sums (b < 0: a alone).
+func counterCols(k int) (a, b int) {
 	switch k {
 	case 0:
-		return c.fwdB, c.revB
+		return colFwdB, colRevB
 	case 1:
-		return c.fwdP, c.revP
+		return colFwdP, colRevP
 	case 2:
-		return c.fwdB, nil
+		return colFwdB, -1
 	case 3:
-		return c.fwdP, nil
+		return colFwdP, -1
 	case 4:
-		return c.revB, nil
+		return colRevB, -1
 	case 5:
-		return c.revP, nil
+		return colRevP, -1
 	}
-	return c.conns, nil
+	return colConns, -1
 }
 
 // counterMask is the columns counter k reads.
@@ -684,23 +715,36 @@ func counterMask(k int) colMask {
 	return 1 << colConns
 }
 
-// counter returns counter counterFields[k] of record i of c.
-func counter(c *columns, k int, i int) uint64 {
-	switch k {
-	case 0:
-		return c.fwdB[i] + c.revB[i]
-	case 1:
-		return c.fwdP[i] + c.revP[i]
-	case 2:
-		return c.fwdB[i]
-	case 3:
-		return c.fwdP[i]
-	case 4:
-		return c.revB[i]
-	case 5:
-		return c.revP[i]
+// hitKey is a hit (global row index) and its start, to sort by.
+type hitKey struct {
+	start int64
+	g     int32
+}
+
+// runs calls fn with each run of hits (global row indexes, ascending) in
+// one chunk: the chunk, the rows' indexes in it and the run's position in
+// hits. idx is valid during the call.
+func runs(hits []int32, fn func(ci int, idx []int32, lo int)) {
+	var idx []int32
+	for lo := 0; lo < len(hits); {
+		ci := hits[lo] >> chunkBits
+		hi := lo
+		idx = idx[:0]
+		for hi < len(hits) && hits[hi]>>chunkBits == ci {
+			idx = append(idx, hits[hi]&(chunkRows-1))
+			hi++
+		}
+		fn(int(ci), idx, lo)
+		lo = hi
 	}
-	return c.conns[i]
+}
+
+// growU64 is b with room for n values.
+func growU64(b []uint64, n int) []uint64 {
+	if cap(b) < n {
+		return make([]uint64, n)
+	}
+	return b[:n]
 }
 
 // inRange returns the segments whose flows may overlap q's time range,

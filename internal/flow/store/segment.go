@@ -4,7 +4,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/palisade-dev/palisade/internal/flow"
 	"github.com/palisade-dev/palisade/internal/inventory"
@@ -399,8 +398,9 @@ type segment struct {
 	// row file); colSize its length.
 	col     *colFile
 	colSize int64
-	// colLazy: a column file is on disk, not opened yet (openCol).
-	colLazy bool
+	// colLazy: a column file is on disk, not opened yet (openCol);
+	// colProbed: its version was checked (probeCols).
+	colLazy, colProbed bool
 }
 
 // noteTxn widens the segment's transaction range. Caller holds mu (or
@@ -865,10 +865,10 @@ func rows(cs []columns) int {
 // view is a consistent snapshot of the dictionaries (and of one segment's
 // columns when c is set) for reading without locks.
 type view struct {
-	cs    []columns // the segment's chunks
-	dead  bitset    // rows replaced by a later version
-	cf    *colFile  // when cs are a column file's (in place)
-	c     *columns  // the chunk being scanned
+	cs    []chunk  // the segment's chunks
+	dead  bitset   // rows replaced by a later version
+	cf    *colFile // when cs are a column file's (in place)
+	c     *chunk   // the chunk being scanned
 	eps   []flow.Endpoint
 	pairs []pair
 	attrs []attr
@@ -926,34 +926,11 @@ func (v *view) at(g int) int {
 // fillNeed says which dictionary-level parts of a flow a fill must set.
 type fillNeed struct{ pair, attr, times bool }
 
-// fillRecord materializes record i; without ids, the flow's ID and its
-// related flows' IDs are left empty (they cost most).
+// fillRecord materializes record i of the current chunk; without ids,
+// the flow's ID and its related flows' IDs are left empty (they cost
+// most).
 func (v *view) fillRecord(f *flow.Flow, i int, need fillNeed, ids bool) {
-	c := v.c
-	if need.pair {
-		v.fillPair(f, c.pair[i])
-	}
-	if need.attr {
-		v.fillAttr(f, c.attr[i])
-	}
-	f.Src.Port = c.sport[i]
-	if need.times {
-		f.Start = time.Unix(0, c.start[i]).UTC()
-		f.End = time.Unix(0, c.end[i]).UTC()
-	}
-	f.FwdPackets, f.FwdBytes = c.fwdP[i], c.fwdB[i]
-	f.RevPackets, f.RevBytes = c.revP[i], c.revB[i]
-	f.Conns = c.conns[i]
-	if !ids {
-		f.ID = ""
-		return
-	}
-	f.ID = flow.MakeID(time.UnixMilli(c.idms[i]), c.idn[i])
-	rs := c.rels[c.relOff[i]:c.relOff[i+1]]
-	f.Related = f.Related[:0]
-	for _, r := range rs {
-		f.Related = append(f.Related, flow.Related{ID: flow.MakeID(time.UnixMilli(r.idms), r.idn), Reason: reasonName(r.reason)})
-	}
+	v.fillChunk(f, v.c, i, need, ids)
 }
 
 func reasonName(bit uint8) string {

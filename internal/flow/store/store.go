@@ -76,6 +76,10 @@ type Store struct {
 	cold      coldCache
 	coldReads atomic.Uint64
 
+	// colVersionSeen: column files of another version were found (logged
+	// once).
+	colVersionSeen atomic.Bool
+
 	dmu        sync.Mutex
 	damaged    map[*segment]bool
 	colDamaged map[*colFile]bool
@@ -505,6 +509,7 @@ func (s *Store) Retain(now time.Time) {
 func (s *Store) retainLocked(now time.Time) {
 	dropped := s.dropOld(now)
 	s.repairDamaged()
+	s.probeCols()
 	s.evict(now)
 	if dropped {
 		if err := s.compactIfWorth(); err != nil {
