@@ -2,6 +2,7 @@ package store
 
 import (
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -114,6 +115,9 @@ func BenchmarkSearch10M(b *testing.B) {
 	reopen := time.Since(st)
 	stats = s.Stats()
 	b.Logf("reopened in %v: %d segments, %d hot; heap %.0f MB", reopen, stats.Segments, stats.HotSegments, heapMB())
+	rowB, colB := filesBytes(dir, segSuffix), filesBytes(dir, colSuffix)
+	b.Logf("disk: row files %.1f B per flow, column files %.1f B per flow (%d of %d cold segments with one)",
+		float64(rowB)/float64(stats.Flows), float64(colB)/float64(stats.Flows), len(globs(dir, colSuffix)), stats.Segments-stats.HotSegments)
 
 	all := queryMix(b, t0, t1)
 	recent := queryMix(b, t1.Add(-time.Hour), t1)
@@ -172,6 +176,22 @@ func BenchmarkSearch10M(b *testing.B) {
 	b.ReportMetric(float64(reopen.Milliseconds()), "reopen-ms")
 	b.ReportMetric(heapMB(), "heap-MB")
 	b.ReportMetric(float64(stats.Flows), "flows")
+}
+
+func globs(dir, suffix string) []string {
+	m, _ := filepath.Glob(filepath.Join(dir, "*"+suffix))
+	return m
+}
+
+// filesBytes is the size of dir's files ending in suffix.
+func filesBytes(dir, suffix string) int64 {
+	var n int64
+	for _, p := range globs(dir, suffix) {
+		if fi, err := os.Stat(p); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
 }
 
 // rss reports the process's resident memory from /proc/self/status: peak
