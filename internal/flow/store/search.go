@@ -40,7 +40,6 @@ type matcher struct {
 	// sel: the rows of the chunk being scanned still matching.
 	sel []int32
 	// Top's scratch space.
-	idx            []int32
 	g0, g1, g2, g3 []uint64
 }
 
