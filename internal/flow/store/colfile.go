@@ -189,10 +189,14 @@ func colFrame(vals []uint64, signed, time bool) (base, unit uint64, w uint8) {
 		return 0, 1, 1
 	}
 	lo, hi := vals[0], vals[0]
-	for _, x := range vals {
-		if signed {
-			lo, hi = uint64(min(int64(lo), int64(x))), uint64(max(int64(hi), int64(x)))
-		} else {
+	if signed {
+		l, h := int64(lo), int64(hi)
+		for _, x := range vals {
+			l, h = min(l, int64(x)), max(h, int64(x))
+		}
+		lo, hi = uint64(l), uint64(h)
+	} else {
+		for _, x := range vals {
 			lo, hi = min(lo, x), max(hi, x)
 		}
 	}
@@ -223,8 +227,14 @@ func colFrame(vals []uint64, signed, time bool) (base, unit uint64, w uint8) {
 // pack stores vals minus base, in units, as T.
 func pack[T word](dst []byte, vals []uint64, base, unit uint64) {
 	d := as[T](dst)[:len(vals)]
+	if unit == 1000 {
+		for i, x := range vals {
+			d[i] = T((x - base) / 1000)
+		}
+		return
+	}
 	for i, x := range vals {
-		d[i] = T((x - base) / unit)
+		d[i] = T(x - base)
 	}
 }
 
