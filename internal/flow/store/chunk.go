@@ -248,8 +248,21 @@ func numSel2[A, B word](a []A, b []B, base uint64, t numTest, sel []int32, all b
 	return sel[:k]
 }
 
-// gather sets out[j] to the value of row idx[j].
+// gather sets out[j] to the value of row idx[j] (idx nil: of row j).
 func gather[T word](vals []T, base, unit uint64, idx []int32, out []uint64) {
+	if idx == nil {
+		out = out[:len(vals)]
+		if unit == 1 {
+			for j, x := range vals {
+				out[j] = base + uint64(x)
+			}
+			return
+		}
+		for j, x := range vals {
+			out[j] = base + uint64(x)*unit
+		}
+		return
+	}
 	out = out[:len(idx)]
 	for j, i := range idx {
 		out[j] = base + uint64(vals[i])*unit

@@ -329,15 +329,24 @@ func (s *Store) scanSegment(q *flow.Query, m *matcher, seg *segment, hits []int3
 // scanView appends the matching records of v's segment to hits.
 func (m *matcher) scanView(q *flow.Query, v *view, inside bool, hits []int32) []int32 {
 	for ci := range v.cs {
-		sel := m.scanChunk(q, v, ci, inside)
+		sel, all := m.scanChunk(q, v, ci, inside)
+		g := int32(ci << chunkBits)
+		if all {
+			hits = slices.Grow(hits, v.cs[ci].n)
+			for i := range int32(v.cs[ci].n) {
+				hits = append(hits, g|i)
+			}
+			continue
+		}
 		for _, i := range sel {
-			hits = append(hits, int32(ci<<chunkBits)|i)
+			hits = append(hits, g|i)
 		}
 	}
 	return hits
 }
 
-// scanChunk returns the rows of chunk c (of v) that match, in order. The
+// scanChunk returns the rows of chunk ci of v that match, in order (all:
+// every row, sel unset). The
 // conjuncts are checked a column at a time, each over the rows the ones
 // before kept: the per-flow numeric conditions first, then the times
 // (when the segment is not wholly inside the query's range), the
@@ -345,16 +354,16 @@ func (m *matcher) scanView(q *flow.Query, v *view, inside bool, hits []int32) []
 // each pair and combination is evaluated once), the source port (one per
 // port value); then the replaced rows and the conjuncts checked row by
 // row. Each pass is a loop instantiated for its column's width.
-func (m *matcher) scanChunk(q *flow.Query, v *view, ci int, inside bool) []int32 {
+func (m *matcher) scanChunk(q *flow.Query, v *view, ci int, inside bool) (sel []int32, all bool) {
 	c := &v.cs[ci]
 	v.c = c
 	if c.n == 0 {
-		return nil
+		return nil, false
 	}
 	if cap(m.sel) < c.n {
 		m.sel = make([]int32, 0, max(c.n, 1024))
 	}
-	sel, all := m.sel[:0], true
+	sel, all = m.sel[:0], true
 	for _, k := range m.numConj {
 		cm := &m.conj[k]
 		a, b := counterCols(cm.counter)
@@ -364,24 +373,24 @@ func (m *matcher) scanChunk(q *flow.Query, v *view, ci int, inside bool) []int32
 			sel = numSel2Of(&c.c[a], &c.c[b], cm.num, sel, all)
 		}
 		if all = false; len(sel) == 0 {
-			return sel
+			return sel, false
 		}
 	}
 	if !inside {
 		sel = c.c[colStart].rangeSel(math.MinInt64, q.To, sel, all)
 		sel = c.c[colEnd].rangeSel(q.From, math.MaxInt64, sel, false)
 		if all = false; len(sel) == 0 {
-			return sel
+			return sel, false
 		}
 	}
 	if len(m.pairConj) > 0 {
 		if sel, all = dictSel(&c.c[colPair], m.pairTab, m.evalPair, sel, all), false; len(sel) == 0 {
-			return sel
+			return sel, false
 		}
 	}
 	if len(m.attrConj) > 0 {
 		if sel, all = dictSel(&c.c[colAttr], m.attrTab, m.evalAttr, sel, all), false; len(sel) == 0 {
-			return sel
+			return sel, false
 		}
 	}
 	for _, k := range m.sportConj {
@@ -397,17 +406,17 @@ func (m *matcher) scanChunk(q *flow.Query, v *view, ci int, inside bool) []int32
 			return 2
 		}
 		if sel, all = dictSel(&c.c[colSport], cm.tab, port, sel, all), false; len(sel) == 0 {
-			return sel
+			return sel, false
 		}
+	}
+	if v.dead == nil && len(m.rowConj) == 0 {
+		return sel, all
 	}
 	if all {
 		sel = sel[:c.n]
 		for i := range sel {
 			sel[i] = int32(i)
 		}
-	}
-	if v.dead == nil && len(m.rowConj) == 0 {
-		return sel
 	}
 	k := 0
 	for _, i := range sel {
@@ -420,7 +429,7 @@ func (m *matcher) scanChunk(q *flow.Query, v *view, ci int, inside bool) []int32
 		sel[k] = i
 		k++
 	}
-	return sel[:k]
+	return sel[:k], false
 }
 
 // dictSel keeps the rows whose ID in column cl (a pair, an attribute
@@ -455,10 +464,15 @@ func (s *Store) Search(q flow.Query) ([]flow.Flow, error) {
 		}
 		keys := make([]hitKey, len(hits))
 		var tmp []uint64
-		runs(hits, func(ci int, idx []int32, lo int) {
-			tmp = growU64(tmp, len(idx))
-			v.cs[ci].c[colStart].gather(idx, tmp)
-			for j, t := range tmp[:len(idx)] {
+		runs(hits, v.cs, func(ci int, idx []int32, lo int) {
+			c := &v.cs[ci]
+			n := c.n
+			if idx != nil {
+				n = len(idx)
+			}
+			tmp = growU64(tmp, n)
+			c.c[colStart].gather(idx, tmp)
+			for j, t := range tmp[:n] {
 				keys[lo+j] = hitKey{int64(t), hits[lo+j]}
 			}
 		})
@@ -552,15 +566,19 @@ func (s *Store) Top(q flow.Query, by string, n int) ([]flow.TopEntry, error) {
 				if len(per) < len(v.pairs) {
 					per = append(per, make([]acc, len(v.pairs)-len(per))...)
 				}
-				runs(hits, func(ci int, idx []int32, _ int) {
+				runs(hits, v.cs, func(ci int, idx []int32, _ int) {
 					c := &v.cs[ci]
-					m.g0, m.g1 = growU64(m.g0, len(idx)), growU64(m.g1, len(idx))
-					m.g2, m.g3 = growU64(m.g2, len(idx)), growU64(m.g3, len(idx))
+					n := c.n
+					if idx != nil {
+						n = len(idx)
+					}
+					m.g0, m.g1 = growU64(m.g0, n), growU64(m.g1, n)
+					m.g2, m.g3 = growU64(m.g2, n), growU64(m.g3, n)
 					c.c[colPair].gather(idx, m.g0)
 					c.c[colConns].gather(idx, m.g1)
 					c.c[colFwdB].gather(idx, m.g2)
 					c.c[colRevB].gather(idx, m.g3)
-					for j, p := range m.g0[:len(idx)] {
+					for j, p := range m.g0[:n] {
 						a := &per[p]
 						a.flows++
 						a.conns += m.g1[j]
@@ -720,13 +738,20 @@ type hitKey struct {
 	g     int32
 }
 
-// runs calls fn with each run of hits (global row indexes, ascending) in
-// one chunk: the chunk, the rows' indexes in it and the run's position in
-// hits. idx is valid during the call.
-func runs(hits []int32, fn func(ci int, idx []int32, lo int)) {
+// runs calls fn with each run of hits (global row indexes of the chunks
+// cs, ascending) in one chunk: the chunk, the rows' indexes in it (nil:
+// every row of the chunk) and the run's position in hits. idx is valid
+// during the call.
+func runs(hits []int32, cs []chunk, fn func(ci int, idx []int32, lo int)) {
 	var idx []int32
 	for lo := 0; lo < len(hits); {
 		ci := hits[lo] >> chunkBits
+		n := cs[ci].n
+		if hits[lo]&(chunkRows-1) == 0 && lo+n <= len(hits) && hits[lo+n-1] == ci<<chunkBits|int32(n-1) {
+			fn(int(ci), nil, lo) // ascending and distinct: every row
+			lo += n
+			continue
+		}
 		hi := lo
 		idx = idx[:0]
 		for hi < len(hits) && hits[hi]>>chunkBits == ci {
