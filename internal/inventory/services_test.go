@@ -479,3 +479,47 @@ func BenchmarkServiceFor(b *testing.B) {
 		})
 	}
 }
+
+// TestServiceForConcurrent: ServiceFor answers while the history is
+// applied and compacted under it (run with -race), and the index ends as
+// the kept versions define it.
+func TestServiceForConcurrent(t *testing.T) {
+	inv, _ := Open(nil)
+	defer inv.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serviceChurn(inv, 11)
+	}()
+	compacted := make(chan error, 1)
+	go func() {
+		for i := range 12 {
+			if _, err := inv.Compact(t0.Add(time.Duration(i) * 5 * time.Minute)); err != nil {
+				compacted <- err
+				return
+			}
+		}
+		compacted <- nil
+	}()
+	probes := serviceProbes(3*time.Hour, 11)
+	applying := func() bool {
+		select {
+		case <-done:
+			return false
+		default:
+			return true
+		}
+	}
+	for i := 0; applying(); i++ {
+		q := probes[i%len(probes)]
+		if w, ok := inv.ServiceFor(q.ip, q.port, q.proto, q.t); ok != (w != nil) || ok && w.Kind != KindService {
+			t.Fatalf("ServiceFor(%s, %d) = %v, %v", q.ip, q.port, w, ok)
+		}
+	}
+	if err := <-compacted; err != nil {
+		t.Fatal(err)
+	}
+	if got, want := indexText(inv.services), indexText(indexFromScratch(inv)); got != want {
+		t.Fatalf("the index is\n%s\nwant\n%s", got, want)
+	}
+}
