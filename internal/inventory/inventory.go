@@ -62,7 +62,13 @@ type incarnation struct {
 func (in *incarnation) latest() *Workload { return in.versions[len(in.versions)-1] }
 
 // at returns the version in force at t (the first one if t precedes it).
+// A single version answers without reading its time: a lookup that needs
+// only the pointer (most workloads have one version) touches one cache
+// line less.
 func (in *incarnation) at(t time.Time) *Workload {
+	if len(in.versions) == 1 {
+		return in.versions[0]
+	}
 	i := sort.Search(len(in.versions), func(i int) bool { return in.versions[i].Updated.After(t) })
 	if i == 0 {
 		return in.versions[0]
