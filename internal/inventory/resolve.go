@@ -2,7 +2,6 @@ package inventory
 
 import (
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -67,7 +66,7 @@ func (inv *Inventory) ServiceFor(ip string, port uint16, proto string, t time.Ti
 		if !ok || isNode && w.Cluster == holder.Cluster {
 			continue
 		}
-		if endpointMatch(w, ip, port) {
+		if inv.services.endpointMatch(w, ip, port) {
 			best = w
 			break
 		}
@@ -80,29 +79,6 @@ func nodePortMatch(w *Workload, port uint16, proto string) bool {
 	for _, p := range w.Ports {
 		if p.NodePort != 0 && uint16(p.NodePort) == port && protoMatch(p.Protocol, proto) {
 			return true
-		}
-	}
-	return false
-}
-
-// endpointMatch reports whether ip is an endpoint of w serving port: a
-// port the endpoint lists, or a service port's numeric target port.
-func endpointMatch(w *Workload, ip string, port uint16) bool {
-	for _, e := range w.Endpoints {
-		if e.IP != ip {
-			continue
-		}
-		for _, p := range e.Ports {
-			if uint16(p) == port {
-				return true
-			}
-		}
-		var buf [5]byte
-		num := strconv.AppendUint(buf[:0], uint64(port), 10)
-		for _, p := range w.Ports {
-			if p.TargetPort == string(num) {
-				return true
-			}
 		}
 	}
 	return false

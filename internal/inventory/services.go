@@ -3,6 +3,7 @@ package inventory
 import (
 	"cmp"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -22,7 +23,15 @@ import (
 type serviceIndex struct {
 	byEndpoint map[string][]*incarnation // endpoint IP, as the versions spell it
 	byNodePort map[nodePortKey][]*incarnation
+	// sorted holds, for each version with more than manyEndpoints
+	// endpoints, their positions ordered by IP: a backend of a large
+	// service is found by a binary search, not a scan.
+	sorted map[*Workload][]int32
 }
+
+// manyEndpoints is the number of endpoints above which a version's are
+// searched through serviceIndex.sorted (below, a scan is as fast).
+const manyEndpoints = 16
 
 // nodePortKey is a cluster and a node port, as ServiceFor compares it
 // (the low 16 bits).
@@ -32,7 +41,7 @@ type nodePortKey struct {
 }
 
 func newServiceIndex() serviceIndex {
-	return serviceIndex{byEndpoint: map[string][]*incarnation{}, byNodePort: map[nodePortKey][]*incarnation{}}
+	return serviceIndex{byEndpoint: map[string][]*incarnation{}, byNodePort: map[nodePortKey][]*incarnation{}, sorted: map[*Workload][]int32{}}
 }
 
 // serviceCompare orders service lives: by workload ID, then the older
@@ -75,11 +84,22 @@ func (x *serviceIndex) add(inc *incarnation, w *Workload) {
 			list(x.byNodePort, nodePortKey{w.Cluster, uint16(p.NodePort)}, inc)
 		}
 	}
+	if len(w.Endpoints) > manyEndpoints {
+		pos := make([]int32, len(w.Endpoints))
+		for i := range pos {
+			pos[i] = int32(i)
+		}
+		slices.SortFunc(pos, func(a, b int32) int { return cmp.Compare(w.Endpoints[a].IP, w.Endpoints[b].IP) })
+		x.sorted[w] = pos
+	}
 }
 
 // drop unlists inc under the keys the versions gone name and the versions
 // kept do not; the caller holds mu for writing.
 func (x *serviceIndex) drop(inc *incarnation, gone, kept []*Workload) {
+	for _, w := range gone {
+		delete(x.sorted, w)
+	}
 	eps, nps := serviceKeys(gone)
 	if len(eps) == 0 && len(nps) == 0 {
 		return
@@ -126,4 +146,46 @@ func serviceAt(inc *incarnation, t time.Time) (*Workload, bool) {
 		return nil, false
 	}
 	return w, true
+}
+
+// endpointMatch reports whether ip is an endpoint of w serving port: a
+// port the endpoint lists, or a service port's numeric target port. The
+// caller holds mu.
+func (x *serviceIndex) endpointMatch(w *Workload, ip string, port uint16) bool {
+	eps := w.Endpoints
+	listed := false
+	serves := func(e *Endpoint) bool {
+		listed = true
+		for _, p := range e.Ports {
+			if uint16(p) == port {
+				return true
+			}
+		}
+		return false
+	}
+	if pos, ok := x.sorted[w]; ok {
+		i, _ := slices.BinarySearchFunc(pos, ip, func(p int32, ip string) int { return cmp.Compare(eps[p].IP, ip) })
+		for ; i < len(pos) && eps[pos[i]].IP == ip; i++ {
+			if serves(&eps[pos[i]]) {
+				return true
+			}
+		}
+	} else {
+		for i := range eps {
+			if eps[i].IP == ip && serves(&eps[i]) {
+				return true
+			}
+		}
+	}
+	if !listed {
+		return false
+	}
+	var buf [5]byte
+	num := strconv.AppendUint(buf[:0], uint64(port), 10)
+	for _, p := range w.Ports {
+		if p.TargetPort == string(num) {
+			return true
+		}
+	}
+	return false
 }

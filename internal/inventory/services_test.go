@@ -82,9 +82,15 @@ func serviceChurn(inv *Inventory, seed uint64) time.Duration {
 				}
 				fallthrough
 			case r < 9:
-				// New endpoints: pod addresses, now and then a node's.
+				// New endpoints: pod addresses, now and then a node's;
+				// a fifth of the time more than manyEndpoints (an
+				// address listed several times, with other ports).
 				w.Endpoints = nil
-				for range rng.IntN(4) {
+				n := rng.IntN(4)
+				if rng.IntN(5) == 0 {
+					n = manyEndpoints + 1 + rng.IntN(24)
+				}
+				for range n {
 					e := Endpoint{IP: podIP(), Ready: true}
 					if rng.IntN(5) == 0 {
 						e.IP = nodeIPs[rng.IntN(len(nodeIPs))]
@@ -324,6 +330,9 @@ func indexText(x serviceIndex) string {
 	for k, ls := range x.byNodePort {
 		lines = append(lines, fmt.Sprintf("np %s/%d: %s", k.cluster, k.port, life(ls)))
 	}
+	for w, pos := range x.sorted {
+		lines = append(lines, fmt.Sprintf("sorted %s %s %s: %v", w.ID, w.UID, w.Updated.Sub(t0), pos))
+	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
 }
@@ -426,10 +435,11 @@ func TestServiceForRecreatedService(t *testing.T) {
 // BenchmarkServiceFor is one ServiceFor question in a cluster of 5,000
 // pods behind 500 services, each with 9 of its app's 10 pods as endpoints
 // and another one left out in each of 20 versions over the hour asked
-// about:
+// about, and 1,000 more pods behind one large service (950 endpoints in
+// each of its 20 versions):
 // a backend's address and target port, a client's address and ephemeral
-// port (no service), a cluster IP and service port; at times spread over
-// the hour.
+// port (no service), a cluster IP and service port, a backend of the
+// large service; at times spread over the hour.
 func BenchmarkServiceFor(b *testing.B) {
 	inv, _ := Open(nil)
 	defer inv.Close()
@@ -450,6 +460,24 @@ func BenchmarkServiceFor(b *testing.B) {
 			inv.Apply(w)
 		}
 	}
+	// And a large service: 1,000 other pods behind it, one in 20 left
+	// out in each version.
+	bigIP := func(j int) string { return fmt.Sprintf("10.245.%d.%d", j/250, j%250+1) }
+	for j := range 1000 {
+		inv.Apply(Workload{ID: fmt.Sprint("c/pod/ns/big-", j), Cluster: "c", Kind: KindPod, Namespace: "ns", Name: fmt.Sprint("big-", j),
+			IPs: []string{bigIP(j)}, Updated: t0})
+	}
+	for v := range 20 {
+		w := Workload{ID: "c/service/ns/big", Cluster: "c", Kind: KindService, Namespace: "ns", Name: "big",
+			IPs: []string{"10.96.9.1"}, Updated: t0.Add(time.Duration(v) * 3 * time.Minute),
+			Ports: []ServicePort{{Protocol: "TCP", Port: 80, TargetPort: "8080"}}}
+		for j := range 1000 {
+			if j%20 != v {
+				w.Endpoints = append(w.Endpoints, Endpoint{IP: bigIP(j), Ports: []int32{8080}, Ready: true})
+			}
+		}
+		inv.Apply(w)
+	}
 	times := make([]time.Time, 1024)
 	for i := range times {
 		times[i] = t0.Add(time.Duration(i) * time.Hour / 1024)
@@ -462,6 +490,7 @@ func BenchmarkServiceFor(b *testing.B) {
 		{"backend", func(i int) string { return podIP(i % 5000) }, 8080},
 		{"client", func(i int) string { return podIP(i % 5000) }, 40123},
 		{"clusterIP", func(i int) string { return fmt.Sprintf("10.96.%d.%d", i%500/250, i%250+1) }, 80},
+		{"backend of 1,000", func(i int) string { return bigIP(i % 1000) }, 8080},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			ips := make([]string, 4096)
