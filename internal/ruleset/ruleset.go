@@ -101,6 +101,10 @@ type Rule struct {
 	OrigDstPort uint16 `json:"origDstPort,omitempty"`
 	// DNATOnly matches only DNATed connections (forward chains).
 	DNATOnly bool `json:"dnatOnly,omitempty"`
+	// Dst (forward chains only, whose peer is the source) is the
+	// destination address or prefix after DNAT: the backend a DNATed
+	// connection goes to.
+	Dst string `json:"dst,omitempty"`
 	// Comment names the intent the rule comes from ("scope@v3#2") or why
 	// it was generated.
 	Comment string `json:"comment,omitempty"`
@@ -273,6 +277,9 @@ func (r *Rules) RulesHash() string {
 				b.WriteString(f)
 				b.WriteByte('|')
 			}
+			if ru.Dst != "" {
+				b.WriteString("dst=" + ru.Dst + "|")
+			}
 			b.WriteByte('\n')
 		}
 	}
@@ -367,6 +374,14 @@ func (r *Rules) ValidateSkipping(known func(*IPSet) bool) error {
 					return fmt.Errorf("%s: original destination %q: %w", where, ru.OrigDst, err)
 				}
 			}
+			if ru.Dst != "" {
+				if name != "forward" {
+					return fmt.Errorf("%s: a destination (%s) is for forward chains only", where, ru.Dst)
+				}
+				if _, err := parsePrefix(ru.Dst); err != nil {
+					return fmt.Errorf("%s: destination %q: %w", where, ru.Dst, err)
+				}
+			}
 		}
 		return nil
 	}
@@ -438,6 +453,8 @@ type Packet struct {
 	OrigDst     netip.Addr
 	OrigDstPort uint16
 	DNAT        bool
+	// Dst is the destination after DNAT (forward chains).
+	Dst netip.Addr
 }
 
 // Decide returns what chain c of r does with a new connection's first
@@ -469,6 +486,11 @@ func (r *Rules) matches(ru *Rule, p Packet) bool {
 	if ru.OrigDst != "" {
 		a, _ := netip.ParseAddr(ru.OrigDst)
 		if !p.DNAT || a != p.OrigDst || (ru.OrigDstPort != 0 && ru.OrigDstPort != p.OrigDstPort) {
+			return false
+		}
+	}
+	if ru.Dst != "" {
+		if pf, err := parsePrefix(ru.Dst); err != nil || !pf.Contains(p.Dst) {
 			return false
 		}
 	}
@@ -600,4 +622,16 @@ type Enforcement struct {
 	// Rules and set members over every bundle of the last compilation.
 	Rules   int `json:"rules"`
 	Members int `json:"members"`
+}
+
+// parsePrefix reads an address or a prefix.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("want an address or prefix")
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }

@@ -157,6 +157,9 @@ func chain(b *strings.Builder, name string, c *ruleset.Chain, r *ruleset.Rules, 
 				m = append(m, "-d", ru.PeerCIDR)
 			}
 		}
+		if ru.Dst != "" {
+			m = append(m, "-d", ru.Dst)
+		}
 		if ru.Set != "" {
 			flags := dir
 			if s := r.SetByName(ru.Set); s != nil && s.Type == ruleset.HashIPPort {

@@ -115,6 +115,8 @@ type compiler struct {
 	// node's pods, for host-node.
 	nodeByName map[string]*peer
 	podsOn     map[string][]*peer
+	// dnatRef: refusedAfterDNAT's result per egress rule list.
+	dnatRef map[string][]dnatRefusal
 }
 
 type chainKey struct {
@@ -463,6 +465,7 @@ func (c *compiler) nodeRules(n *peer, d string) *ruleset.Rules {
 	}
 	b.r.Forward = fwd
 	c.serviceIngress(b, n)
+	c.egressAfterDNAT(b, n)
 	b.r.Canonicalize()
 	return b.r
 }
@@ -475,6 +478,9 @@ func (c *compiler) serviceOnlyRules(n *peer) *ruleset.Rules {
 	b.r.Ingress.Default, b.r.Egress.Default = ruleset.Allow, ruleset.Allow
 	b.r.Forward = &ruleset.Chain{Default: ruleset.Allow}
 	scope := c.serviceIngress(b, n)
+	if s := c.egressAfterDNAT(b, n); scope == "" {
+		scope = s
+	}
 	if scope == "" {
 		return nil
 	}

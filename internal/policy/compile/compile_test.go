@@ -390,7 +390,8 @@ func checkTruthTable(t *testing.T, set policy.Set) {
 // first in its egress.
 func (wd *world) serviceIngress(src end, svc, be *inventory.Workload, target uint16) bool {
 	sp := svc.Ports[0]
-	pkt := ruleset.Packet{Peer: src.ip, Proto: "tcp", Port: target, OrigDst: netip.MustParseAddr(svc.ClusterIP), OrigDstPort: uint16(sp.Port), DNAT: true}
+	pkt := ruleset.Packet{Peer: src.ip, Proto: "tcp", Port: target, OrigDst: netip.MustParseAddr(svc.ClusterIP), OrigDstPort: uint16(sp.Port), DNAT: true,
+		Dst: netip.MustParseAddr(be.IPs[0])}
 	if src.w.Kind == inventory.KindNode {
 		b := wd.nodeB[src.w.Name]
 		if b.Self == nil {
@@ -543,5 +544,89 @@ func TestCompileErrors(t *testing.T) {
 	set.Versions["sock-shop"].Policies[0].Provider = "label.name = "
 	if _, err := Compile(Input{Set: set, Enforced: map[string]bool{"lab": true}, Workloads: f.ws}); err == nil || !strings.Contains(err.Error(), "no-orders-db") {
 		t.Errorf("bad provider: %v", err)
+	}
+}
+
+// egressIsolation is what an imported NetworkPolicy makes of an egress
+// isolation (internal/policy/netpol): payment may reach 203.0.113.0/24 on
+// 666 only, orders the carts pods on 80; both may dial every service
+// (egress-via-service), whose DNAT-related flow to the backend their
+// egress then decides. Ingress is open (front-end admits everyone).
+func egressIsolation() policy.Set {
+	eg := func(name, consumer, provider string, a policy.Action, prio int, ports ...string) policy.Policy {
+		return policy.Policy{Name: name, Consumer: consumer, Provider: provider, Action: a, Priority: prio, Ports: ports, Direction: policy.Egress}
+	}
+	return policy.Set{
+		Scopes: []policy.Scope{{Name: "lab", Filter: `cluster = "lab"`, CatchAll: policy.Allow}},
+		Versions: map[string]*policy.Version{"lab": analyzedV1("lab",
+			eg("payment-ext", `label.name = "payment"`, "cidr:203.0.113.0/24", policy.Allow, 100, "tcp/666"),
+			eg("payment-via-service", `label.name = "payment"`, `kind = service`, policy.Allow, 100),
+			eg("payment-isolate", `label.name = "payment"`, "any", policy.Deny, 1000),
+			eg("orders-carts", `label.name = "orders"`, `label.name = "carts"`, policy.Allow, 100, "tcp/80"),
+			eg("orders-via-service", `label.name = "orders"`, `kind = service`, policy.Allow, 100),
+			eg("orders-isolate", `label.name = "orders"`, "any", policy.Deny, 1000),
+		)},
+	}
+}
+
+// TestEgressDecidedAfterDNAT: an egress-isolated client dialing a service
+// whose backend admits it is refused when its egress does not allow the
+// backend (the evaluator's decision of the DNAT-related flow, and
+// upstream's), by a refusal in its node's forward chain; allowed when it
+// does; and clients whose egress rules are all about services get no
+// node rules.
+func TestEgressDecidedAfterDNAT(t *testing.T) {
+	set := egressIsolation()
+	checkTruthTable(t, set)
+	f := sockShop()
+	out := compileFixture(t, f, set)
+	ev, err := policy.Compile(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]*inventory.Workload{}
+	for _, w := range f.ws {
+		byName[string(w.Kind)+"/"+w.Name] = w
+	}
+	peer := func(w *inventory.Workload) policy.Peer {
+		return policy.Peer{IP: netip.MustParseAddr(w.IPs[0]), Workload: w}
+	}
+	fe, pay, orders := byName["pod/front-end"], byName["pod/payment"], byName["pod/orders"]
+	feSvc, cartsSvc := byName["service/front-end"], byName["service/carts"]
+	// payment → front-end's cluster IP: allowed to the cluster IP, the
+	// backend admits it, the client's egress refuses the backend.
+	d := ev.Evaluate(&policy.Flow{Src: peer(pay), Dst: peer(fe), Proto: policy.ProtoTCP, Port: 8079, Service: feSvc, ServicePort: 80})
+	if d.Ingress.Action == policy.Deny || d.Egress.Action != policy.Deny {
+		t.Fatalf("payment → front-end after DNAT: %+v, want the egress to deny and the ingress to admit", d)
+	}
+	if ServiceAllowed(ev, peer(pay), feSvc, feSvc.Ports[0], peer(fe), 8079) {
+		t.Fatalf("ServiceAllowed: payment → front-end service allowed, want refused by payment's egress after DNAT")
+	}
+	if !ServiceAllowed(ev, peer(orders), cartsSvc, cartsSvc.Ports[0], peer(byName["pod/carts-2"]), 80) {
+		t.Fatalf("ServiceAllowed: orders → carts service refused, want allowed (orders-carts)")
+	}
+	node1 := out.Bundles["node1"].Self
+	if node1 == nil || node1.Forward == nil {
+		t.Fatalf("node1 (payment's node) has no forward chain")
+	}
+	pkt := ruleset.Packet{Peer: netip.MustParseAddr(pay.IPs[0]), Proto: "tcp", Port: 8079, OrigDst: netip.MustParseAddr(feSvc.ClusterIP), OrigDstPort: 80, DNAT: true,
+		Dst: netip.MustParseAddr(fe.IPs[0])}
+	v, i := node1.Decide(node1.Forward, pkt)
+	if v != ruleset.Reject || i < 0 || !strings.Contains(node1.Forward.Rules[i].Comment, "lab@v1#") {
+		t.Fatalf("payment → front-end service in node1's forward chain: %s by rule %d, want a REJECT by payment's egress\n%+v", v, i, node1.Forward.Rules)
+	}
+	t.Logf("the refusal: %+v", node1.Forward.Rules[i])
+	// The same connection from front-end (not isolated) passes.
+	pkt.Peer = netip.MustParseAddr(fe.IPs[0])
+	if v, _ := node1.Decide(node1.Forward, pkt); v != ruleset.Allow {
+		t.Fatalf("front-end → its own service in node1's forward chain: %s, want ALLOW", v)
+	}
+	// Nothing is written on node2, which runs no isolated client.
+	if n2 := out.Bundles["node2"].Self; n2 != nil && n2.Forward != nil {
+		for _, r := range n2.Forward.Rules {
+			if r.Dst != "" {
+				t.Fatalf("node2 has a refusal after DNAT though it runs no egress-isolated pod: %+v", r)
+			}
+		}
 	}
 }

@@ -23,13 +23,15 @@ func DirectAllowed(ev *policy.Evaluator, src, dst policy.Peer, proto policy.Prot
 // ServiceAllowed: src dials svc's cluster IP on service port sp and the
 // node's DNAT sends it to backend on targetPort. The client's egress and
 // the service's own ingress (its deciding scope's) decide on the first
-// flow, the backend's ingress on the second.
+// flow; the client's egress and the backend's ingress on the second (as
+// upstream NetworkPolicy, which sees only the backend, and as analysis,
+// which judges the DNAT-related flow on both sides).
 func ServiceAllowed(ev *policy.Evaluator, src policy.Peer, svc *inventory.Workload, sp inventory.ServicePort, backend policy.Peer, targetPort uint16) bool {
 	proto, _ := policy.ParseProto(protoName(sp.Protocol))
 	svcPeer := policy.Peer{IP: addr(svc.ClusterIP), Workload: svc}
 	d1 := ev.Evaluate(&policy.Flow{Src: src, Dst: svcPeer, Proto: proto, Port: uint16(sp.Port), Service: svc, ServicePort: uint16(sp.Port)})
 	d2 := ev.Evaluate(&policy.Flow{Src: src, Dst: backend, Proto: proto, Port: targetPort, Service: svc, ServicePort: uint16(sp.Port)})
-	return d1.Egress.Action != policy.Deny && d1.Ingress.Action != policy.Deny && d2.Ingress.Action != policy.Deny
+	return d1.Egress.Action != policy.Deny && d1.Ingress.Action != policy.Deny && d2.Egress.Action != policy.Deny && d2.Ingress.Action != policy.Deny
 }
 
 // NodePortAllowed: src dials node on sp's node port; the node DNATs to
