@@ -612,8 +612,8 @@ func TestEgressDecidedAfterDNAT(t *testing.T) {
 	pkt := ruleset.Packet{Peer: netip.MustParseAddr(pay.IPs[0]), Proto: "tcp", Port: 8079, OrigDst: netip.MustParseAddr(feSvc.ClusterIP), OrigDstPort: 80, DNAT: true,
 		Dst: netip.MustParseAddr(fe.IPs[0])}
 	v, i := node1.Decide(node1.Forward, pkt)
-	if v != ruleset.Reject || i < 0 || !strings.Contains(node1.Forward.Rules[i].Comment, "lab@v1#") {
-		t.Fatalf("payment → front-end service in node1's forward chain: %s by rule %d, want a REJECT by payment's egress\n%+v", v, i, node1.Forward.Rules)
+	if v != ruleset.Drop || i < 0 || !strings.Contains(node1.Forward.Rules[i].Comment, "lab@v1#2 ") {
+		t.Fatalf("payment → front-end service in node1's forward chain: %s by rule %d, want a DROP by payment's egress (payment-isolate)\n%+v", v, i, node1.Forward.Rules)
 	}
 	t.Logf("the refusal: %+v", node1.Forward.Rules[i])
 	// The same connection from front-end (not isolated) passes.

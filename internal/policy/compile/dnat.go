@@ -40,7 +40,6 @@ type dnatRefusal struct {
 	port    inventory.ServicePort
 	backend *peer
 	target  uint16
-	verdict ruleset.Verdict
 	ref     string
 }
 
@@ -66,7 +65,7 @@ func (c *compiler) egressAfterDNAT(b *rulesBuilder, n *peer) string {
 				first = d
 			}
 			for _, ip := range r.backend.addrs {
-				k := fmt.Sprintf("%s/%s|%s:%d|%s|%d|%s|%s", r.svc.Namespace, r.svc.Name, protoName(r.port.Protocol), r.port.Port, ip, r.target, r.verdict, r.ref)
+				k := fmt.Sprintf("%s/%s|%s:%d|%s|%d|%s", r.svc.Namespace, r.svc.Name, protoName(r.port.Protocol), r.port.Port, ip, r.target, r.ref)
 				g := groups[k]
 				if g == nil {
 					g = &group{r: r, ip: ip}
@@ -82,7 +81,7 @@ func (c *compiler) egressAfterDNAT(b *rulesBuilder, n *peer) string {
 		g := groups[k]
 		svcRef := g.r.svc.Namespace + "/" + g.r.svc.Name
 		s := c.set("egress-dnat|"+nodeKey(n.w.Cluster, n.w.Name)+"|"+k, ruleset.HashIP, g.clients, "clients on "+n.w.Name+" whose egress refuses "+svcRef+" to "+g.r.backend.w.Name)
-		rules = append(rules, ruleset.Rule{Verdict: g.r.verdict, Proto: protoName(g.r.port.Protocol), Ports: strconv.Itoa(int(g.r.target)), Set: b.use(s), Dst: g.ip,
+		rules = append(rules, ruleset.Rule{Verdict: ruleset.Drop, Proto: protoName(g.r.port.Protocol), Ports: strconv.Itoa(int(g.r.target)), Set: b.use(s), Dst: g.ip,
 			OrigDst: g.r.svc.ClusterIP, OrigDstPort: uint16(g.r.port.Port), DNATOnly: true,
 			Comment: g.r.ref + " egress after DNAT: service " + svcRef + " to " + g.r.backend.w.Name})
 	}
@@ -169,7 +168,7 @@ func (c *compiler) refusedAfterDNAT(d string, p *peer) []dnatRefusal {
 						}
 					}
 					if a, ref := decided(i2); a != policy.Allow {
-						out = append(out, dnatRefusal{svc: svc, port: port, backend: be, target: target, verdict: verdictOf(a), ref: ref})
+						out = append(out, dnatRefusal{svc: svc, port: port, backend: be, target: target, ref: ref})
 					}
 				}
 			}
