@@ -557,7 +557,8 @@ func egressIsolation() policy.Set {
 		return policy.Policy{Name: name, Consumer: consumer, Provider: provider, Action: a, Priority: prio, Ports: ports, Direction: policy.Egress}
 	}
 	return policy.Set{
-		Scopes: []policy.Scope{{Name: "lab", Filter: `cluster = "lab"`, CatchAll: policy.Allow}},
+		Scopes: []policy.Scope{{Name: "lab", Filter: `cluster = "lab"`, CatchAll: policy.Allow},
+			{Name: "users", Parent: "lab", Filter: `label.name = "user"`, CatchAll: policy.Deny}},
 		Versions: map[string]*policy.Version{"lab": analyzedV1("lab",
 			eg("payment-ext", `label.name = "payment"`, "cidr:203.0.113.0/24", policy.Allow, 100, "tcp/666"),
 			eg("payment-via-service", `label.name = "payment"`, `kind = service`, policy.Allow, 100),
@@ -565,7 +566,13 @@ func egressIsolation() policy.Set {
 			eg("orders-carts", `label.name = "orders"`, `label.name = "carts"`, policy.Allow, 100, "tcp/80"),
 			eg("orders-via-service", `label.name = "orders"`, `kind = service`, policy.Allow, 100),
 			eg("orders-isolate", `label.name = "orders"`, "any", policy.Deny, 1000),
-		)},
+		),
+			// user, in a scope of its own that denies by its catch-all, may
+			// dial the services on 80 only: the rule deciding the flow to
+			// the cluster IP holds no backend, and no rule but the
+			// catch-all decides the flow to the backend.
+			"users": analyzedV1("users", eg("user-services-80", `label.name = "user"`, `kind = service`, policy.Allow, 100, "tcp/80")),
+		},
 	}
 }
 
@@ -621,12 +628,19 @@ func TestEgressDecidedAfterDNAT(t *testing.T) {
 	if v, _ := node1.Decide(node1.Forward, pkt); v != ruleset.Allow {
 		t.Fatalf("front-end → its own service in node1's forward chain: %s, want ALLOW", v)
 	}
-	// Nothing is written on node2, which runs no isolated client.
-	if n2 := out.Bundles["node2"].Self; n2 != nil && n2.Forward != nil {
-		for _, r := range n2.Forward.Rules {
-			if r.Dst != "" {
-				t.Fatalf("node2 has a refusal after DNAT though it runs no egress-isolated pod: %+v", r)
-			}
+	// user (node2) is refused front-end's backend by its scope's
+	// catch-all, though its egress allows the flow to the cluster IP.
+	n2 := out.Bundles["node2"].Self
+	if n2 == nil || n2.Forward == nil {
+		t.Fatalf("node2 (user's node) has no forward chain")
+	}
+	pkt.Peer = netip.MustParseAddr(byName["pod/user"].IPs[0])
+	if v, i := n2.Decide(n2.Forward, pkt); v != ruleset.Drop || !strings.HasPrefix(n2.Forward.Rules[i].Comment, "users@v1 catch-all egress after DNAT") {
+		t.Fatalf("user → front-end service in node2's forward chain: %s by rule %d, want a DROP by users' catch-all\n%+v", v, i, n2.Forward.Rules)
+	}
+	for _, r := range n2.Forward.Rules {
+		if r.Dst != "" && !strings.HasPrefix(r.Comment, "users@v1") {
+			t.Fatalf("node2 has a refusal after DNAT for a client other than user: %+v", r)
 		}
 	}
 }

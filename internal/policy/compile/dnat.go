@@ -95,7 +95,11 @@ func (c *compiler) egressAfterDNAT(b *rulesBuilder, n *peer) string {
 func (c *compiler) refusedAfterDNAT(d string, p *peer) []dnatRefusal {
 	eg := c.chain(d, policy.Egress)
 	idx := eg.byPeer[p]
-	key := d + "|" + fmt.Sprint(idx)
+	kb := append(make([]byte, 0, len(d)+1+6*len(idx)), d...)
+	for _, i := range idx {
+		kb = strconv.AppendInt(append(kb, ','), int64(i), 10)
+	}
+	key := string(kb)
 	if c.dnatRef == nil {
 		c.dnatRef = map[string][]dnatRefusal{}
 	}
@@ -117,6 +121,32 @@ func (c *compiler) refusedAfterDNAT(d string, p *peer) []dnatRefusal {
 		var bes []*peer
 		for _, port := range svc.Ports {
 			proto := protoName(port.Protocol)
+			// Can the flows to the backends be decided otherwise than the
+			// flow to the cluster IP? A rule about service:S decides the
+			// backend flows of S as it decides the flow to S's cluster IP,
+			// and none of another service's; so only where a rule not
+			// about the service can match the flow to the cluster IP
+			// (service port) or a backend flow (target port). First by
+			// ports alone, over every rule (cheap, and enough to rule out
+			// most services).
+			tp, numeric := uint16(port.Port), true
+			if port.TargetPort != "" {
+				n, err := strconv.ParseUint(port.TargetPort, 10, 16)
+				tp, numeric = uint16(n), err == nil
+			}
+			mayDecide := func(r *policy.ChainRule) bool {
+				return r.Provider.Kind != policy.EndpointService && (r.AnyPort || !numeric || hasNamed(r.Ports) || portsHold(r.Ports, proto, tp))
+			}
+			relevant := false
+			for _, i := range idx {
+				r := &eg.rules[i]
+				if relevant = mayDecide(r) || r.Provider.Kind != policy.EndpointService && portsHold(r.Ports, proto, uint16(port.Port)); relevant {
+					break
+				}
+			}
+			if !relevant {
+				continue
+			}
 			// The flow to the cluster IP: the pod's own egress chain
 			// decides it; if it refuses, nothing more to do.
 			at, i1 := len(idx), -1
@@ -130,22 +160,14 @@ func (c *compiler) refusedAfterDNAT(d string, p *peer) []dnatRefusal {
 			if a, _ := decided(i1); a != policy.Allow {
 				continue
 			}
-			// Can a rule not about the service decide a backend flow? A
-			// rule about service:S decides the backend flows of S as it
-			// decides the flow to S's cluster IP, and none of another
-			// service's.
-			tp, numeric := uint16(port.Port), true
-			if port.TargetPort != "" {
-				n, err := strconv.ParseUint(port.TargetPort, 10, 16)
-				tp, numeric = uint16(n), err == nil
-			}
-			relevant := i1 >= 0 && eg.rules[i1].Provider.Kind != policy.EndpointService
+			// Exactly: a rule before the one deciding the flow to the
+			// cluster IP, or that one if it is not about the service.
+			relevant = i1 >= 0 && eg.rules[i1].Provider.Kind != policy.EndpointService
 			for _, i := range idx[:at] {
 				if relevant {
 					break
 				}
-				r := &eg.rules[i]
-				relevant = r.Provider.Kind != policy.EndpointService && (r.AnyPort || hasNamed(r.Ports) || !numeric || portsHold(r.Ports, proto, tp))
+				relevant = mayDecide(&eg.rules[i])
 			}
 			if !relevant {
 				continue
