@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -164,20 +165,22 @@ func (inv *Inventory) compactLocked(cutoff time.Time) CompactStats {
 	}
 	clear(inv.all[len(all):])
 	inv.all = all
-	for a, ls := range inv.byIP {
-		keep := ls[:0]
-		for _, l := range ls {
-			if dropped[l.inc] || (!l.To.IsZero() && !l.To.After(cutoff)) {
-				st.Leases++
-				continue
+	for _, idx := range [...]map[netip.Addr][]*lease{inv.byIP, inv.bridges} {
+		for a, ls := range idx {
+			keep := ls[:0]
+			for _, l := range ls {
+				if dropped[l.inc] || (!l.To.IsZero() && !l.To.After(cutoff)) {
+					st.Leases++
+					continue
+				}
+				keep = append(keep, l)
 			}
-			keep = append(keep, l)
-		}
-		if len(keep) == 0 {
-			delete(inv.byIP, a)
-		} else {
-			clear(ls[len(keep):])
-			inv.byIP[a] = keep
+			if len(keep) == 0 {
+				delete(idx, a)
+			} else {
+				clear(ls[len(keep):])
+				idx[a] = keep
+			}
 		}
 	}
 	return st

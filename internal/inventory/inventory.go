@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -28,8 +29,12 @@ type Inventory struct {
 	// all lists incarnations in creation order. Search walks it rather than
 	// the map: workloads created together sit together in memory, and a
 	// sequential walk is several times faster than a map's random order.
-	all       []*incarnation
-	byIP      map[netip.Addr][]*lease // each slice ordered by From
+	all  []*incarnation
+	byIP map[netip.Addr][]*lease // each slice ordered by From
+	// bridges are the leases of nodes' bridge addresses (BridgeAddrs),
+	// kept apart from byIP: they answer only for an address no workload
+	// holds at the time asked.
+	bridges   map[netip.Addr][]*lease
 	externals map[string]*incarnation // user-defined IP/CIDR workloads, by ID
 	services  serviceIndex            // service lives by endpoint address and node port (ServiceFor)
 
@@ -103,6 +108,7 @@ func Open(kv store.KV) (*Inventory, error) {
 	inv := &Inventory{
 		current:   map[string]*incarnation{},
 		byIP:      map[netip.Addr][]*lease{},
+		bridges:   map[netip.Addr][]*lease{},
 		externals: map[string]*incarnation{},
 		services:  newServiceIndex(),
 		kv:        kv,
@@ -247,36 +253,43 @@ func (inv *Inventory) apply(w *Workload) bool {
 }
 
 // openLeases closes the leases of IPs prev held that w no longer holds and
-// opens leases for IPs w holds that prev did not.
+// opens leases for IPs w holds that prev did not; the same for the
+// bridge addresses of a node's pod CIDRs.
 func (inv *Inventory) openLeases(inc *incarnation, prev, w *Workload) {
-	had := map[netip.Addr]bool{}
+	var prevIPs, prevBridges []netip.Addr
 	if prev != nil {
-		for _, a := range leaseIPs(prev) {
-			had[a] = true
+		prevIPs, prevBridges = leaseIPs(prev), bridgeIPs(prev)
+	}
+	moveLeases(inv.byIP, inc, prevIPs, leaseIPs(w), w.Updated)
+	moveLeases(inv.bridges, inc, prevBridges, bridgeIPs(w), w.Updated)
+}
+
+// moveLeases ends inc's leases in idx of the addresses of had not in now
+// and opens leases for those of now not in had, at time at.
+func moveLeases(idx map[netip.Addr][]*lease, inc *incarnation, had, now []netip.Addr, at time.Time) {
+	for _, a := range now {
+		if !slices.Contains(had, a) {
+			idx[a] = append(idx[a], &lease{inc: inc, From: at})
 		}
 	}
-	now := map[netip.Addr]bool{}
-	for _, a := range leaseIPs(w) {
-		now[a] = true
-		if !had[a] {
-			inv.byIP[a] = append(inv.byIP[a], &lease{inc: inc, From: w.Updated})
-		}
-	}
-	for a := range had {
-		if !now[a] {
-			inv.endLease(inc, a, w.Updated)
+	for _, a := range had {
+		if !slices.Contains(now, a) {
+			endLease(idx, inc, a, at)
 		}
 	}
 }
 
 func (inv *Inventory) closeLeases(inc *incarnation, prev *Workload, at time.Time) {
 	for _, a := range leaseIPs(prev) {
-		inv.endLease(inc, a, at)
+		endLease(inv.byIP, inc, a, at)
+	}
+	for _, a := range bridgeIPs(prev) {
+		endLease(inv.bridges, inc, a, at)
 	}
 }
 
-func (inv *Inventory) endLease(inc *incarnation, a netip.Addr, at time.Time) {
-	for _, l := range inv.byIP[a] {
+func endLease(idx map[netip.Addr][]*lease, inc *incarnation, a netip.Addr, at time.Time) {
+	for _, l := range idx[a] {
 		if l.inc == inc && l.To.IsZero() {
 			l.To = at
 		}
@@ -299,6 +312,33 @@ func leaseIPs(w *Workload) []netip.Addr {
 	return out
 }
 
+// BridgeAddrs are the addresses of a node's own connections to its pods
+// besides its IPs: the network address and the first host address of
+// each IPv4 pod CIDR, which a bridge CNI gives the node's bridge and a
+// kubelet's probe leaves from. Enforcement counts them as the node's
+// (compile.DefaultNodeAddrs gives the same addresses); the inventory
+// attributes them to the node where no workload holds them.
+func BridgeAddrs(cidrs []string) []netip.Addr {
+	var out []netip.Addr
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil || !p.Addr().Is4() {
+			continue
+		}
+		a := p.Masked().Addr()
+		out = append(out, a, a.Next())
+	}
+	return out
+}
+
+// bridgeIPs are the bridge addresses of a node (none for other kinds).
+func bridgeIPs(w *Workload) []netip.Addr {
+	if w.Kind != KindNode {
+		return nil
+	}
+	return BridgeAddrs(w.CIDRs)
+}
+
 func contains(ss []string, s string) bool {
 	for _, x := range ss {
 		if x == s {
@@ -309,8 +349,9 @@ func contains(ss []string, s string) bool {
 }
 
 // Lookup returns the workload that held ip at time t, as it was at t. An
-// address no cluster workload held falls back to the most specific
-// user-defined external range containing it.
+// address no cluster workload held falls back to the node whose pod CIDR
+// had it as a bridge address (BridgeAddrs) at t, then to the most
+// specific user-defined external range containing it.
 func (inv *Inventory) Lookup(ip netip.Addr, t time.Time) (*Workload, bool) {
 	inv.mu.RLock()
 	defer inv.mu.RUnlock()
@@ -320,10 +361,12 @@ func (inv *Inventory) Lookup(ip netip.Addr, t time.Time) (*Workload, bool) {
 // lookup is Lookup; the caller holds mu.
 func (inv *Inventory) lookup(ip netip.Addr, t time.Time) (*Workload, bool) {
 	ip = ip.Unmap()
-	ls := inv.byIP[ip]
-	for i := len(ls) - 1; i >= 0; i-- {
-		if ls[i].covers(t) {
-			return ls[i].inc.at(t), true
+	for _, idx := range [...]map[netip.Addr][]*lease{inv.byIP, inv.bridges} {
+		ls := idx[ip]
+		for i := len(ls) - 1; i >= 0; i-- {
+			if ls[i].covers(t) {
+				return ls[i].inc.at(t), true
+			}
 		}
 	}
 	return inv.external(ip)

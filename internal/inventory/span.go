@@ -17,7 +17,6 @@ func (inv *Inventory) LookupSpan(ip netip.Addr, t time.Time) (w *Workload, ok bo
 	ip = ip.Unmap()
 	inv.mu.RLock()
 	defer inv.mu.RUnlock()
-	ls := inv.byIP[ip]
 	lower := func(at time.Time) {
 		if from.IsZero() || at.After(from) {
 			from = at
@@ -28,15 +27,40 @@ func (inv *Inventory) LookupSpan(ip netip.Addr, t time.Time) (w *Workload, ok bo
 			to = at
 		}
 	}
-	// The leases Lookup would find first (the later ones) and that do
-	// not cover t bound the interval: those starting after t from above,
-	// those ended by t from below.
-	hit := -1
+	// The workloads' leases first, then (in the gap between them around
+	// t) the nodes' bridge addresses, as Lookup asks them.
+	for _, idx := range [...]map[netip.Addr][]*lease{inv.byIP, inv.bridges} {
+		if l := spanLease(idx[ip], t, lower, upper); l != nil {
+			lower(l.From)
+			if !l.To.IsZero() {
+				upper(l.To)
+			}
+			vs := l.inc.versions
+			k := max(sort.Search(len(vs), func(i int) bool { return vs[i].Updated.After(t) })-1, 0)
+			if k > 0 {
+				lower(vs[k].Updated)
+			}
+			if k+1 < len(vs) {
+				upper(vs[k+1].Updated)
+			}
+			return vs[k], true, from, to
+		}
+	}
+	// No lease: the user-defined external ranges, which do not depend on
+	// t, answer the whole gap.
+	w, ok = inv.external(ip)
+	return w, ok, from, to
+}
+
+// spanLease returns the lease of ls Lookup finds at t (nil: none), and
+// bounds the interval by the leases it would find first (the later ones)
+// that do not cover t: those starting after t from above, those ended by
+// t from below.
+func spanLease(ls []*lease, t time.Time, lower, upper func(time.Time)) *lease {
 	for i := len(ls) - 1; i >= 0; i-- {
 		l := ls[i]
 		if l.covers(t) {
-			hit = i
-			break
+			return l
 		}
 		if l.From.After(t) {
 			upper(l.From)
@@ -44,26 +68,7 @@ func (inv *Inventory) LookupSpan(ip netip.Addr, t time.Time) (w *Workload, ok bo
 			lower(l.To)
 		}
 	}
-	if hit >= 0 {
-		l := ls[hit]
-		lower(l.From)
-		if !l.To.IsZero() {
-			upper(l.To)
-		}
-		vs := l.inc.versions
-		k := max(sort.Search(len(vs), func(i int) bool { return vs[i].Updated.After(t) })-1, 0)
-		if k > 0 {
-			lower(vs[k].Updated)
-		}
-		if k+1 < len(vs) {
-			upper(vs[k+1].Updated)
-		}
-		return vs[k], true, from, to
-	}
-	// No lease: the user-defined external ranges, which do not depend on
-	// t, answer the whole gap.
-	w, ok = inv.external(ip)
-	return w, ok, from, to
+	return nil
 }
 
 // external is the most specific user-defined external range containing

@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,13 @@ func (l *LiveResolver) WorkloadAt(ip string, t time.Time) (*inventory.Workload, 
 		w, held := l.R.WorkloadAt(ip, now())
 		if held && l.gen.Load() == g {
 			e = liveEntry{w: w}
+			if w.Kind == inventory.KindNode && !slices.Contains(w.IPs, ip) {
+				// A node's bridge address (inventory.BridgeAddrs): the
+				// node holds it only where no workload does, so holding
+				// it now says nothing of the time before; the inventory
+				// answers every time.
+				e.w = nil
+			}
 			l.mu.Lock()
 			if l.at == g {
 				l.cache[ip] = e
