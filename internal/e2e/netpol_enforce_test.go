@@ -155,12 +155,10 @@ func isTimeout(err error) bool {
 // pod as a kubelet probe from the pod's own node and from the other node —
 // each have the outcome both the evaluator of the imported version and
 // the independent reference of upstream semantics (netpoltest) give; a
-// probe from the pod's own node always connects; a connection through a
-// cluster IP is decided, as upstream does, by the client's egress on the
-// backend after DNAT too. Where the evaluator and upstream differ, for the
-// reason the test names and computes (the node's bridge address, unknown
-// to the inventory), the outcome must be the one the enforcement design
-// gives, and each such connection is logged. The analysis of the enforced
+// probe from the pod's own node always connects, also from the node's
+// bridge address, which the inventory resolves to the node; a connection
+// through a cluster IP is decided, as upstream does, by the client's
+// egress on the backend after DNAT too. The analysis of the enforced
 // version over the agents' flows of these connections finds nothing that
 // escaped it but those.
 func TestNetworkPolicyImportEnforced(t *testing.T) {
@@ -375,13 +373,12 @@ func testNetworkPolicyImportEnforced(t *testing.T, e *env) {
 					nsPath: n.NetNSPath, addr: hostPort(dst.IP, port),
 					evaluator: compile.DirectAllowed(ev, peer(n.BridgeIP), peer(dst.IP), policy.ProtoTCP, uint16(port)),
 					upstream:  world.Allowed(fromAPI, netpoltest.End{Node: end(n.IP).Node, IP: netip.MustParseAddr(n.BridgeIP)}, end(dst.IP), corev1.ProtocolTCP, port)}
-				// Known gap: the inventory does not know the bridge
-				// address as the node's, so the evaluator sees an unknown
-				// source, which host-node does not hold; enforcement's node
-				// addresses (compile.DefaultNodeAddrs) include it.
-				if _, known := srv.Inventory.WorkloadAt(n.BridgeIP, now); !known && c.evaluator != c.upstream {
-					c.known = "the inventory has no workload at the node's bridge address, so the evaluator cannot tell it is the pod's own node"
-					c.flow = fmt.Sprintf("%s > %s:%d", n.BridgeIP, dst.IP, port)
+				// Not a gap: the inventory resolves the bridge address to
+				// the node (inventory.BridgeAddrs), as enforcement counts
+				// it (compile.DefaultNodeAddrs), so the evaluator's
+				// host-node holds it and must match the outcome.
+				if w, ok := srv.Inventory.WorkloadAt(n.BridgeIP, now); !ok || w.Kind != inventory.KindNode || w.Name != n.Name {
+					t.Errorf("%s: the inventory resolves the bridge address %s to %v, want the node", n.Name, n.BridgeIP, w)
 				}
 				add(c)
 			}
@@ -505,12 +502,9 @@ func testNetworkPolicyImportEnforced(t *testing.T, e *env) {
 		}
 	}
 
-	// The known gap: where the evaluator of the imported version and
-	// upstream semantics differ, the real outcome follows the one named.
-	// A node's own traffic to its pods leaves from the bridge address;
-	// enforcement counts it as the node's (compile.DefaultNodeAddrs),
-	// upstream too, but the inventory does not, so the evaluator (and
-	// analysis) see an unknown source that host-node does not hold.
+	// No known gap remains (the client's egress after DNAT and the
+	// bridge address are decided as upstream does); one named here would
+	// be logged, its real outcome following the one named.
 	if len(gaps) > 0 {
 		sort.Strings(gaps)
 		t.Logf("%d connections on which the evaluator of lab@v1 and upstream differ:\n  %s", len(gaps), strings.Join(gaps, "\n  "))
