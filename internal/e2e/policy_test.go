@@ -305,6 +305,16 @@ func TestPolicyAcceptance(t *testing.T) {
 	userDB := e.st.PodsOf("sock-shop", "user-db")[0]
 	e.dial(t, "payment", net.JoinHostPort(userDB.IP, "27017"), 3, true)
 	e.dial(t, "front-end", net.JoinHostPort(ext, "7777"), 2, false)
+	// A pod through front-end's cluster IP, which only the intent any →
+	// service:sock-shop/front-end decides: the NodePort's connections reach
+	// front-end from a node's address (the node's own, or its bridge's,
+	// which the inventory resolves to the node), where the probes' intent
+	// (kind = node) decides first.
+	for _, s := range e.st.Services {
+		if s.Namespace == "sock-shop" && s.Name == "front-end" {
+			e.dial(t, "orders", net.JoinHostPort(s.ClusterIP, "80"), 2, true)
+		}
+	}
 	end := time.Now()
 	sleepUntil(e.settled(end))
 	to := time.Now()
