@@ -160,7 +160,7 @@ func isTimeout(err error) bool {
 // through a cluster IP is decided, as upstream does, by the client's
 // egress on the backend after DNAT too. The analysis of the enforced
 // version over the agents' flows of these connections finds nothing that
-// escaped it but those.
+// escaped it.
 func TestNetworkPolicyImportEnforced(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(string(mode), func(t *testing.T) {
