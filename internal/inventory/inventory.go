@@ -361,15 +361,23 @@ func (inv *Inventory) Lookup(ip netip.Addr, t time.Time) (*Workload, bool) {
 // lookup is Lookup; the caller holds mu.
 func (inv *Inventory) lookup(ip netip.Addr, t time.Time) (*Workload, bool) {
 	ip = ip.Unmap()
-	for _, idx := range [...]map[netip.Addr][]*lease{inv.byIP, inv.bridges} {
-		ls := idx[ip]
-		for i := len(ls) - 1; i >= 0; i-- {
-			if ls[i].covers(t) {
-				return ls[i].inc.at(t), true
-			}
-		}
+	if l := covering(inv.byIP[ip], t); l != nil {
+		return l.inc.at(t), true
+	}
+	if l := covering(inv.bridges[ip], t); l != nil {
+		return l.inc.at(t), true
 	}
 	return inv.external(ip)
+}
+
+// covering is the last lease of ls that covers t, or nil.
+func covering(ls []*lease, t time.Time) *lease {
+	for i := len(ls) - 1; i >= 0; i-- {
+		if ls[i].covers(t) {
+			return ls[i]
+		}
+	}
+	return nil
 }
 
 // Get returns the latest version of a workload (possibly deleted) and its
