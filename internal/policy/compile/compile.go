@@ -335,17 +335,13 @@ func countMembers(r *ruleset.Rules) int {
 	return n
 }
 
-// DefaultNodeAddrs is a node's IPs and the first two addresses of each of
-// its pod CIDRs.
+// DefaultNodeAddrs is a node's IPs and its bridge addresses (the first two
+// addresses of each of its pod CIDRs): the same addresses the inventory
+// resolves to the node (inventory.BridgeAddrs).
 func DefaultNodeAddrs(w *inventory.Workload) []string {
 	out := append([]string(nil), w.IPs...)
-	for _, c := range w.CIDRs {
-		p, err := netip.ParsePrefix(c)
-		if err != nil || !p.Addr().Is4() {
-			continue
-		}
-		a := p.Masked().Addr()
-		out = append(out, a.String(), a.Next().String())
+	for _, a := range inventory.BridgeAddrs(w.CIDRs) {
+		out = append(out, a.String())
 	}
 	return out
 }
