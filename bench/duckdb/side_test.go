@@ -222,6 +222,11 @@ func TestSideBySide(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
+	var version string
+	if err := db.QueryRow(`SELECT version()`).Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("DuckDB %s", version)
 	dc, err := conn.Connect(context.Background())
 	if err != nil {
 		t.Fatal(err)
