@@ -87,6 +87,9 @@ type chunk struct {
 	// file's three columns (colRelMs, colRelN, colRelWhy), from rc.
 	rels []rel
 	rc   [3]col
+	// idRel: the ID times (the row's and its links') are stored as
+	// offsets from the row's start in ms (column files), see idms.
+	idRel bool
 }
 
 // chunkOf is c's records as a chunk (its memory, in place).
@@ -112,15 +115,31 @@ func chunksOf(cs []columns) []chunk {
 
 func (k *chunk) start(i int) int64 { return int64(k.c[colStart].at(i)) }
 
+// startMs is what a column file's ID times of row i are offsets from.
+func startMs(start int64) int64 { return start / 1e6 }
+
+// idms is row i's ID time (unix ms).
+func (k *chunk) idms(i int) int64 {
+	v := int64(k.c[colIDms].at(i))
+	if k.idRel {
+		v += startMs(k.start(i))
+	}
+	return v
+}
+
 // related calls fn with each related link of row i.
 func (k *chunk) related(i int, fn func(r rel)) {
 	lo, hi := int(k.c[colRelOff].at(i)), int(k.c[colRelOff].at(i+1))
+	var off int64
+	if k.idRel {
+		off = startMs(k.start(i))
+	}
 	for j := lo; j < hi; j++ {
 		if k.rels != nil {
 			fn(k.rels[j])
 			continue
 		}
-		fn(rel{idms: int64(k.rc[0].at(j)), idn: k.rc[1].at(j), reason: uint8(k.rc[2].at(j))})
+		fn(rel{idms: int64(k.rc[0].at(j)) + off, idn: k.rc[1].at(j), reason: uint8(k.rc[2].at(j))})
 	}
 }
 
@@ -144,7 +163,7 @@ func (v *view) fillChunk(f *flow.Flow, k *chunk, i int, need fillNeed, ids bool)
 		f.ID = ""
 		return
 	}
-	f.ID = flow.MakeID(time.UnixMilli(int64(k.c[colIDms].at(i))), k.c[colIDn].at(i))
+	f.ID = flow.MakeID(time.UnixMilli(k.idms(i)), k.c[colIDn].at(i))
 	f.Related = f.Related[:0]
 	k.related(i, func(r rel) {
 		f.Related = append(f.Related, flow.Related{ID: flow.MakeID(time.UnixMilli(r.idms), r.idn), Reason: reasonName(r.reason)})

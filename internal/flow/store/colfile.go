@@ -23,10 +23,13 @@ import (
 //
 // Each column is stored in the narrowest width (1, 2, 4 or 8 bytes) that
 // holds every value of the file minus the column's base (its minimum:
-// frame of reference), times in µs (the unit the row file keeps): times
-// within a 10-minute segment fit 4 bytes, counters often 1 or 2, pair and
+// frame of reference), times in µs (the unit the row file keeps), and
+// the ID times (a flow's and its related flows') as offsets in ms from
+// the flow's start, which they mostly equal: times within a 10-minute
+// segment fit 4 bytes, ID times 1 or 2, counters often 1 or 2, pair and
 // attribute IDs 2 or 4. The widths and bases are in the header (version
-// 2); version 1 had fixed widths and is read as absent (see below).
+// 3); versions 1 (fixed widths) and 2 (whole ID times) are read as absent
+// (see below).
 //
 // The row file (seg-N.pfs) stays the record of what was acknowledged;
 // the column file is derived from it, like the summary: it names the row
@@ -50,8 +53,9 @@ var colMagic = [8]byte{'P', 'F', 'C', 'O', 'L', '0', '0', '1'}
 
 const (
 	colPage = 4096
-	// colVersion 2: per-column widths and bases (1: fixed widths).
-	colVersion = 2
+	// colVersion 3: per-column widths and bases, ID times as offsets from
+	// the start (2: ID times whole; 1: fixed widths).
+	colVersion = 3
 )
 
 // The columns of a column file, in file order: one value per row up to
@@ -138,7 +142,9 @@ func colValues(cs []columns, k int, out []uint64) []uint64 {
 		case colEnd:
 			out = appendAs(out, c.end)
 		case colIDms:
-			out = appendAs(out, c.idms)
+			for j, ms := range c.idms {
+				out = append(out, uint64(ms-startMs(c.start[j])))
+			}
 		case colIDn:
 			out = appendAs(out, c.idn)
 		case colPair:
@@ -158,8 +164,10 @@ func colValues(cs []columns, k int, out []uint64) []uint64 {
 		case colConns:
 			out = appendAs(out, c.conns)
 		case colRelMs:
-			for _, r := range rels {
-				out = append(out, uint64(r.idms))
+			for j := range m {
+				for _, r := range c.rels[c.relOff[j]:c.relOff[j+1]] {
+					out = append(out, uint64(r.idms-startMs(c.start[j])))
+				}
 			}
 		case colRelN:
 			for _, r := range rels {
@@ -505,6 +513,7 @@ func parseColFile(data []byte) (*colFile, error) {
 			k.c[c] = x
 		}
 		k.rc = [3]col{cf.cols[colRelMs], cf.cols[colRelN], cf.cols[colRelWhy]}
+		k.idRel = true
 		cf.cs = append(cf.cs, k)
 	}
 	return cf, nil

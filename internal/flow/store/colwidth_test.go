@@ -23,7 +23,8 @@ import (
 // column's base is taken off: times over 200 µs, 60 ms, 60 s and 3.3 h
 // (more than 2³² µs), counters up to 2⁶⁴-1, pair and attribute IDs and
 // related links beyond 2¹⁶ (66,000 flows, two chunks), random 64-bit
-// IDs.
+// IDs, ID times up to 71 minutes from the start and related flows' ID
+// times months before it.
 var tw = time.Date(2025, 11, 20, 0, 0, 0, 0, time.UTC)
 
 // widthSeg is the partition of the flows of width w.
@@ -71,7 +72,7 @@ func widthFlows(w int) []flow.Flow {
 		case 4:
 			f.Start = seg.Add(time.Duration(i) * 900 * time.Microsecond)
 			f.End = f.Start.Add(time.Duration(i%1000) * time.Millisecond)
-			idAt, idn = seg.Add(time.Duration(i)*time.Millisecond), uint64(i)*65_000
+			idAt, idn = seg.Add(time.Duration(i)*65*time.Millisecond), uint64(i)*65_000
 			f.Dst.Port = uint16(i % 65536) // > 2¹⁶ pairs
 			if i >= 65536 {
 				f.Dst.IP = "10.2.0.2"
@@ -81,7 +82,7 @@ func widthFlows(w int) []flow.Flow {
 			f.FwdPackets, f.FwdBytes = uint64(i)*60_000, 1<<40+uint64(i)*60_000
 			f.RevPackets, f.RevBytes = uint64(i)*65_000, 1<<32-1-uint64(i)
 			f.Conns = uint64(i) * 1000
-			relAt, relN = seg.Add(time.Duration(i)*time.Millisecond), uint64(i)*65_000
+			relAt, relN = seg.Add(time.Duration(i)*65*time.Millisecond), uint64(i)*65_000
 		case 8:
 			f.Start = seg.Add(time.Duration(i) * 40 * time.Second) // 3.3 h: > 2³² µs
 			f.End = f.Start.Add(time.Duration(i) * time.Second)
@@ -194,7 +195,7 @@ func TestColumnWidths(t *testing.T) {
 			colRevP: 2, colRevB: 2, colConns: 2, colRelOff: 2, colRelMs: 2, colRelN: 2, colRelWhy: 1},
 		4: {colStart: 4, colEnd: 4, colIDms: 4, colIDn: 4, colPair: 4, colAttr: 4, colSport: 2, colFwdP: 4, colFwdB: 4,
 			colRevP: 4, colRevB: 4, colConns: 4, colRelOff: 4, colRelMs: 4, colRelN: 4, colRelWhy: 1},
-		8: {colStart: 8, colEnd: 8, colIDms: 4, colIDn: 8, colPair: 1, colAttr: 1, colSport: 2, colFwdP: 8, colFwdB: 1,
+		8: {colStart: 8, colEnd: 8, colIDms: 1, colIDn: 8, colPair: 1, colAttr: 1, colSport: 2, colFwdP: 8, colFwdB: 1,
 			colRevP: 8, colRevB: 8, colConns: 8, colRelOff: 2, colRelMs: 8, colRelN: 8, colRelWhy: 1},
 	}
 	for _, w := range []int{1, 2, 4, 8} {
@@ -410,7 +411,7 @@ func readAll(cf *colFile) (cs []columns) {
 		for j := range k.n {
 			var rels []rel
 			k.related(j, func(r rel) { rels = append(rels, r) })
-			c.addRow(row{start: k.start(j), end: int64(k.c[colEnd].at(j)), idms: int64(k.c[colIDms].at(j)), idn: k.c[colIDn].at(j),
+			c.addRow(row{start: k.start(j), end: int64(k.c[colEnd].at(j)), idms: k.idms(j), idn: k.c[colIDn].at(j),
 				pair: uint32(k.c[colPair].at(j)), attr: uint32(k.c[colAttr].at(j)), sport: uint16(k.c[colSport].at(j)),
 				n: [5]uint64{k.c[colFwdP].at(j), k.c[colFwdB].at(j), k.c[colRevP].at(j), k.c[colRevB].at(j), k.c[colConns].at(j)}}, rels)
 		}

@@ -512,11 +512,11 @@ func (s *Store) Get(id string) (flow.Flow, bool, error) {
 			continue
 		}
 	again:
-		cs, dead, cf := s.columnsOf(seg, 1<<colIDms|1<<colIDn)
+		cs, dead, cf := s.columnsOf(seg, 1<<colIDms|1<<colIDn|1<<colStart)
 		for ci := range cs {
 			c := &cs[ci]
 			for i := c.c[colIDn].findEq(n, 0); i >= 0; i = c.c[colIDn].findEq(n, i+1) {
-				if c.c[colIDms].at(i) == uint64(ms) && !dead.has(uint32(ci<<chunkBits|i)) {
+				if c.idms(i) == ms && !dead.has(uint32(ci<<chunkBits|i)) {
 					if cf != nil && !cf.verifyRow(ci<<chunkBits|i) {
 						s.noteColDamaged(cf)
 						goto again
