@@ -476,7 +476,15 @@ func (s *Store) Search(q flow.Query) ([]flow.Flow, error) {
 				keys[lo+j] = hitKey{int64(t), hits[lo+j]}
 			}
 		})
-		slices.SortStableFunc(keys, func(a, b hitKey) int { return cmp.Compare(b.start, a.start) })
+		// Newest first, ties in the file's order: hits are in row order,
+		// so this total order is the stable sort by start, at the cost of
+		// an unstable one.
+		slices.SortFunc(keys, func(a, b hitKey) int {
+			if c := cmp.Compare(b.start, a.start); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.g, b.g)
+		})
 		for _, k := range keys[:min(len(keys), limit-len(out))] {
 			out = append(out, v.flowAt(int(k.g)))
 		}
