@@ -42,7 +42,9 @@ export function usePoll<T>(load: (() => Promise<T>) | null, again: (x: T) => boo
   const [state, set] = useState<{ data?: T; error?: ApiError; loading: boolean }>({ loading: !!load });
   const [tick, setTick] = useState(0);
   useEffect(() => {
-    set({ loading: !!load });
+    // Like useApi, the last answer stays while the next is on its way: a
+    // reload must not blank what the page shows (nothing to follow: none).
+    set((s) => (load ? { ...s, loading: true } : { loading: false }));
     if (!load) return;
     let live = true;
     let timer = 0;
