@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,6 +80,10 @@ type env struct {
 	mu     sync.Mutex
 	srv    *server.Server
 	agents map[string]*runAgent // by node name
+
+	// srcPorts numbers the client ports exchange binds: each connection
+	// its own 5-tuple, whatever port the kernel would reuse.
+	srcPorts atomic.Uint32
 }
 
 type runAgent struct {

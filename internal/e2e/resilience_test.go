@@ -18,6 +18,7 @@ import (
 
 	"github.com/palisade-dev/palisade/internal/flow"
 	"github.com/palisade-dev/palisade/internal/lab"
+	"github.com/palisade-dev/palisade/internal/netns"
 	"github.com/palisade-dev/palisade/pkg/client"
 )
 
@@ -37,8 +38,25 @@ func (e *env) setMode(t *testing.T, node, mode string) {
 
 // exchange makes one HTTP/1.1 connection from pod to addr and returns its
 // client port.
+//
+// The client port is bound explicitly, a new one per call (20000–31999,
+// below the ephemeral range): the kernel may hand out a port again as soon
+// as its connection has closed on the client's side (the server closes
+// first, so the TIME_WAIT is the server's), and the tests that count
+// connections by client port need each one to be its own 5-tuple.
 func (e *env) exchange(from lab.PodInfo, addr string) (uint16, error) {
-	c, err := e.lab.Dial(podKey(from), addr)
+	pod, err := e.lab.Status().FindPod(podKey(from))
+	if err != nil {
+		return 0, err
+	}
+	local := 20000 + int(e.srcPorts.Add(1)%12000)
+	var c net.Conn
+	err = netns.Do(pod.NetNSPath, func() error {
+		d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{Port: local}}
+		var err error
+		c, err = d.Dial("tcp", addr)
+		return err
+	})
 	if err != nil {
 		return 0, err
 	}
