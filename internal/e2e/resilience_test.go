@@ -248,20 +248,28 @@ func (e *env) testRestarts(t *testing.T, p plan) {
 	lost, dup := 0, 0
 	for port := range ports {
 		fs := byPort[port]
-		seen := map[string]bool{}
+		seen := map[string]int{}
 		for _, f := range fs {
 			for _, pt := range pointsOf(f) {
-				seen[pt] = true
+				seen[pt]++
 			}
 			if !f.HasFlag(flow.FlagSYN) {
 				t.Errorf("connection :%d: a record without the connection's SYN:%s", port, describe([]flow.Flow{f}))
 			}
 		}
-		if len(fs) > 2 {
-			t.Errorf("connection :%d (a few ms long) in %d records:%s", port, len(fs), describe(fs))
+		// One drain boundary (the agent's restart) can split a connection
+		// of a few ms once at each point: at most two records name a
+		// point. The server merges the two points' parts that agree, so
+		// such a connection can show as three flows (seen once: its SYN
+		// alone at the client's point, the whole at both points, the
+		// server side's part at its point).
+		for pt, n := range seen {
+			if n > 2 {
+				t.Errorf("connection :%d (a few ms long) in %d records at %s:%s", port, n, pt, describe(fs))
+			}
 		}
 		for _, pt := range want {
-			if !seen[pt] {
+			if seen[pt] == 0 {
 				lost++
 				t.Errorf("connection :%d not reported at %s:%s", port, pt, describe(fs))
 			}
