@@ -18,7 +18,7 @@ import (
 
 	"github.com/palisade-dev/palisade/internal/flow"
 	"github.com/palisade-dev/palisade/internal/lab"
-	"github.com/palisade-dev/palisade/internal/netns"
+	"github.com/palisade-dev/palisade/internal/lab/app"
 	"github.com/palisade-dev/palisade/pkg/client"
 )
 
@@ -50,13 +50,7 @@ func (e *env) exchange(from lab.PodInfo, addr string) (uint16, error) {
 		return 0, err
 	}
 	local := 20000 + int(e.srcPorts.Add(1)%12000)
-	var c net.Conn
-	err = netns.Do(pod.NetNSPath, func() error {
-		d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{Port: local}}
-		var err error
-		c, err = d.Dial("tcp", addr)
-		return err
-	})
+	c, err := app.DialFrom(pod.NetNSPath, "", local, addr, 3*time.Second)
 	if err != nil {
 		return 0, err
 	}

@@ -127,11 +127,17 @@ func (s *Server) Close() error {
 // localIP is set the connection is bound to it (a kubelet probe from the
 // node IP).
 func Dial(nsPath, localIP, addr string, timeout time.Duration) (net.Conn, error) {
+	return DialFrom(nsPath, localIP, 0, addr, timeout)
+}
+
+// DialFrom is Dial from a chosen client port as well (0: the kernel's
+// choice).
+func DialFrom(nsPath, localIP string, localPort int, addr string, timeout time.Duration) (net.Conn, error) {
 	var conn net.Conn
 	err := netns.Do(nsPath, func() error {
 		d := net.Dialer{Timeout: timeout}
-		if localIP != "" {
-			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(localIP)}
+		if localIP != "" || localPort != 0 {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(localIP), Port: localPort}
 		}
 		var err error
 		conn, err = d.Dial("tcp", addr)
