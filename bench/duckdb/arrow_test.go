@@ -96,10 +96,15 @@ func (l *arrowLoader) appendEndpoint(i int, e *flow.Endpoint) int {
 	return i + 11
 }
 
-func appendList(b array.Builder, vs []string) {
+// listValues starts a list in b and returns the builder of its values.
+func listValues(b array.Builder) *array.StringBuilder {
 	lb := b.(*array.ListBuilder)
 	lb.Append(true)
-	vb := lb.ValueBuilder().(*array.StringBuilder)
+	return lb.ValueBuilder().(*array.StringBuilder)
+}
+
+func appendList(b array.Builder, vs []string) {
+	vb := listValues(b)
 	for _, v := range vs {
 		vb.Append(v)
 	}
@@ -121,20 +126,14 @@ func (l *arrowLoader) Append(fs []flow.Flow) error {
 		}
 		appendList(b.Field(i+7), f.Flags)
 		b.Field(i + 8).(*array.BooleanBuilder).Append(f.Replied)
-		lb := b.Field(i + 9).(*array.ListBuilder)
-		lb.Append(true)
-		vb := lb.ValueBuilder().(*array.StringBuilder)
+		points := listValues(b.Field(i + 9))
 		for _, p := range f.Points {
-			vb.Append(p.Node + "/" + p.Interface)
+			points.Append(p.Node + "/" + p.Interface)
 		}
-		for j, get := range []func(flow.Related) string{
-			func(r flow.Related) string { return r.ID }, func(r flow.Related) string { return r.Reason }} {
-			lb := b.Field(i + 10 + j).(*array.ListBuilder)
-			lb.Append(true)
-			vb := lb.ValueBuilder().(*array.StringBuilder)
-			for _, r := range f.Related {
-				vb.Append(get(r))
-			}
+		ids, reasons := listValues(b.Field(i+10)), listValues(b.Field(i+11))
+		for _, r := range f.Related {
+			ids.Append(r.ID)
+			reasons.Append(r.Reason)
 		}
 		b.Field(i + 12).(*array.StringBuilder).Append(f.Tunnel)
 		l.n++
